@@ -1,0 +1,1 @@
+"""posefleet package."""

@@ -1,0 +1,113 @@
+"""CLI round trips through the real ``posefleet`` entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+from posefleet.clients.cli import main
+from posefleet.node.media import read_image
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "posefleet.clients.cli", *map(str, args)],
+        capture_output=True, text=True, timeout=600, check=False, env=os.environ.copy(),
+    )  # fmt: skip
+
+
+def test_convert_then_pose_json_and_render(assets: Path, tmp_path: Path) -> None:
+    proc = run_cli(
+        "convert",
+        assets / "models/posenet/tfjs_v1/mobilenet_v1_075",
+        "-o",
+        tmp_path / "m",
+        "--input-size",
+        "353x481",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "posenet-mobilenet-v1-075-s16" in proc.stdout
+    photo, video = assets / "images/two_on_bench.jpg", assets / "video/pose_1.mp4"
+    proc = run_cli(
+        "pose",
+        "--model",
+        tmp_path / "m",
+        photo,
+        video,
+        "--json",
+        tmp_path / "poses.json",
+        "--render",
+        tmp_path / "r",
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "poses.json").read_text())
+    assert [i["path"] for i in report["inputs"]] == [str(photo), str(video)]
+    assert len(report["inputs"][0]["frames"]) == 1 and len(report["inputs"][1]["frames"]) == 120
+    frame = report["inputs"][1]["frames"][5]
+    assert frame["index"] == 5
+    pose = frame["poses"][0]
+    assert set(pose) == {"score", "keypoints"} and len(pose["keypoints"]) == 17
+    assert set(pose["keypoints"][0]) == {"name", "x", "y", "score"} and pose["keypoints"][0]["name"] == "nose"
+    drawn = read_image(tmp_path / "r/two_on_bench.jpg")
+    original = read_image(photo)
+    assert drawn.shape == original.shape and (drawn != original).any()
+    cap = cv2.VideoCapture(str(tmp_path / "r/pose_1.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 120
+    cap.release()
+
+
+def test_eval_cli(models: dict[str, Path], coco: tuple[Path, Path], tmp_path: Path) -> None:
+    ann, images = coco
+    proc = run_cli("eval", "--model", models["hpe"], "--coco-annotations", ann, "--images", images,
+                   "--detections-out", tmp_path / "det.json", "--json", tmp_path / "stats.json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Average Precision" in proc.stdout
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["AP"] >= 0.53
+    detections = json.loads((tmp_path / "det.json").read_text())
+    assert {d["image_id"] for d in detections} == {785, 40083, 196141, 197388}
+    assert all(len(d["keypoints"]) == 51 and d["category_id"] == 1 for d in detections)
+
+
+def test_bench_cli_writes_table_json_and_chart(models: dict[str, Path], tmp_path: Path) -> None:
+    code = main(["bench", "--model", str(models["posenet050"]), "--input-size", "257x257", "--frames", "15",
+                 "--seconds", "2", "--json", str(tmp_path / "b.json"), "--markdown", str(tmp_path / "b.md"),
+                 "--chart", str(tmp_path / "b.png")])  # fmt: skip
+    assert code == 0
+    (row,) = json.loads((tmp_path / "b.json").read_text())
+    assert row["input_size"] == "257x257" and row["raw_sync_fps"] > 0 and row["decoded_async_fps"] > 0
+    assert row["raw_latency_p99_ms"] >= row["raw_latency_p50_ms"] > 0
+    assert "| posenet-mobilenet-v1-050-s16 | 257x257 |" in (tmp_path / "b.md").read_text()
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["convert", "/nonexistent/model.pb", "-o", "OUT"], "no such file or directory"),
+        (["pose", "--model", "/nonexistent", "x.jpg"], "does not exist"),
+        (["models", "fetch", "posenet-mobilenet-v1-042"], "unknown model"),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = run_cli(*[a.replace("OUT", str(tmp_path / "o")) for a in args])
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_pose_on_unreadable_input(models: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    proc = run_cli("pose", "--model", models["posenet075"], bad)
+    assert proc.returncode == 2 and "broken.jpg: cannot read image" in proc.stderr
+
+
+def test_bad_size_flag_is_rejected() -> None:
+    proc = run_cli("convert", "x.pb", "-o", "y", "--input-size", "big")
+    assert proc.returncode == 2 and "expected HEIGHTxWIDTH" in proc.stderr

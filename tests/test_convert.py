@@ -1,0 +1,280 @@
+"""Every conversion path on the real assets, and the errors a user can cause."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from posefleet.node.engine import EngineOptions, PoseEngine
+from posefleet.node.media import read_image
+from posefleet.node.models import posenet_tfjs
+from posefleet.node.models.card import load_card
+from posefleet.node.models.convert import ConversionError, convert, detect_format
+from posefleet.node.models.keypoints import COCO_KEYPOINTS
+
+
+def test_frozen_graph(assets: Path, tmp_path: Path) -> None:
+    card = convert(assets / "models/posenet/mobilenet_v1_050/model-mobilenet_v1_050.pb", tmp_path / "m")
+    assert card.family == "posenet" and card.model_id == "posenet-mobilenet-v1-050-s16"
+    assert card.output_stride == 16 and card.precision == "FP16" and card.input.size is None
+    assert card.source.format == "tf-frozen" and len(card.source.sha256) == 64
+    assert load_card(tmp_path / "m") == card
+    assert card.keypoints == list(COCO_KEYPOINTS)
+
+
+def test_tfjs_checkpoint_fixed_size(assets: Path, tmp_path: Path) -> None:
+    card = convert(assets / "models/posenet/tfjs_v1/mobilenet_v1_075", tmp_path / "m", input_size=(257, 257))
+    assert card.model_id == "posenet-mobilenet-v1-075-s16" and card.input.size == (257, 257)
+    assert card.source.format == "tfjs"
+    engine = PoseEngine(tmp_path / "m")
+    assert engine.input_size == (257, 257)
+    with pytest.raises(Exception, match="fixed input size"):
+        PoseEngine(tmp_path / "m", EngineOptions(input_size=(353, 481)))
+
+
+def test_tfjs_stride_8_and_unsupported_32(assets: Path, tmp_path: Path) -> None:
+    card = convert(assets / "models/posenet/tfjs_v1/mobilenet_v1_075", tmp_path / "s8", stride=8)
+    assert card.output_stride == 8
+    out = PoseEngine(tmp_path / "s8", EngineOptions(input_size=(257, 257))).infer_raw(
+        np.zeros((1, 257, 257, 3), np.uint8)
+    )
+    assert out["heatmap"].shape == (1, 33, 33, 17)
+    with pytest.raises(ConversionError, match="supports output stride 8 or 16"):
+        convert(assets / "models/posenet/tfjs_v1/mobilenet_v1_075", tmp_path / "s32", stride=32)
+    assert not (tmp_path / "s32").exists()
+
+
+def _synthetic_checkpoint(directory: Path, multiplier: float) -> None:
+    """A random checkpoint with the real variable names and shapes of another multiplier.
+
+    Only 0.75 weights are in the assets; 0.50/1.00/1.01 share the format, so the builder's
+    architecture tables are checked on random weights of the right shapes.
+    """
+    rng = np.random.default_rng(0)
+    widths = [32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024]
+    ch = [max(8, int(w * multiplier)) for w in widths]
+    manifest = {}
+
+    def put(name: str, shape: tuple[int, ...]) -> None:
+        fname = name.replace("/", "_")
+        (rng.standard_normal(shape).astype("<f4") * 0.05).tofile(directory / fname)
+        manifest[name] = {"filename": fname, "shape": list(shape)}
+
+    directory.mkdir(parents=True)
+    put("MobilenetV1/Conv2d_0/weights", (3, 3, 3, ch[0]))
+    put("MobilenetV1/Conv2d_0/biases", (ch[0],))
+    for i in range(1, 14):
+        put(f"MobilenetV1/Conv2d_{i}_depthwise/depthwise_weights", (3, 3, ch[i - 1], 1))
+        put(f"MobilenetV1/Conv2d_{i}_depthwise/biases", (ch[i - 1],))
+        put(f"MobilenetV1/Conv2d_{i}_pointwise/weights", (1, 1, ch[i - 1], ch[i]))
+        put(f"MobilenetV1/Conv2d_{i}_pointwise/biases", (ch[i],))
+    for head, n in (
+        ("heatmap_2", 17),
+        ("offset_2", 34),
+        ("displacement_fwd_2", 32),
+        ("displacement_bwd_2", 32),
+    ):
+        put(f"MobilenetV1/{head}/weights", (1, 1, ch[13], n))
+        put(f"MobilenetV1/{head}/biases", (n,))
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("variant", "multiplier", "stride", "grid"),
+    [
+        ("050", 0.5, 8, 33),
+        ("050", 0.5, 16, 17),
+        ("100", 1.0, 8, 33),
+        ("100", 1.0, 16, 17),
+        ("101", 1.0, 32, 9),
+    ],
+)
+def test_tfjs_every_multiplier_and_stride(
+    tmp_path: Path, variant: str, multiplier: float, stride: int, grid: int
+) -> None:
+    src = tmp_path / f"mobilenet_v1_{variant}"
+    _synthetic_checkpoint(src, multiplier)
+    card = convert(src, tmp_path / "out", stride=stride, input_size=(257, 257), precision="FP32")
+    assert card.model_id == f"posenet-mobilenet-v1-{variant}-s{stride}"
+    out = PoseEngine(tmp_path / "out").infer_raw(np.zeros((1, 257, 257, 3), np.uint8))
+    assert out["heatmap"].shape == (1, grid, grid, 17)
+    assert out["displacement_bwd"].shape == (1, grid, grid, 32)
+
+
+def test_tflite(assets: Path, tmp_path: Path) -> None:
+    src = assets / "models/posenet/coral_tflite/posenet_mobilenet_v1_075_353_481_quant.tflite"
+    card = convert(src, tmp_path / "m")
+    assert card.input.size == (353, 481) and card.input.element_type == "u8" and card.output_stride == 16
+    out = PoseEngine(tmp_path / "m").infer_raw(np.full((1, 353, 481, 3), 128, np.uint8))
+    heat = out["heatmap"]
+    assert heat.dtype == np.float32 and heat.shape == (1, 23, 31, 17)
+    assert heat.min() >= 0.0 and heat.max() <= 1.0  # dequantised logits through a sigmoid
+    # Dequantisation uses the model's own (scale, zero point): displacements reach tens of pixels.
+    assert out["displacement_fwd"].shape == (1, 23, 31, 32) and np.abs(out["displacement_fwd"]).max() > 10
+    with pytest.raises(ConversionError, match="fixed input size 353x481"):
+        convert(src, tmp_path / "bad", input_size=(257, 257))
+
+
+def test_openvino_ir_is_validated_and_copied(assets: Path, tmp_path: Path) -> None:
+    src = assets / "models/human-pose-estimation-0001/FP16-INT8"
+    card = convert(src, tmp_path / "m")
+    assert card.family == "openpose" and card.input.size == (256, 456) and card.output_stride == 8
+    assert card.precision == "FP16-INT8" and card.outputs == {
+        "pafs": "Mconv7_stage2_L1",
+        "heatmaps": "Mconv7_stage2_L2",
+    }
+    assert (tmp_path / "m/model.bin").read_bytes() == (src / "human-pose-estimation-0001.bin").read_bytes()
+
+
+def test_fp16_and_fp32_agree_within_a_pixel(assets: Path, tmp_path: Path) -> None:
+    src = assets / "models/posenet/tfjs_v1/mobilenet_v1_075"
+    convert(src, tmp_path / "fp16", precision="FP16")
+    card32 = convert(src, tmp_path / "fp32", precision="FP32")
+    assert card32.precision == "FP32"
+    assert (tmp_path / "fp32/model.bin").stat().st_size > 1.9 * (tmp_path / "fp16/model.bin").stat().st_size
+
+    distances = []
+    for name in ("pose.jpg",):
+        image = read_image(assets / "video" / name)
+        a = PoseEngine(tmp_path / "fp16").infer(image).poses[0].keypoints
+        b = PoseEngine(tmp_path / "fp32").infer(image).poses[0].keypoints
+        distances.extend(np.linalg.norm(a[:, :2] - b[:, :2], axis=1).tolist())
+    for name in ("multi_skiing.jpg", "two_on_bench.jpg", "tennis.jpg"):
+        image = read_image(assets / "images" / name)
+        a = PoseEngine(tmp_path / "fp16").infer(image).poses[0].keypoints
+        b = PoseEngine(tmp_path / "fp32").infer(image).poses[0].keypoints
+        distances.extend(np.linalg.norm(a[:, :2] - b[:, :2], axis=1).tolist())
+    assert float(np.median(distances)) < 1.0
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tfjs_copy(assets: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "mobilenet_v1_075"
+    shutil.copytree(assets / "models/posenet/tfjs_v1/mobilenet_v1_075", dst)
+    return dst
+
+
+def _assert_no_outdir(tmp_path: Path, name: str = "out") -> None:
+    assert not (tmp_path / name).exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".{name}.")]
+
+
+def test_missing_weight_file(tfjs_copy: Path, tmp_path: Path) -> None:
+    (tfjs_copy / "MobilenetV1_Conv2d_7_pointwise_weights").unlink()
+    with pytest.raises(
+        ConversionError,
+        match=r"MobilenetV1_Conv2d_7_pointwise_weights.*MobilenetV1/Conv2d_7_pointwise/weights is missing",
+    ):
+        convert(tfjs_copy, tmp_path / "out")
+    _assert_no_outdir(tmp_path)
+
+
+def test_truncated_weight_file(tfjs_copy: Path, tmp_path: Path) -> None:
+    path = tfjs_copy / "MobilenetV1_heatmap_2_weights"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ConversionError, match=r"heatmap_2/weights has 1000 bytes, expected 26112 .*truncated"):
+        convert(tfjs_copy, tmp_path / "out")
+    _assert_no_outdir(tmp_path)
+
+
+def test_shape_mismatch(tfjs_copy: Path, tmp_path: Path) -> None:
+    manifest = json.loads((tfjs_copy / "manifest.json").read_text())
+    manifest["MobilenetV1/Conv2d_3_depthwise/depthwise_weights"]["shape"] = [3, 3, 1, 96]
+    (tfjs_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        ConversionError,
+        match=r"Conv2d_3_depthwise/depthwise_weights has shape \[3, 3, 1, 96\], expected \[3, 3, 96, 1\]",
+    ):
+        convert(tfjs_copy, tmp_path / "out")
+    _assert_no_outdir(tmp_path)
+
+
+def test_missing_variable_in_manifest(tfjs_copy: Path, tmp_path: Path) -> None:
+    manifest = json.loads((tfjs_copy / "manifest.json").read_text())
+    del manifest["MobilenetV1/offset_2/biases"]
+    (tfjs_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConversionError, match="variable MobilenetV1/offset_2/biases is missing from the manifest"):
+        convert(tfjs_copy, tmp_path / "out")
+
+
+def test_unknown_format_and_unreadable_files(tmp_path: Path) -> None:
+    junk = tmp_path / "weights.bin"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(ConversionError, match="unknown model format"):
+        convert(junk, tmp_path / "out")
+    with pytest.raises(ConversionError, match="no such file"):
+        detect_format(tmp_path / "nope.pb")
+    garbage = tmp_path / "model.pb"
+    garbage.write_bytes(b"this is not a protobuf" * 10)
+    with pytest.raises(ConversionError, match=r"model.pb: cannot read TensorFlow frozen graph"):
+        convert(garbage, tmp_path / "out")
+    fake = tmp_path / "fake.tflite"
+    fake.write_bytes(b"\x00" * 32)
+    with pytest.raises(ConversionError, match="not a TFLite flatbuffer"):
+        convert(fake, tmp_path / "out")
+    (tmp_path / "emptydir").mkdir()
+    with pytest.raises(ConversionError, match="unknown model format"):
+        convert(tmp_path / "emptydir", tmp_path / "out")
+    _assert_no_outdir(tmp_path)
+
+
+def test_truncated_frozen_graph_and_tflite(assets: Path, tmp_path: Path) -> None:
+    pb = tmp_path / "model-mobilenet_v1_050.pb"
+    pb.write_bytes((assets / "models/posenet/mobilenet_v1_050/model-mobilenet_v1_050.pb").read_bytes()[:50000])
+    with pytest.raises(ConversionError, match=r"model-mobilenet_v1_050\.pb"):
+        convert(pb, tmp_path / "out")
+    tfl = tmp_path / "posenet.tflite"
+    tfl.write_bytes(
+        (assets / "models/posenet/coral_tflite/posenet_mobilenet_v1_075_353_481_quant.tflite").read_bytes()[:4096]
+    )
+    with pytest.raises(ConversionError, match=r"posenet\.tflite"):
+        convert(tfl, tmp_path / "out")
+    _assert_no_outdir(tmp_path)
+
+
+def test_truncated_ir_bin(assets: Path, tmp_path: Path) -> None:
+    src = tmp_path / "FP16"
+    src.mkdir()
+    ir = assets / "models/human-pose-estimation-0001/FP16-INT8"
+    shutil.copy(ir / "human-pose-estimation-0001.xml", src)
+    (src / "human-pose-estimation-0001.bin").write_bytes((ir / "human-pose-estimation-0001.bin").read_bytes()[:100000])
+    with pytest.raises(ConversionError, match=r"human-pose-estimation-0001\.xml: invalid OpenVINO IR"):
+        convert(src, tmp_path / "out")
+    (src / "human-pose-estimation-0001.bin").unlink()
+    with pytest.raises(ConversionError, match=r"human-pose-estimation-0001.bin: missing"):
+        convert(src, tmp_path / "out")
+    _assert_no_outdir(tmp_path)
+
+
+def test_bad_input_size_and_foreign_outdir(assets: Path, tmp_path: Path) -> None:
+    src = assets / "models/posenet/tfjs_v1/mobilenet_v1_075"
+    with pytest.raises(ConversionError, match=r"nearest valid: 305x305"):
+        convert(src, tmp_path / "out", input_size=(300, 300))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ConversionError, match="refusing to overwrite"):
+        convert(src, foreign)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_reconvert_replaces_previous_model(assets: Path, tmp_path: Path) -> None:
+    src = assets / "models/posenet/tfjs_v1/mobilenet_v1_075"
+    convert(src, tmp_path / "m", input_size=(257, 257))
+    card = convert(src, tmp_path / "m", input_size=(353, 481))
+    assert load_card(tmp_path / "m").input.size == (353, 481) == card.input.size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_strided_layers_match_tfjs_tables() -> None:
+    # 1.00 at stride 16: Conv2d_12 stops downsampling and Conv2d_13 dilates by 2.
+    layers = posenet_tfjs._strided_layers(1.0, 16)
+    assert layers[12] == (1, 1) and layers[13] == (1, 2)
+    # 0.75 at stride 8: Conv2d_6 keeps its resolution and every later block dilates by 2.
+    assert posenet_tfjs._strided_layers(0.75, 8)[6:] == [(1, 1)] + [(1, 2)] * 7
