@@ -107,6 +107,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--chart", type=Path, help="PNG bar chart")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("node", help="serve pose inference over gRPC and advertise it with zeroconf")
+    p.add_argument("--config", type=Path, help="TOML/JSON settings file (flags and POSEFLEET_NODE_* env override it)")
+    p.add_argument("--model", type=Path, help="converted model directory")
+    p.add_argument("--device", help="OpenVINO device (default CPU)")
+    p.add_argument("--input-size", type=parse_size, help="network input HxW (dynamic PoseNet models)")
+    p.add_argument("--host", help="bind address (default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="gRPC port (default 50051, 0 = any free port)")
+    p.add_argument("--name", help="node id (default <hostname>-<port>)")
+    p.add_argument("--max-inflight", type=int, help="frames in flight before RESOURCE_EXHAUSTED")
+    p.add_argument("--zeroconf-interface", action="append", dest="zeroconf_interfaces", metavar="IP",
+                   help="bind zeroconf to this address (repeatable; default all interfaces)")  # fmt: skip
+    p.add_argument("--advertise-address", action="append", dest="advertise_addresses", metavar="IP")
+    p.add_argument("--no-advertise", action="store_false", dest="advertise", default=None)
+    p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = any free port)")
+    p.add_argument("--metrics-host", help="Prometheus bind address (default 127.0.0.1)")
+    p.set_defaults(func=cmd_node)
+
 
 def _engine(args: argparse.Namespace) -> Any:
     from posefleet.node.engine import EngineOptions, NativeResolutionEngine, PoseEngine
@@ -266,6 +283,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.chart:
         chart(results, args.chart)
     return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from posefleet.node.config import NodeSettings
+    from posefleet.node.server import serve
+    from pydantic import ValidationError
+
+    flags = {k: getattr(args, k) for k in NodeSettings.model_fields if hasattr(args, k)}
+    try:
+        settings = NodeSettings.from_sources(args.config, **flags)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"invalid node settings: {problems}") from None
+    return asyncio.run(serve(settings))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,106 @@
+"""Node configuration: defaults < config file (TOML/JSON) < POSEFLEET_NODE_* environment < CLI flags."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from posefleet.node.engine import DEVICES
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+MiB = 1 << 20
+
+
+class NodeSettings(BaseSettings):
+    """Everything ``posefleet node`` can be told; validated once, at start."""
+
+    model_config = SettingsConfigDict(env_prefix="POSEFLEET_NODE_", extra="forbid")
+    _file_values: ClassVar[dict[str, Any]] = {}
+
+    model: Path = Field(description="converted model directory (posefleet convert)")
+    device: str = "CPU"
+    hint: Literal["LATENCY", "THROUGHPUT"] = "THROUGHPUT"
+    input_size: tuple[int, int] | None = None
+    host: str = Field("0.0.0.0", description="address the gRPC server binds")
+    port: int = Field(50051, ge=0, le=65535, description="0 picks a free port")
+    name: str | None = Field(None, description="node id (default: <hostname>-<port>)")
+    max_inflight: int | None = Field(None, ge=1, description="default: 2 x the device's optimal requests")
+    infer_requests: int = Field(0, ge=0, description="OpenVINO infer requests; 0 = device optimum")
+    zeroconf_interfaces: list[str] = Field(default_factory=list, description="IPs zeroconf binds (default: all)")
+    advertise: bool = True
+    advertise_addresses: list[str] = Field(default_factory=list, description="addresses put in the mDNS record")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus endpoint; 0 = free port")
+    metrics_host: str = "127.0.0.1"
+    max_message_mb: float = Field(8.0, gt=0, le=256)
+    max_image_side: int = Field(8192, ge=16)
+    max_image_pixels: int = Field(40_000_000, ge=256)
+    drain_seconds: float = Field(8.0, ge=0, le=60, description="SIGTERM: time allowed for in-flight frames")
+    decode_workers: int = Field(2, ge=1, le=64)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        base = value.split(":", maxsplit=1)[0].split(".", maxsplit=1)[0].upper()
+        if base not in DEVICES:
+            raise ValueError(f"unknown device {value!r}; choose one of {', '.join(DEVICES)}")
+        return value.upper() if ":" not in value else value
+
+    @field_validator("zeroconf_interfaces", "advertise_addresses")
+    @classmethod
+    def _ips(cls, values: list[str]) -> list[str]:
+        for value in values:
+            ipaddress.ip_address(value)  # raises ValueError with the bad value
+        return values
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: Path) -> Path:
+        if not (value / "model.json").is_file():
+            raise ValueError(f"{value} is not a converted model directory (no model.json)")
+        return value
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.max_message_mb * MiB)
+
+    def node_id(self, port: int) -> str:
+        return self.name or f"{socket.gethostname()}-{port}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: CLI flags (init), then the environment, then the config file.
+        return init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=cls._file_values)
+
+    @classmethod
+    def from_sources(cls, config_file: Path | None = None, **flags: Any) -> NodeSettings:
+        """Settings from a config file, the environment and CLI flags (``None`` flags are unset)."""
+        cls._file_values = load_file(config_file)
+        try:
+            return cls(**{k: v for k, v in flags.items() if v is not None})
+        finally:
+            cls._file_values = {}
+
+
+def load_file(path: Path | None) -> dict[str, Any]:
+    """A TOML or JSON config file as a dict (its keys are NodeSettings/coordinator field names)."""
+    if path is None:
+        return {}
+    import json
+
+    import tomllib
+
+    text = path.read_text()
+    data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a table of settings")
+    return data
