@@ -16,7 +16,8 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from posefleet.clients import demo
+    from posefleet.clients import camera, demo
+    from posefleet.coordinator import cli as coordinator_cli
     from posefleet.node import cli as node_cli
 
     parser = argparse.ArgumentParser(
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     node_cli.register(sub)
+    coordinator_cli.register(sub)
+    camera.register(sub)
     demo.register(sub)
     return parser
 

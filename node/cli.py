@@ -105,6 +105,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", type=Path)
     p.add_argument("--chart", type=Path, help="PNG bar chart")
+    p.add_argument("--node", action="store_true", help="node throughput over EstimateStream vs raw async inference")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("node", help="serve pose inference over gRPC and advertise it with zeroconf")
@@ -257,6 +258,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from posefleet.node.models.convert import convert
 
     image = _bench_image(args)
+    if args.node:
+        return _bench_node(args, image)
     results: list[BenchResult] = []
     if args.all:
         assets = assets_dir()
@@ -282,6 +285,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
     if args.chart:
         chart(results, args.chart)
+    return 0
+
+
+#: Node benchmark matrix of ``bench --all --node`` (issue: PoseNet 0.50/0.75 at 257x257 and 353x481, hpe-0001).
+NODE_BENCH = (
+    ("posenet-050", ((257, 257), (353, 481))),
+    ("posenet-075", ((257, 257), (353, 481))),
+    ("hpe-0001", (None,)),
+)
+
+
+def _bench_node(args: argparse.Namespace, image: Any) -> int:
+    from posefleet.node.assets import assets_dir
+    from posefleet.node.bench_node import NodeBenchResult, bench_node, markdown_table
+    from posefleet.node.models.convert import convert
+
+    results: list[NodeBenchResult] = []
+    if args.all:
+        assets = assets_dir()
+        assert assets is not None
+        sources = {label: rel for label, rel, _ in ASSET_BENCH}
+        with tempfile.TemporaryDirectory(prefix="posefleet-bench-") as tmp:
+            for label, sizes in NODE_BENCH:
+                convert(assets / sources[label], Path(tmp) / label)
+                for size in sizes:
+                    results.append(bench_node(Path(tmp) / label, image, size, args.frames, args.seconds))
+                    print(markdown_table(results[-1:]).splitlines()[-1], flush=True)
+    elif args.model:
+        results.append(bench_node(args.model, image, args.input_size, args.frames, args.seconds))
+    else:
+        raise ValueError("bench --node needs --model DIR or --all")
+    table = markdown_table(results)
+    print(table, end="")
+    if args.markdown:
+        args.markdown.write_text(table)
+    if args.json:
+        args.json.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
     return 0
 
 

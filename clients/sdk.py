@@ -1,0 +1,116 @@
+"""A small typed asyncio SDK for the coordinator: Estimate, StreamCamera, Subscribe, ListNodes, GetStats.
+
+async with PosefleetClient("127.0.0.1:50050") as client:
+    result = await client.estimate(image)            # a BGR numpy image, or JPEG/PNG bytes
+    for pose in poses_of(result): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from types import TracebackType
+from typing import Any
+
+import cv2
+import grpc
+import numpy as np
+import numpy.typing as npt
+from posefleet.v1 import coordinator_pb2, coordinator_pb2_grpc, pose_pb2
+
+MiB = 1 << 20
+
+
+def encode_frame(
+    image: npt.NDArray[np.uint8] | bytes,
+    *,
+    camera_id: str = "",
+    sequence: int = 0,
+    quality: int = 85,
+    family: str = "",
+    model_id: str = "",
+) -> pose_pb2.Frame:
+    """A Frame with a JPEG image (numpy BGR input) or the given JPEG/PNG bytes, stamped now."""
+    if isinstance(image, bytes):
+        encoding = pose_pb2.IMAGE_ENCODING_PNG if image[:4] == b"\x89PNG" else pose_pb2.IMAGE_ENCODING_JPEG
+        data = image
+    else:
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise ValueError("cannot JPEG-encode the image")
+        encoding, data = pose_pb2.IMAGE_ENCODING_JPEG, buf.tobytes()
+    frame = pose_pb2.Frame(
+        camera_id=camera_id,
+        sequence=sequence,
+        image=pose_pb2.Image(encoding=encoding, data=data),
+        model=pose_pb2.ModelSelector(family=family, model_id=model_id),
+    )
+    frame.capture_time.GetCurrentTime()
+    return frame
+
+
+def poses_of(result: pose_pb2.PoseResult) -> list[dict[str, Any]]:
+    """Poses as plain dicts: ``{"score", "keypoints": [{"name", "x", "y", "score"}]}``."""
+    return [
+        {
+            "score": round(p.score, 5),
+            "keypoints": [
+                {"name": k.name, "x": round(k.x, 2), "y": round(k.y, 2), "score": round(k.score, 5)}
+                for k in p.keypoints
+            ],
+        }
+        for p in result.poses
+    ]
+
+
+class PosefleetClient:
+    def __init__(self, address: str, *, max_message_mb: float = 16.0) -> None:
+        limit = int(max_message_mb * MiB)
+        options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+        self.address = address
+        self._channel = grpc.aio.insecure_channel(address, options=options)
+        self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
+
+    async def __aenter__(self) -> PosefleetClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def estimate(
+        self,
+        image: npt.NDArray[np.uint8] | bytes | pose_pb2.Frame,
+        *,
+        family: str = "",
+        model_id: str = "",
+        timeout: float | None = 30.0,
+    ) -> pose_pb2.PoseResult:
+        """Poses of one image through the cluster; raises grpc.aio.AioRpcError when it fails."""
+        frame = image if isinstance(image, pose_pb2.Frame) else encode_frame(image, family=family, model_id=model_id)
+        result: pose_pb2.PoseResult = await self._stub.Estimate(frame, timeout=timeout)
+        return result
+
+    def stream_camera(self, frames: AsyncIterable[pose_pb2.Frame]) -> AsyncIterator[pose_pb2.PoseResult]:
+        """One result per frame, in sequence order (OK, DROPPED or FAILED)."""
+        call: AsyncIterator[pose_pb2.PoseResult] = self._stub.StreamCamera(frames)
+        return call
+
+    def subscribe(
+        self, camera_ids: list[str] | None = None, window_ms: int = 0
+    ) -> AsyncIterator[coordinator_pb2.MultiViewResult]:
+        """Merged results of the chosen cameras (all when empty), grouped by capture-time window."""
+        request = coordinator_pb2.SubscribeRequest(camera_ids=camera_ids or [], window_ms=window_ms)
+        call: AsyncIterator[coordinator_pb2.MultiViewResult] = self._stub.Subscribe(request)
+        return call
+
+    async def list_nodes(self) -> list[coordinator_pb2.NodeStatus]:
+        reply = await self._stub.ListNodes(coordinator_pb2.ListNodesRequest(), timeout=10)
+        return list(reply.nodes)
+
+    async def stats(self) -> coordinator_pb2.Stats:
+        reply: coordinator_pb2.Stats = await self._stub.GetStats(coordinator_pb2.GetStatsRequest(), timeout=10)
+        return reply

@@ -1,0 +1,165 @@
+"""``posefleet bench --node``: node throughput over EstimateStream vs raw OpenVINO async throughput.
+
+Same model and input size, same run: first the raw async throughput (THROUGHPUT hint, optimal
+requests, no post-processing), then a real node in a subprocess on 127.0.0.1 fed JPEG frames already
+at the model's input size over one EstimateStream with a credit window equal to its capacity, then
+the latency the node adds: sequential unary calls against bare synchronous inference with decoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import grpc
+import numpy as np
+from posefleet.node.bench import async_throughput
+from posefleet.node.engine import EngineOptions, PoseEngine
+from posefleet.node.models.wrappers import U8Image
+from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
+
+
+@dataclass
+class NodeBenchResult:
+    model_id: str
+    input_size: str
+    raw_async_fps: float
+    node_stream_fps: float
+    ratio: float
+    node_capacity: int
+    bare_latency_p50_ms: float
+    bare_latency_p99_ms: float
+    node_latency_p50_ms: float
+    node_latency_p99_ms: float
+    added_p50_ms: float
+    added_p99_ms: float
+    frames: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def start_node(model_dir: Path, size: tuple[int, int] | None, *extra: str) -> tuple[subprocess.Popen[str], int]:
+    args = [sys.executable, "-m", "posefleet.clients.cli", "node", "--model", str(model_dir), "--host", "127.0.0.1",
+            "--port", "0", "--no-advertise", *extra]  # fmt: skip
+    if size:
+        args += ["--input-size", f"{size[0]}x{size[1]}"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if match := re.search(r"posefleet-node ready .* port=(\d+)", line):
+            return proc, int(match.group(1))
+    proc.kill()
+    raise RuntimeError("node did not start:\n" + "".join(lines))
+
+
+async def _stream_throughput(address: str, payload: bytes, frames: int, seconds: float) -> tuple[float, int, int]:
+    """(frames/s, capacity, frames answered OK) over one stream, at most ``capacity`` frames outstanding."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = node_pb2_grpc.PoseNodeStub(channel)
+        capacity = (await stub.GetInfo(node_pb2.GetInfoRequest())).capacity
+        credits = asyncio.Semaphore(capacity)
+        image = pose_pb2.Image(encoding=pose_pb2.IMAGE_ENCODING_JPEG, data=payload)
+        sent = 0
+        deadline = time.perf_counter() + seconds
+
+        async def requests() -> Any:
+            nonlocal sent
+            while sent < frames and time.perf_counter() < deadline:
+                await credits.acquire()
+                yield pose_pb2.Frame(camera_id="bench", sequence=sent, image=image)
+                sent += 1
+
+        ok = done = 0
+        start = time.perf_counter()
+        async for result in stub.EstimateStream(requests()):
+            credits.release()
+            done += 1
+            ok += result.status == pose_pb2.RESULT_STATUS_OK
+        elapsed = time.perf_counter() - start
+        return done / elapsed, capacity, ok
+
+
+async def _unary_latency(address: str, payload: bytes, count: int) -> list[float]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = node_pb2_grpc.PoseNodeStub(channel)
+        image = pose_pb2.Image(encoding=pose_pb2.IMAGE_ENCODING_JPEG, data=payload)
+        for _ in range(5):
+            await stub.Estimate(pose_pb2.Frame(image=image))
+        times = []
+        for i in range(count):
+            t0 = time.perf_counter()
+            await stub.Estimate(pose_pb2.Frame(sequence=i, image=image))
+            times.append((time.perf_counter() - t0) * 1e3)
+        return times
+
+
+def bench_node(
+    model_dir: Path, image: U8Image, input_size: tuple[int, int] | None, frames: int = 600, seconds: float = 10.0
+) -> NodeBenchResult:
+    thr = PoseEngine(model_dir, EngineOptions(hint="THROUGHPUT", input_size=input_size))
+    h, w = thr.input_size
+    frame = cv2.resize(image, (w, h))
+    raw_fps, _ = async_throughput(thr, frame, frames, seconds, decode=False)
+    sync = PoseEngine(model_dir, EngineOptions(hint="LATENCY", input_size=input_size))
+    bare = []
+    _, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    payload = buf.tobytes()
+    for _ in range(min(frames, 200)):
+        t0 = time.perf_counter()
+        sync.infer(frame)
+        bare.append((time.perf_counter() - t0) * 1e3)
+    del thr, sync
+    proc, port = start_node(model_dir, input_size)
+    try:
+        address = f"127.0.0.1:{port}"
+        node_fps, capacity, answered_ok = asyncio.run(_stream_throughput(address, payload, frames, seconds))
+        node_lat = asyncio.run(_unary_latency(address, payload, min(frames, 200)))
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    b50, b99 = np.percentile(bare, [50, 99])
+    n50, n99 = np.percentile(node_lat, [50, 99])
+    return NodeBenchResult(
+        model_id=PoseEngine(model_dir, EngineOptions(input_size=input_size)).card.model_id,
+        input_size=f"{h}x{w}",
+        raw_async_fps=raw_fps,
+        node_stream_fps=node_fps,
+        ratio=node_fps / raw_fps,
+        node_capacity=capacity,
+        bare_latency_p50_ms=float(b50),
+        bare_latency_p99_ms=float(b99),
+        node_latency_p50_ms=float(n50),
+        node_latency_p99_ms=float(n99),
+        added_p50_ms=float(n50 - b50),
+        added_p99_ms=float(n99 - b99),
+        frames=answered_ok,
+    )
+
+
+def markdown_table(results: list[NodeBenchResult]) -> str:
+    head = (
+        "| model | input | raw async FPS | node stream FPS | node / raw | node capacity "
+        "| latency p50 / p99 ms: bare | via node | added |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = [
+        f"| {r.model_id} | {r.input_size} | {r.raw_async_fps:.1f} | {r.node_stream_fps:.1f} | {r.ratio:.0%} "
+        f"| {r.node_capacity} | {r.bare_latency_p50_ms:.1f} / {r.bare_latency_p99_ms:.1f} "
+        f"| {r.node_latency_p50_ms:.1f} / {r.node_latency_p99_ms:.1f} | {r.added_p50_ms:.1f} / {r.added_p99_ms:.1f} |"
+        for r in results
+    ]
+    return head + "\n".join(rows) + "\n"
