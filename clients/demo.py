@@ -1,26 +1,33 @@
-"""``posefleet demo``: the README's first command.
+"""``posefleet demo``: the README's first command, a whole cluster on this machine.
 
-This first version runs the whole pipeline on one machine: fetch the model and the sample clip
-through the models fetch/mirror mechanism (the assets folder as a file:// mirror when
-$POSEFLEET_ASSETS is set, the official URLs otherwise), estimate poses in every frame, and write an
-annotated video and a JSONL of results. The cluster demo (coordinator + two nodes on loopback)
-replaces this once the coordinator lands.
+It fetches the model and the sample clip through the models fetch/mirror mechanism (the assets
+folder as a ``file://`` mirror when $POSEFLEET_ASSETS is set, the official URLs otherwise), starts
+two nodes and a coordinator as separate processes on 127.0.0.1 with zeroconf bound to 127.0.0.1,
+waits until the coordinator has discovered both nodes, streams the clip as one or more cameras
+(resized to the model input on the camera side), writes an annotated video and a JSONL of results
+per camera, prints per-camera FPS and per-node load, stops everything and exits.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
+import subprocess
 import time
 from pathlib import Path
 
+from posefleet.clients.processes import spawn_coordinator, spawn_node, stop_all
+
 DEMO_MODEL = "posenet-mobilenet-v1-075"
+DEMO_INPUT = "257x257"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="run the local demo end to end and exit")
-    p.add_argument("--source", type=Path, help="video file (default: the sample clip)")
+    p = sub.add_parser("demo", help="run a local cluster (coordinator + 2 nodes) on the sample clip and exit")
+    p.add_argument("--source", help="video file or camera (default: the sample clip)")
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default ./demo-out)")
+    p.add_argument("--nodes", type=int, default=2)
+    p.add_argument("--cameras", type=int, default=1, help="stream the source as this many cameras")
     p.add_argument("--device", default="CPU")
     p.set_defaults(func=run_demo)
 
@@ -34,41 +41,87 @@ def _mirrors() -> tuple[str | None, str | None]:
     return (assets / "models/posenet/tfjs_v1").as_uri(), (assets / "video").as_uri()
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    import cv2
-    from posefleet.node import media
-    from posefleet.node.assets import home_dir
-    from posefleet.node.engine import EngineOptions, PoseEngine
-    from posefleet.node.models.card import CardError, load_card
-    from posefleet.node.models.fetch import fetch, fetch_sample
-    from posefleet.node.render import draw_poses
+async def _wait_nodes(address: str, count: int, timeout: float = 30) -> None:
+    from posefleet.clients.sdk import PosefleetClient
 
-    model_mirror, sample_mirror = _mirrors()
+    async with PosefleetClient(address) as client:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sum(n.healthy for n in await client.list_nodes()) >= count:
+                return
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"the coordinator did not discover {count} nodes within {timeout:.0f} s")
+
+
+async def _stream(address: str, source: str, cameras: int, out: Path) -> list[str]:
+    from posefleet.clients.camera import CameraClient, CameraOptions
+    from posefleet.clients.sdk import PosefleetClient
+
+    clients = [
+        CameraClient(
+            CameraOptions(
+                coordinator=address,
+                source=source,
+                camera_id=f"demo-cam{i}",
+                resize_to_model=True,
+                jsonl=out / f"demo-cam{i}.jsonl",
+                render=out / f"demo-cam{i}.mp4",
+                stats_every_s=2.0,
+            )
+        )
+        for i in range(cameras)
+    ]
+    reports = await asyncio.gather(*(c.run() for c in clients))
+    lines = [r.line(c.o.camera_id) for c, r in zip(clients, reports, strict=True)]
+    async with PosefleetClient(address) as client:
+        stats = await client.stats()
+    for cam in stats.cameras:
+        lines.append(f"  {cam.camera_id}: input {cam.input_fps:.1f} FPS, processed {cam.processed_fps:.1f} FPS, "
+                     f"{cam.frames_ok} ok / {cam.frames_dropped} dropped / {cam.frames_failed} failed, "
+                     f"latency p50 {cam.latency_p50_ms:.1f} ms p99 {cam.latency_p99_ms:.1f} ms")  # fmt: skip
+    for node in stats.nodes:
+        lines.append(f"  node {node.info.node_id} ({node.address}, {node.info.model_id}): {node.frames_done} frames")
+    unanswered = sum(r.sent - r.answered for r in reports)
+    if unanswered:
+        raise RuntimeError(f"{unanswered} frames got no result")
+    return lines
+
+
+def demo_model() -> Path:
+    """The demo's model directory, fetched (through the assets mirror when present) on first use."""
+    from posefleet.node.assets import home_dir
+    from posefleet.node.models.card import CardError, load_card
+    from posefleet.node.models.fetch import fetch
+
     model_dir = home_dir() / "models" / DEMO_MODEL
     try:
         load_card(model_dir)
     except CardError:
-        fetch(DEMO_MODEL, model_dir, mirror=model_mirror, log=print)
-    source = args.source or fetch_sample("sample-video", mirror=sample_mirror)
-    engine = PoseEngine(model_dir, EngineOptions(device=args.device, input_size=(353, 481)))
-    args.out.mkdir(parents=True, exist_ok=True)
-    video_out, jsonl_out = args.out / "demo.mp4", args.out / "demo.jsonl"
-    writer = None
-    count, poses, start = 0, 0, time.perf_counter()
-    with jsonl_out.open("w") as jsonl:
-        for index, frame in enumerate(media.frames(source)):
-            result = engine.infer(frame)
-            count += 1
-            poses += len(result.poses)
-            jsonl.write(json.dumps({"camera": "demo", "index": index, "poses": [p.to_dict() for p in result.poses]}))
-            jsonl.write("\n")
-            if writer is None:
-                size = (frame.shape[1], frame.shape[0])
-                writer = cv2.VideoWriter(str(video_out), cv2.VideoWriter.fourcc(*"mp4v"), media.video_fps(source), size)
-            writer.write(draw_poses(frame, result.poses))
-    if writer is not None:
-        writer.release()
-    elapsed = time.perf_counter() - start
-    print(f"{count} frames, {poses} poses in {elapsed:.1f} s ({count / elapsed:.1f} FPS) with {engine.model_id}")
-    print(f"wrote {video_out} and {jsonl_out}")
+        fetch(DEMO_MODEL, model_dir, mirror=_mirrors()[0], log=print)
+    return model_dir
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from posefleet.node.models.fetch import fetch_sample
+
+    model_dir = demo_model()
+    sample_mirror = _mirrors()[1]
+    source = args.source or str(fetch_sample("sample-video", mirror=sample_mirror))
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        coordinator, port = spawn_coordinator(out / "coordinator.log")
+        procs.append(coordinator)
+        for i in range(args.nodes):
+            extra = ("--input-size", DEMO_INPUT, "--device", args.device)
+            procs.append(spawn_node(model_dir, f"demo-node-{i}", out / f"node-{i}.log", *extra)[0])
+        address = f"127.0.0.1:{port}"
+        print(f"coordinator on {address}, {args.nodes} nodes starting (zeroconf on 127.0.0.1)")
+        asyncio.run(_wait_nodes(address, args.nodes))
+        lines = asyncio.run(_stream(address, source, args.cameras, out))
+        print("\n".join(lines))
+        print(f"wrote {', '.join(sorted(p.name for p in out.glob('demo-cam*')))} in {out}")
+    finally:
+        stop_all(procs)
     return 0

@@ -35,6 +35,7 @@ class Registry:
         self.settings = settings
         self.links: dict[str, NodeLink] = {}
         self._changed = asyncio.Condition()
+        self._waiters = 0
         self._tasks: set[asyncio.Task[object]] = set()
         self._zc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
@@ -137,7 +138,8 @@ class Registry:
 
     # -- routing ---------------------------------------------------------------------------
     def _notify(self) -> None:
-        self._spawn(self._wake())
+        if self._waiters:  # nobody waits for a credit most of the time: no task per frame then
+            self._spawn(self._wake())
 
     async def _wake(self) -> None:
         async with self._changed:
@@ -175,8 +177,12 @@ class Registry:
                     no_node_since = None
                 if now >= deadline:
                     raise NoNode("no node had a free slot before the frame's deadline")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout=min(0.25, max(0.0, deadline - now)))
+                self._waiters += 1
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), timeout=min(0.25, max(0.0, deadline - now)))
+                finally:
+                    self._waiters -= 1
 
     def _lost(self, link: NodeLink, jobs: list[Job], reason: str) -> None:
         """Frames a node could not answer: each goes to another node once, or comes back FAILED."""

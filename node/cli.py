@@ -123,6 +123,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-advertise", action="store_false", dest="advertise", default=None)
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = any free port)")
     p.add_argument("--metrics-host", help="Prometheus bind address (default 127.0.0.1)")
+    sim = p.add_argument_group("simulated accelerator (cluster scale benchmark only; never a default)")
+    sim.add_argument("--backend", choices=("openvino", "simulated-accelerator"))
+    sim.add_argument("--sim-latency-ms", type=float, help="fixed inference time per frame (33.3 = an NCS at 30 FPS)")
+    sim.add_argument("--sim-parallel", type=int, help="simulated devices working at once")
+    sim.add_argument("--sim-record", type=Path, help="recorded model outputs (.npz) decoded for every frame")
+    sim.add_argument("--sim-no-decode", action="store_false", dest="sim_decode", default=None)
     p.set_defaults(func=cmd_node)
 
 

@@ -39,6 +39,12 @@ class NodeSettings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=256)
     drain_seconds: float = Field(8.0, ge=0, le=60, description="SIGTERM: time allowed for in-flight frames")
     decode_workers: int = Field(2, ge=1, le=64)
+    #: "openvino", or "simulated-accelerator" for the cluster scale benchmark only (see node/simulated.py).
+    backend: Literal["openvino", "simulated-accelerator"] = "openvino"
+    sim_latency_ms: float = Field(33.3, ge=0, description="simulated inference time per frame")
+    sim_parallel: int = Field(1, ge=1, le=64, description="simulated devices working at once")
+    sim_record: Path | None = Field(None, description="recorded model outputs (.npz) to decode")
+    sim_decode: bool = True
 
     @field_validator("device")
     @classmethod

@@ -15,7 +15,32 @@ class AtCapacity(Exception):
     """All ``max_inflight`` slots are taken; the caller answers RESOURCE_EXHAUSTED."""
 
 
-class AsyncEngine:
+class Admission:
+    """At most ``max_inflight`` frames admitted at once; ``admit`` fails at once beyond that."""
+
+    max_inflight: int
+    inflight: int
+
+    def admit(self) -> None:
+        """Take one in-flight slot or raise AtCapacity; pair with ``release``."""
+        if self.inflight >= self.max_inflight:
+            raise AtCapacity(f"node at capacity: {self.max_inflight} frames in flight")
+        self.inflight += 1
+
+    def release(self) -> None:
+        self.inflight -= 1
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no frame is in flight (draining); False if the timeout passed first."""
+        deadline = time.monotonic() + timeout
+        while self.inflight > 0:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+
+class AsyncEngine(Admission):
     """``await infer(image)`` on an ``AsyncInferQueue``.
 
     At most ``max_inflight`` frames are admitted (decoding, waiting and inferring); beyond that
@@ -33,15 +58,6 @@ class AsyncEngine:
         self._pipeline = AsyncPipeline(engine, self._on_result, jobs=requests)
         self.requests = self._pipeline.jobs
         self._slots = asyncio.Semaphore(self.requests)
-
-    def admit(self) -> None:
-        """Take one in-flight slot or raise AtCapacity; pair with ``release``."""
-        if self.inflight >= self.max_inflight:
-            raise AtCapacity(f"node at capacity: {self.max_inflight} frames in flight")
-        self.inflight += 1
-
-    def release(self) -> None:
-        self.inflight -= 1
 
     def _on_result(self, result: PoseResult | BaseException, future: asyncio.Future[PoseResult]) -> None:
         # OpenVINO's callback thread: hand over to the loop, and free the request slot there.
@@ -71,15 +87,6 @@ class AsyncEngine:
             self._slots.release()
             raise
         return await future, queue_ms
-
-    async def wait_idle(self, timeout: float) -> bool:
-        """Wait until no frame is in flight (draining); False if the timeout passed first."""
-        deadline = time.monotonic() + timeout
-        while self.inflight > 0:
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.01)
-        return True
 
     def close(self) -> None:
         self._pipeline.wait_all()

@@ -19,6 +19,7 @@ from posefleet.node.inference import AsyncEngine
 from posefleet.node.metrics import NodeMetrics
 from posefleet.node.ov_compat import openvino_version
 from posefleet.node.service import PoseNodeService
+from posefleet.node.simulated import SimulatedEngine
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 from posefleet.v1.discovery import NODE_HEALTH_SERVICE, PROTO_VERSION, NodeAdvert
 
@@ -45,7 +46,7 @@ class NodeServer:
         self._server: grpc.aio.Server | None = None
         self._health = HealthServicer()
         self._service: PoseNodeService | None = None
-        self._engine: AsyncEngine | None = None
+        self._engine: AsyncEngine | SimulatedEngine | None = None
         self._advertiser: Advertiser | None = None
         self._advert: NodeAdvert | None = None
 
@@ -78,13 +79,23 @@ class NodeServer:
         await self._server.start()
         log.info("node %s listening on %s:%d, loading %s", self.node_id, s.host, self.port, s.model)
 
-        options = EngineOptions(device=s.device, hint=s.hint, input_size=s.input_size, requests=s.infer_requests)
-        engine = await asyncio.get_running_loop().run_in_executor(None, PoseEngine, s.model, options)
-        requests = s.infer_requests or engine.optimal_requests
-        capacity = s.max_inflight or 2 * requests
-        self._engine = AsyncEngine(engine, capacity, requests, self._executor)
-        card = engine.card
-        h, w = engine.input_size
+        if s.backend == "simulated-accelerator":
+            if s.sim_record is None:
+                raise ValueError("the simulated-accelerator backend needs --sim-record FILE.npz")
+            capacity = s.max_inflight or 2 * s.sim_parallel
+            self._engine = SimulatedEngine(
+                s.model, s.sim_record, latency_ms=s.sim_latency_ms, parallel=s.sim_parallel, decode=s.sim_decode,
+                max_inflight=capacity, executor=self._executor,
+            )  # fmt: skip
+            card, (h, w), requests = self._engine.card, self._engine.input_size, s.sim_parallel
+        else:
+            options = EngineOptions(device=s.device, hint=s.hint, input_size=s.input_size, requests=s.infer_requests)
+            engine = await asyncio.get_running_loop().run_in_executor(None, PoseEngine, s.model, options)
+            requests = s.infer_requests or engine.optimal_requests
+            capacity = s.max_inflight or 2 * requests
+            self._engine = AsyncEngine(engine, capacity, requests, self._executor)
+            card = engine.card
+            h, w = engine.input_size
         info = pose_pb2.NodeInfo(
             node_id=self.node_id, model_id=card.model_id, model_family=card.family, input_width=w, input_height=h,
             device=s.device, capacity=capacity, precision=card.precision, keypoint_names=card.keypoints,

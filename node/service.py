@@ -13,6 +13,7 @@ from posefleet.node.images import ImageError, decode_image
 from posefleet.node.inference import AsyncEngine, AtCapacity
 from posefleet.node.metrics import NodeMetrics
 from posefleet.node.models.keypoints import COCO_KEYPOINTS
+from posefleet.node.simulated import SimulatedEngine
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 
 log = logging.getLogger("posefleet.node")
@@ -35,16 +36,16 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
         self.executor = executor
         self.max_side = max_side
         self.max_pixels = max_pixels
-        self.engine: AsyncEngine | None = None
+        self.engine: AsyncEngine | SimulatedEngine | None = None
         self.info = pose_pb2.NodeInfo(node_id=node_id)
         self.draining = asyncio.Event()
 
-    def ready(self, engine: AsyncEngine, info: pose_pb2.NodeInfo) -> None:
+    def ready(self, engine: AsyncEngine | SimulatedEngine, info: pose_pb2.NodeInfo) -> None:
         self.engine = engine
         self.info = info
 
     # -- one frame ---------------------------------------------------------------------------
-    def _admit(self) -> AsyncEngine:
+    def _admit(self) -> AsyncEngine | SimulatedEngine:
         """Take an in-flight slot for a frame, or refuse it at once."""
         if self.draining.is_set():
             raise FrameRefused(grpc.StatusCode.UNAVAILABLE, "node is draining (shutting down); send frames elsewhere")
@@ -74,7 +75,9 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
         self.metrics.frames.labels("failed").inc()
         return result
 
-    async def _run(self, engine: AsyncEngine, frame: pose_pb2.Frame, received: float) -> pose_pb2.PoseResult:
+    async def _run(
+        self, engine: AsyncEngine | SimulatedEngine, frame: pose_pb2.Frame, received: float
+    ) -> pose_pb2.PoseResult:
         """Process an admitted frame; always releases its slot."""
         loop = asyncio.get_running_loop()
         try:

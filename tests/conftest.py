@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from posefleet.node.models.convert import convert
 
+# gRPC logs an INFO line whenever a test forks a subprocess while its threads run; keep the output readable.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 
 @pytest.fixture(scope="session")
 def assets() -> Path:

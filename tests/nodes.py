@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import subprocess
@@ -25,6 +26,17 @@ def frame(
 ) -> pose_pb2.Frame:
     image = pose_pb2.Image(encoding=pose_pb2.ImageEncoding.ValueType(encoding), data=data)
     return pose_pb2.Frame(camera_id=camera, sequence=seq, image=image)
+
+
+_RUNNING: list[subprocess.Popen[str]] = []
+
+
+@atexit.register
+def _reap() -> None:
+    """No node outlives the test session, whatever a test did."""
+    for proc in _RUNNING:
+        if proc.poll() is None:
+            proc.kill()
 
 
 class NodeProcess:

@@ -1,0 +1,313 @@
+"""End to end: real nodes and a real coordinator on loopback, zeroconf on 127.0.0.1, the sample video."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from nodes import NodeProcess, jpeg
+from posefleet.clients.camera import CameraClient, CameraOptions
+from posefleet.clients.sdk import PosefleetClient, encode_frame
+from posefleet.coordinator.config import CoordinatorSettings
+from posefleet.coordinator.server import CoordinatorServer
+from posefleet.node.media import frames, read_image
+from posefleet.v1 import coordinator_pb2, pose_pb2
+
+OK, DROPPED, FAILED = pose_pb2.RESULT_STATUS_OK, pose_pb2.RESULT_STATUS_DROPPED, pose_pb2.RESULT_STATUS_FAILED
+
+
+@pytest.fixture(scope="module")
+def video_jpegs(assets: Path) -> list[bytes]:
+    return [jpeg(f) for f in frames(assets / "video" / "pose_1.mp4")]
+
+
+@pytest.fixture(scope="module")
+def small_jpegs(assets: Path) -> list[bytes]:
+    """The clip resized to the nodes' 257x257 input, as ``posefleet camera --resize-to-model`` sends it."""
+    import cv2
+
+    return [
+        jpeg(cv2.resize(f, (257, 257), interpolation=cv2.INTER_AREA)) for f in frames(assets / "video" / "pose_1.mp4")
+    ]
+
+
+def node(models: dict[str, Path], name: str, *extra: str, model: str = "posenet075") -> NodeProcess:
+    size = ["--input-size", "257x257"] if model.startswith("posenet") else []
+    return NodeProcess(models[model], *size, *extra, name=name)
+
+
+async def coordinator(**kw: object) -> CoordinatorServer:
+    base: dict[str, object] = dict(host="127.0.0.1", port=0, zeroconf_interfaces=["127.0.0.1"])
+    base.update(kw)
+    server = CoordinatorServer(CoordinatorSettings(**base))  # type: ignore[arg-type]
+    await server.start()
+    return server
+
+
+async def wait_nodes(client: PosefleetClient, count: int, timeout: float = 20) -> list[coordinator_pb2.NodeStatus]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        nodes = [n for n in await client.list_nodes() if n.healthy]
+        if len(nodes) >= count:
+            return nodes
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"fewer than {count} healthy nodes: {await client.list_nodes()}")
+
+
+async def camera_stream(
+    client: PosefleetClient, camera: str, payloads: list[bytes], fps: float, results: list[pose_pb2.PoseResult]
+) -> None:
+    async def requests() -> AsyncIterator[pose_pb2.Frame]:
+        start = time.perf_counter()
+        for i, data in enumerate(payloads):
+            await asyncio.sleep(max(0.0, start + i / fps - time.perf_counter()))
+            yield encode_frame(data, camera_id=camera, sequence=i)
+
+    async for result in client.stream_camera(requests()):
+        results.append(result)
+
+
+def assert_accounted(results: list[pose_pb2.PoseResult], count: int) -> None:
+    """Exactly one result per frame, in sequence order."""
+    assert [r.sequence for r in results] == list(range(count))
+    assert all(r.status in (OK, DROPPED, FAILED) for r in results)
+    assert all(r.error for r in results if r.status != OK)
+
+
+async def test_three_cameras_two_nodes_node_killed_and_joined(
+    models: dict[str, Path], video_jpegs: list[bytes]
+) -> None:
+    n1, n2 = node(models, "e2e-a"), node(models, "e2e-b")
+    n3: NodeProcess | None = None
+    # A node starting up takes the CPU for ~2 s on this 2-core machine: give cameras that much queue.
+    server = await coordinator(camera_queue=40)
+    try:
+        async with PosefleetClient(f"127.0.0.1:{server.port}") as client:
+            await wait_nodes(client, 2)
+            results: dict[str, list[pose_pb2.PoseResult]] = {f"cam{i}": [] for i in range(3)}
+            payloads = video_jpegs * 2  # 240 frames, 8 s at 30 FPS
+            streams = [
+                asyncio.create_task(camera_stream(client, cam, payloads, 30, out)) for cam, out in results.items()
+            ]
+
+            await asyncio.sleep(2.5)
+            n1.proc.send_signal(signal.SIGKILL)  # mid-stream, no goodbye
+            killed_at = time.monotonic()
+            await asyncio.sleep(2.0)
+            dead = next(n for n in await client.list_nodes() if n.info.node_id == "e2e-a")
+            done_after_2s = dead.frames_done
+            assert not dead.healthy, "the killed node must be out within 2 s"
+
+            n3 = node(models, "e2e-c")
+            announced = time.monotonic()
+            while True:
+                joined = [n for n in await client.list_nodes() if n.info.node_id == "e2e-c" and n.frames_done > 0]
+                if joined or time.monotonic() - announced > 3.0:
+                    break
+                await asyncio.sleep(0.05)
+            assert joined, "a new node must get frames within 3 s of its announcement"
+
+            await asyncio.gather(*streams)
+            final = {n.info.node_id: n for n in await client.list_nodes()}
+            stats = {c.camera_id: c for c in (await client.stats()).cameras}
+        assert final["e2e-a"].frames_done == done_after_2s, "no frames went to the dead node"
+        assert time.monotonic() - killed_at > 2
+        for cam, out in results.items():
+            assert_accounted(out, len(payloads))
+            ok = sum(r.status == OK for r in out)
+            reasons = sorted({r.error for r in out if r.status != OK})
+            assert ok >= 0.85 * len(payloads), (cam, ok, reasons)
+            assert all(r.poses for r in out if r.status == OK)
+            assert {r.node_id for r in out if r.status == OK} >= {"e2e-b", "e2e-c"}
+            assert stats[cam].frames_in == len(payloads) and stats[cam].frames_ok == ok
+            assert stats[cam].latency_p50_ms > 0
+        failed = [r for out in results.values() for r in out if r.status == FAILED]
+        assert all("retried once" in r.error or "no available node" in r.error for r in failed), failed[:3]
+    finally:
+        await server.stop()
+        for n in (n1, n2, n3):
+            if n is not None:
+                n.stop()
+
+
+async def test_overload_drops_oldest_and_stays_bounded(models: dict[str, Path], video_jpegs: list[bytes]) -> None:
+    slow = node(models, "slow", "--max-inflight", "2", model="hpe")
+    server = await coordinator(camera_queue=3)
+    try:
+        async with PosefleetClient(f"127.0.0.1:{server.port}") as client:
+            await wait_nodes(client, 1)
+            out: list[pose_pb2.PoseResult] = []
+            await camera_stream(client, "fast", video_jpegs, 200, out)  # far faster than ~25 FPS
+            stats = (await client.stats()).cameras[0]
+        assert_accounted(out, len(video_jpegs))
+        dropped = [r for r in out if r.status == DROPPED]
+        ok = [r for r in out if r.status == OK]
+        assert len(dropped) > len(video_jpegs) / 3 and "replaced by a newer frame" in dropped[0].error
+        assert len(ok) >= 10 and stats.frames_dropped == len(dropped)
+        # Latency stays bounded by queue + in-flight, not by the backlog: ~ (3 + 2) x 40 ms.
+        assert max(r.timings.route_ms for r in ok) < 2000
+        link = next(iter(server.registry.links.values()))
+        assert link.in_flight <= link.capacity
+    finally:
+        await server.stop()
+        slow.stop()
+
+
+async def test_block_policy_and_unary_estimate(models: dict[str, Path], video_jpegs: list[bytes], assets: Path) -> None:
+    n = node(models, "blocker", "--max-inflight", "2")
+    try:
+        server = await coordinator(drop_policy="block", camera_queue=2, discover=False, nodes=[n.address])
+        async with PosefleetClient(f"127.0.0.1:{server.port}") as client:
+            await wait_nodes(client, 1)
+            out: list[pose_pb2.PoseResult] = []
+            await camera_stream(client, "blocked", video_jpegs[:60], 500, out)
+            single = await client.estimate(read_image(assets / "video" / "pose.jpg"))
+            with pytest.raises(Exception, match="no available node serves openpose"):
+                await client.estimate(read_image(assets / "video" / "pose.jpg"), family="openpose", timeout=15)
+            nodes = await client.list_nodes()
+        assert_accounted(out, 60)
+        assert all(r.status == OK for r in out), "block policy never drops"
+        assert single.status == OK and single.poses and single.node_id == "blocker"
+        assert any(x.source == "static" and x.healthy for x in nodes)
+        await server.stop()
+    finally:
+        n.stop()
+
+
+async def test_subscribe_merges_cameras_by_capture_time(models: dict[str, Path], video_jpegs: list[bytes]) -> None:
+    n = node(models, "sub-node")
+    server = await coordinator()
+    try:
+        async with PosefleetClient(f"127.0.0.1:{server.port}") as client:
+            await wait_nodes(client, 1)
+            merged: list[coordinator_pb2.MultiViewResult] = []
+            second: list[coordinator_pb2.MultiViewResult] = []
+
+            async def subscribe(into: list[coordinator_pb2.MultiViewResult], cams: list[str]) -> None:
+                async for m in client.subscribe(cams, window_ms=200):
+                    into.append(m)
+
+            subs = [
+                asyncio.create_task(subscribe(merged, ["left", "right"])),
+                asyncio.create_task(subscribe(second, ["left"])),
+            ]
+            await asyncio.sleep(0.3)
+
+            async def synced(camera: str) -> AsyncIterator[pose_pb2.Frame]:
+                base = int(time.time() * 1000) // 1000 * 1000 + 1000
+                for i, data in enumerate(video_jpegs[:20]):
+                    f = encode_frame(data, camera_id=camera, sequence=i)
+                    f.capture_time.FromMilliseconds(base + i * 400)  # one frame per 200 ms window, 2 windows apart
+                    await asyncio.sleep(0.02)
+                    yield f
+
+            async def run(camera: str) -> list[pose_pb2.PoseResult]:
+                return [r async for r in client.stream_camera(synced(camera))]
+
+            left, right = await asyncio.gather(run("left"), run("right"))
+            await asyncio.sleep(1.0)
+            for s in subs:
+                s.cancel()
+        assert len(left) == len(right) == 20
+        both = [m for m in merged if {v.camera_id for v in m.views} == {"left", "right"}]
+        assert len(both) >= 15, [len(m.views) for m in merged]
+        for m in both:
+            stamps = {v.capture_time.ToMilliseconds() for v in m.views}
+            assert (
+                len(stamps) == 1
+                and m.window_start.ToMilliseconds() <= min(stamps) < m.window_start.ToMilliseconds() + 200
+            )
+        assert len(second) >= 15 and all({v.camera_id for v in m.views} == {"left"} for m in second)
+    finally:
+        await server.stop()
+        n.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_coordinator(port: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "posefleet.clients.cli", "coordinator", "--host", "127.0.0.1", "--port", str(port),
+         "--zeroconf-interface", "127.0.0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "posefleet-coordinator ready" in line:
+            return proc
+    raise AssertionError("coordinator did not start")
+
+
+async def test_camera_client_reconnects_after_coordinator_restart(
+    models: dict[str, Path], assets: Path, tmp_path: Path
+) -> None:
+    n = node(models, "steady")
+    port = _free_port()
+    first = _start_coordinator(port)
+    second: subprocess.Popen[str] | None = None
+    try:
+        options = CameraOptions(coordinator=f"127.0.0.1:{port}", source=str(assets / "video" / "pose_1.mp4"),
+                                camera_id="door", fps=20, resize_to_model=True, jsonl=tmp_path / "door.jsonl",
+                                render=tmp_path / "door.mp4", stats_every_s=100)  # fmt: skip
+        camera = asyncio.create_task(CameraClient(options).run())
+        await asyncio.sleep(2.5)
+        first.send_signal(signal.SIGTERM)
+        await asyncio.get_running_loop().run_in_executor(None, first.wait, 15)
+        await asyncio.sleep(0.5)
+        second = _start_coordinator(port)
+        report = await asyncio.wait_for(camera, timeout=60)
+        lines = (tmp_path / "door.jsonl").read_text().splitlines()
+        assert report.reconnects >= 1
+        assert report.sent == report.answered == len(lines) == 120
+        assert report.ok >= 80
+        import json
+
+        first_ok = next(json.loads(x) for x in lines if '"ok"' in x)
+        nose = first_ok["poses"][0]["keypoints"][0]
+        assert 200 < nose["x"] < 400 and 100 < nose["y"] < 300, "keypoints are back in source (576x576) pixels"
+        assert (tmp_path / "door.mp4").stat().st_size > 10_000
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                p.wait(15)
+        n.stop()
+
+
+async def test_simulated_accelerator_backend(models: dict[str, Path], assets: Path, tmp_path: Path) -> None:
+    """The benchmark-only backend: fixed latency per frame, real decoding of a recorded output."""
+    import cv2
+    from posefleet.node.simulated import record_outputs
+
+    image = cv2.resize(read_image(assets / "video" / "pose.jpg"), (257, 257))
+    record_outputs(models["posenet075"], image, tmp_path / "rec.npz", (257, 257))
+    sim = NodeProcess(models["posenet075"], "--backend", "simulated-accelerator", "--sim-record",
+                      str(tmp_path / "rec.npz"), "--sim-latency-ms", "50", "--no-advertise", name="sim")  # fmt: skip
+    try:
+        import grpc
+        from posefleet.v1 import node_pb2, node_pb2_grpc
+
+        async with grpc.aio.insecure_channel(sim.address) as channel:
+            stub = node_pb2_grpc.PoseNodeStub(channel)
+            info = await stub.GetInfo(node_pb2.GetInfoRequest())
+            t0 = time.perf_counter()
+            results = await asyncio.gather(*(stub.Estimate(encode_frame(jpeg(image), sequence=i)) for i in range(2)))
+            elapsed = time.perf_counter() - t0
+        assert info.model_id.endswith("+simulated") and info.capacity == 2
+        assert all(r.status == OK and r.poses and r.timings.inference_ms >= 49 for r in results)
+        assert elapsed >= 0.1, "one simulated device: two frames take two latencies"
+        assert results[0].poses[0].keypoints[0].name == "nose"
+    finally:
+        sim.stop()
