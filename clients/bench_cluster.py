@@ -26,14 +26,9 @@ from posefleet.clients.sdk import PosefleetClient, encode_frame
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 
 
-async def _until_nodes(address: str, count: int, timeout: float = 60) -> None:
+async def _until_nodes(address: str, count: int) -> None:
     async with PosefleetClient(address) as client:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if sum(n.healthy for n in await client.list_nodes()) >= count:
-                return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"coordinator saw fewer than {count} nodes")
+        await client.wait_for_nodes(count, timeout=60)
 
 
 async def latency(node_address: str, coordinator_address: str, payload: bytes, count: int) -> dict[str, float]:

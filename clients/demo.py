@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import subprocess
-import time
 from pathlib import Path
 
 from posefleet.clients.processes import spawn_coordinator, spawn_node, stop_all
@@ -41,16 +40,11 @@ def _mirrors() -> tuple[str | None, str | None]:
     return (assets / "models/posenet/tfjs_v1").as_uri(), (assets / "video").as_uri()
 
 
-async def _wait_nodes(address: str, count: int, timeout: float = 30) -> None:
+async def _wait_nodes(address: str, count: int) -> None:
     from posefleet.clients.sdk import PosefleetClient
 
     async with PosefleetClient(address) as client:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if sum(n.healthy for n in await client.list_nodes()) >= count:
-                return
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"the coordinator did not discover {count} nodes within {timeout:.0f} s")
+        await client.wait_for_nodes(count)
 
 
 async def _stream(address: str, source: str, cameras: int, out: Path) -> list[str]:

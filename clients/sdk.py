@@ -7,6 +7,8 @@ async with PosefleetClient("127.0.0.1:50050") as client:
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from types import TracebackType
 from typing import Any
@@ -110,6 +112,19 @@ class PosefleetClient:
     async def list_nodes(self) -> list[coordinator_pb2.NodeStatus]:
         reply = await self._stub.ListNodes(coordinator_pb2.ListNodesRequest(), timeout=10)
         return list(reply.nodes)
+
+    async def wait_for_nodes(self, count: int, timeout: float = 30.0) -> list[coordinator_pb2.NodeStatus]:
+        """Poll ListNodes until ``count`` nodes are healthy; raises TimeoutError naming what it saw."""
+        deadline = time.monotonic() + timeout
+        while True:
+            nodes = await self.list_nodes()
+            if sum(n.healthy for n in nodes) >= count:
+                return nodes
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"{self.address}: {sum(n.healthy for n in nodes)} of {count} nodes healthy after {timeout:.0f} s"
+                )
+            await asyncio.sleep(0.1)
 
     async def stats(self) -> coordinator_pb2.Stats:
         reply: coordinator_pb2.Stats = await self._stub.GetStats(coordinator_pb2.GetStatsRequest(), timeout=10)

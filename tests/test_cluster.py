@@ -52,16 +52,6 @@ async def coordinator(**kw: object) -> CoordinatorServer:
     return server
 
 
-async def wait_nodes(client: PosefleetClient, count: int, timeout: float = 20) -> list[coordinator_pb2.NodeStatus]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        nodes = [n for n in await client.list_nodes() if n.healthy]
-        if len(nodes) >= count:
-            return nodes
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"fewer than {count} healthy nodes: {await client.list_nodes()}")
-
-
 async def camera_stream(
     client: PosefleetClient, camera: str, payloads: list[bytes], fps: float, results: list[pose_pb2.PoseResult]
 ) -> None:
@@ -91,7 +81,7 @@ async def test_three_cameras_two_nodes_node_killed_and_joined(
     server = await coordinator(camera_queue=40)
     try:
         async with PosefleetClient(f"127.0.0.1:{server.port}") as client:
-            await wait_nodes(client, 2)
+            await client.wait_for_nodes(2, timeout=20)
             results: dict[str, list[pose_pb2.PoseResult]] = {f"cam{i}": [] for i in range(3)}
             payloads = video_jpegs * 2  # 240 frames, 8 s at 30 FPS
             streams = [
@@ -143,7 +133,7 @@ async def test_overload_drops_oldest_and_stays_bounded(models: dict[str, Path], 
     server = await coordinator(camera_queue=3)
     try:
         async with PosefleetClient(f"127.0.0.1:{server.port}") as client:
-            await wait_nodes(client, 1)
+            await client.wait_for_nodes(1, timeout=20)
             out: list[pose_pb2.PoseResult] = []
             await camera_stream(client, "fast", video_jpegs, 200, out)  # far faster than ~25 FPS
             stats = (await client.stats()).cameras[0]
@@ -166,7 +156,7 @@ async def test_block_policy_and_unary_estimate(models: dict[str, Path], video_jp
     try:
         server = await coordinator(drop_policy="block", camera_queue=2, discover=False, nodes=[n.address])
         async with PosefleetClient(f"127.0.0.1:{server.port}") as client:
-            await wait_nodes(client, 1)
+            await client.wait_for_nodes(1, timeout=20)
             out: list[pose_pb2.PoseResult] = []
             await camera_stream(client, "blocked", video_jpegs[:60], 500, out)
             single = await client.estimate(read_image(assets / "video" / "pose.jpg"))
@@ -187,7 +177,7 @@ async def test_subscribe_merges_cameras_by_capture_time(models: dict[str, Path],
     server = await coordinator()
     try:
         async with PosefleetClient(f"127.0.0.1:{server.port}") as client:
-            await wait_nodes(client, 1)
+            await client.wait_for_nodes(1, timeout=20)
             merged: list[coordinator_pb2.MultiViewResult] = []
             second: list[coordinator_pb2.MultiViewResult] = []
 
