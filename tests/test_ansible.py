@@ -1,0 +1,370 @@
+"""Ansible: lint, syntax, a real converge over SSH onto network-namespace hosts, NCS2 in check mode.
+
+The converge test builds its own network: a bridge in its own namespace, a control namespace and two
+host namespaces (192.0.2.0/24, TEST-NET-1) joined to it by veth pairs, each host with its own sshd and
+a generated key, and its own root prefix for what the playbook writes (namespaces share one
+filesystem). systemd does not run in a namespace, so the hosts use the roles' small supervisor
+(posefleet_service_manager=supervisor): the same command line and config as the systemd unit, which
+is rendered and checked with systemd-analyze separately. Nothing touches the machine's interfaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ANSIBLE = ROOT / "ansible"
+BIN = Path(sys.executable).parent
+BASE_PYTHON = Path(sys.base_prefix) / "bin" / "python3"
+
+
+def run(*args: str | Path, check: bool = True, timeout: float = 1200, **kw: object) -> subprocess.CompletedProcess[str]:
+    argv = [str(a) for a in args]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kw)  # type: ignore[call-overload]
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, args))} -> {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc  # type: ignore[no-any-return]
+
+
+def ansible_env(**extra: str) -> dict[str, str]:
+    path = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+    return {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(ANSIBLE / "roles"),
+            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "PATH": path, **extra}  # fmt: skip
+
+
+def test_ansible_lint_production_profile() -> None:
+    proc = run(
+        BIN / "ansible-lint", "--profile", "production", "--offline", ".", cwd=ANSIBLE, env=ansible_env(), check=False
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+@pytest.mark.parametrize("playbook", ["site.yml", "rolling-upgrade.yml"])
+def test_syntax_check(playbook: str) -> None:
+    run(
+        BIN / "ansible-playbook",
+        "--syntax-check",
+        "-i",
+        ANSIBLE / "inventory/example.yml",
+        ANSIBLE / playbook,
+        env=ansible_env(),
+    )
+
+
+def _render(tmp_path: Path, **variables: object) -> Path:
+    out = tmp_path / "rendered"
+    out.mkdir()
+    inventory = tmp_path / "render.yml"
+    host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "out_dir": str(out),
+        **variables,
+    }
+    inventory.write_text(json.dumps({"all": {"hosts": {"render": host}}}))
+    run(BIN / "ansible-playbook", "-i", inventory, ROOT / "tests/ansible/render.yml", env=ansible_env())
+    return out
+
+
+def test_systemd_unit_renders_and_verifies(tmp_path: Path) -> None:
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed")
+    root = tmp_path / "host"
+    out = _render(tmp_path, posefleet_root=str(root), posefleet_device="cpu")
+    unit = (out / "posefleet-node.service").read_text()
+    assert f"ExecStart={root}/opt/posefleet/venv/bin/posefleet node --config {root}/etc/posefleet/node.toml" in unit
+    for line in (
+        "Restart=on-failure",
+        "KillSignal=SIGTERM",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateDevices=yes",
+    ):
+        assert line in unit
+    # systemd-analyze verify needs the ExecStart binary to exist: point it at this checkout's CLI.
+    venv_bin = root / "opt/posefleet/venv/bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "posefleet").symlink_to(BIN / "posefleet")
+    proc = run("systemd-analyze", "verify", out / "posefleet-node.service", check=False)
+    problems = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "posefleet-node.service" in ln]
+    assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
+    settings = (out / "node.toml").read_text()
+    assert 'device = "CPU"' in settings and "port = 50051" in settings
+    import tomllib
+
+    assert tomllib.loads(settings)["zeroconf_interfaces"] == []
+
+
+def test_ncs2_templates_under_raspberry_pi_os(tmp_path: Path) -> None:
+    """NCS2 cannot run here: its unit, settings and udev rules are rendered and checked instead."""
+    out = _render(tmp_path, posefleet_root="", posefleet_device="ncs2")
+    unit = (out / "posefleet-node.service").read_text()
+    assert "DeviceAllow=char-usb_device rw" in unit and "PrivateDevices" not in unit
+    assert 'Environment="LD_LIBRARY_PATH=/opt/intel/openvino_2022.3/runtime/lib/armv7l"' in unit
+    assert 'Environment="PYTHONPATH=/opt/intel/openvino_2022.3/python/python3.9"' in unit
+    assert 'device = "MYRIAD"' in (out / "node.toml").read_text()
+    rules = (out / "97-myriad-usbboot.rules").read_text()
+    assert (
+        'ATTRS{idVendor}=="03e7"' in rules
+        and 'ATTRS{idProduct}=="2485"' in rules
+        and 'ATTRS{idProduct}=="f63b"' in rules
+    )
+
+
+# What `setup` reports on Raspberry Pi OS (bullseye, 32-bit), as the role reads it.
+RPI_FACTS = {"openvino_architecture": "armv7l", "openvino_os_family": "Debian", "openvino_distribution": "Debian"}
+
+
+def test_ncs2_path_in_check_mode_under_raspberry_pi_os_facts(tmp_path: Path) -> None:
+    """The NCS2 path of the openvino role in check mode, with Raspberry Pi OS facts.
+
+    This is where a mock stands in for real hardware: no Pi, no stick and no Intel download exist here.
+    The archive URL points at a small local archive so that check mode can inspect it offline.
+    """
+    fake = tmp_path / "ov"
+    (fake / "l_openvino_toolkit").mkdir(parents=True)
+    (fake / "l_openvino_toolkit/setupvars.sh").write_text("# fake\n")
+    archive = Path(shutil.make_archive(str(tmp_path / "openvino"), "gztar", fake))
+    root = tmp_path / "pi"
+    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "posefleet_device": "ncs2",
+            "posefleet_root": str(root), "posefleet_install_system_packages": False,
+            "openvino_ncs2_archive_url": archive.as_uri(), "posefleet_python": str(BASE_PYTHON),
+            **RPI_FACTS}  # fmt: skip
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"rpi": host}}}))
+    env = ansible_env()
+    proc = run(BIN / "ansible-playbook", "--check", "--diff", "-i", inventory, ROOT / "tests/ansible/ncs2.yml", env=env)
+    out = proc.stdout
+    assert "Unpack OpenVINO 2022.3 LTS for Raspberry Pi" in out and "Install the Myriad USB udev rules" in out
+    assert 'ATTRS{idVendor}=="03e7"' in out  # the rendered rules, shown by --diff
+    assert not (root / "etc").exists(), "check mode wrote nothing"
+    # The same host with CPU facts is refused the NCS2 path with a clear message.
+    host["openvino_architecture"] = "x86_64"
+    inventory.write_text(json.dumps({"all": {"hosts": {"rpi": host}}}))
+    refused = run(
+        BIN / "ansible-playbook", "--check", "-i", inventory, ROOT / "tests/ansible/ncs2.yml", env=env, check=False
+    )
+    assert refused.returncode != 0 and "installs Intel's OpenVINO 2022.3 archive for Raspberry Pi OS" in refused.stdout
+
+
+# -- a real converge over SSH -----------------------------------------------------------------------
+
+NET = "192.0.2"
+HOSTS = {"h1": 11, "h2": 12}
+
+
+class Fleet:
+    """Namespaces, veths, a bridge and sshds, all created here and removed afterwards."""
+
+    def __init__(self, tmp: Path) -> None:
+        tag = f"pf{os.getpid() % 100000}"
+        self.tmp = tmp
+        self.bridge = f"{tag}br"
+        self.ctl = f"{tag}ctl"
+        self.hosts = {name: f"{tag}{name}" for name in HOSTS}
+        self.namespaces = [self.bridge, self.ctl, *self.hosts.values()]
+        self.sshd_pids: list[Path] = []
+
+    def ns(self, namespace: str, *args: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
+        return run("ip", "netns", "exec", namespace, *args, **kw)  # type: ignore[arg-type]
+
+    def up(self) -> None:
+        for namespace in self.namespaces:
+            run("ip", "netns", "add", namespace)
+            self.ns(namespace, "ip", "link", "set", "lo", "up")
+        self.ns(self.bridge, "ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+        self.ns(self.bridge, "ip", "link", "set", "br0", "up")
+        for i, (namespace, address) in enumerate([(self.ctl, 1), *((self.hosts[h], n) for h, n in HOSTS.items())]):
+            port = f"p{i}"
+            self.ns(self.bridge, "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+            self.ns(self.bridge, "ip", "link", "set", port, "master", "br0", "up")
+            self.ns(namespace, "ip", "addr", "add", f"{NET}.{address}/24", "dev", "eth0")
+            self.ns(namespace, "ip", "link", "set", "eth0", "up")
+            self.ns(namespace, "ip", "route", "add", "224.0.0.0/4", "dev", "eth0")
+        key = self.tmp / "id_ed25519"
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key)
+        shutil.copy(key.with_suffix(".pub"), self.tmp / "authorized_keys")
+        Path("/run/sshd").mkdir(exist_ok=True)
+        for host, address in HOSTS.items():
+            hostkey = self.tmp / f"hostkey_{host}"
+            run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostkey)
+            pid = self.tmp / f"sshd_{host}.pid"
+            config = self.tmp / f"sshd_{host}.conf"
+            config.write_text(textwrap.dedent(f"""\
+                ListenAddress {NET}.{address}
+                Port 22
+                HostKey {hostkey}
+                PidFile {pid}
+                AuthorizedKeysFile {self.tmp / "authorized_keys"}
+                PermitRootLogin prohibit-password
+                PasswordAuthentication no
+                KbdInteractiveAuthentication no
+                UsePAM no
+                StrictModes no
+                Subsystem sftp internal-sftp
+                """))  # fmt: skip
+            self.ns(
+                self.hosts[host],
+                shutil.which("sshd") or "/usr/sbin/sshd",
+                "-f",
+                config,
+                "-E",
+                self.tmp / f"sshd_{host}.log",
+            )
+            self.sshd_pids.append(pid)
+
+    def down(self) -> None:
+        for host in HOSTS:
+            for supervise in (self.tmp / "roots" / host / "opt/posefleet/supervise").glob("posefleet-*"):
+                if supervise.suffix != ".pid":
+                    run("ip", "netns", "exec", self.hosts[host], supervise, "stop", check=False, timeout=60)
+        for pid in self.sshd_pids:
+            if pid.exists():
+                subprocess.run(["kill", pid.read_text().strip()], check=False)
+        for namespace in self.hosts.values():  # anything still running in a host namespace
+            run("ip", "netns", "pids", namespace, check=False)
+            for p in run("ip", "netns", "pids", namespace, check=False).stdout.split():
+                subprocess.run(["kill", "-9", p], check=False)
+        for namespace in self.namespaces:
+            run("ip", "netns", "delete", namespace, check=False)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    if os.geteuid() != 0 or not shutil.which("ip") or not (shutil.which("sshd") or Path("/usr/sbin/sshd").exists()):
+        if os.environ.get("CI"):
+            pytest.fail("the Ansible converge test needs root, iproute2 and openssh-server (make system-deps)")
+        pytest.skip("needs root, iproute2 and openssh-server (make system-deps installs them)")
+    fleet = Fleet(tmp_path_factory.mktemp("fleet"))
+    try:
+        fleet.up()
+        yield fleet
+    finally:
+        fleet.down()
+
+
+def _wheelhouse(tmp: Path) -> tuple[Path, Path]:
+    """posefleet's wheel and every dependency as wheels: the hosts install offline from them."""
+    house = tmp / "wheelhouse"
+    run(sys.executable, "-m", "pip", "wheel", "--quiet", "-w", house, ROOT, timeout=1800)
+    (wheel,) = house.glob("posefleet-*.whl")
+    return house, wheel
+
+
+def _inventory(fleet: Fleet, assets: Path, wheelhouse: Path, wheel: Path) -> Path:
+    hostvars = {
+        h: {"ansible_host": f"{NET}.{n}", "posefleet_root": str(fleet.tmp / "roots" / h)} for h, n in HOSTS.items()
+    }
+    common = {
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(fleet.tmp / "id_ed25519"),
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        "ansible_python_interpreter": str(BASE_PYTHON),
+        "posefleet_become": False,
+        "posefleet_python": str(BASE_PYTHON),
+        "posefleet_install_system_packages": False,
+        "posefleet_service_manager": "supervisor",
+        "posefleet_service_user": "root",
+        "posefleet_pip_extra_args": f"--no-index --find-links {wheelhouse}",
+        "posefleet_node_wheel": str(wheel),
+        "posefleet_control_cli": str(BIN / "posefleet"),
+        "models_source": str(assets / "models/posenet/tfjs_v1/mobilenet_v1_075"),
+        "models_control_dir": str(fleet.tmp / "control-models"),
+        "posefleet_node_host": "{{ ansible_host }}",
+        "posefleet_node_zeroconf_interfaces": ["{{ ansible_host }}"],
+        "posefleet_node_metrics_host": "{{ ansible_host }}",
+        "posefleet_coordinator_host": "{{ ansible_host }}",
+        "posefleet_coordinator_zeroconf_interfaces": ["{{ ansible_host }}"],
+        "posefleet_coordinator_metrics_host": "{{ ansible_host }}",
+    }
+    inventory = {"all": {"vars": common, "children": {
+        "pose_nodes": {"hosts": hostvars}, "coordinators": {"hosts": {"h1": {}}}}}}  # fmt: skip
+    path = fleet.tmp / "inventory.yml"
+    path.write_text(json.dumps(inventory))
+    return path
+
+
+def _recap(output: str) -> dict[str, dict[str, int]]:
+    recap = {}
+    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.M):
+        recap[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
+    return recap
+
+
+CHECK = r"""
+import asyncio, json, sys, time
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from zeroconf import IPVersion
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
+from posefleet.clients.sdk import PosefleetClient
+
+async def main():
+    health = {}
+    for address in sys.argv[1:3]:
+        async with grpc.aio.insecure_channel(address) as ch:
+            for _ in range(100):
+                try:
+                    request = health_pb2.HealthCheckRequest(service="posefleet.v1.PoseNode")
+                    r = await health_pb2_grpc.HealthStub(ch).Check(request, timeout=2)
+                    if r.status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.3)
+            health[address] = r.status
+    zc = AsyncZeroconf(interfaces=[sys.argv[4]], ip_version=IPVersion.V4Only)
+    seen = set()
+    def on_change(zeroconf, service_type, name, state_change):
+        seen.add(name)
+    browser = AsyncServiceBrowser(zc.zeroconf, "_posefleet._tcp.local.", handlers=[on_change])
+    await asyncio.sleep(4)
+    await browser.async_cancel(); await zc.async_close()
+    async with PosefleetClient(sys.argv[3]) as client:
+        nodes = await client.wait_for_nodes(2, timeout=60)
+    print(json.dumps({"health": health, "zeroconf": sorted(seen),
+                      "coordinator": sorted(n.info.node_id for n in nodes if n.healthy)}))
+
+asyncio.run(main())
+"""
+
+
+def test_site_converges_over_ssh_and_is_idempotent(fleet: Fleet, assets: Path) -> None:
+    house, wheel = _wheelhouse(fleet.tmp)
+    inventory = _inventory(fleet, assets, house, wheel)
+    playbook: list[str | Path] = [BIN / "ansible-playbook", "-i", inventory, ANSIBLE / "site.yml"]
+    first = fleet.ns(fleet.ctl, *playbook, env=ansible_env(), timeout=1800)
+    recap = _recap(first.stdout)
+    assert set(recap) == {"h1", "h2", "localhost"} - {"localhost"} | set(recap) & {"localhost"}
+    assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in recap.values()), first.stdout[-3000:]
+    # Two installs, not one: each host has its own venv, config and model.
+    for host in HOSTS:
+        root = fleet.tmp / "roots" / host
+        assert (root / "opt/posefleet/venv/bin/posefleet").exists()
+        assert (root / "var/lib/posefleet/models/posenet-075-257/model.xml").exists()
+        assert f'name = "{host}"' in (root / "etc/posefleet/node.toml").read_text()
+    assert (fleet.tmp / "roots/h1/etc/posefleet/coordinator.toml").exists()
+    assert not (fleet.tmp / "roots/h2/etc/posefleet/coordinator.toml").exists()
+
+    check = fleet.ns(fleet.ctl, sys.executable, "-c", CHECK, f"{NET}.11:50051", f"{NET}.12:50051", f"{NET}.11:50050",
+                     f"{NET}.1", timeout=300)  # fmt: skip
+    seen = json.loads(check.stdout.strip().splitlines()[-1])
+    assert set(seen["health"].values()) == {1}, seen  # SERVING
+    assert {"h1._posefleet._tcp.local.", "h2._posefleet._tcp.local."} <= set(seen["zeroconf"]), seen
+    assert seen["coordinator"] == ["h1", "h2"], seen
+
+    second = fleet.ns(fleet.ctl, *playbook, env=ansible_env(), timeout=1800)
+    again = _recap(second.stdout)
+    assert all(r["changed"] == 0 and r["failed"] == 0 for r in again.values()), second.stdout[-4000:]
