@@ -368,3 +368,57 @@ def test_site_converges_over_ssh_and_is_idempotent(fleet: Fleet, assets: Path) -
     second = fleet.ns(fleet.ctl, *playbook, env=ansible_env(), timeout=1800)
     again = _recap(second.stdout)
     assert all(r["changed"] == 0 and r["failed"] == 0 for r in again.values()), second.stdout[-4000:]
+
+
+STREAM = r"""
+import asyncio, collections, json, sys
+import cv2
+from posefleet.clients.sdk import PosefleetClient, encode_frame
+from posefleet.node.media import frames
+
+clip = [cv2.resize(f, (257, 257)) for f in frames(__import__("pathlib").Path(sys.argv[2]))]
+count = int(sys.argv[3])
+
+async def main():
+    async with PosefleetClient(sys.argv[1]) as client:
+        async def gen():
+            for i in range(count):
+                yield encode_frame(clip[i % len(clip)], camera_id="upgrade", sequence=i)
+                await asyncio.sleep(0.1)
+        results = [r async for r in client.stream_camera(gen())]
+        nodes = {n.info.node_id: n.frames_done for n in await client.list_nodes()}
+    statuses = collections.Counter(r.status for r in results)
+    print(json.dumps({"sequences": [r.sequence for r in results], "statuses": statuses,
+                      "errors": sorted({r.error for r in results if r.error})[:5], "nodes": nodes}))
+
+asyncio.run(main())
+"""
+
+
+def test_rolling_upgrade_loses_no_frames(fleet: Fleet, assets: Path) -> None:
+    """Runs after the converge test on the same fleet: a camera streams while every node is drained and restarted."""
+    inventory = fleet.tmp / "inventory.yml"
+    if not inventory.exists():
+        pytest.skip("the converge test did not run")
+    count = 450  # 45 s at 10 FPS
+    stream = subprocess.Popen(
+        ["ip", "netns", "exec", fleet.ctl, sys.executable, "-c", STREAM, f"{NET}.11:50050",
+         str(assets / "video/pose_1.mp4"), str(count)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        import time
+
+        time.sleep(3)
+        upgrade = fleet.ns(fleet.ctl, BIN / "ansible-playbook", "-i", inventory, ANSIBLE / "rolling-upgrade.yml",
+                           env=ansible_env(), timeout=600)  # fmt: skip
+        assert "Drain the node (graceful SIGTERM)" in upgrade.stdout
+        assert re.search(r"h1\s+:\s+ok=\d+\s+changed=[1-9]", upgrade.stdout), upgrade.stdout[-2000:]
+        out, err = stream.communicate(timeout=180)
+    finally:
+        if stream.poll() is None:
+            stream.kill()
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["sequences"] == list(range(count)), err[-2000:]
+    assert report["statuses"] == {"1": count}, report  # every frame OK: none dropped, none failed
+    assert all(done > 0 for done in report["nodes"].values()), report
