@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from posefleet.node.engine import AsyncPipeline, PoseEngine
-from posefleet.node.models.types import PoseResult
+from posefleet.node.engine import PoseEngine
+from posefleet.node.models.types import PoseResult, Timings
 from posefleet.node.models.wrappers import U8Image
+from posefleet.node.ov_compat import AsyncInferQueue, InferRequest
+
+_Outputs = tuple[dict[str, Any], float]  # output arrays by name, and when inference finished
 
 
 class AtCapacity(Exception):
@@ -45,8 +49,9 @@ class AsyncEngine(Admission):
 
     At most ``max_inflight`` frames are admitted (decoding, waiting and inferring); beyond that
     ``admit`` fails at once instead of queueing without bound. Of the admitted frames, as many as
-    there are infer requests run at a time, the others wait (``queue_ms``). Pre-processing runs on a
-    worker thread; pose decoding runs in OpenVINO's completion callback, off the event loop.
+    there are infer requests run at a time, the others wait (``queue_ms``). Pre-processing and pose
+    decoding run on worker threads; OpenVINO's completion callback only copies the outputs, so an
+    infer request is free for the next frame as soon as its inference ends.
     """
 
     def __init__(self, engine: PoseEngine, max_inflight: int, requests: int, executor: ThreadPoolExecutor) -> None:
@@ -55,22 +60,31 @@ class AsyncEngine(Admission):
         self.inflight = 0
         self._executor = executor
         self._loop = asyncio.get_running_loop()
-        self._pipeline = AsyncPipeline(engine, self._on_result, jobs=requests)
-        self.requests = self._pipeline.jobs
+        self.requests = requests or engine.optimal_requests
+        self._queue = AsyncInferQueue(engine.compiled, self.requests)
+        self._queue.set_callback(self._done)
+        self._outputs = list(engine.compiled.outputs)
         self._slots = asyncio.Semaphore(self.requests)
 
-    def _on_result(self, result: PoseResult | BaseException, future: asyncio.Future[PoseResult]) -> None:
-        # OpenVINO's callback thread: hand over to the loop, and free the request slot there.
-        self._loop.call_soon_threadsafe(self._settle, future, result)
+    def _done(self, request: InferRequest, future: asyncio.Future[_Outputs]) -> None:
+        """OpenVINO's callback thread: copy the outputs and hand them to the event loop."""
+        try:
+            payload: _Outputs | BaseException = (
+                {o.get_any_name(): request.get_tensor(o).data.copy() for o in self._outputs},
+                time.perf_counter(),
+            )
+        except Exception as exc:  # handed to the caller, never lost in OpenVINO's thread
+            payload = exc
+        self._loop.call_soon_threadsafe(self._settle, future, payload)
 
-    def _settle(self, future: asyncio.Future[PoseResult], result: PoseResult | BaseException) -> None:
+    def _settle(self, future: asyncio.Future[_Outputs], payload: _Outputs | BaseException) -> None:
         self._slots.release()
         if future.cancelled():
             return
-        if isinstance(result, BaseException):
-            future.set_exception(result)
+        if isinstance(payload, BaseException):
+            future.set_exception(payload)
         else:
-            future.set_result(result)
+            future.set_result(payload)
 
     async def infer(self, image: U8Image) -> tuple[PoseResult, float]:
         """Poses of one admitted frame and the time it waited for an infer request (ms)."""
@@ -80,13 +94,18 @@ class AsyncEngine(Admission):
         t_wait = time.perf_counter()
         await self._slots.acquire()
         queue_ms = (time.perf_counter() - t_wait) * 1e3
-        future: asyncio.Future[PoseResult] = self._loop.create_future()
+        future: asyncio.Future[_Outputs] = self._loop.create_future()
+        started = time.perf_counter()
         try:
-            self._pipeline.submit_tensor(tensor, meta, future, preprocess_ms=pre_ms)
+            self._queue.start_async({0: tensor}, future)
         except BaseException:
             self._slots.release()
             raise
-        return await future, queue_ms
+        outputs, finished = await future
+        t1 = time.perf_counter()
+        poses = await self._loop.run_in_executor(self._executor, self.engine.model.decode, outputs, meta)
+        timings = Timings(pre_ms, (finished - started) * 1e3, (time.perf_counter() - t1) * 1e3)
+        return PoseResult(poses, meta.source_size, timings), queue_ms
 
     def close(self) -> None:
-        self._pipeline.wait_all()
+        self._queue.wait_all()
