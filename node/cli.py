@@ -283,15 +283,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                    frames=args.frames, seconds=args.seconds))  # fmt: skip
     else:
         raise ValueError("bench needs --model DIR or --all")
-    table = markdown_table(results)
+    _report(args, markdown_table(results), [r.to_dict() for r in results])
+    if args.chart:
+        chart(results, args.chart)
+    return 0
+
+
+def _report(args: argparse.Namespace, table: str, rows: list[dict[str, Any]]) -> None:
+    """Print a benchmark table and write it (--markdown) and its rows (--json)."""
     print(table, end="")
     if args.markdown:
         args.markdown.write_text(table)
     if args.json:
-        args.json.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
-    if args.chart:
-        chart(results, args.chart)
-    return 0
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 #: Node benchmark matrix of ``bench --all --node`` (issue: PoseNet 0.50/0.75 at 257x257 and 353x481, hpe-0001).
@@ -322,12 +326,7 @@ def _bench_node(args: argparse.Namespace, image: Any) -> int:
         results.append(bench_node(args.model, image, args.input_size, args.frames, args.seconds))
     else:
         raise ValueError("bench --node needs --model DIR or --all")
-    table = markdown_table(results)
-    print(table, end="")
-    if args.markdown:
-        args.markdown.write_text(table)
-    if args.json:
-        args.json.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+    _report(args, markdown_table(results), [r.to_dict() for r in results])
     return 0
 
 
