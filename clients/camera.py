@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,8 @@ class CameraReport:
     failed: int = 0
     reconnects: int = 0
     poses: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    #: Recent round trips only: a live camera runs for days.
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
     elapsed_s: float = 0.0
 
     @property
@@ -69,7 +71,7 @@ class CameraReport:
         return self.ok + self.dropped + self.failed
 
     def line(self, camera_id: str) -> str:
-        p50 = float(np.percentile(self.latencies_ms, 50)) if self.latencies_ms else 0.0
+        p50 = float(np.percentile(list(self.latencies_ms), 50)) if self.latencies_ms else 0.0
         fps = self.ok / self.elapsed_s if self.elapsed_s else 0.0
         return (f"camera {camera_id}: sent {self.sent}, ok {self.ok}, dropped {self.dropped}, failed {self.failed}, "
                 f"{fps:.1f} FPS processed, latency p50 {p50:.1f} ms, reconnects {self.reconnects}")  # fmt: skip

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import numpy as np
 from posefleet.coordinator.links import Job
-from posefleet.coordinator.registry import Registry, failed
+from posefleet.coordinator.registry import Registry, failed, unanswered
 from posefleet.v1 import coordinator_pb2, pose_pb2
 
 _WINDOW_S = 5.0
@@ -65,11 +65,7 @@ class CameraStats:
 
 
 def dropped(frame: pose_pb2.Frame, reason: str) -> pose_pb2.PoseResult:
-    result = pose_pb2.PoseResult(camera_id=frame.camera_id, sequence=frame.sequence,
-                                 status=pose_pb2.RESULT_STATUS_DROPPED, error=reason)  # fmt: skip
-    if frame.HasField("capture_time"):
-        result.capture_time.CopyFrom(frame.capture_time)
-    return result
+    return unanswered(frame, pose_pb2.RESULT_STATUS_DROPPED, reason)
 
 
 class CameraSession:

@@ -90,9 +90,6 @@ class NodeLink:
             not selector.model_id or selector.model_id == self.info.model_id
         )
 
-    def status(self) -> pose_pb2.NodeInfo:
-        return self.info
-
     # -- lifecycle -------------------------------------------------------------------------
     async def check(self, timeout: float = 1.0) -> bool:
         """One health check; SERVING keeps the link, anything else takes it out at once."""

@@ -210,17 +210,20 @@ class Registry:
         link.submit(job)
 
 
-def failed(frame: pose_pb2.Frame, code: grpc.StatusCode, message: str) -> pose_pb2.PoseResult:
+def unanswered(
+    frame: pose_pb2.Frame, status: pose_pb2.ResultStatus.ValueType, message: str, error_code: int = 0
+) -> pose_pb2.PoseResult:
+    """The result of a frame no node answered (FAILED or DROPPED), carrying the frame's identity."""
     result = pose_pb2.PoseResult(
-        camera_id=frame.camera_id,
-        sequence=frame.sequence,
-        status=pose_pb2.RESULT_STATUS_FAILED,
-        error_code=code.value[0],
-        error=message,
+        camera_id=frame.camera_id, sequence=frame.sequence, status=status, error_code=error_code, error=message
     )
     if frame.HasField("capture_time"):
         result.capture_time.CopyFrom(frame.capture_time)
     return result
+
+
+def failed(frame: pose_pb2.Frame, code: grpc.StatusCode, message: str) -> pose_pb2.PoseResult:
+    return unanswered(frame, pose_pb2.RESULT_STATUS_FAILED, message, code.value[0])
 
 
 def _no_node_message(selector: pose_pb2.ModelSelector, links: dict[str, NodeLink]) -> str:

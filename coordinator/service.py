@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -118,8 +119,6 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
 
 
 def _elapsed_ms(job: Job) -> float:
-    import time
-
     return (time.perf_counter() - job.received) * 1e3
 
 

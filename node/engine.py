@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -9,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import numpy.typing as npt
 from posefleet.node.models import openpose_decoder, posenet_decoder
 from posefleet.node.models.card import IR_XML, ModelCard, load_card
@@ -144,7 +144,7 @@ class NativeResolutionEngine:
     def infer(self, image: U8Image) -> PoseResult:
         size = native_input_size(self.card, (image.shape[0], image.shape[1]))
         if size not in self._engines:
-            opts = EngineOptions(**{**self.options.__dict__, "input_size": size})
+            opts = dataclasses.replace(self.options, input_size=size)
             self._engines[size] = PoseEngine(self.model_dir, opts, self.core)
         return self._engines[size].infer(image)
 
@@ -192,8 +192,3 @@ class AsyncPipeline:
 
     def wait_all(self) -> None:
         self._queue.wait_all()
-
-
-def image_tensor_from_pixels(pixels: npt.NDArray[np.uint8]) -> U8Image:
-    """A contiguous BGR uint8 image (helper for callers holding views)."""
-    return np.ascontiguousarray(pixels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -123,9 +124,7 @@ class NodeServer:
         if self._service is not None:
             self._service.draining.set()
         if self._advertiser is not None and self._advert is not None:
-            from dataclasses import replace
-
-            await self._advertiser.update(replace(self._advert, state="draining"))
+            await self._advertiser.update(dataclasses.replace(self._advert, state="draining"))
         if self._engine is not None and not await self._engine.wait_idle(s.drain_seconds):
             log.warning("drain: %d frames still in flight after %.1f s", self._engine.inflight, s.drain_seconds)
         if self._advertiser is not None:
