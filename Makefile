@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 POSEFLEET_ASSETS ?= $(shell [ -d ../shared/assets ] && cd ../shared/assets && pwd)
 export POSEFLEET_ASSETS
 
-.PHONY: setup system-deps demo test lint typecheck pytest proto bench clean
+.PHONY: setup system-deps demo test lint typecheck pytest proto bench bench-node clean
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,9 @@ proto: setup
 
 bench: setup
 	$(BIN)/posefleet bench --all --markdown bench/models.md --json bench/models.json --chart bench/models.png
+
+bench-node: setup
+	$(BIN)/posefleet bench --all --node --rounds 3 --markdown bench/node.md --json bench/node.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

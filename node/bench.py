@@ -56,9 +56,9 @@ def _timed_loop(step: Callable[[], None], frames: int, seconds: float, warmup: i
 
 
 def async_throughput(
-    engine: PoseEngine, image: U8Image, frames: int, seconds: float, decode: bool
+    engine: PoseEngine, image: U8Image, frames: int, seconds: float, decode: bool, *, requests: int = 0
 ) -> tuple[float, int]:
-    """Frames per second with every optimal request in flight; returns (fps, requests)."""
+    """Frames per second with ``requests`` (default: the optimal number) in flight; returns (fps, requests)."""
     done = threading.Semaphore(0)
     errors: list[BaseException] = []
 
@@ -67,7 +67,7 @@ def async_throughput(
             errors.append(result)
         done.release()
 
-    pipeline = AsyncPipeline(engine, on_result, decode=decode)
+    pipeline = AsyncPipeline(engine, on_result, jobs=requests, decode=decode)
     tensor, meta = engine.model.preprocess(image)
     for _ in range(pipeline.jobs):  # warm-up
         pipeline.submit_tensor(tensor, meta)

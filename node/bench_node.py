@@ -1,9 +1,18 @@
 """``posefleet bench --node``: node throughput over EstimateStream vs raw OpenVINO async throughput.
 
-Same model and input size, same run: first the raw async throughput (THROUGHPUT hint, optimal
-requests, no post-processing), then a real node in a subprocess on 127.0.0.1 fed JPEG frames already
-at the model's input size over one EstimateStream with a credit window equal to its capacity, then
-the latency the node adds: sequential unary calls against bare synchronous inference with decoding.
+Same model and input size, same run, in alternating rounds (this machine's speed drifts by several
+percent from minute to minute; alternating keeps both sides of each ratio in the same conditions).
+Each round measures:
+
+- raw async throughput: the compiled model (THROUGHPUT hint) fed one prepared tensor, no
+  post-processing, with the device's optimal number of requests and with the node's number; the
+  better of the two is the baseline, so the node is never compared with a weaker configuration
+  than its own;
+- a real node in a subprocess on 127.0.0.1, fed JPEG frames already at the model's input size over
+  one EstimateStream with a credit window equal to its capacity (the client runs on the same cores).
+
+The figures are medians over the rounds. Then the latency the node adds: sequential unary calls
+against bare synchronous inference with decoding.
 """
 
 from __future__ import annotations
@@ -11,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +42,10 @@ class NodeBenchResult:
     model_id: str
     input_size: str
     raw_async_fps: float
+    raw_requests: int
     node_stream_fps: float
     ratio: float
+    node_requests: int
     node_capacity: int
     bare_latency_p50_ms: float
     bare_latency_p99_ms: float
@@ -42,12 +54,14 @@ class NodeBenchResult:
     added_p50_ms: float
     added_p99_ms: float
     frames: int
+    rounds: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def start_node(model_dir: Path, size: tuple[int, int] | None, *extra: str) -> tuple[subprocess.Popen[str], int]:
+def start_node(model_dir: Path, size: tuple[int, int] | None, *extra: str) -> tuple[subprocess.Popen[str], int, int]:
+    """A node subprocess on 127.0.0.1: (process, port, infer requests read from its log)."""
     args = [sys.executable, "-m", "posefleet.clients.cli", "node", "--model", str(model_dir), "--host", "127.0.0.1",
             "--port", "0", "--no-advertise", *extra]  # fmt: skip
     if size:
@@ -56,13 +70,16 @@ def start_node(model_dir: Path, size: tuple[int, int] | None, *extra: str) -> tu
     assert proc.stdout is not None
     deadline = time.monotonic() + 120
     lines = []
+    requests = 0
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         lines.append(line)
+        if match := re.search(r"(\d+) infer requests\)", line):
+            requests = int(match.group(1))
         if match := re.search(r"posefleet-node ready .* port=(\d+)", line):
-            return proc, int(match.group(1))
+            return proc, int(match.group(1)), requests
     proc.kill()
     raise RuntimeError("node did not start:\n" + "".join(lines))
 
@@ -109,37 +126,58 @@ async def _unary_latency(address: str, payload: bytes, count: int) -> list[float
 
 
 def bench_node(
-    model_dir: Path, image: U8Image, input_size: tuple[int, int] | None, frames: int = 600, seconds: float = 10.0
+    model_dir: Path,
+    image: U8Image,
+    input_size: tuple[int, int] | None,
+    *,
+    frames: int = 100_000,
+    seconds: float = 6.0,
+    rounds: int = 3,
 ) -> NodeBenchResult:
     thr = PoseEngine(model_dir, EngineOptions(hint="THROUGHPUT", input_size=input_size))
     h, w = thr.input_size
     frame = cv2.resize(image, (w, h))
-    raw_fps, _ = async_throughput(thr, frame, frames, seconds, decode=False)
-    sync = PoseEngine(model_dir, EngineOptions(hint="LATENCY", input_size=input_size))
-    bare = []
     _, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
     payload = buf.tobytes()
+    sync = PoseEngine(model_dir, EngineOptions(hint="LATENCY", input_size=input_size))
+    bare = []
     for _ in range(min(frames, 200)):
         t0 = time.perf_counter()
         sync.infer(frame)
         bare.append((time.perf_counter() - t0) * 1e3)
-    del thr, sync
-    proc, port = start_node(model_dir, input_size)
+    del sync
+    proc, port, node_requests = start_node(model_dir, input_size)
+    request_counts = sorted({thr.optimal_requests, node_requests})
+    address = f"127.0.0.1:{port}"
+    measured: list[dict[str, float]] = []
+    answered_ok = capacity = 0
     try:
-        address = f"127.0.0.1:{port}"
-        node_fps, capacity, answered_ok = asyncio.run(_stream_throughput(address, payload, frames, seconds))
+        asyncio.run(_stream_throughput(address, payload, frames, min(seconds, 1.0)))  # warm-up
+        for _ in range(rounds):
+            raw = {
+                n: async_throughput(thr, frame, frames, seconds, decode=False, requests=n)[0] for n in request_counts
+            }
+            best = max(raw, key=lambda n: raw[n])
+            node_fps, capacity, ok = asyncio.run(_stream_throughput(address, payload, frames, seconds))
+            answered_ok += ok
+            by_requests = {f"raw_fps_{n}_requests": fps for n, fps in raw.items()}
+            measured.append({"raw_async_fps": raw[best], "raw_requests": best, "node_stream_fps": node_fps,
+                             "ratio": node_fps / raw[best], **by_requests})  # fmt: skip
         node_lat = asyncio.run(_unary_latency(address, payload, min(frames, 200)))
     finally:
         proc.terminate()
         proc.wait(15)
     b50, b99 = np.percentile(bare, [50, 99])
     n50, n99 = np.percentile(node_lat, [50, 99])
+    raw_requests = statistics.mode(int(m["raw_requests"]) for m in measured)
     return NodeBenchResult(
-        model_id=PoseEngine(model_dir, EngineOptions(input_size=input_size)).card.model_id,
+        model_id=thr.card.model_id,
         input_size=f"{h}x{w}",
-        raw_async_fps=raw_fps,
-        node_stream_fps=node_fps,
-        ratio=node_fps / raw_fps,
+        raw_async_fps=statistics.median(m["raw_async_fps"] for m in measured),
+        raw_requests=raw_requests,
+        node_stream_fps=statistics.median(m["node_stream_fps"] for m in measured),
+        ratio=statistics.median(m["ratio"] for m in measured),
+        node_requests=node_requests,
         node_capacity=capacity,
         bare_latency_p50_ms=float(b50),
         bare_latency_p99_ms=float(b99),
@@ -148,17 +186,19 @@ def bench_node(
         added_p50_ms=float(n50 - b50),
         added_p99_ms=float(n99 - b99),
         frames=answered_ok,
+        rounds=measured,
     )
 
 
 def markdown_table(results: list[NodeBenchResult]) -> str:
     head = (
-        "| model | input | raw async FPS | node stream FPS | node / raw | node capacity "
+        "| model | input | raw async FPS (requests) | node stream FPS | node / raw (range) | node requests / capacity "
         "| latency p50 / p99 ms: bare | via node | added |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     rows = [
-        f"| {r.model_id} | {r.input_size} | {r.raw_async_fps:.1f} | {r.node_stream_fps:.1f} | {r.ratio:.0%} "
-        f"| {r.node_capacity} | {r.bare_latency_p50_ms:.1f} / {r.bare_latency_p99_ms:.1f} "
+        f"| {r.model_id} | {r.input_size} | {r.raw_async_fps:.1f} ({r.raw_requests}) | {r.node_stream_fps:.1f} "
+        f"| {r.ratio:.0%} ({min(m['ratio'] for m in r.rounds):.0%}-{max(m['ratio'] for m in r.rounds):.0%}) "
+        f"| {r.node_requests} / {r.node_capacity} | {r.bare_latency_p50_ms:.1f} / {r.bare_latency_p99_ms:.1f} "
         f"| {r.node_latency_p50_ms:.1f} / {r.node_latency_p99_ms:.1f} | {r.added_p50_ms:.1f} / {r.added_p99_ms:.1f} |"
         for r in results
     ]

@@ -100,8 +100,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--device", default="CPU")
     p.add_argument("--input-size", type=parse_size)
     p.add_argument("--image", type=Path, help="frame to run (default: an asset photo, else noise)")
-    p.add_argument("--frames", type=int, default=200)
-    p.add_argument("--seconds", type=float, default=8.0, help="time budget per measurement")
+    p.add_argument("--frames", type=int, help="most frames per measurement (default 200; --node: 100000)")
+    p.add_argument("--seconds", type=float, help="time budget per measurement (default 8; --node: 6)")
+    p.add_argument("--rounds", type=int, default=3, help="--node: alternating raw/node rounds (median reported)")
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", type=Path)
     p.add_argument("--chart", type=Path, help="PNG bar chart")
@@ -267,6 +268,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.node:
         return _bench_node(args, image)
     results: list[BenchResult] = []
+    frames, seconds = args.frames or 200, args.seconds or 8.0
     if args.all:
         assets = assets_dir()
         assert assets is not None
@@ -276,11 +278,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 convert(assets / rel, model_dir)
                 for size in sizes:
                     results.append(bench_model(model_dir, image, device=args.device, input_size=size,
-                                               frames=args.frames, seconds=args.seconds))  # fmt: skip
+                                               frames=frames, seconds=seconds))  # fmt: skip
                     print(markdown_table(results[-1:]).splitlines()[-1], flush=True)
     elif args.model:
         results.append(bench_model(args.model, image, device=args.device, input_size=args.input_size,
-                                   frames=args.frames, seconds=args.seconds))  # fmt: skip
+                                   frames=frames, seconds=seconds))  # fmt: skip
     else:
         raise ValueError("bench needs --model DIR or --all")
     _report(args, markdown_table(results), [r.to_dict() for r in results])
@@ -312,6 +314,9 @@ def _bench_node(args: argparse.Namespace, image: Any) -> int:
     from posefleet.node.models.convert import convert
 
     results: list[NodeBenchResult] = []
+    frames, seconds = args.frames or 100_000, args.seconds or 6.0
+    if args.rounds < 1:
+        raise ValueError("--rounds must be at least 1")
     if args.all:
         assets = assets_dir()
         assert assets is not None
@@ -320,10 +325,14 @@ def _bench_node(args: argparse.Namespace, image: Any) -> int:
             for label, sizes in NODE_BENCH:
                 convert(assets / sources[label], Path(tmp) / label)
                 for size in sizes:
-                    results.append(bench_node(Path(tmp) / label, image, size, args.frames, args.seconds))
+                    results.append(
+                        bench_node(Path(tmp) / label, image, size, frames=frames, seconds=seconds, rounds=args.rounds)
+                    )
                     print(markdown_table(results[-1:]).splitlines()[-1], flush=True)
     elif args.model:
-        results.append(bench_node(args.model, image, args.input_size, args.frames, args.seconds))
+        results.append(
+            bench_node(args.model, image, args.input_size, frames=frames, seconds=seconds, rounds=args.rounds)
+        )
     else:
         raise ValueError("bench --node needs --model DIR or --all")
     _report(args, markdown_table(results), [r.to_dict() for r in results])

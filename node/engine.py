@@ -70,6 +70,7 @@ class PoseEngine:
         size = self.options.input_size or tuple(self.card.input.size or self.card.input.default_size)
         self.input_size: tuple[int, int] = valid_input_size(self.card, size)  # type: ignore[arg-type]
         self.model = self._wrapper(self.input_size)
+        self.model.warm_up()
         self.compiled = self._compile(self.model)
         self._request = self.compiled.create_infer_request()
         self._lock = threading.Lock()

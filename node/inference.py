@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
 
+import numpy as np
 from posefleet.node.engine import PoseEngine
 from posefleet.node.models.types import PoseResult, Timings
-from posefleet.node.models.wrappers import U8Image
-from posefleet.node.ov_compat import AsyncInferQueue, InferRequest
-
-_Outputs = tuple[dict[str, Any], float]  # output arrays by name, and when inference finished
+from posefleet.node.models.wrappers import FrameMeta, U8Image
+from posefleet.node.ov_compat import AsyncInferQueue, InferRequest, Tensor
 
 
 class AtCapacity(Exception):
@@ -44,14 +45,25 @@ class Admission:
         return True
 
 
-class AsyncEngine(Admission):
-    """``await infer(image)`` on an ``AsyncInferQueue``.
+@dataclass
+class _Job:
+    """One frame between its worker thread and OpenVINO's completion callback."""
 
-    At most ``max_inflight`` frames are admitted (decoding, waiting and inferring); beyond that
-    ``admit`` fails at once instead of queueing without bound. Of the admitted frames, as many as
-    there are infer requests run at a time, the others wait (``queue_ms``). Pre-processing and pose
-    decoding run on worker threads; OpenVINO's completion callback only copies the outputs, so an
-    infer request is free for the next frame as soon as its inference ends.
+    future: asyncio.Future[PoseResult]
+    meta: FrameMeta
+    timings: Timings
+    pixels: U8Image | None = None  # input memory the infer request reads (a Tensor does not keep it alive)
+    started: float = 0.0
+
+
+class AsyncEngine(Admission):
+    """``submit(load)`` -> future of poses, on an ``AsyncInferQueue``, with one hop off the event loop per frame.
+
+    At most ``max_inflight`` frames are admitted; beyond that ``admit`` fails at once instead of
+    queueing without bound. An admitted frame goes to a worker thread, which decodes its image
+    (``load``), pre-processes it, waits for a free infer request (``queue_ms``) and starts inference;
+    OpenVINO's completion callback decodes the poses (the compiled PoseNet decoder releases the GIL)
+    and hands the result back to the event loop. The event loop itself only receives and replies.
     """
 
     def __init__(self, engine: PoseEngine, max_inflight: int, requests: int, executor: ThreadPoolExecutor) -> None:
@@ -63,49 +75,62 @@ class AsyncEngine(Admission):
         self.requests = requests or engine.optimal_requests
         self._queue = AsyncInferQueue(engine.compiled, self.requests)
         self._queue.set_callback(self._done)
-        self._outputs = list(engine.compiled.outputs)
-        self._slots = asyncio.Semaphore(self.requests)
+        self._outputs = [(o.get_any_name(), o) for o in engine.compiled.outputs]
+        self._free = threading.Semaphore(self.requests)  # requests not running; waited on for queue_ms
+        self._starting = threading.Lock()  # AsyncInferQueue.start_async is not safe from two threads at once
 
-    def _done(self, request: InferRequest, future: asyncio.Future[_Outputs]) -> None:
-        """OpenVINO's callback thread: copy the outputs and hand them to the event loop."""
+    def submit(self, load: Callable[[], U8Image]) -> asyncio.Future[PoseResult]:
+        """Start one admitted frame whose image ``load`` decodes (on a worker thread); the future has its poses."""
+        future: asyncio.Future[PoseResult] = self._loop.create_future()
+        self._executor.submit(self._start, load, future, time.perf_counter())
+        return future
+
+    def _start(self, load: Callable[[], U8Image], future: asyncio.Future[PoseResult], submitted: float) -> None:
+        """Worker thread: decode and prepare the image, then start inference on a free request."""
+        t0 = time.perf_counter()
         try:
-            payload: _Outputs | BaseException = (
-                {o.get_any_name(): request.get_tensor(o).data.copy() for o in self._outputs},
-                time.perf_counter(),
-            )
+            image = load()
+            t1 = time.perf_counter()
+            tensor, meta = self.engine.model.preprocess(image)
+            t2 = time.perf_counter()
+            self._free.acquire()
+            job = _Job(future, meta, Timings(preprocess_ms=(t2 - t1) * 1e3, decode_image_ms=(t1 - t0) * 1e3))
+            job.started = time.perf_counter()
+            job.timings.queue_ms = (t0 - submitted + job.started - t2) * 1e3
+            try:
+                with self._starting:
+                    job.pixels = np.ascontiguousarray(tensor)  # no copy: the request reads these pixels
+                    self._queue.start_async({0: Tensor(job.pixels, shared_memory=True)}, job)
+            except BaseException:
+                self._free.release()
+                raise
+        except BaseException as exc:  # handed to the caller, never lost in a worker thread
+            self._loop.call_soon_threadsafe(_settle, future, exc)
+
+    def _done(self, request: InferRequest, job: _Job) -> None:
+        """OpenVINO's callback thread: decode the poses while the outputs are still in the request."""
+        finished = time.perf_counter()
+        try:
+            outputs = {name: request.get_tensor(output).data for name, output in self._outputs}
+            poses = self.engine.model.decode(outputs, job.meta)
+            job.timings.inference_ms = (finished - job.started) * 1e3
+            job.timings.decode_ms = (time.perf_counter() - finished) * 1e3
+            payload: PoseResult | BaseException = PoseResult(poses, job.meta.source_size, job.timings)
         except Exception as exc:  # handed to the caller, never lost in OpenVINO's thread
             payload = exc
-        self._loop.call_soon_threadsafe(self._settle, future, payload)
-
-    def _settle(self, future: asyncio.Future[_Outputs], payload: _Outputs | BaseException) -> None:
-        self._slots.release()
-        if future.cancelled():
-            return
-        if isinstance(payload, BaseException):
-            future.set_exception(payload)
-        else:
-            future.set_result(payload)
-
-    async def infer(self, image: U8Image) -> tuple[PoseResult, float]:
-        """Poses of one admitted frame and the time it waited for an infer request (ms)."""
-        t0 = time.perf_counter()
-        tensor, meta = await self._loop.run_in_executor(self._executor, self.engine.model.preprocess, image)
-        pre_ms = (time.perf_counter() - t0) * 1e3
-        t_wait = time.perf_counter()
-        await self._slots.acquire()
-        queue_ms = (time.perf_counter() - t_wait) * 1e3
-        future: asyncio.Future[_Outputs] = self._loop.create_future()
-        started = time.perf_counter()
-        try:
-            self._queue.start_async({0: tensor}, future)
-        except BaseException:
-            self._slots.release()
-            raise
-        outputs, finished = await future
-        t1 = time.perf_counter()
-        poses = await self._loop.run_in_executor(self._executor, self.engine.model.decode, outputs, meta)
-        timings = Timings(pre_ms, (finished - started) * 1e3, (time.perf_counter() - t1) * 1e3)
-        return PoseResult(poses, meta.source_size, timings), queue_ms
+        finally:
+            self._free.release()
+        self._loop.call_soon_threadsafe(_settle, job.future, payload)
 
     def close(self) -> None:
         self._queue.wait_all()
+
+
+def _settle(future: asyncio.Future[PoseResult], payload: PoseResult | BaseException) -> None:
+    """Event loop: complete a frame's future unless its caller has gone."""
+    if future.cancelled():
+        return
+    if isinstance(payload, BaseException):
+        future.set_exception(payload)
+    else:
+        future.set_result(payload)

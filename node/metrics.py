@@ -25,9 +25,14 @@ class NodeMetrics:
             "posefleet_node_stage_seconds", "Time per pipeline stage", ["stage"], buckets=_STAGE_BUCKETS, registry=r
         )
 
-    def observe_stages(self, ms: dict[str, float]) -> None:
-        for stage, value in ms.items():
-            self.stage_seconds.labels(stage).observe(value / 1e3)
+        self._stages = [self.stage_seconds.labels(stage) for stage in STAGES]
+        self._ok = self.frames.labels("ok")
+
+    def observe_frame(self, *stage_ms: float) -> None:
+        """One frame answered OK, with its stage times (ms) in ``STAGES`` order."""
+        for histogram, value in zip(self._stages, stage_ms, strict=True):
+            histogram.observe(value / 1e3)
+        self._ok.inc()
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint in a thread; returns the bound port."""

@@ -9,7 +9,7 @@ OpenVINO and runs on the control machine.
 from __future__ import annotations
 
 try:
-    from openvino import AsyncInferQueue, CompiledModel, Core, InferRequest, Layout, Model, Node, Output, Type
+    from openvino import AsyncInferQueue, CompiledModel, Core, InferRequest, Layout, Model, Node, Output, Tensor, Type
     from openvino import opset10 as opset
 except ImportError:  # pragma: no cover - OpenVINO 2022.3 LTS on an NCS2 node
     from openvino.runtime import (
@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - OpenVINO 2022.3 LTS on an NCS2 node
         Model,
         Node,
         Output,
+        Tensor,
         Type,
     )
     from openvino.runtime import opset10 as opset
@@ -47,6 +48,7 @@ __all__ = [
     "Node",
     "Output",
     "PrePostProcessor",
+    "Tensor",
     "Type",
     "openvino_version",
     "opset",

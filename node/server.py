@@ -65,9 +65,7 @@ class NodeServer:
         if self.port == 0:
             raise OSError(f"cannot bind {s.host}:{s.port}")
         self.node_id = s.node_id(self.port)
-        self._service = PoseNodeService(
-            self.node_id, self.metrics, self._executor, s.max_image_side, s.max_image_pixels
-        )
+        self._service = PoseNodeService(self.node_id, self.metrics, s.max_image_side, s.max_image_pixels)
         node_pb2_grpc.add_PoseNodeServicer_to_server(self._service, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         names = (
@@ -92,7 +90,7 @@ class NodeServer:
         else:
             options = EngineOptions(device=s.device, hint=s.hint, input_size=s.input_size, requests=s.infer_requests)
             engine = await asyncio.get_running_loop().run_in_executor(None, PoseEngine, s.model, options)
-            requests = s.infer_requests or engine.optimal_requests
+            requests = s.infer_requests or 2 * engine.optimal_requests
             capacity = s.max_inflight or 2 * requests
             self._engine = AsyncEngine(engine, capacity, requests, self._executor)
             card = engine.card

@@ -6,17 +6,19 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import grpc
 from posefleet.node.images import ImageError, decode_image
 from posefleet.node.inference import AsyncEngine, AtCapacity
 from posefleet.node.metrics import NodeMetrics
 from posefleet.node.models.keypoints import COCO_KEYPOINTS
+from posefleet.node.models.types import PoseResult
 from posefleet.node.simulated import SimulatedEngine
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 
 log = logging.getLogger("posefleet.node")
+_NAMED_POSE = pose_pb2.Pose(keypoints=[pose_pb2.Keypoint(name=name) for name in COCO_KEYPOINTS])
 
 
 class FrameRefused(Exception):
@@ -28,12 +30,9 @@ class FrameRefused(Exception):
 class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
     """Answers every frame: poses, or a FAILED result (stream) / gRPC error (unary) saying why."""
 
-    def __init__(
-        self, node_id: str, metrics: NodeMetrics, executor: ThreadPoolExecutor, max_side: int, max_pixels: int
-    ) -> None:
+    def __init__(self, node_id: str, metrics: NodeMetrics, max_side: int, max_pixels: int) -> None:
         self.node_id = node_id
         self.metrics = metrics
-        self.executor = executor
         self.max_side = max_side
         self.max_pixels = max_pixels
         self.engine: AsyncEngine | SimulatedEngine | None = None
@@ -75,47 +74,54 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
         self.metrics.frames.labels("failed").inc()
         return result
 
-    async def _run(
-        self, engine: AsyncEngine | SimulatedEngine, frame: pose_pb2.Frame, received: float
-    ) -> pose_pb2.PoseResult:
-        """Process an admitted frame; always releases its slot."""
-        loop = asyncio.get_running_loop()
+    def _submit(self, engine: AsyncEngine | SimulatedEngine, frame: pose_pb2.Frame) -> asyncio.Future[PoseResult]:
+        """Start an admitted frame; its future completes when the frame is done, whatever happens."""
         try:
-            t0 = time.perf_counter()
-            image = await loop.run_in_executor(self.executor, decode_image, frame.image, self.max_side, self.max_pixels)
-            decode_ms = (time.perf_counter() - t0) * 1e3
-            poses, queue_ms = await engine.infer(image)
-        except ImageError as exc:
-            return self.failed(frame, exc.code, str(exc))
-        except Exception as exc:  # never let one frame take the server down
-            log.exception("frame %s/%s failed", frame.camera_id, frame.sequence)
+            return engine.submit(partial(decode_image, frame.image, self.max_side, self.max_pixels))
+        except Exception as exc:  # e.g. the worker pool is shut down while draining
+            future: asyncio.Future[PoseResult] = asyncio.get_running_loop().create_future()
+            future.set_exception(exc)
+            return future
+
+    def _finish(
+        self,
+        engine: AsyncEngine | SimulatedEngine,
+        frame: pose_pb2.Frame,
+        received: float,
+        done: asyncio.Future[PoseResult],
+    ) -> pose_pb2.PoseResult:
+        """The answer to a finished frame (poses or why not); releases its slot."""
+        engine.release()
+        self.metrics.inflight.dec()
+        if done.cancelled():
+            return self.failed(frame, grpc.StatusCode.CANCELLED, "frame cancelled before it finished")
+        if (exc := done.exception()) is not None:
+            if isinstance(exc, ImageError):
+                return self.failed(frame, exc.code, str(exc))
+            log.error("frame %s/%s failed", frame.camera_id, frame.sequence, exc_info=exc)
             return self.failed(frame, grpc.StatusCode.INTERNAL, f"inference failed: {exc}")
-        finally:
-            engine.release()
-            self.metrics.inflight.dec()
+        poses = done.result()
         result = self._result(frame)
         result.status = pose_pb2.RESULT_STATUS_OK
         result.image_height, result.image_width = poses.image_size
         for pose in poses.poses:
-            out = result.poses.add(score=float(pose.score))
-            for name, (x, y, s) in zip(COCO_KEYPOINTS, pose.keypoints.tolist(), strict=True):
-                out.keypoints.add(name=name, x=x, y=y, score=s)
+            out = result.poses.add()
+            out.CopyFrom(_NAMED_POSE)  # the 17 named keypoints; about half the time of adding them one by one
+            out.score = float(pose.score)
+            for keypoint, (x, y, s) in zip(out.keypoints, pose.keypoints.tolist(), strict=True):
+                keypoint.x, keypoint.y, keypoint.score = x, y, s
         t = poses.timings
         total_ms = (time.perf_counter() - received) * 1e3
-        stages = {"queue": queue_ms, "decode_image": decode_ms, "preprocess": t.preprocess_ms,
-                  "inference": t.inference_ms, "postprocess": t.decode_ms, "total": total_ms}  # fmt: skip
-        result.timings.CopyFrom(
-            pose_pb2.Timings(
-                queue_ms=queue_ms,
-                decode_image_ms=decode_ms,
-                preprocess_ms=t.preprocess_ms,
-                inference_ms=t.inference_ms,
-                postprocess_ms=t.decode_ms,
-                total_ms=total_ms,
-            )
+        timings = result.timings
+        timings.queue_ms, timings.decode_image_ms, timings.preprocess_ms = (
+            t.queue_ms,
+            t.decode_image_ms,
+            t.preprocess_ms,
         )
-        self.metrics.observe_stages(stages)
-        self.metrics.frames.labels("ok").inc()
+        timings.inference_ms, timings.postprocess_ms, timings.total_ms = t.inference_ms, t.decode_ms, total_ms
+        self.metrics.observe_frame(
+            t.queue_ms, t.decode_image_ms, t.preprocess_ms, t.inference_ms, t.decode_ms, total_ms
+        )
         return result
 
     # -- RPCs --------------------------------------------------------------------------------
@@ -126,7 +132,13 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
         except FrameRefused as exc:
             result = self.failed(request, exc.code, str(exc))
         else:
-            result = await self._run(engine, request, received)
+            done = self._submit(engine, request)
+            try:
+                await asyncio.wait([done])  # never cancels ``done``
+            except asyncio.CancelledError:  # the caller went away: the frame frees its slot when it ends
+                done.add_done_callback(partial(self._finish, engine, request, received))
+                raise
+            result = self._finish(engine, request, received, done)
         if result.status == pose_pb2.RESULT_STATUS_FAILED:
             await context.abort(_code(result.error_code), result.error)
         return result
@@ -134,21 +146,28 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
     async def EstimateStream(
         self, request_iterator: AsyncIterator[pose_pb2.Frame], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pose_pb2.PoseResult]:
+        """Frames in, results out in completion order; no per-frame task, one callback per frame."""
         out: asyncio.Queue[pose_pb2.PoseResult | None] = asyncio.Queue()
-        pending: set[asyncio.Task[pose_pb2.PoseResult]] = set()
+        pending = 0
         reading_done = asyncio.Event()
 
         def finish_if_idle() -> None:
             if not pending and (reading_done.is_set() or self.draining.is_set()):
                 out.put_nowait(None)
 
-        def on_done(task: asyncio.Task[pose_pb2.PoseResult]) -> None:
-            pending.discard(task)
-            if not task.cancelled():
-                out.put_nowait(task.result())
+        def on_done(
+            engine: AsyncEngine | SimulatedEngine,
+            frame: pose_pb2.Frame,
+            received: float,
+            done: asyncio.Future[PoseResult],
+        ) -> None:
+            nonlocal pending
+            pending -= 1
+            out.put_nowait(self._finish(engine, frame, received, done))
             finish_if_idle()
 
         async def read() -> None:
+            nonlocal pending
             try:
                 async for frame in request_iterator:
                     received = time.perf_counter()
@@ -157,9 +176,8 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
                     except FrameRefused as exc:
                         out.put_nowait(self.failed(frame, exc.code, str(exc)))
                         continue
-                    task = asyncio.create_task(self._run(engine, frame, received))
-                    pending.add(task)
-                    task.add_done_callback(on_done)
+                    pending += 1
+                    self._submit(engine, frame).add_done_callback(partial(on_done, engine, frame, received))
             finally:
                 reading_done.set()
                 finish_if_idle()
@@ -175,11 +193,10 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
             while (item := await out.get()) is not None:
                 yield item
         finally:
+            # Frames still running finish on their own and free their slots; their results have no reader.
             self.metrics.streams.dec()
             reader.cancel()
             drainer.cancel()
-            for task in list(pending):
-                task.cancel()
 
     async def GetInfo(self, request: node_pb2.GetInfoRequest, context: grpc.aio.ServicerContext) -> pose_pb2.NodeInfo:
         return self.info

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ def record_outputs(model_dir: Path, image: U8Image, path: Path, input_size: tupl
 
 
 class SimulatedEngine(Admission):
-    """Same interface as ``AsyncEngine``: admit/release, ``await infer(image)``, wait_idle, close."""
+    """Same interface as ``AsyncEngine``: admit/release, ``submit(load)``, wait_idle, close."""
 
     def __init__(self, model_dir: Path, record: Path, *, latency_ms: float, parallel: int, decode: bool,
                  max_inflight: int, executor: ThreadPoolExecutor) -> None:  # fmt: skip
@@ -42,6 +43,7 @@ class SimulatedEngine(Admission):
         self.input_size: tuple[int, int] = tuple(int(v) for v in data["__input_size__"])  # type: ignore[assignment]
         self._outputs: dict[str, Any] = {k: data[k] for k in data.files if k != "__input_size__"}
         self.model: PoseModel = FAMILIES[self.card.family](self.card, self.input_size)
+        self.model.warm_up()
         self.latency_s = latency_ms / 1e3
         self.decode = decode
         self.requests = parallel
@@ -51,7 +53,13 @@ class SimulatedEngine(Admission):
         self._executor = executor
         self._loop = asyncio.get_running_loop()
 
-    async def infer(self, image: U8Image) -> tuple[PoseResult, float]:
+    def submit(self, load: Callable[[], U8Image]) -> asyncio.Future[PoseResult]:
+        return asyncio.ensure_future(self._infer(load))
+
+    async def _infer(self, load: Callable[[], U8Image]) -> PoseResult:
+        t0 = time.perf_counter()
+        image = await self._loop.run_in_executor(self._executor, load)
+        decode_image_ms = (time.perf_counter() - t0) * 1e3
         t_wait = time.perf_counter()
         async with self._devices:
             queue_ms = (time.perf_counter() - t_wait) * 1e3
@@ -64,8 +72,8 @@ class SimulatedEngine(Admission):
         poses = []
         if self.decode and meta is not None:
             poses = await self._loop.run_in_executor(self._executor, self.model.decode, self._outputs, meta)
-        timings = Timings(0.0, inference_ms, (time.perf_counter() - t1) * 1e3)
-        return PoseResult(poses, (image.shape[0], image.shape[1]), timings), queue_ms
+        timings = Timings(0.0, inference_ms, (time.perf_counter() - t1) * 1e3, queue_ms, decode_image_ms)
+        return PoseResult(poses, (image.shape[0], image.shape[1]), timings)
 
     def close(self) -> None:
         return None

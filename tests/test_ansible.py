@@ -91,6 +91,9 @@ def test_systemd_unit_renders_and_verifies(tmp_path: Path) -> None:
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "PrivateDevices=yes",
+        # The compiled decoder's cache is the one writable directory the sandbox allows.
+        "CacheDirectory=posefleet-node",
+        'Environment="NUMBA_CACHE_DIR=%C/posefleet-node/numba"',
     ):
         assert line in unit
     # systemd-analyze verify needs the ExecStart binary to exist: point it at this checkout's CLI.

@@ -86,6 +86,22 @@ def test_bench_cli_writes_table_json_and_chart(models: dict[str, Path], tmp_path
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_node_cli_measures_both_sides(models: dict[str, Path], tmp_path: Path) -> None:
+    """A short real run of ``bench --node``: raw async rounds and a node subprocess over EstimateStream."""
+    code = main(["bench", "--node", "--model", str(models["posenet050"]), "--input-size", "257x257",
+                 "--seconds", "0.5", "--rounds", "2", "--json", str(tmp_path / "n.json")])  # fmt: skip
+    assert code == 0
+    (row,) = json.loads((tmp_path / "n.json").read_text())
+    assert row["input_size"] == "257x257" and len(row["rounds"]) == 2
+    assert row["node_requests"] >= 1 and row["node_capacity"] == 2 * row["node_requests"]
+    for measured in row["rounds"]:
+        # The baseline is the better of the device's optimal request count and the node's own.
+        assert measured["raw_async_fps"] == max(v for k, v in measured.items() if k.startswith("raw_fps_"))
+        assert measured["ratio"] == pytest.approx(measured["node_stream_fps"] / measured["raw_async_fps"])
+    assert row["frames"] > 0 and row["node_stream_fps"] > 0 and row["raw_async_fps"] > 0
+    assert row["node_latency_p50_ms"] > 0 and row["bare_latency_p50_ms"] > 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -10,6 +10,7 @@ import pytest
 from posefleet.node.engine import EngineOptions, PoseEngine
 from posefleet.node.media import read_image
 from posefleet.node.models import posenet_decoder as pd
+from posefleet.node.models import posenet_kernel
 from posefleet.node.models.types import Pose
 from reference_posenet import decode_multiple_reference
 
@@ -60,12 +61,16 @@ def test_multi_person_photographs(models: dict[str, Path], assets: Path, model: 
 
 @pytest.mark.parametrize("photo", ["multi_skiing.jpg", "two_on_bench.jpg", "skate_park.jpg", "soccer.png"])
 @pytest.mark.parametrize("threshold", [0.5, 0.1])
-def test_vectorised_decoder_equals_plain_tfjs_port(
-    models: dict[str, Path], assets: Path, photo: str, threshold: float
+@pytest.mark.parametrize("compiled", [True, False], ids=["numba", "numpy"])
+def test_decoders_equal_plain_tfjs_port(
+    models: dict[str, Path], assets: Path, photo: str, threshold: float, compiled: bool
 ) -> None:
+    if compiled:
+        assert posenet_kernel.compiled_available, "numba is a dependency on this platform"
     engine = PoseEngine(models["posenet075"])
     out = _outputs(engine, read_image(assets / "images" / photo))
-    params = pd.PoseNetDecodeParams(score_threshold=threshold, max_poses=15, chunk=7)  # small chunks: several rounds
+    # Small NumPy chunks: several rounds of suppression across chunks.
+    params = pd.PoseNetDecodeParams(score_threshold=threshold, max_poses=15, chunk=7, compiled=compiled)
     fast = pd.decode_multiple(out, 16, params)
     slow = decode_multiple_reference(out, 16, params)
     assert len(fast) == len(slow) > 0

@@ -35,11 +35,13 @@ class Pose:
 
 @dataclass
 class Timings:
-    """Per-stage wall time of one frame, in milliseconds."""
+    """Per-stage wall time of one frame, in milliseconds (a node also fills queue and image decoding)."""
 
     preprocess_ms: float = 0.0
     inference_ms: float = 0.0
     decode_ms: float = 0.0
+    queue_ms: float = 0.0
+    decode_image_ms: float = 0.0
 
 
 @dataclass

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 from posefleet.node import ov_compat as ov
-from posefleet.node.models import openpose_decoder, posenet_decoder
+from posefleet.node.models import openpose_decoder, posenet_decoder, posenet_kernel
 from posefleet.node.models.card import ModelCard
 from posefleet.node.models.types import Pose
 from posefleet.node.ov_compat import ColorFormat, PrePostProcessor
@@ -85,6 +85,10 @@ class PoseModel(ABC):
             return canvas[None], FrameMeta((src_h, src_w), new_w / src_w, new_h / src_h)
         return _resize(image, w, h)[None], FrameMeta((src_h, src_w), w / src_w, h / src_h)
 
+    def warm_up(self) -> None:
+        """Get decoding ready before the first frame (compile or load compiled code); none by default."""
+        return None
+
     @abstractmethod
     def decode(self, outputs: Mapping[str, npt.NDArray[Any]], meta: FrameMeta) -> list[Pose]:
         """Network outputs of one frame -> poses in source-image pixels."""
@@ -121,6 +125,10 @@ class PoseNetModel(PoseModel):
     ) -> None:
         super().__init__(card, input_size)
         self.params = params or posenet_decoder.PoseNetDecodeParams()
+
+    def warm_up(self) -> None:
+        if self.params.compiled:
+            posenet_kernel.warm_up()
 
     def decode(self, outputs: Mapping[str, npt.NDArray[Any]], meta: FrameMeta) -> list[Pose]:
         names = self.card.outputs
