@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -105,7 +106,7 @@ class AsyncEngine(Admission):
                 self._free.release()
                 raise
         except BaseException as exc:  # handed to the caller, never lost in a worker thread
-            self._loop.call_soon_threadsafe(_settle, future, exc)
+            self._post(future, exc)
 
     def _done(self, request: InferRequest, job: _Job) -> None:
         """OpenVINO's callback thread: decode the poses while the outputs are still in the request."""
@@ -120,7 +121,12 @@ class AsyncEngine(Admission):
             payload = exc
         finally:
             self._free.release()
-        self._loop.call_soon_threadsafe(_settle, job.future, payload)
+        self._post(job.future, payload)
+
+    def _post(self, future: asyncio.Future[PoseResult], payload: PoseResult | BaseException) -> None:
+        """Any thread: settle a frame's future on the event loop (nobody waits once the loop is closed)."""
+        with contextlib.suppress(RuntimeError):  # the loop closed while the node shut down
+            self._loop.call_soon_threadsafe(_settle, future, payload)
 
     def close(self) -> None:
         self._queue.wait_all()
