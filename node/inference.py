@@ -53,7 +53,7 @@ class _Job:
     future: asyncio.Future[PoseResult]
     meta: FrameMeta
     timings: Timings
-    pixels: U8Image | None = None  # input memory the infer request reads (a Tensor does not keep it alive)
+    pixels: U8Image  # input memory the infer request reads (a Tensor does not keep it alive)
     started: float = 0.0
 
 
@@ -68,12 +68,13 @@ class AsyncEngine(Admission):
     """
 
     def __init__(self, engine: PoseEngine, max_inflight: int, requests: int, executor: ThreadPoolExecutor) -> None:
+        """``requests`` infer requests (the node's default is chosen in ``NodeServer``)."""
         self.engine = engine
         self.max_inflight = max_inflight
         self.inflight = 0
         self._executor = executor
         self._loop = asyncio.get_running_loop()
-        self.requests = requests or engine.optimal_requests
+        self.requests = requests
         self._queue = AsyncInferQueue(engine.compiled, self.requests)
         self._queue.set_callback(self._done)
         self._outputs = [(o.get_any_name(), o) for o in engine.compiled.outputs]
@@ -94,13 +95,13 @@ class AsyncEngine(Admission):
             t1 = time.perf_counter()
             tensor, meta = self.engine.model.preprocess(image)
             t2 = time.perf_counter()
+            timings = Timings(preprocess_ms=(t2 - t1) * 1e3, decode_image_ms=(t1 - t0) * 1e3)
+            job = _Job(future, meta, timings, np.ascontiguousarray(tensor))
             self._free.acquire()
-            job = _Job(future, meta, Timings(preprocess_ms=(t2 - t1) * 1e3, decode_image_ms=(t1 - t0) * 1e3))
             job.started = time.perf_counter()
-            job.timings.queue_ms = (t0 - submitted + job.started - t2) * 1e3
+            timings.queue_ms = (t0 - submitted + job.started - t2) * 1e3
             try:
-                with self._starting:
-                    job.pixels = np.ascontiguousarray(tensor)  # no copy: the request reads these pixels
+                with self._starting:  # no copy: the request reads the frame's own pixels
                     self._queue.start_async({0: Tensor(job.pixels, shared_memory=True)}, job)
             except BaseException:
                 self._free.release()

@@ -113,12 +113,12 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
         t = poses.timings
         total_ms = (time.perf_counter() - received) * 1e3
         timings = result.timings
-        timings.queue_ms, timings.decode_image_ms, timings.preprocess_ms = (
-            t.queue_ms,
-            t.decode_image_ms,
-            t.preprocess_ms,
-        )
-        timings.inference_ms, timings.postprocess_ms, timings.total_ms = t.inference_ms, t.decode_ms, total_ms
+        timings.queue_ms = t.queue_ms
+        timings.decode_image_ms = t.decode_image_ms
+        timings.preprocess_ms = t.preprocess_ms
+        timings.inference_ms = t.inference_ms
+        timings.postprocess_ms = t.decode_ms
+        timings.total_ms = total_ms
         self.metrics.observe_frame(
             t.queue_ms, t.decode_image_ms, t.preprocess_ms, t.inference_ms, t.decode_ms, total_ms
         )

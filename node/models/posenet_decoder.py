@@ -151,16 +151,21 @@ def _decode_chunk(
 def decode_multiple(out: PoseNetOutputs, stride: int, params: PoseNetDecodeParams) -> list[tuple[F32, float]]:
     """tfjs ``decodeMultiplePoses``: up to ``max_poses`` poses, best first."""
     if params.compiled and posenet_kernel.compiled_available:
-        poses = posenet_kernel.decode_multiple(
-            out.heatmap, out.offsets, out.displacement_fwd, out.displacement_bwd, stride=stride,
-            score_threshold=params.score_threshold, local_max_radius=params.local_max_radius,
-            nms_radius=params.nms_radius, max_poses=params.max_poses, refine=params.offset_refine_steps,
-        )  # fmt: skip
+        poses = posenet_kernel.decode_multiple(out, stride, params)
     else:
         poses = decode_multiple_numpy(out, stride, params)
     kept = [p for p in poses if p[1] >= params.min_pose_score]
     kept.sort(key=lambda p: -p[1])
     return kept
+
+
+def warm_up() -> None:
+    """Compile the Numba decoder (or load it from its on-disk cache) before the first frame needs it."""
+    if posenet_kernel.compiled_available:
+        heat = np.random.default_rng(0).random((9, 9, 17), dtype=np.float32)
+        displacements = np.zeros((9, 9, 2 * _NUM_EDGES), np.float32)
+        out = PoseNetOutputs(heat, np.zeros((9, 9, 2 * NUM_KEYPOINTS), np.float32), displacements, displacements)
+        posenet_kernel.decode_multiple(out, 16, PoseNetDecodeParams(max_poses=5))
 
 
 def decode_multiple_numpy(out: PoseNetOutputs, stride: int, params: PoseNetDecodeParams) -> list[tuple[F32, float]]:

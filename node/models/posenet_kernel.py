@@ -4,17 +4,22 @@ The NumPy decoder pays a microsecond or more per array operation, about 1 ms a f
 kernel does the same work in tens of microseconds and releases the GIL, so a node's decoding threads no
 longer hold up OpenVINO's completion callbacks. The arithmetic is float32 as in the NumPy decoder.
 Numba is optional (``compiled_available``): where it has no wheel (32-bit Raspberry Pi OS), the NumPy
-decoder is used. Compiled code is cached on disk (``NUMBA_CACHE_DIR`` chooses where); ``warm_up``
-compiles it, or loads it from the cache, before a node serves.
+decoder is used. Compiled code is cached on disk (``NUMBA_CACHE_DIR`` chooses where);
+``posenet_decoder.warm_up`` compiles it, or loads it from the cache, before a node serves.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from posefleet.node.models.keypoints import POSENET_CHILDREN, POSENET_PARENTS
+
+if TYPE_CHECKING:
+    from posefleet.node.models.posenet_decoder import PoseNetDecodeParams, PoseNetOutputs
+
+F32 = npt.NDArray[np.float32]
 
 _EDGES = len(POSENET_PARENTS)
 # Traversal passes: backward edges (child -> parent) last to first, then forward edges (parent -> child).
@@ -161,36 +166,14 @@ _kernel = _compile()
 compiled_available = _kernel is not None
 
 
-def decode_multiple(
-    heat: npt.NDArray[np.float32],
-    offsets: npt.NDArray[np.float32],
-    fwd: npt.NDArray[np.float32],
-    bwd: npt.NDArray[np.float32],
-    *,
-    stride: int,
-    score_threshold: float,
-    local_max_radius: int,
-    nms_radius: float,
-    max_poses: int,
-    refine: int,
-) -> list[tuple[npt.NDArray[np.float32], float]]:
+def decode_multiple(out: PoseNetOutputs, stride: int, params: PoseNetDecodeParams) -> list[tuple[F32, float]]:
     """Poses in decoding order as ``(keypoints (K, 3) of x, y, score, pose score)``; needs Numba."""
     if _kernel is None:
         raise RuntimeError("the compiled PoseNet decoder needs numba")
-    arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in (heat, offsets, fwd, bwd)]
+    arrays = (out.heatmap, out.offsets, out.displacement_fwd, out.displacement_bwd)
     keypoints, scores, count = _kernel(
-        *arrays, int(stride), float(score_threshold), int(local_max_radius), float(nms_radius), int(max_poses),
-        int(refine), PASS_EDGE, PASS_SOURCE, PASS_TARGET, PASS_FORWARD,
+        *(np.ascontiguousarray(a, dtype=np.float32) for a in arrays), int(stride), float(params.score_threshold),
+        int(params.local_max_radius), float(params.nms_radius), int(params.max_poses),
+        int(params.offset_refine_steps), PASS_EDGE, PASS_SOURCE, PASS_TARGET, PASS_FORWARD,
     )  # fmt: skip
     return [(keypoints[i], float(scores[i])) for i in range(count)]
-
-
-def warm_up() -> None:
-    """Compile (or load from the on-disk cache) before the first frame needs it."""
-    if _kernel is None:
-        return
-    rng = np.random.default_rng(0)
-    heat = rng.random((9, 9, 17), dtype=np.float32)
-    zeros = np.zeros((9, 9, 34), np.float32)
-    decode_multiple(heat, zeros, zeros[..., :32], zeros[..., :32], stride=16, score_threshold=0.5, local_max_radius=1,
-                    nms_radius=20.0, max_poses=5, refine=2)  # fmt: skip

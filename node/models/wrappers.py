@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 from posefleet.node import ov_compat as ov
-from posefleet.node.models import openpose_decoder, posenet_decoder, posenet_kernel
+from posefleet.node.models import openpose_decoder, posenet_decoder
 from posefleet.node.models.card import ModelCard
 from posefleet.node.models.types import Pose
 from posefleet.node.ov_compat import ColorFormat, PrePostProcessor
@@ -128,7 +128,7 @@ class PoseNetModel(PoseModel):
 
     def warm_up(self) -> None:
         if self.params.compiled:
-            posenet_kernel.warm_up()
+            posenet_decoder.warm_up()
 
     def decode(self, outputs: Mapping[str, npt.NDArray[Any]], meta: FrameMeta) -> list[Pose]:
         names = self.card.outputs
