@@ -52,7 +52,7 @@ bench: setup
 	$(BIN)/posefleet bench --all --markdown bench/models.md --json bench/models.json --chart bench/models.png
 
 bench-node: setup
-	$(BIN)/posefleet bench --all --node --rounds 3 --markdown bench/node.md --json bench/node.json
+	$(BIN)/posefleet bench --all --node --rounds 5 --markdown bench/node.md --json bench/node.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

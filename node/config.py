@@ -28,9 +28,11 @@ class NodeSettings(BaseSettings):
     port: int = Field(50051, ge=0, le=65535, description="0 picks a free port")
     name: str | None = Field(None, description="node id (default: <hostname>-<port>)")
     max_inflight: int | None = Field(None, ge=1, description="default: 2 x infer_requests")
-    #: Twice the device's optimum by default: while one request's outputs are being decoded, the
-    #: device already runs the next one (measured: about +10% throughput over the optimum alone).
-    infer_requests: int = Field(0, ge=0, description="OpenVINO infer requests; 0 = 2 x the device optimum")
+    #: Twice the device's optimum by default: while a request's thread decodes an image or poses, the
+    #: device already runs another request (measured: about +10% throughput over the optimum alone).
+    infer_requests: int = Field(
+        0, ge=0, description="OpenVINO infer requests (one thread each); 0 = 2 x the device optimum"
+    )
     zeroconf_interfaces: list[str] = Field(default_factory=list, description="IPs zeroconf binds (default: all)")
     advertise: bool = True
     advertise_addresses: list[str] = Field(default_factory=list, description="addresses put in the mDNS record")
@@ -40,7 +42,7 @@ class NodeSettings(BaseSettings):
     max_image_side: int = Field(8192, ge=16)
     max_image_pixels: int = Field(40_000_000, ge=256)
     drain_seconds: float = Field(8.0, ge=0, le=60, description="SIGTERM: time allowed for in-flight frames")
-    decode_workers: int = Field(2, ge=1, le=64)
+    decode_workers: int = Field(2, ge=1, le=64, description="image-decoding threads of the simulated backend")
     #: "openvino", or "simulated-accelerator" for the cluster scale benchmark only (see node/simulated.py).
     backend: Literal["openvino", "simulated-accelerator"] = "openvino"
     sim_latency_ms: float = Field(33.3, ge=0, description="simulated inference time per frame")

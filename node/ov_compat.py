@@ -26,7 +26,22 @@ except ImportError:  # pragma: no cover - OpenVINO 2022.3 LTS on an NCS2 node
     )
     from openvino.runtime import opset10 as opset
 
+import inspect
+
 from openvino.preprocess import ColorFormat, PrePostProcessor
+
+_SHARES_OUTPUTS = "share_outputs" in inspect.signature(InferRequest.infer).parameters
+
+
+def infer_in_place(request: InferRequest) -> None:
+    """Synchronous inference on the tensors set on ``request``, GIL released; outputs stay in the request.
+
+    Current OpenVINO hands the outputs back without copying them; 2022.3 copies (NCS2 nodes only).
+    """
+    if _SHARES_OUTPUTS:
+        request.infer(share_outputs=True)
+    else:  # pragma: no cover - OpenVINO 2022.3 LTS
+        request.infer()
 
 
 def openvino_version() -> str:
@@ -50,6 +65,7 @@ __all__ = [
     "PrePostProcessor",
     "Tensor",
     "Type",
+    "infer_in_place",
     "openvino_version",
     "opset",
 ]

@@ -92,7 +92,7 @@ class NodeServer:
             engine = await asyncio.get_running_loop().run_in_executor(None, PoseEngine, s.model, options)
             requests = s.infer_requests or 2 * engine.optimal_requests
             capacity = s.max_inflight or 2 * requests
-            self._engine = AsyncEngine(engine, capacity, requests, self._executor)
+            self._engine = AsyncEngine(engine, capacity, requests)
             card = engine.card
             h, w = engine.input_size
         info = pose_pb2.NodeInfo(
