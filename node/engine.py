@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import numpy.typing as npt
 from posefleet.node.models import openpose_decoder, posenet_decoder
 from posefleet.node.models.card import IR_XML, ModelCard, load_card
 from posefleet.node.models.types import PoseResult, Timings
 from posefleet.node.models.wrappers import OpenPoseModel, PoseModel, PoseNetModel, U8Image
-from posefleet.node.ov_compat import AsyncInferQueue, CompiledModel, Core, InferRequest
+from posefleet.node.ov_compat import AsyncInferQueue, CompiledModel, Core, InferRequest, Tensor, infer_in_place
 
 Hint = Literal["LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"]
 DEVICES = ("CPU", "GPU", "NPU", "AUTO", "MYRIAD")
@@ -72,7 +73,9 @@ class PoseEngine:
         self.model = self._wrapper(self.input_size)
         self.model.warm_up()
         self.compiled = self._compile(self.model)
-        self._request = self.compiled.create_infer_request()
+        self._outputs = [(out.get_any_name(), out) for out in self.compiled.outputs]
+        self._request = self.compiled.create_infer_request()  # infer_raw: inputs copied in
+        self._run_request = self.compiled.create_infer_request()  # infer: only ever used through run()
         self._lock = threading.Lock()
 
     # -- set-up -----------------------------------------------------------------------------
@@ -112,24 +115,38 @@ class PoseEngine:
         return self.card.model_id
 
     # -- inference ---------------------------------------------------------------------------
+    def outputs_of(self, request: InferRequest) -> dict[str, npt.NDArray[Any]]:
+        """The outputs left in ``request``, by name: views of its memory, valid until it runs again."""
+        return {name: request.get_tensor(out).data for name, out in self._outputs}
+
     def infer_raw(self, tensor: U8Image, request: InferRequest | None = None) -> dict[str, npt.NDArray[Any]]:
         """One inference on an already prepared NHWC uint8 tensor, outputs by name (copies)."""
         req = request or self._request
         req.infer({0: tensor})
-        return {out.get_any_name(): req.get_tensor(out).data.copy() for out in self.compiled.outputs}
+        return {name: data.copy() for name, data in self.outputs_of(req).items()}
+
+    def run(self, request: InferRequest, image: U8Image) -> PoseResult:
+        """Poses in one BGR image on ``request``, which the caller uses from one thread at a time.
+
+        The request reads the pre-processed pixels in place (no copy) and its outputs are decoded
+        where they lie. Afterwards its input tensor still points at the freed pixels, so a request
+        given to ``run`` must only ever be used through ``run`` (which sets the input first).
+        """
+        t0 = time.perf_counter()
+        tensor, meta = self.model.preprocess(image)
+        pixels = np.ascontiguousarray(tensor)  # alive until inference ends (a Tensor does not keep it)
+        t1 = time.perf_counter()
+        request.set_input_tensor(Tensor(pixels, shared_memory=True))
+        infer_in_place(request)
+        t2 = time.perf_counter()
+        poses = self.model.decode(self.outputs_of(request), meta)
+        t3 = time.perf_counter()
+        return PoseResult(poses, meta.source_size, Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
 
     def infer(self, image: U8Image) -> PoseResult:
         """Poses in one BGR image (thread-safe; serialised on one infer request)."""
-        t0 = time.perf_counter()
-        tensor, meta = self.model.preprocess(image)
-        t1 = time.perf_counter()
         with self._lock:
-            self._request.infer({0: tensor})
-            t2 = time.perf_counter()
-            outputs = {out.get_any_name(): self._request.get_tensor(out).data for out in self.compiled.outputs}
-            poses = self.model.decode(outputs, meta)
-        t3 = time.perf_counter()
-        return PoseResult(poses, meta.source_size, Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
+            return self.run(self._run_request, image)
 
 
 class NativeResolutionEngine:
@@ -167,7 +184,6 @@ class AsyncPipeline:
         self._callback = callback
         self._queue = AsyncInferQueue(engine.compiled, self.jobs)
         self._queue.set_callback(self._done)
-        self._outputs = list(engine.compiled.outputs)
 
     def submit(self, image: U8Image, userdata: Any = None) -> None:
         t0 = time.perf_counter()
@@ -183,8 +199,7 @@ class AsyncPipeline:
         try:
             poses = []
             if self.decode:
-                outputs = {o.get_any_name(): request.get_tensor(o).data for o in self._outputs}
-                poses = self.engine.model.decode(outputs, meta)
+                poses = self.engine.model.decode(self.engine.outputs_of(request), meta)
             timings = Timings(pre_ms, (t_inf - started) * 1e3, (time.perf_counter() - t_inf) * 1e3)
             result: PoseResult | BaseException = PoseResult(poses, meta.source_size, timings)
         except Exception as exc:  # handed to the caller, never lost in OpenVINO's thread

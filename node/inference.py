@@ -11,11 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 from posefleet.node.engine import PoseEngine
-from posefleet.node.models.types import PoseResult, Timings
+from posefleet.node.models.types import PoseResult
 from posefleet.node.models.wrappers import U8Image
-from posefleet.node.ov_compat import InferRequest, Tensor, infer_in_place
+from posefleet.node.ov_compat import InferRequest
 
 
 class AtCapacity(Exception):
@@ -75,7 +74,6 @@ class AsyncEngine(Admission):
         )
         self._wake_pending = False
         self._wake_lock = threading.Lock()
-        self._outputs = [(o.get_any_name(), o) for o in engine.compiled.outputs]
         self._threads = [
             threading.Thread(target=self._serve, args=(engine.compiled.create_infer_request(),),
                              name=f"posefleet-infer-{i}", daemon=True)
@@ -100,25 +98,13 @@ class AsyncEngine(Admission):
             self._post(frame.future, payload)
 
     def _run(self, request: InferRequest, frame: _Frame) -> PoseResult:
-        model = self.engine.model
         t0 = time.perf_counter()
         image = frame.load()
         t1 = time.perf_counter()
-        tensor, meta = model.preprocess(image)
-        pixels = np.ascontiguousarray(tensor)  # no copy when already contiguous; the request reads it in place
-        t2 = time.perf_counter()
-        request.set_input_tensor(Tensor(pixels, shared_memory=True))
-        infer_in_place(request)
-        t3 = time.perf_counter()
-        poses = model.decode({name: request.get_tensor(output).data for name, output in self._outputs}, meta)
-        timings = Timings(
-            preprocess_ms=(t2 - t1) * 1e3,
-            inference_ms=(t3 - t2) * 1e3,
-            decode_ms=(time.perf_counter() - t3) * 1e3,
-            queue_ms=(t0 - frame.submitted) * 1e3,
-            decode_image_ms=(t1 - t0) * 1e3,
-        )
-        return PoseResult(poses, meta.source_size, timings)
+        result = self.engine.run(request, image)
+        result.timings.queue_ms = (t0 - frame.submitted) * 1e3
+        result.timings.decode_image_ms = (t1 - t0) * 1e3
+        return result
 
     def _post(self, future: asyncio.Future[PoseResult], payload: PoseResult | BaseException) -> None:
         """Any thread: hand a finished frame to the event loop, waking it only if no wake-up is pending."""
