@@ -16,7 +16,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from posefleet.clients import bench_cluster, camera, demo
+    from posefleet.clients import bench_cluster, camera, demo, status
     from posefleet.coordinator import cli as coordinator_cli
     from posefleet.node import cli as node_cli
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     camera.register(sub)
     demo.register(sub)
     bench_cluster.register(sub)
+    status.register(sub)
     return parser
 
 

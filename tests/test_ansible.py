@@ -416,6 +416,8 @@ def test_rolling_upgrade_loses_no_frames(fleet: Fleet, assets: Path) -> None:
         upgrade = fleet.ns(fleet.ctl, BIN / "ansible-playbook", "-i", inventory, ANSIBLE / "rolling-upgrade.yml",
                            env=ansible_env(), timeout=600)  # fmt: skip
         assert "Drain the node (graceful SIGTERM)" in upgrade.stdout
+        # The next node is drained only once the coordinator routes frames to the restarted one again.
+        assert re.search(r"Wait until each coordinator routes frames to the node.*\n.*ok: \[h1\]", upgrade.stdout)
         assert re.search(r"h1\s+:\s+ok=\d+\s+changed=[1-9]", upgrade.stdout), upgrade.stdout[-2000:]
         out, err = stream.communicate(timeout=180)
     finally:
