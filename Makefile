@@ -3,11 +3,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+LOADGEN := $(CURDIR)/build/estimate_stream_load
 # Assets (real models and data) live beside the checkout; never committed.
 POSEFLEET_ASSETS ?= $(shell [ -d ../shared/assets ] && cd ../shared/assets && pwd)
 export POSEFLEET_ASSETS
 
-.PHONY: setup system-deps demo test lint typecheck pytest proto bench bench-node clean
+.PHONY: setup system-deps demo test lint typecheck pytest proto bench bench-node loadgen clean
 
 setup: $(VENV)/.installed
 
@@ -21,9 +22,11 @@ $(VENV)/.installed: pyproject.toml
 # The Ansible tests run sshd inside network namespaces: install OpenSSH server and iproute2 when
 # missing (as root, with apt); without root the Ansible converge test is skipped and says why.
 system-deps:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { ! [ -x /usr/sbin/sshd ] || ! command -v ip >/dev/null; }; then \
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { ! [ -x /usr/sbin/sshd ] || ! command -v ip >/dev/null \
+			|| ! command -v g++ >/dev/null || ! pkg-config --exists grpc++ 2>/dev/null; }; then \
 		guard=0; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; guard=1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client iproute2 >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client iproute2 \
+			g++ pkg-config libgrpc++-dev >/dev/null; \
 		if [ $$guard = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi; \
 	fi
 
@@ -40,8 +43,8 @@ typecheck: setup
 	@cp -rs "$(CURDIR)/proto/posefleet/v1" build/typecheck/posefleet/v1
 	$(BIN)/mypy $$(find build/typecheck/posefleet -name '*.py' ! -name '*_pb2*.py') tests
 
-pytest: setup system-deps
-	$(BIN)/pytest
+pytest: setup system-deps loadgen
+	POSEFLEET_LOADGEN=$(LOADGEN) $(BIN)/pytest
 
 test: system-deps lint typecheck pytest
 
@@ -51,8 +54,15 @@ proto: setup
 bench: setup
 	$(BIN)/posefleet bench --all --markdown bench/models.md --json bench/models.json --chart bench/models.png
 
-bench-node: setup
-	$(BIN)/posefleet bench --all --node --rounds 5 --markdown bench/node.md --json bench/node.json
+# The C++ EstimateStream load generator for bench-node (gRPC C++ from apt: libgrpc++-dev).
+loadgen: $(LOADGEN)
+
+$(LOADGEN): clients/loadgen/estimate_stream_load.cc | system-deps
+	@mkdir -p $(@D)
+	g++ -O2 -std=c++17 -Wall -Wextra -o $@ $< $$(pkg-config --cflags --libs grpc++)
+
+bench-node: setup loadgen
+	POSEFLEET_LOADGEN=$(LOADGEN) $(BIN)/posefleet bench --all --node --rounds 5 --markdown bench/node.md --json bench/node.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

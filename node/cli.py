@@ -17,12 +17,31 @@ USER_ERRORS: tuple[type[BaseException], ...] = ()
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from posefleet.node.engine import EngineError
+    from posefleet.node.loadgen import LoadgenError
     from posefleet.node.media import MediaError
     from posefleet.node.models.card import CardError
     from posefleet.node.models.convert import ConversionError
     from posefleet.node.models.fetch import FetchError
 
-    return (ConversionError, CardError, EngineError, FetchError, MediaError, FileNotFoundError, ValueError)
+    return (
+        ConversionError, CardError, EngineError, FetchError, LoadgenError, MediaError, FileNotFoundError, ValueError,
+    )  # fmt: skip
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number above 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -100,13 +119,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--device", default="CPU")
     p.add_argument("--input-size", type=parse_size)
     p.add_argument("--image", type=Path, help="frame to run (default: an asset photo, else noise)")
-    p.add_argument("--frames", type=int, help="most frames per measurement (default 200; --node: 100000)")
-    p.add_argument("--seconds", type=float, help="time budget per measurement (default 8; --node: 6)")
-    p.add_argument("--rounds", type=int, default=3, help="--node: alternating raw/node rounds (median reported)")
+    p.add_argument("--frames", type=positive_int, help="most frames per measurement (default 200; --node: 100000)")
+    p.add_argument("--seconds", type=positive_float, help="time budget per measurement (default 8; --node: 6)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="--node: alternating raw/node rounds (median)")
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", type=Path)
     p.add_argument("--chart", type=Path, help="PNG bar chart")
     p.add_argument("--node", action="store_true", help="node throughput over EstimateStream vs raw async inference")
+    p.add_argument(
+        "--loadgen", type=Path,
+        help="--node: the compiled load generator (`make loadgen`; default $POSEFLEET_LOADGEN, else the Python client)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("node", help="serve pose inference over gRPC and advertise it with zeroconf")
@@ -311,12 +334,12 @@ NODE_BENCH = (
 def _bench_node(args: argparse.Namespace, image: Any) -> int:
     from posefleet.node.assets import assets_dir
     from posefleet.node.bench_node import NodeBenchResult, bench_node, markdown_table
+    from posefleet.node.loadgen import find_loadgen
     from posefleet.node.models.convert import convert
 
     results: list[NodeBenchResult] = []
     frames, seconds = args.frames or 100_000, args.seconds or 6.0
-    if args.rounds < 1:
-        raise ValueError("--rounds must be at least 1")
+    loadgen = find_loadgen(args.loadgen)
     if args.all:
         assets = assets_dir()
         assert assets is not None
@@ -326,12 +349,22 @@ def _bench_node(args: argparse.Namespace, image: Any) -> int:
                 convert(assets / sources[label], Path(tmp) / label)
                 for size in sizes:
                     results.append(
-                        bench_node(Path(tmp) / label, image, size, frames=frames, seconds=seconds, rounds=args.rounds)
+                        bench_node(
+                            Path(tmp) / label,
+                            image,
+                            size,
+                            frames=frames,
+                            seconds=seconds,
+                            rounds=args.rounds,
+                            loadgen=loadgen,
+                        )
                     )
                     print(markdown_table(results[-1:]).splitlines()[-1], flush=True)
     elif args.model:
         results.append(
-            bench_node(args.model, image, args.input_size, frames=frames, seconds=seconds, rounds=args.rounds)
+            bench_node(
+                args.model, image, args.input_size, frames=frames, seconds=seconds, rounds=args.rounds, loadgen=loadgen
+            )
         )
     else:
         raise ValueError("bench --node needs --model DIR or --all")

@@ -99,6 +99,9 @@ def test_bench_node_cli_measures_both_sides(models: dict[str, Path], tmp_path: P
         assert measured["raw_async_fps"] == max(v for k, v in measured.items() if k.startswith("raw_fps_"))
         assert measured["ratio"] == pytest.approx(measured["node_stream_fps"] / measured["raw_async_fps"])
     assert row["frames"] > 0 and row["node_stream_fps"] > 0 and row["raw_async_fps"] > 0
+    # `make test` builds the C++ load generator and names it in $POSEFLEET_LOADGEN; the Python client runs too.
+    assert row["load_generator"] == ("native" if os.environ.get("POSEFLEET_LOADGEN") else "python")
+    assert row["node_stream_fps_python"] > 0
     assert row["node_latency_p50_ms"] > 0 and row["bare_latency_p50_ms"] > 0
 
 
@@ -108,6 +111,10 @@ def test_bench_node_cli_measures_both_sides(models: dict[str, Path], tmp_path: P
         (["convert", "/nonexistent/model.pb", "-o", "OUT"], "no such file or directory"),
         (["pose", "--model", "/nonexistent", "x.jpg"], "does not exist"),
         (["models", "fetch", "posenet-mobilenet-v1-042"], "unknown model"),
+        (["bench", "--model", "/nonexistent", "--frames", "0"], "--frames: must be at least 1, got 0"),
+        (["bench", "--node", "--model", "/nonexistent", "--loadgen", "/nonexistent/lg"], "no load generator binary"),
+        (["bench", "--model", "/nonexistent", "--seconds", "-1"], "--seconds: must be above 0, got -1"),
+        (["status", "--node", "127.0.0.1:1", "--timeout", "0"], "--timeout must be positive"),
     ],
 )
 def test_user_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
