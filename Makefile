@@ -20,8 +20,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# The Ansible tests run sshd inside network namespaces: install OpenSSH server and iproute2 when
-# missing (as root, with apt); without root the Ansible converge test is skipped and says why.
+# The Ansible tests run sshd inside network namespaces, and bench-node's load generator is C++: install
+# OpenSSH server, iproute2, g++ and gRPC C++ when missing (as root, with apt); without root the Ansible
+# converge test is skipped and says why, and the Python load generator is used.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { ! [ -x /usr/sbin/sshd ] || ! command -v ip >/dev/null \
 			|| ! command -v g++ >/dev/null || ! pkg-config --exists grpc++ 2>/dev/null; }; then \

@@ -67,7 +67,7 @@ async def wait_node(address: str, timeout: float) -> NodeReport:
         await asyncio.sleep(_POLL_S)
 
 
-def routed(stats: coordinator_pb2.Stats, node_ids: list[str]) -> list[str]:
+def not_routed(stats: coordinator_pb2.Stats, node_ids: list[str]) -> list[str]:
     """The wanted node ids the coordinator does not route frames to (unknown or not healthy)."""
     healthy = {n.info.node_id for n in stats.nodes if n.healthy}
     return [node_id for node_id in node_ids if node_id not in healthy]
@@ -81,7 +81,7 @@ async def wait_coordinator(address: str, node_ids: list[str], timeout: float) ->
         while True:
             try:
                 stats = await client.stats()
-                left = routed(stats, node_ids)
+                left = not_routed(stats, node_ids)
                 missing = f"not routed to: {', '.join(left)}" if left else ""
             except grpc.aio.AioRpcError as exc:
                 missing = f"coordinator unreachable: {exc.code().name}"

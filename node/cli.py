@@ -340,6 +340,10 @@ def _bench_node(args: argparse.Namespace, image: Any) -> int:
     results: list[NodeBenchResult] = []
     frames, seconds = args.frames or 100_000, args.seconds or 6.0
     loadgen = find_loadgen(args.loadgen)
+
+    def measure(model_dir: Path, size: tuple[int, int] | None) -> NodeBenchResult:
+        return bench_node(model_dir, image, size, frames=frames, seconds=seconds, rounds=args.rounds, loadgen=loadgen)
+
     if args.all:
         assets = assets_dir()
         assert assets is not None
@@ -348,24 +352,10 @@ def _bench_node(args: argparse.Namespace, image: Any) -> int:
             for label, sizes in NODE_BENCH:
                 convert(assets / sources[label], Path(tmp) / label)
                 for size in sizes:
-                    results.append(
-                        bench_node(
-                            Path(tmp) / label,
-                            image,
-                            size,
-                            frames=frames,
-                            seconds=seconds,
-                            rounds=args.rounds,
-                            loadgen=loadgen,
-                        )
-                    )
+                    results.append(measure(Path(tmp) / label, size))
                     print(markdown_table(results[-1:]).splitlines()[-1], flush=True)
     elif args.model:
-        results.append(
-            bench_node(
-                args.model, image, args.input_size, frames=frames, seconds=seconds, rounds=args.rounds, loadgen=loadgen
-            )
-        )
+        results.append(measure(args.model, args.input_size))
     else:
         raise ValueError("bench --node needs --model DIR or --all")
     _report(args, markdown_table(results), [r.to_dict() for r in results])

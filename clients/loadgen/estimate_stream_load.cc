@@ -129,7 +129,6 @@ class Load : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> 
       } else if (credits_ > 0) {
         --credits_;
         writing_ = write = true;
-        request_ = grpc::ByteBuffer();
         std::string bytes = WithSequence(frame_, sent_++);
         grpc::Slice slice(bytes);
         request_ = grpc::ByteBuffer(&slice, 1);
