@@ -8,6 +8,9 @@ Each round measures:
   post-processing, with the device's optimal number of requests and with the node's number; the
   better of the two is the baseline, so the node is never compared with a weaker configuration
   than its own;
+- the node's pipeline in this process, without gRPC: the same ``AsyncEngine`` (request threads that
+  decode the JPEG, infer and decode the poses) fed the same JPEG with the node's credit window. It
+  splits the node's cost in two: what the pipeline costs (mostly JPEG decoding) and what gRPC costs;
 - a real node in a subprocess on 127.0.0.1, fed JPEG frames already at the model's input size over
   one EstimateStream with a credit window equal to its capacity. The load generator runs on the same
   cores: the compiled one (``posefleet.node.loadgen``) when there is one, and the Python client too;
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +38,10 @@ import cv2
 import grpc
 import numpy as np
 from posefleet.node.bench import async_throughput
+from posefleet.node.config import NodeSettings
 from posefleet.node.engine import EngineOptions, PoseEngine
+from posefleet.node.images import decode_image
+from posefleet.node.inference import AsyncEngine
 from posefleet.node.loadgen import native_stream_throughput
 from posefleet.node.models.wrappers import U8Image
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
@@ -58,6 +65,8 @@ class NodeBenchResult:
     added_p99_ms: float
     frames: int
     load_generator: str = "python"
+    pipeline_fps: float = 0.0
+    pipeline_ratio: float = 0.0
     node_stream_fps_python: float = 0.0
     rounds: list[dict[str, float]] = field(default_factory=list)
 
@@ -116,6 +125,43 @@ async def _stream_throughput(address: str, payload: bytes, frames: int, seconds:
         return done / elapsed, capacity, ok
 
 
+async def _pipeline_throughput(
+    engine: PoseEngine, payload: bytes, *, requests: int, capacity: int, frames: int, seconds: float
+) -> float:
+    """Frames/s of the node's pipeline in-process (no gRPC), at most ``capacity`` frames outstanding."""
+    limits = NodeSettings.model_fields  # the node's default image limits
+    image = pose_pb2.Image(encoding=pose_pb2.IMAGE_ENCODING_JPEG, data=payload)
+    load = partial(decode_image, image, limits["max_image_side"].default, limits["max_image_pixels"].default)
+    pipeline = AsyncEngine(engine, capacity, requests)
+    credits = asyncio.Semaphore(capacity)
+    failures: list[BaseException] = []
+    done = 0
+
+    def finished(future: asyncio.Future[Any]) -> None:
+        nonlocal done
+        done += 1
+        if (error := future.exception()) is not None:
+            failures.append(error)
+        credits.release()
+
+    try:
+        sent = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while sent < frames and time.perf_counter() < deadline:
+            await credits.acquire()  # the credit window, not admission, bounds what is outstanding
+            pipeline.submit(load).add_done_callback(finished)
+            sent += 1
+        for _ in range(capacity):
+            await credits.acquire()
+        elapsed = time.perf_counter() - start
+    finally:
+        pipeline.close()
+    if failures:
+        raise failures[0]
+    return done / elapsed
+
+
 async def _unary_latency(address: str, payload: bytes, count: int) -> list[float]:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = node_pb2_grpc.PoseNodeStub(channel)
@@ -165,6 +211,11 @@ def bench_node(
             }
             best = max(raw, key=lambda n: raw[n])
             python_fps, capacity, ok = asyncio.run(_stream_throughput(address, payload, frames, seconds))
+            pipeline_fps = asyncio.run(
+                _pipeline_throughput(
+                    thr, payload, requests=node_requests, capacity=capacity, frames=frames, seconds=seconds
+                )
+            )
             answered_ok += ok
             node_fps = python_fps
             if loadgen is not None:
@@ -173,7 +224,8 @@ def bench_node(
             by_requests = {f"raw_fps_{n}_requests": fps for n, fps in raw.items()}
             measured.append({"raw_async_fps": raw[best], "raw_requests": best, "node_stream_fps": node_fps,
                              "ratio": node_fps / raw[best], "node_stream_fps_python": python_fps,
-                             "ratio_python": python_fps / raw[best], **by_requests})  # fmt: skip
+                             "ratio_python": python_fps / raw[best], "pipeline_fps": pipeline_fps,
+                             "pipeline_ratio": pipeline_fps / raw[best], **by_requests})  # fmt: skip
         node_lat = asyncio.run(_unary_latency(address, payload, min(frames, 200)))
     finally:
         proc.terminate()
@@ -199,22 +251,27 @@ def bench_node(
         frames=answered_ok,
         load_generator="native" if loadgen is not None else "python",
         node_stream_fps_python=statistics.median(m["node_stream_fps_python"] for m in measured),
+        pipeline_fps=statistics.median(m["pipeline_fps"] for m in measured),
+        pipeline_ratio=statistics.median(m["pipeline_ratio"] for m in measured),
         rounds=measured,
     )
 
 
 def markdown_table(results: list[NodeBenchResult]) -> str:
-    """The headline columns use the compiled load generator when there was one ("C++"), then the Python client's."""
+    """The headline columns use the compiled load generator when there was one ("C++"), then the Python
+    client's, then the node's pipeline alone (what is left once gRPC is taken away)."""
     head = (
         "| model | input | raw async FPS (requests) | node stream FPS (load generator) | node / raw (range) "
-        "| with the Python client: node FPS, node / raw | node requests / capacity "
-        "| latency p50 / p99 ms: bare | via node | added |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| with the Python client: node FPS, node / raw | node pipeline without gRPC: FPS, / raw "
+        "| node requests / capacity | latency p50 / p99 ms: bare | via node | added |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     rows = [
         f"| {r.model_id} | {r.input_size} | {r.raw_async_fps:.1f} ({r.raw_requests}) "
         f"| {r.node_stream_fps:.1f} ({'C++' if r.load_generator == 'native' else 'Python'}) "
         f"| {r.ratio:.0%} ({min(m['ratio'] for m in r.rounds):.0%}-{max(m['ratio'] for m in r.rounds):.0%}) "
         f"| {r.node_stream_fps_python:.1f}, {statistics.median(m['ratio_python'] for m in r.rounds):.0%} "
+        f"| {r.pipeline_fps:.1f}, {r.pipeline_ratio:.0%} "
         f"| {r.node_requests} / {r.node_capacity} | {r.bare_latency_p50_ms:.1f} / {r.bare_latency_p99_ms:.1f} "
         f"| {r.node_latency_p50_ms:.1f} / {r.node_latency_p99_ms:.1f} | {r.added_p50_ms:.1f} / {r.added_p99_ms:.1f} |"
         for r in results

@@ -98,10 +98,11 @@ def test_bench_node_cli_measures_both_sides(models: dict[str, Path], tmp_path: P
         # The baseline is the better of the device's optimal request count and the node's own.
         assert measured["raw_async_fps"] == max(v for k, v in measured.items() if k.startswith("raw_fps_"))
         assert measured["ratio"] == pytest.approx(measured["node_stream_fps"] / measured["raw_async_fps"])
+        assert measured["pipeline_ratio"] == pytest.approx(measured["pipeline_fps"] / measured["raw_async_fps"])
     assert row["frames"] > 0 and row["node_stream_fps"] > 0 and row["raw_async_fps"] > 0
     # `make test` builds the C++ load generator and names it in $POSEFLEET_LOADGEN; the Python client runs too.
     assert row["load_generator"] == ("native" if os.environ.get("POSEFLEET_LOADGEN") else "python")
-    assert row["node_stream_fps_python"] > 0
+    assert row["node_stream_fps_python"] > 0 and row["pipeline_fps"] > 0
     assert row["node_latency_p50_ms"] > 0 and row["bare_latency_p50_ms"] > 0
 
 
