@@ -35,15 +35,16 @@ system-deps:
 demo: setup
 	$(BIN)/posefleet demo
 
+# The `posefleet` namespace spans node/, coordinator/, clients/ and proto/ (see pyproject.toml).
+SOURCE_PATH := node:coordinator:clients:proto
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=$(SOURCE_PATH) $(BIN)/lint-imports
 
 typecheck: setup
-	@rm -rf build/typecheck && mkdir -p build/typecheck/posefleet
-	@for p in node coordinator clients; do cp -rs "$(CURDIR)/$$p" build/typecheck/posefleet/$$p; done
-	@cp -rs "$(CURDIR)/proto/posefleet/v1" build/typecheck/posefleet/v1
-	$(BIN)/mypy $$(find build/typecheck/posefleet -name '*.py' ! -name '*_pb2*.py') tests
+	$(BIN)/mypy
 
 pytest: setup system-deps loadgen
 	POSEFLEET_LOADGEN=$(LOADGEN_IF_BUILT) $(BIN)/pytest

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-from posefleet.node.models.convert import convert
+from posefleet.node.convert import convert
+from posefleet.node.tools.asset_models import ASSET_MODELS
 
 # gRPC logs an INFO line whenever a test forks a subprocess while its threads run; keep the output readable.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -22,22 +23,13 @@ def assets() -> Path:
     return Path(value)
 
 
-ASSET_MODELS = {
-    "posenet050": "models/posenet/mobilenet_v1_050/model-mobilenet_v1_050.pb",
-    "posenet075": "models/posenet/tfjs_v1/mobilenet_v1_075",
-    "coral353": "models/posenet/coral_tflite/posenet_mobilenet_v1_075_353_481_quant.tflite",
-    "coral481": "models/posenet/coral_tflite/posenet_mobilenet_v1_075_481_641_quant.tflite",
-    "hpe": "models/human-pose-estimation-0001/FP16-INT8",
-}
-
-
 @pytest.fixture(scope="session")
 def models(assets: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every asset model converted to FP16 IR (dynamic input where the source allows it)."""
     root = tmp_path_factory.mktemp("models")
     out = {}
-    for name, rel in ASSET_MODELS.items():
-        convert(assets / rel, root / name)
+    for name, asset in ASSET_MODELS.items():
+        convert(assets / asset.path, root / name)
         out[name] = root / name
     return out
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import atexit
-import os
-import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+from posefleet.common.processes import PosefleetProcess, start_node
 from posefleet.v1 import pose_pb2
 
 
@@ -28,58 +24,33 @@ def frame(
     return pose_pb2.Frame(camera_id=camera, sequence=seq, image=image)
 
 
-_RUNNING: list[subprocess.Popen[str]] = []
+_RUNNING: list[PosefleetProcess] = []
 
 
 @atexit.register
 def _reap() -> None:
     """No node outlives the test session, whatever a test did."""
-    for proc in _RUNNING:
-        if proc.poll() is None:
-            proc.kill()
+    for running in _RUNNING:
+        if running.proc.poll() is None:
+            running.proc.kill()
 
 
 class NodeProcess:
-    """``posefleet node`` in a subprocess bound to 127.0.0.1, zeroconf on 127.0.0.1."""
+    """``posefleet node`` in a subprocess bound to 127.0.0.1, zeroconf on 127.0.0.1 (``start_posefleet``)."""
 
     def __init__(self, model: Path, *extra: str, name: str | None = None) -> None:
-        args = [sys.executable, "-m", "posefleet.clients.cli", "node", "--model", str(model), "--host", "127.0.0.1",
-                "--port", "0", "--zeroconf-interface", "127.0.0.1", *extra]  # fmt: skip
-        if name:
-            args += ["--name", name]
-        self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy()
-        )
-        self.lines: list[str] = []
-        self.port = 0
-        self.node_id = ""
-        deadline = time.monotonic() + 60
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            match = re.search(r"posefleet-node ready node_id=(\S+) port=(\d+)", line)
-            if match:
-                self.node_id, self.port = match.group(1), int(match.group(2))
-                return
-        self.proc.kill()
-        raise RuntimeError("node did not start:\n" + "".join(self.lines))
+        self.running = start_node(model, name, None, *extra, timeout=60)
+        _RUNNING.append(self.running)
+        self.proc = self.running.proc
+        self.port = self.running.port
+        self.node_id = self.running.fields["node_id"]
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def stop(self, timeout: float = 15) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return -9
+        return self.running.stop(timeout)
 
     def output(self) -> str:
-        assert self.proc.stdout is not None
-        return "".join(self.lines) + self.proc.stdout.read()
+        return self.running.output()

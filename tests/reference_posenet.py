@@ -6,8 +6,12 @@ import heapq
 import math
 
 import numpy as np
-from posefleet.node.models.keypoints import POSENET_CHILDREN, POSENET_PARENTS
-from posefleet.node.models.posenet_decoder import PoseNetDecodeParams, PoseNetOutputs
+from posefleet.node.engine.decoders.posenet_parts import (
+    POSENET_CHILDREN,
+    POSENET_PARENTS,
+    PoseNetDecodeParams,
+    PoseNetOutputs,
+)
 
 
 def decode_multiple_reference(

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from posefleet.node import media
-from posefleet.node.coco_eval import evaluate
-from posefleet.node.engine import EngineOptions, NativeResolutionEngine, PoseEngine
-from posefleet.node.models.keypoints import COCO_KEYPOINTS, KEYPOINT_INDEX
-from posefleet.node.models.posenet_decoder import PoseNetDecodeParams
+from posefleet.common.keypoints import COCO_KEYPOINTS, KEYPOINT_INDEX
+from posefleet.node.engine import EngineOptions, NativeResolutionEngine, PoseEngine, load_card
+from posefleet.node.engine.families import family
+from posefleet.node.tools import media
+from posefleet.node.tools.coco_eval import evaluate
 
 # A reference pipeline at full image resolution reaches 0.40 / 0.50 / 0.53 on these four images; the
 # Coral TFLite model has no published reference, 0.45 is this project's regression floor (measured 0.476).
@@ -20,7 +20,7 @@ REFERENCE_AP = {"posenet050": 0.40, "posenet075": 0.50, "hpe": 0.53, "coral481":
 
 @pytest.mark.parametrize("model", list(REFERENCE_AP))
 def test_coco_ap_at_full_resolution(models: dict[str, Path], coco: tuple[Path, Path], model: str) -> None:
-    options = EngineOptions(posenet=PoseNetDecodeParams(max_poses=20))
+    options = EngineOptions(decode=family(load_card(models[model]).family).eval_params)  # as `posefleet eval`
     report = evaluate(NativeResolutionEngine(models[model], options), *coco)
     assert report.images == 4
     assert report.stats["AP"] >= REFERENCE_AP[model], report.summary
@@ -29,8 +29,10 @@ def test_coco_ap_at_full_resolution(models: dict[str, Path], coco: tuple[Path, P
 def pck(predicted: np.ndarray, reference: np.ndarray, alpha: float = 0.2) -> float:
     """PCK@alpha x torso; torso = mean of the two shoulder-to-opposite-hip distances per frame."""
     ls, rs, lh, rh = (KEYPOINT_INDEX[k] for k in ("left_shoulder", "right_shoulder", "left_hip", "right_hip"))
-    torso = (np.linalg.norm(reference[:, ls] - reference[:, rh], axis=1)
-             + np.linalg.norm(reference[:, rs] - reference[:, lh], axis=1)) / 2  # fmt: skip
+    torso = (
+        np.linalg.norm(reference[:, ls] - reference[:, rh], axis=1)
+        + np.linalg.norm(reference[:, rs] - reference[:, lh], axis=1)
+    ) / 2
     error = np.linalg.norm(predicted - reference, axis=2)
     return float((error < alpha * torso[:, None]).mean())
 

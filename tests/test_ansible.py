@@ -40,8 +40,15 @@ def run(*args: str | Path, check: bool = True, timeout: float = 1200, **kw: obje
 
 def ansible_env(**extra: str) -> dict[str, str]:
     path = f"{BIN}{os.pathsep}{os.environ['PATH']}"
-    return {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(ANSIBLE / "roles"),
-            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "PATH": path, **extra}  # fmt: skip
+    return {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(ANSIBLE / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PATH": path,
+        **extra,
+    }
 
 
 def test_ansible_lint_production_profile() -> None:
@@ -141,10 +148,16 @@ def test_ncs2_path_in_check_mode_under_raspberry_pi_os_facts(tmp_path: Path) -> 
     (fake / "l_openvino_toolkit/setupvars.sh").write_text("# fake\n")
     archive = Path(shutil.make_archive(str(tmp_path / "openvino"), "gztar", fake))
     root = tmp_path / "pi"
-    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "posefleet_device": "ncs2",
-            "posefleet_root": str(root), "posefleet_install_system_packages": False,
-            "openvino_ncs2_archive_url": archive.as_uri(), "posefleet_python": str(BASE_PYTHON),
-            **RPI_FACTS}  # fmt: skip
+    host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "posefleet_device": "ncs2",
+        "posefleet_root": str(root),
+        "posefleet_install_system_packages": False,
+        "openvino_ncs2_archive_url": archive.as_uri(),
+        "posefleet_python": str(BASE_PYTHON),
+        **RPI_FACTS,
+    }
     inventory = tmp_path / "inv.yml"
     inventory.write_text(json.dumps({"all": {"hosts": {"rpi": host}}}))
     env = ansible_env()
@@ -205,7 +218,8 @@ class Fleet:
             run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostkey)
             pid = self.tmp / f"sshd_{host}.pid"
             config = self.tmp / f"sshd_{host}.conf"
-            config.write_text(textwrap.dedent(f"""\
+            config.write_text(
+                textwrap.dedent(f"""\
                 ListenAddress {NET}.{address}
                 Port 22
                 HostKey {hostkey}
@@ -217,7 +231,8 @@ class Fleet:
                 UsePAM no
                 StrictModes no
                 Subsystem sftp internal-sftp
-                """))  # fmt: skip
+                """)
+            )
             self.ns(
                 self.hosts[host],
                 shutil.which("sshd") or "/usr/sbin/sshd",
@@ -261,7 +276,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 def _wheelhouse(tmp: Path) -> tuple[Path, Path]:
     """posefleet's wheel and every dependency as wheels: the hosts install offline from them."""
     house = tmp / "wheelhouse"
-    run(sys.executable, "-m", "pip", "wheel", "--quiet", "-w", house, ROOT, timeout=1800)
+    run(sys.executable, "-m", "pip", "wheel", "--quiet", "-w", house, f"{ROOT}[node,coordinator]", timeout=1800)
     (wheel,) = house.glob("posefleet-*.whl")
     return house, wheel
 
@@ -292,8 +307,9 @@ def _inventory(fleet: Fleet, assets: Path, wheelhouse: Path, wheel: Path) -> Pat
         "posefleet_coordinator_zeroconf_interfaces": ["{{ ansible_host }}"],
         "posefleet_coordinator_metrics_host": "{{ ansible_host }}",
     }
-    inventory = {"all": {"vars": common, "children": {
-        "pose_nodes": {"hosts": hostvars}, "coordinators": {"hosts": {"h1": {}}}}}}  # fmt: skip
+    inventory = {
+        "all": {"vars": common, "children": {"pose_nodes": {"hosts": hostvars}, "coordinators": {"hosts": {"h1": {}}}}}
+    }
     path = fleet.tmp / "inventory.yml"
     path.write_text(json.dumps(inventory))
     return path
@@ -361,8 +377,17 @@ def test_site_converges_over_ssh_and_is_idempotent(fleet: Fleet, assets: Path) -
     assert (fleet.tmp / "roots/h1/etc/posefleet/coordinator.toml").exists()
     assert not (fleet.tmp / "roots/h2/etc/posefleet/coordinator.toml").exists()
 
-    check = fleet.ns(fleet.ctl, sys.executable, "-c", CHECK, f"{NET}.11:50051", f"{NET}.12:50051", f"{NET}.11:50050",
-                     f"{NET}.1", timeout=300)  # fmt: skip
+    check = fleet.ns(
+        fleet.ctl,
+        sys.executable,
+        "-c",
+        CHECK,
+        f"{NET}.11:50051",
+        f"{NET}.12:50051",
+        f"{NET}.11:50050",
+        f"{NET}.1",
+        timeout=300,
+    )
     seen = json.loads(check.stdout.strip().splitlines()[-1])
     assert set(seen["health"].values()) == {1}, seen  # SERVING
     assert {"h1._posefleet._tcp.local.", "h2._posefleet._tcp.local."} <= set(seen["zeroconf"]), seen
@@ -377,7 +402,7 @@ STREAM = r"""
 import asyncio, collections, json, sys
 import cv2
 from posefleet.clients.sdk import PosefleetClient, encode_frame
-from posefleet.node.media import frames
+from posefleet.node.tools.media import frames
 
 clip = [cv2.resize(f, (257, 257)) for f in frames(__import__("pathlib").Path(sys.argv[2]))]
 count = int(sys.argv[3])
@@ -405,16 +430,35 @@ def test_rolling_upgrade_loses_no_frames(fleet: Fleet, assets: Path) -> None:
         pytest.skip("the converge test did not run")
     count = 450  # 45 s at 10 FPS
     stream = subprocess.Popen(
-        ["ip", "netns", "exec", fleet.ctl, sys.executable, "-c", STREAM, f"{NET}.11:50050",
-         str(assets / "video/pose_1.mp4"), str(count)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            "ip",
+            "netns",
+            "exec",
+            fleet.ctl,
+            sys.executable,
+            "-c",
+            STREAM,
+            f"{NET}.11:50050",
+            str(assets / "video/pose_1.mp4"),
+            str(count),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         import time
 
         time.sleep(3)
-        upgrade = fleet.ns(fleet.ctl, BIN / "ansible-playbook", "-i", inventory, ANSIBLE / "rolling-upgrade.yml",
-                           env=ansible_env(), timeout=600)  # fmt: skip
+        upgrade = fleet.ns(
+            fleet.ctl,
+            BIN / "ansible-playbook",
+            "-i",
+            inventory,
+            ANSIBLE / "rolling-upgrade.yml",
+            env=ansible_env(),
+            timeout=600,
+        )
         assert "Drain the node (graceful SIGTERM)" in upgrade.stdout
         # The next node is drained only once the coordinator routes frames to the restarted one again.
         assert re.search(r"Wait until each coordinator routes frames to the node.*\n.*ok: \[h1\]", upgrade.stdout)

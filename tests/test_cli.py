@@ -11,14 +11,18 @@ from pathlib import Path
 import cv2
 import pytest
 from posefleet.clients.cli import main
-from posefleet.node.media import read_image
+from posefleet.node.tools.media import read_image
 
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "posefleet.clients.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=600, check=False, env=os.environ.copy(),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=os.environ.copy(),
+    )
 
 
 def test_convert_then_pose_json_and_render(assets: Path, tmp_path: Path) -> None:
@@ -63,8 +67,19 @@ def test_convert_then_pose_json_and_render(assets: Path, tmp_path: Path) -> None
 
 def test_eval_cli(models: dict[str, Path], coco: tuple[Path, Path], tmp_path: Path) -> None:
     ann, images = coco
-    proc = run_cli("eval", "--model", models["hpe"], "--coco-annotations", ann, "--images", images,
-                   "--detections-out", tmp_path / "det.json", "--json", tmp_path / "stats.json")  # fmt: skip
+    proc = run_cli(
+        "eval",
+        "--model",
+        models["hpe"],
+        "--coco-annotations",
+        ann,
+        "--images",
+        images,
+        "--detections-out",
+        tmp_path / "det.json",
+        "--json",
+        tmp_path / "stats.json",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Average Precision" in proc.stdout
     stats = json.loads((tmp_path / "stats.json").read_text())
@@ -75,9 +90,25 @@ def test_eval_cli(models: dict[str, Path], coco: tuple[Path, Path], tmp_path: Pa
 
 
 def test_bench_cli_writes_table_json_and_chart(models: dict[str, Path], tmp_path: Path) -> None:
-    code = main(["bench", "--model", str(models["posenet050"]), "--input-size", "257x257", "--frames", "15",
-                 "--seconds", "2", "--json", str(tmp_path / "b.json"), "--markdown", str(tmp_path / "b.md"),
-                 "--chart", str(tmp_path / "b.png")])  # fmt: skip
+    code = main(
+        [
+            "bench",
+            "--model",
+            str(models["posenet050"]),
+            "--input-size",
+            "257x257",
+            "--frames",
+            "15",
+            "--seconds",
+            "2",
+            "--json",
+            str(tmp_path / "b.json"),
+            "--markdown",
+            str(tmp_path / "b.md"),
+            "--chart",
+            str(tmp_path / "b.png"),
+        ]
+    )
     assert code == 0
     (row,) = json.loads((tmp_path / "b.json").read_text())
     assert row["input_size"] == "257x257" and row["raw_sync_fps"] > 0 and row["decoded_async_fps"] > 0
@@ -88,8 +119,22 @@ def test_bench_cli_writes_table_json_and_chart(models: dict[str, Path], tmp_path
 
 def test_bench_node_cli_measures_both_sides(models: dict[str, Path], tmp_path: Path) -> None:
     """A short real run of ``bench --node``: raw async rounds and a node subprocess over EstimateStream."""
-    code = main(["bench", "--node", "--model", str(models["posenet050"]), "--input-size", "257x257",
-                 "--seconds", "0.5", "--rounds", "2", "--json", str(tmp_path / "n.json")])  # fmt: skip
+    code = main(
+        [
+            "bench",
+            "--node",
+            "--model",
+            str(models["posenet050"]),
+            "--input-size",
+            "257x257",
+            "--seconds",
+            "0.5",
+            "--rounds",
+            "2",
+            "--json",
+            str(tmp_path / "n.json"),
+        ]
+    )
     assert code == 0
     (row,) = json.loads((tmp_path / "n.json").read_text())
     assert row["input_size"] == "257x257" and len(row["rounds"]) == 2

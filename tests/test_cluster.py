@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import socket
@@ -18,9 +17,10 @@ import pytest
 from nodes import NodeProcess, jpeg
 from posefleet.clients.camera import CameraClient, CameraOptions
 from posefleet.clients.sdk import PosefleetClient, encode_frame
-from posefleet.coordinator.config import CoordinatorSettings
+from posefleet.common.processes import PosefleetProcess, start_posefleet
 from posefleet.coordinator.server import CoordinatorServer
-from posefleet.node.media import frames, read_image
+from posefleet.coordinator.settings import CoordinatorSettings
+from posefleet.node.tools.media import frames, read_image
 from posefleet.v1 import coordinator_pb2, pose_pb2
 
 OK, DROPPED, FAILED = pose_pb2.RESULT_STATUS_OK, pose_pb2.RESULT_STATUS_DROPPED, pose_pb2.RESULT_STATUS_FAILED
@@ -231,17 +231,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_coordinator(port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "posefleet.clients.cli", "coordinator", "--host", "127.0.0.1", "--port", str(port),
-         "--zeroconf-interface", "127.0.0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
-    )  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "posefleet-coordinator ready" in line:
-            return proc
-    raise AssertionError("coordinator did not start")
+def _start_coordinator(port: int) -> PosefleetProcess:
+    return start_posefleet(
+        ["coordinator", "--host", "127.0.0.1", "--port", str(port), "--zeroconf-interface", "127.0.0.1"], timeout=60
+    )
 
 
 async def test_camera_client_reconnects_after_coordinator_restart(
@@ -250,15 +243,21 @@ async def test_camera_client_reconnects_after_coordinator_restart(
     n = node(models, "steady")
     port = _free_port()
     first = _start_coordinator(port)
-    second: subprocess.Popen[str] | None = None
+    second: PosefleetProcess | None = None
     try:
-        options = CameraOptions(coordinator=f"127.0.0.1:{port}", source=str(assets / "video" / "pose_1.mp4"),
-                                camera_id="door", fps=20, resize_to_model=True, jsonl=tmp_path / "door.jsonl",
-                                render=tmp_path / "door.mp4", stats_every_s=100)  # fmt: skip
+        options = CameraOptions(
+            coordinator=f"127.0.0.1:{port}",
+            source=str(assets / "video" / "pose_1.mp4"),
+            camera_id="door",
+            fps=20,
+            resize_to_model=True,
+            jsonl=tmp_path / "door.jsonl",
+            render=tmp_path / "door.mp4",
+            stats_every_s=100,
+        )
         camera = asyncio.create_task(CameraClient(options).run())
         await asyncio.sleep(2.5)
-        first.send_signal(signal.SIGTERM)
-        await asyncio.get_running_loop().run_in_executor(None, first.wait, 15)
+        await asyncio.get_running_loop().run_in_executor(None, first.stop)
         await asyncio.sleep(0.5)
         second = _start_coordinator(port)
         report = await asyncio.wait_for(camera, timeout=60)
@@ -274,21 +273,29 @@ async def test_camera_client_reconnects_after_coordinator_restart(
         assert (tmp_path / "door.mp4").stat().st_size > 10_000
     finally:
         for p in (first, second):
-            if p is not None and p.poll() is None:
-                p.terminate()
-                p.wait(15)
+            if p is not None:
+                p.stop()
         n.stop()
 
 
 async def test_simulated_accelerator_backend(models: dict[str, Path], assets: Path, tmp_path: Path) -> None:
     """The benchmark-only backend: fixed latency per frame, real decoding of a recorded output."""
     import cv2
-    from posefleet.node.simulated import record_outputs
+    from posefleet.node.server.simulated import record_outputs
 
     image = cv2.resize(read_image(assets / "video" / "pose.jpg"), (257, 257))
     record_outputs(models["posenet075"], image, tmp_path / "rec.npz", (257, 257))
-    sim = NodeProcess(models["posenet075"], "--backend", "simulated-accelerator", "--sim-record",
-                      str(tmp_path / "rec.npz"), "--sim-latency-ms", "50", "--no-advertise", name="sim")  # fmt: skip
+    sim = NodeProcess(
+        models["posenet075"],
+        "--backend",
+        "simulated-accelerator",
+        "--sim-record",
+        str(tmp_path / "rec.npz"),
+        "--sim-latency-ms",
+        "50",
+        "--no-advertise",
+        name="sim",
+    )
     try:
         import grpc
         from posefleet.v1 import node_pb2, node_pb2_grpc

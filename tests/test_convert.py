@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from posefleet.node.engine import EngineOptions, PoseEngine
-from posefleet.node.media import read_image
-from posefleet.node.models import posenet_tfjs
-from posefleet.node.models.card import load_card
-from posefleet.node.models.convert import ConversionError, convert, detect_format
-from posefleet.node.models.keypoints import COCO_KEYPOINTS
+from posefleet.common.keypoints import COCO_KEYPOINTS
+from posefleet.node.convert import ConversionError, convert, detect_format, posenet_tfjs
+from posefleet.node.engine.card import load_card
+from posefleet.node.engine.runtime import EngineOptions, PoseEngine
+from posefleet.node.tools.media import read_image
 
 
 def test_frozen_graph(assets: Path, tmp_path: Path) -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from posefleet.node.engine import EngineOptions, PoseEngine
-from posefleet.node.media import read_image
-from posefleet.node.models import posenet_decoder as pd
-from posefleet.node.models import posenet_kernel
-from posefleet.node.models.types import Pose
+from posefleet.node.engine.decoders import posenet as pd
+from posefleet.node.engine.decoders import posenet_numba as posenet_kernel
+from posefleet.node.engine.runtime import EngineOptions, PoseEngine
+from posefleet.node.engine.types import Pose
+from posefleet.node.tools.media import read_image
 from reference_posenet import decode_multiple_reference
 
 
@@ -92,16 +92,14 @@ def test_single_person_is_per_part_argmax(models: dict[str, Path], assets: Path)
 
 def test_decoder_parameters_apply(models: dict[str, Path], assets: Path) -> None:
     image = read_image(assets / "images" / "multi_skiing.jpg")
-    few = PoseEngine(models["posenet075"], EngineOptions(posenet=pd.PoseNetDecodeParams(max_poses=2))).infer(image)
+    few = PoseEngine(models["posenet075"], EngineOptions(decode={"max_poses": 2})).infer(image)
     assert len(few.poses) == 2
-    strict = pd.PoseNetDecodeParams(score_threshold=0.99)
-    loose = pd.PoseNetDecodeParams(score_threshold=0.1, max_poses=30)
-    n_strict = len(PoseEngine(models["posenet075"], EngineOptions(posenet=strict)).infer(image).poses)
-    n_loose = len(PoseEngine(models["posenet075"], EngineOptions(posenet=loose)).infer(image).poses)
+    strict = {"score_threshold": 0.99}
+    loose = {"score_threshold": 0.1, "max_poses": 30}
+    n_strict = len(PoseEngine(models["posenet075"], EngineOptions(decode=strict)).infer(image).poses)
+    n_loose = len(PoseEngine(models["posenet075"], EngineOptions(decode=loose)).infer(image).poses)
     assert n_strict < n_loose
-    single = PoseEngine(models["posenet075"], EngineOptions(posenet=pd.PoseNetDecodeParams(multi_person=False))).infer(
-        image
-    )
+    single = PoseEngine(models["posenet075"], EngineOptions(decode={"multi_person": False})).infer(image)
     assert len(single.poses) == 1
 
 

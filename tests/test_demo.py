@@ -15,8 +15,12 @@ def test_demo_runs_the_cluster_and_writes_outputs(assets: Path, tmp_path: Path) 
     env = {**os.environ, "POSEFLEET_HOME": str(tmp_path / "home"), "POSEFLEET_ASSETS": str(assets)}
     proc = subprocess.run(
         [sys.executable, "-m", "posefleet.clients.cli", "demo", "--out", str(tmp_path / "out"), "--cameras", "2"],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "fetching posenet-mobilenet-v1-075 from file://" in proc.stdout  # through the mirror mechanism
     assert "fetching sample-video from file://" in proc.stdout

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from posefleet.node.models.card import load_card
-from posefleet.node.models.fetch import CATALOG, OMZ_BASE, TFJS_BASE, FetchError, download, fetch
+from posefleet.node.convert.fetch import CATALOG, OMZ_BASE, TFJS_BASE, FetchError, download, fetch
+from posefleet.node.engine.card import load_card
 
 
 @pytest.fixture(autouse=True)
@@ -37,11 +37,24 @@ def test_fetch_posenet_from_mirror(assets: Path, tmp_path: Path) -> None:
 
 def test_fetch_openpose_from_mirror_with_cli(assets: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "posefleet.clients.cli", "models", "fetch", "human-pose-estimation-0001",
-         "--mirror", (assets / "models").as_uri(), "-o", str(tmp_path / "hpe")],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "posefleet.clients.cli",
+            "models",
+            "fetch",
+            "human-pose-estimation-0001",
+            "--mirror",
+            (assets / "models").as_uri(),
+            "-o",
+            str(tmp_path / "hpe"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
         env={**os.environ, "POSEFLEET_HOME": str(tmp_path / "home")},
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     card = load_card(tmp_path / "hpe")
     assert card.family == "openpose" and card.precision == "FP16-INT8"

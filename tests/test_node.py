@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nodes import NodeProcess, frame, jpeg
-from posefleet.node.config import NodeSettings
-from posefleet.node.engine import EngineOptions, PoseEngine
-from posefleet.node.media import frames, read_image
-from posefleet.node.server import NodeServer
+from posefleet.node.engine.runtime import EngineOptions, PoseEngine
+from posefleet.node.server.app import NodeServer
+from posefleet.node.server.settings import NodeSettings
+from posefleet.node.tools.media import frames, read_image
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 from posefleet.v1.discovery import SERVICE_TYPE, NodeAdvert
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
@@ -83,9 +83,17 @@ async def test_raw_and_png_frames(node: NodeServer, assets: Path) -> None:
     _, png = cv2.imencode(".png", image)
     channel, node_stub = stub(node)
     async with channel:
-        raw = await node_stub.Estimate(pose_pb2.Frame(image=pose_pb2.Image(
-            encoding=pose_pb2.IMAGE_ENCODING_RAW, data=rgb.tobytes(), width=image.shape[1], height=image.shape[0],
-            pixel_format=pose_pb2.PIXEL_FORMAT_RGB8)))  # fmt: skip
+        raw = await node_stub.Estimate(
+            pose_pb2.Frame(
+                image=pose_pb2.Image(
+                    encoding=pose_pb2.IMAGE_ENCODING_RAW,
+                    data=rgb.tobytes(),
+                    width=image.shape[1],
+                    height=image.shape[0],
+                    pixel_format=pose_pb2.PIXEL_FORMAT_RGB8,
+                )
+            )
+        )
         from_png = await node_stub.Estimate(frame(png.tobytes(), encoding=pose_pb2.IMAGE_ENCODING_PNG))
     a = np.array([[k.x, k.y] for k in raw.poses[0].keypoints])
     b = np.array([[k.x, k.y] for k in from_png.poses[0].keypoints])
@@ -207,8 +215,13 @@ def _malformed(rng: random.Random, good: bytes, i: int) -> tuple[pose_pb2.Frame,
         return frame(b"", i), "empty"
     if kind == 3:  # raw with the wrong byte count
         w, h = rng.randint(1, 300), rng.randint(1, 300)
-        img = pose_pb2.Image(encoding=pose_pb2.IMAGE_ENCODING_RAW, data=b"\0" * (w * h * 3 - 1), width=w, height=h,
-                             pixel_format=pose_pb2.PIXEL_FORMAT_BGR8)  # fmt: skip
+        img = pose_pb2.Image(
+            encoding=pose_pb2.IMAGE_ENCODING_RAW,
+            data=b"\0" * (w * h * 3 - 1),
+            width=w,
+            height=h,
+            pixel_format=pose_pb2.PIXEL_FORMAT_BGR8,
+        )
         return pose_pb2.Frame(sequence=i, image=img), "raw size"
     if kind == 4:  # absurd dimensions in a JPEG header
         data = bytearray(good)
@@ -216,8 +229,13 @@ def _malformed(rng: random.Random, good: bytes, i: int) -> tuple[pose_pb2.Frame,
         data[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
         return frame(bytes(data), i), "absurd JPEG dims"
     if kind == 5:
-        img = pose_pb2.Image(encoding=pose_pb2.IMAGE_ENCODING_RAW, data=b"\0" * 12, width=100000, height=1,
-                             pixel_format=pose_pb2.PIXEL_FORMAT_GRAY8)  # fmt: skip
+        img = pose_pb2.Image(
+            encoding=pose_pb2.IMAGE_ENCODING_RAW,
+            data=b"\0" * 12,
+            width=100000,
+            height=1,
+            pixel_format=pose_pb2.PIXEL_FORMAT_GRAY8,
+        )
         return pose_pb2.Frame(sequence=i, image=img), "absurd raw dims"
     if kind == 6:
         return frame(good, i, encoding=7), "unknown encoding"
@@ -365,12 +383,17 @@ def test_invalid_settings_are_reported(tmp_path: Path, models: dict[str, Path]) 
         (["--model", str(models["posenet075"]), "--port", "70000"], "port"),
     ]
     for args, text in cases:
-        proc = subprocess.run([sys.executable, "-m", "posefleet.clients.cli", "node", *args], capture_output=True,
-                              text=True, timeout=60, check=False)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "posefleet.clients.cli", "node", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert proc.returncode == 2 and text in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     config = tmp_path / "node.toml"
     config.write_text(f'model = "{models["posenet075"]}"\nport = 1234\ndevice = "cpu"\n')
-    from posefleet.node.config import NodeSettings
+    from posefleet.node.server.settings import NodeSettings
 
-    loaded = NodeSettings.from_sources(config, port=4321)
+    loaded = NodeSettings.load(config, port=4321)
     assert loaded.port == 4321 and loaded.device == "CPU" and loaded.model == models["posenet075"]

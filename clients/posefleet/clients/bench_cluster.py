@@ -1,0 +1,282 @@
+"""``posefleet bench-cluster``: what the coordinator costs and how the cluster scales (all on 127.0.0.1).
+
+- latency: sequential unary Estimate straight to a real node vs through the coordinator (interleaved).
+- capacity: simulated nodes that answer at once; camera streams as fast as credits allow.
+- scaling: k = 1, 2, 4, 8 simulated-accelerator nodes (33.3 ms per frame like an NCS at 30 FPS, one
+  device each, real decoding of a recorded PoseNet output) against one such node called directly.
+The simulated backend exists for this benchmark only (see posefleet.node.server.simulated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import grpc
+import numpy as np
+from posefleet.clients.sdk import PosefleetClient, encode_frame
+from posefleet.common.processes import PosefleetProcess, run_posefleet, start_coordinator, start_node, stop_all
+from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
+
+
+async def _until_nodes(address: str, count: int) -> None:
+    async with PosefleetClient(address) as client:
+        await client.wait_for_nodes(count, timeout=60)
+
+
+async def latency(node_address: str, coordinator_address: str, payload: bytes, count: int) -> dict[str, float]:
+    frame = encode_frame(payload)
+    direct: list[float] = []
+    routed: list[float] = []
+    async with grpc.aio.insecure_channel(node_address) as channel, PosefleetClient(coordinator_address) as client:
+        node = node_pb2_grpc.PoseNodeStub(channel)
+        for _ in range(20):
+            await node.Estimate(frame)
+            await client.estimate(frame)
+        for _ in range(count):
+            t0 = time.perf_counter()
+            await node.Estimate(frame)
+            t1 = time.perf_counter()
+            await client.estimate(frame)
+            t2 = time.perf_counter()
+            direct.append((t1 - t0) * 1e3)
+            routed.append((t2 - t1) * 1e3)
+    d50, d99 = np.percentile(direct, [50, 99])
+    r50, r99 = np.percentile(routed, [50, 99])
+    return {
+        "direct_p50_ms": d50,
+        "direct_p99_ms": d99,
+        "coordinator_p50_ms": r50,
+        "coordinator_p99_ms": r99,
+        "added_p50_ms": r50 - d50,
+        "added_p99_ms": r99 - d99,
+        "calls": count,
+    }
+
+
+async def _camera(
+    client: PosefleetClient, name: str, payload: bytes, *, window: int, until: float, counts: list[int]
+) -> None:
+    credits = asyncio.Semaphore(window)
+
+    async def frames() -> AsyncIterator[pose_pb2.Frame]:
+        seq = 0
+        while time.perf_counter() < until:
+            await credits.acquire()
+            yield encode_frame(payload, camera_id=name, sequence=seq)
+            seq += 1
+
+    async for result in client.stream_camera(frames()):
+        credits.release()
+        if result.status == pose_pb2.RESULT_STATUS_OK:
+            counts[0] += 1
+
+
+async def throughput(address: str, payload: bytes, cameras: int, window: int, seconds: float) -> float:
+    """OK results per second through the coordinator, ``cameras`` streams with ``window`` frames each in flight."""
+    async with PosefleetClient(address) as client:
+        warm = [0]
+        warm_until = time.perf_counter() + 1.0
+        await asyncio.gather(
+            *(
+                _camera(client, f"warm{i}", payload, window=window, until=warm_until, counts=warm)
+                for i in range(cameras)
+            )
+        )
+        counts = [0]
+        start = time.perf_counter()
+        until = start + seconds
+        await asyncio.gather(
+            *(_camera(client, f"cam{i}", payload, window=window, until=until, counts=counts) for i in range(cameras))
+        )
+        return counts[0] / (time.perf_counter() - start)
+
+
+async def direct_throughput(node_address: str, payload: bytes, window: int, seconds: float) -> float:
+    async with grpc.aio.insecure_channel(node_address) as channel:
+        stub = node_pb2_grpc.PoseNodeStub(channel)
+        await stub.GetInfo(node_pb2.GetInfoRequest())
+        credits = asyncio.Semaphore(window)
+        until = time.perf_counter() + seconds
+        done = 0
+
+        async def frames() -> AsyncIterator[pose_pb2.Frame]:
+            seq = 0
+            while time.perf_counter() < until:
+                await credits.acquire()
+                yield encode_frame(payload, sequence=seq)
+                seq += 1
+
+        start = time.perf_counter()
+        async for result in stub.EstimateStream(frames()):
+            credits.release()
+            done += result.status == pose_pb2.RESULT_STATUS_OK
+        return done / (time.perf_counter() - start)
+
+
+def run(model_dir: Path, image: Any, work: Path, seconds: float, parts: set[str]) -> dict[str, Any]:
+    size = (257, 257)
+    frame = cv2.resize(image, (size[1], size[0]))
+    payload = bytes(cv2.imencode(".jpg", frame)[1].tobytes())
+    tiny = bytes(cv2.imencode(".jpg", cv2.resize(image, (32, 32)))[1].tobytes())
+    record = work / "recorded.npz"
+    cv2.imwrite(str(work / "frame.png"), frame)
+    run_posefleet(
+        [
+            "record-outputs",
+            "--model",
+            str(model_dir),
+            "--image",
+            str(work / "frame.png"),
+            "--input-size",
+            f"{size[0]}x{size[1]}",
+            "-o",
+            str(record),
+        ]
+    )
+    report: dict[str, Any] = {}
+    procs: list[PosefleetProcess] = []
+    try:
+        if "latency" in parts:
+            node = start_node(model_dir, "lat-node", work / "lat-node.log", "--input-size", "257x257", "--no-advertise")
+            node_port = node.port
+            coord = start_coordinator(work / "lat-coord.log", "--no-discovery", "--node", f"127.0.0.1:{node_port}")
+            port = coord.port
+            procs += [node, coord]
+            asyncio.run(_until_nodes(f"127.0.0.1:{port}", 1))
+            report["latency"] = asyncio.run(latency(f"127.0.0.1:{node_port}", f"127.0.0.1:{port}", payload, 500))
+            stop_all(procs)
+            procs.clear()
+        if "capacity" in parts:
+            instant = (
+                "--backend",
+                "simulated-accelerator",
+                "--sim-record",
+                str(record),
+                "--sim-latency-ms",
+                "0",
+                "--sim-no-decode",
+                "--sim-parallel",
+                "64",
+                "--max-inflight",
+                "64",
+                "--no-advertise",
+            )
+            nodes = [start_node(model_dir, f"instant-{i}", work / f"instant-{i}.log", *instant) for i in range(2)]
+            static = [a for n in nodes for a in ("--node", f"127.0.0.1:{n.port}")]
+            coord = start_coordinator(
+                work / "cap-coord.log", "--no-discovery", "--camera-queue", "64", "--drop-policy", "block", *static
+            )
+            port = coord.port
+            procs += [*nodes, coord]
+            asyncio.run(_until_nodes(f"127.0.0.1:{port}", 2))
+            fps = asyncio.run(throughput(f"127.0.0.1:{port}", tiny, cameras=4, window=32, seconds=seconds))
+            report["capacity"] = {"frames_per_second": fps, "nodes": 2, "cameras": 4}
+            stop_all(procs)
+            procs.clear()
+        if "scaling" in parts:
+            sim = (
+                "--backend",
+                "simulated-accelerator",
+                "--sim-record",
+                str(record),
+                "--sim-latency-ms",
+                "33.3",
+                "--sim-parallel",
+                "1",
+                "--max-inflight",
+                "2",
+            )
+            single = start_node(model_dir, "sim-solo", work / "sim-solo.log", *sim, "--no-advertise")
+            one = asyncio.run(direct_throughput(f"127.0.0.1:{single.port}", payload, 2, seconds))
+            stop_all([single])
+            rows = []
+            for k in (1, 2, 4, 8):
+                coord = start_coordinator(
+                    work / f"scale-coord-{k}.log", "--camera-queue", "16", "--drop-policy", "block"
+                )
+                port = coord.port
+                procs.append(coord)
+                procs += [start_node(model_dir, f"sim-{k}-{i}", work / f"sim-{k}-{i}.log", *sim) for i in range(k)]
+                asyncio.run(_until_nodes(f"127.0.0.1:{port}", k))
+                fps = asyncio.run(
+                    throughput(f"127.0.0.1:{port}", payload, cameras=max(2, k), window=4, seconds=seconds)
+                )
+                rows.append({"nodes": k, "frames_per_second": fps, "ideal": k * one, "efficiency": fps / (k * one)})
+                stop_all(procs)
+                procs.clear()
+            report["scaling"] = {"one_node_direct_fps": one, "rows": rows}
+    finally:
+        stop_all(procs)
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = []
+    if "latency" in report:
+        r = report["latency"]
+        lines += [
+            "| path | p50 ms | p99 ms |",
+            "|---|---:|---:|",
+            f"| node directly | {r['direct_p50_ms']:.2f} | {r['direct_p99_ms']:.2f} |",
+            f"| through the coordinator | {r['coordinator_p50_ms']:.2f} | {r['coordinator_p99_ms']:.2f} |",
+            f"| **added by the coordinator** | **{r['added_p50_ms']:.2f}** | **{r['added_p99_ms']:.2f}** |",
+            "",
+        ]
+    if "capacity" in report:
+        c = report["capacity"]
+        lines += [
+            f"Routing capacity (instant nodes, {c['nodes']} nodes, {c['cameras']} camera streams): "
+            f"**{c['frames_per_second']:.0f} frames/s**",
+            "",
+        ]
+    if "scaling" in report:
+        s = report["scaling"]
+        lines += [
+            f"One simulated 30-FPS accelerator node called directly: {s['one_node_direct_fps']:.1f} FPS",
+            "",
+            "| nodes | frames/s through the coordinator | k x one node | efficiency |",
+            "|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['nodes']} | {r['frames_per_second']:.1f} | {r['ideal']:.1f} | {r['efficiency']:.0%} |"
+            for r in s["rows"]
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bench-cluster", help="coordinator latency, routing capacity and scaling on loopback")
+    p.add_argument("--model", type=Path, help="converted PoseNet model (default: fetch posenet-mobilenet-v1-075)")
+    p.add_argument("--only", action="append", choices=("latency", "capacity", "scaling"))
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--json", type=Path)
+    p.add_argument("--markdown", type=Path)
+    p.set_defaults(func=cmd_bench_cluster)
+
+
+def cmd_bench_cluster(args: argparse.Namespace) -> int:
+    from posefleet.clients.demo import demo_model
+    from posefleet.common.paths import assets_dir
+
+    model_dir = args.model or demo_model()
+    assets = assets_dir(required=False)
+    image = cv2.imread(str(assets / "video/pose.jpg")) if assets else None
+    if image is None:
+        image = np.full((480, 640, 3), 127, np.uint8)
+    with tempfile.TemporaryDirectory(prefix="posefleet-cluster-bench-") as tmp:
+        report = run(model_dir, image, Path(tmp), args.seconds, set(args.only or ("latency", "capacity", "scaling")))
+    text = markdown(report)
+    print(text, end="")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(text)
+    return 0

@@ -1,0 +1,50 @@
+"""The ``posefleet`` command: the one place that assembles every package's subcommands.
+
+Each subcommand lives with its package (``register(sub)`` in a module that imports only argparse and
+``posefleet.common``), so the parser builds on a camera machine without OpenVINO; a user error of any
+subcommand (``PosefleetError``) is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from posefleet.common.cli import run
+from posefleet.common.version import software_version
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from posefleet.clients import bench_cluster, camera, demo, status
+    from posefleet.coordinator import cli as coordinator_cli
+    from posefleet.node.server import cli as node_cli
+    from posefleet.node.tools import cli as tools_cli
+
+    parser = argparse.ArgumentParser(
+        prog="posefleet", description="Real-time human pose estimation on fleets of edge machines."
+    )
+    parser.add_argument("--version", action="version", version=f"posefleet {software_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (tools_cli, node_cli, coordinator_cli, camera, status, demo, bench_cluster):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    return run(args)
+
+
+def console() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

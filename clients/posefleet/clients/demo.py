@@ -1,0 +1,125 @@
+"""``posefleet demo``: the README's first command, a whole cluster on this machine.
+
+It fetches the model and the sample clip through the models fetch/mirror mechanism (the assets
+folder as a ``file://`` mirror when $POSEFLEET_ASSETS is set, the official URLs otherwise), starts
+two nodes and a coordinator as separate processes on 127.0.0.1 with zeroconf bound to 127.0.0.1,
+waits until the coordinator has discovered both nodes, streams the clip as one or more cameras
+(resized to the model input on the camera side), writes an annotated video and a JSONL of results
+per camera, prints per-camera FPS and per-node load, stops everything and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from posefleet.common.processes import PosefleetProcess, run_posefleet, start_coordinator, start_node, stop_all
+
+DEMO_MODEL = "posenet-mobilenet-v1-075"
+DEMO_INPUT = "257x257"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("demo", help="run a local cluster (coordinator + 2 nodes) on the sample clip and exit")
+    p.add_argument("--source", help="video file or camera (default: the sample clip)")
+    p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default ./demo-out)")
+    p.add_argument("--nodes", type=int, default=2)
+    p.add_argument("--cameras", type=int, default=1, help="stream the source as this many cameras")
+    p.add_argument("--device", default="CPU")
+    p.set_defaults(func=run_demo)
+
+
+def _mirrors() -> tuple[str | None, str | None]:
+    from posefleet.common.paths import assets_dir
+
+    assets = assets_dir(required=False)
+    if assets is None:
+        return None, None
+    return (assets / "models/posenet/tfjs_v1").as_uri(), (assets / "video").as_uri()
+
+
+async def _wait_nodes(address: str, count: int) -> None:
+    from posefleet.clients.sdk import PosefleetClient
+
+    async with PosefleetClient(address) as client:
+        await client.wait_for_nodes(count)
+
+
+async def _stream(address: str, source: str, cameras: int, out: Path) -> list[str]:
+    from posefleet.clients.camera import CameraClient, CameraOptions
+    from posefleet.clients.sdk import PosefleetClient
+
+    clients = [
+        CameraClient(
+            CameraOptions(
+                coordinator=address,
+                source=source,
+                camera_id=f"demo-cam{i}",
+                resize_to_model=True,
+                jsonl=out / f"demo-cam{i}.jsonl",
+                render=out / f"demo-cam{i}.mp4",
+                stats_every_s=2.0,
+            )
+        )
+        for i in range(cameras)
+    ]
+    reports = await asyncio.gather(*(c.run() for c in clients))
+    lines = [r.line(c.o.camera_id) for c, r in zip(clients, reports, strict=True)]
+    async with PosefleetClient(address) as client:
+        stats = await client.stats()
+    for cam in stats.cameras:
+        lines.append(
+            f"  {cam.camera_id}: input {cam.input_fps:.1f} FPS, processed {cam.processed_fps:.1f} FPS, "
+            f"{cam.frames_ok} ok / {cam.frames_dropped} dropped / {cam.frames_failed} failed, "
+            f"latency p50 {cam.latency_p50_ms:.1f} ms p99 {cam.latency_p99_ms:.1f} ms"
+        )
+    for node in stats.nodes:
+        lines.append(f"  node {node.info.node_id} ({node.address}, {node.info.model_id}): {node.frames_done} frames")
+    unanswered = sum(r.sent - r.answered for r in reports)
+    if unanswered:
+        raise RuntimeError(f"{unanswered} frames got no result")
+    return lines
+
+
+def demo_model() -> Path:
+    """The demo's model directory, fetched (through the assets mirror when present) on first use."""
+    from posefleet.common.paths import home_dir
+
+    model_dir = home_dir() / "models" / DEMO_MODEL
+    if not (model_dir / "model.json").is_file():
+        mirror = _mirrors()[0]
+        args = ["models", "fetch", DEMO_MODEL, "-o", str(model_dir), *(["--mirror", mirror] if mirror else [])]
+        print(run_posefleet(args), end="")
+    return model_dir
+
+
+def sample_video() -> str:
+    """The sample clip, fetched through the models fetch/mirror mechanism; its local path."""
+    mirror = _mirrors()[1]
+    out = run_posefleet(["models", "fetch", "sample-video", *(["--mirror", mirror] if mirror else [])])
+    print(out, end="")
+    return out.strip().splitlines()[-1].removeprefix("ready: ")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    model_dir = demo_model()
+    source = args.source or sample_video()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    procs: list[PosefleetProcess] = []
+    try:
+        coordinator = start_coordinator(out / "coordinator.log")
+        procs.append(coordinator)
+        for i in range(args.nodes):
+            extra = ("--input-size", DEMO_INPUT, "--device", args.device)
+            procs.append(start_node(model_dir, f"demo-node-{i}", out / f"node-{i}.log", *extra))
+        address = f"127.0.0.1:{coordinator.port}"
+        print(f"coordinator on {address}, {args.nodes} nodes starting (zeroconf on 127.0.0.1)")
+        asyncio.run(_wait_nodes(address, args.nodes))
+        lines = asyncio.run(_stream(address, source, args.cameras, out))
+        print("\n".join(lines))
+        print(f"wrote {', '.join(sorted(p.name for p in out.glob('demo-cam*')))} in {out}")
+    finally:
+        stop_all(procs)
+    return 0

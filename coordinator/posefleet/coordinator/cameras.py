@@ -1,0 +1,163 @@
+"""Per-camera real-time handling: a bounded queue, drop policy, in-order results and stats."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import numpy as np
+from posefleet.coordinator.jobs import Job
+from posefleet.coordinator.registry import Registry
+from posefleet.v1 import coordinator_pb2, pose_pb2
+
+_WINDOW_S = 5.0
+
+
+class CameraStats:
+    """Frigate-style per-camera counters, FPS over the last few seconds, latency percentiles."""
+
+    def __init__(self, camera_id: str) -> None:
+        self.camera_id = camera_id
+        self.frames_in = self.ok = self.dropped = self.failed = 0
+        self._arrivals: collections.deque[float] = collections.deque()
+        self._done: collections.deque[float] = collections.deque()
+        self._latency_ms: collections.deque[float] = collections.deque(maxlen=1000)
+
+    @staticmethod
+    def _rate(times: collections.deque[float], now: float) -> float:
+        while times and now - times[0] > _WINDOW_S:
+            times.popleft()
+        if len(times) < 2:
+            return 0.0
+        return (len(times) - 1) / max(1e-6, times[-1] - times[0])
+
+    def arrived(self) -> None:
+        self.frames_in += 1
+        self._arrivals.append(time.monotonic())
+
+    def answered(self, result: pose_pb2.PoseResult, latency_ms: float) -> None:
+        if result.status == pose_pb2.RESULT_STATUS_OK:
+            self.ok += 1
+            self._done.append(time.monotonic())
+            self._latency_ms.append(latency_ms)
+        elif result.status == pose_pb2.RESULT_STATUS_DROPPED:
+            self.dropped += 1
+        else:
+            self.failed += 1
+
+    def to_proto(self) -> coordinator_pb2.CameraStats:
+        now = time.monotonic()
+        p50, p99 = np.percentile(self._latency_ms, [50, 99]).tolist() if self._latency_ms else (0.0, 0.0)
+        return coordinator_pb2.CameraStats(
+            camera_id=self.camera_id,
+            input_fps=self._rate(self._arrivals, now),
+            processed_fps=self._rate(self._done, now),
+            frames_in=self.frames_in,
+            frames_ok=self.ok,
+            frames_dropped=self.dropped,
+            frames_failed=self.failed,
+            latency_p50_ms=p50,
+            latency_p99_ms=p99,
+        )
+
+
+class CameraSession:
+    """One StreamCamera call: frames in, exactly one result per frame out, in arrival order."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        stats: CameraStats,
+        *,
+        queue_size: int,
+        policy: str,
+        frame_timeout: float,
+        publish: Callable[[pose_pb2.PoseResult], None],
+    ) -> None:
+        self.registry = registry
+        self.stats = stats
+        self.queue_size = queue_size
+        self.policy = policy
+        self.frame_timeout = frame_timeout
+        self.publish = publish
+        self._waiting: collections.deque[Job] = collections.deque()  # not yet on a node
+        self._order: collections.deque[Job] = collections.deque()  # not yet answered to the camera
+        self._has_waiting = asyncio.Event()
+        self._has_room = asyncio.Event()
+        self._has_room.set()
+        self._arrived = asyncio.Event()
+        self._reading_done = False
+
+    async def _read(self, frames: AsyncIterator[pose_pb2.Frame]) -> None:
+        try:
+            async for frame in frames:
+                if self.policy == "block":
+                    await self._has_room.wait()
+                elif len(self._waiting) >= self.queue_size:
+                    self._waiting.popleft().drop("camera faster than the cluster: replaced by a newer frame")
+                job = Job.start(frame, self.frame_timeout)
+                self.stats.arrived()
+                self._waiting.append(job)
+                self._order.append(job)
+                if len(self._waiting) >= self.queue_size:
+                    self._has_room.clear()
+                self._has_waiting.set()
+                self._arrived.set()
+        finally:
+            self._reading_done = True
+            self._arrived.set()
+            self._has_waiting.set()
+
+    async def _dispatch(self) -> None:
+        """Send the oldest waiting frame once a node has a free credit for it (``Registry.dispatch``)."""
+        while True:
+            await self._has_waiting.wait()
+            if not self._waiting:
+                if self._reading_done:
+                    return
+                self._has_waiting.clear()
+                continue
+            head = self._waiting[0]
+            await self.registry.dispatch(head)  # sent, failed, or dropped meanwhile: either way it leaves
+            if self._waiting and self._waiting[0] is head:
+                self._waiting.popleft()
+            self._room()
+
+    def _room(self) -> None:
+        if len(self._waiting) < self.queue_size:
+            self._has_room.set()
+
+    async def results(self, frames: AsyncIterator[pose_pb2.Frame]) -> AsyncIterator[pose_pb2.PoseResult]:
+        reader = asyncio.create_task(self._read(frames))
+        dispatcher = asyncio.create_task(self._dispatch())
+        try:
+            while True:
+                if not self._order:
+                    if self._reading_done:
+                        break
+                    self._arrived.clear()
+                    await self._arrived.wait()
+                    continue
+                job = self._order[0]
+                try:
+                    await asyncio.wait_for(
+                        asyncio.shield(job.future), timeout=max(0.0, job.deadline - time.monotonic())
+                    )
+                except TimeoutError:
+                    job.fail(grpc.StatusCode.DEADLINE_EXCEEDED, f"no result within {self.frame_timeout:.1f} s")
+                result = job.future.result()
+                self._order.popleft()
+                latency_ms = job.elapsed_ms()
+                result.timings.route_ms = latency_ms
+                self.stats.answered(result, latency_ms)
+                self.publish(result)
+                yield result
+        finally:
+            reader.cancel()
+            dispatcher.cancel()
+            for job in self._order:
+                if not job.future.done():
+                    job.future.cancel()

@@ -1,0 +1,29 @@
+"""``posefleet coordinator``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("coordinator", help="discover nodes, balance camera frames across them, merge results")
+    p.add_argument("--config", type=Path, help="TOML/JSON settings (flags and POSEFLEET_COORDINATOR_* env override)")
+    p.add_argument("--host", help="bind address (default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="gRPC port (default 50050, 0 = any free port)")
+    p.add_argument("--zeroconf-interface", action="append", dest="zeroconf_interfaces", metavar="IP")
+    p.add_argument("--node", action="append", dest="nodes", metavar="HOST:PORT", help="static node (repeatable)")
+    p.add_argument("--no-discovery", action="store_false", dest="discover", default=None)
+    p.add_argument("--camera-queue", type=int, help="frames a camera may have waiting (default 4)")
+    p.add_argument("--drop-policy", choices=("drop-oldest", "block"))
+    p.add_argument("--metrics-port", type=int)
+    p.add_argument("--metrics-host")
+    p.set_defaults(func=cmd_coordinator)
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from posefleet.coordinator.server import serve
+    from posefleet.coordinator.settings import CoordinatorSettings
+
+    return asyncio.run(serve(CoordinatorSettings.from_args(args)))

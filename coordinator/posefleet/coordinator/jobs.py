@@ -1,0 +1,60 @@
+"""One frame on its way through the cluster, and the one place its result gets the frame's identity."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import grpc
+from posefleet.v1 import pose_pb2
+
+
+@dataclass(eq=False)
+class Job:
+    """A frame and the future of its one result; ``deadline`` (monotonic) bounds everything done for it."""
+
+    frame: pose_pb2.Frame
+    future: asyncio.Future[pose_pb2.PoseResult]
+    deadline: float
+    received: float = field(default_factory=time.perf_counter)
+    attempts: int = 0
+    tried: set[str] = field(default_factory=set)
+
+    @classmethod
+    def start(cls, frame: pose_pb2.Frame, timeout_s: float) -> Job:
+        """A job for a frame that just arrived: capture time stamped now when the camera sent none."""
+        if not frame.HasField("capture_time"):
+            frame.capture_time.GetCurrentTime()
+        loop = asyncio.get_running_loop()
+        return cls(frame, loop.create_future(), time.monotonic() + timeout_s)
+
+    @property
+    def done(self) -> bool:
+        return self.future.done()
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.received) * 1e3
+
+    def resolve(self, result: pose_pb2.PoseResult) -> None:
+        """Answer the job (first answer wins) with ``result`` carrying the frame's own identity."""
+        if self.future.done():
+            return
+        frame = self.frame
+        result.camera_id = frame.camera_id
+        result.sequence = frame.sequence
+        result.capture_time.CopyFrom(frame.capture_time)
+        self.future.set_result(result)
+
+    def fail(self, code: grpc.StatusCode, message: str) -> None:
+        self.resolve(unanswered(pose_pb2.RESULT_STATUS_FAILED, message, code))
+
+    def drop(self, message: str) -> None:
+        self.resolve(unanswered(pose_pb2.RESULT_STATUS_DROPPED, message))
+
+
+def unanswered(
+    status: pose_pb2.ResultStatus.ValueType, message: str, code: grpc.StatusCode | None = None
+) -> pose_pb2.PoseResult:
+    """The result of a frame no node answered (FAILED or DROPPED); ``Job.resolve`` adds its identity."""
+    return pose_pb2.PoseResult(status=status, error=message, error_code=code.value[0] if code is not None else 0)

@@ -1,0 +1,195 @@
+"""A coordinator's connection to one node: health, info, and a long-lived EstimateStream.
+
+Frames are balanced per frame, not per connection: each node has one stream, and the router puts
+each frame on the stream of the least-loaded node with a free credit (credits = the node's capacity).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from posefleet.common.grpc_server import message_options
+from posefleet.coordinator.jobs import Job
+from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
+from posefleet.v1.discovery import NODE_HEALTH_SERVICE
+
+log = logging.getLogger("posefleet.coordinator")
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
+
+
+LostJobs = Callable[["NodeLink", list[Job], str], None]
+
+
+class NodeLink:
+    def __init__(
+        self,
+        key: str,
+        address: str,
+        source: str,
+        *,
+        on_lost: LostJobs,
+        on_credit: Callable[[], None],
+        max_message_bytes: int,
+    ) -> None:
+        self.key = key
+        self.address = address
+        self.source = source
+        self.info = pose_pb2.NodeInfo()
+        self.healthy = False
+        self.draining = False
+        self.capacity = 1
+        self.in_flight = 0
+        self.frames_done = 0
+        self.frames_failed = 0
+        self.last_error = ""
+        self.failures = 0
+        self.retry_at = 0.0
+        self.last_used = 0.0
+        self._on_lost = on_lost
+        self._on_credit = on_credit
+        self._pending: dict[int, Job] = {}
+        self._seq = itertools.count()
+        self._send: asyncio.Queue[pose_pb2.Frame | None] = asyncio.Queue()
+        self._stream_task: asyncio.Task[None] | None = None
+        options = [
+            *message_options(max_message_bytes),
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+        ]
+        self._channel = grpc.aio.insecure_channel(address, options=options)
+        self._stub = node_pb2_grpc.PoseNodeStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        return self.healthy and not self.draining and self._stream_task is not None
+
+    def has_credit(self) -> bool:
+        return self.available and self.in_flight < self.capacity
+
+    def load(self) -> float:
+        return self.in_flight / self.capacity
+
+    def serves(self, selector: pose_pb2.ModelSelector) -> bool:
+        return (not selector.family or selector.family == self.info.model_family) and (
+            not selector.model_id or selector.model_id == self.info.model_id
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def check(self, timeout: float = 1.0) -> bool:
+        """One health check; SERVING keeps the link, anything else takes it out at once."""
+        try:
+            reply = await self._health.Check(
+                health_pb2.HealthCheckRequest(service=NODE_HEALTH_SERVICE), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            self.mark_down(f"health check failed: {exc.code().name}")
+            return False
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            self.mark_down("node reports NOT_SERVING")
+            return False
+        return True
+
+    async def _info(self) -> pose_pb2.NodeInfo | None:
+        """Health check and GetInfo; ``None`` (and marked down) on failure."""
+        if not await self.check(timeout=2.0):
+            return None
+        try:
+            info: pose_pb2.NodeInfo = await self._stub.GetInfo(node_pb2.GetInfoRequest(), timeout=2.0)
+        except grpc.aio.AioRpcError as exc:
+            self.mark_down(f"GetInfo failed: {exc.code().name}")
+            return None
+        return info
+
+    async def connect(self) -> bool:
+        """Health check, GetInfo, open the stream; False (and marked down) on failure."""
+        info = await self._info()
+        if info is None:
+            return False
+        self.info = info
+        self.capacity = max(1, self.info.capacity)
+        self.healthy = True
+        self.draining = False
+        self.failures = 0
+        self.last_error = ""
+        self._send = asyncio.Queue()
+        self._stream_task = asyncio.create_task(self._stream(), name=f"node-stream-{self.key}")
+        log.info(
+            "node %s (%s) joined: %s, capacity %d", self.info.node_id, self.address, self.info.model_id, self.capacity
+        )
+        self._on_credit()
+        return True
+
+    def mark_down(self, reason: str) -> None:
+        """Take the node out now; its in-flight frames go back to the router."""
+        if self.healthy:
+            log.warning("node %s (%s) out: %s", self.info.node_id or self.key, self.address, reason)
+        self.healthy = False
+        self.last_error = reason
+        self.failures += 1
+        self.retry_at = time.monotonic()  # the registry adds the backoff
+        if self._stream_task is not None:
+            self._stream_task.cancel()
+            self._stream_task = None
+        self._send.put_nowait(None)
+        lost = list(self._pending.values())
+        self._pending.clear()
+        self.in_flight = 0
+        if lost:
+            self._on_lost(self, lost, reason)
+
+    async def close(self) -> None:
+        self.healthy = False
+        if self._stream_task is not None:
+            self._stream_task.cancel()
+            self._stream_task = None
+        await self._channel.close()
+
+    # -- frames ----------------------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        seq = next(self._seq)
+        self._pending[seq] = job
+        self.in_flight += 1
+        self.last_used = time.monotonic()
+        job.attempts += 1
+        job.tried.add(self.key)
+        # On the link, ``sequence`` tags the frame on this stream; the job keeps the camera's own identity.
+        self._send.put_nowait(pose_pb2.Frame(camera_id=job.frame.camera_id, sequence=seq, image=job.frame.image))
+
+    async def _requests(self) -> AsyncIterator[pose_pb2.Frame]:
+        while (frame := await self._send.get()) is not None:
+            yield frame
+
+    def _results(self) -> AsyncIterator[pose_pb2.PoseResult]:
+        """The node's answers to the frames of ``_requests`` (one EstimateStream call)."""
+        call: AsyncIterator[pose_pb2.PoseResult] = self._stub.EstimateStream(self._requests())
+        return call
+
+    async def _stream(self) -> None:
+        try:
+            async for result in self._results():
+                job = self._pending.pop(result.sequence, None)
+                if job is None:
+                    continue
+                self.in_flight -= 1
+                if result.status == pose_pb2.RESULT_STATUS_FAILED and result.error_code in RETRYABLE:
+                    self.frames_failed += 1
+                    self._on_lost(self, [job], f"node {self.info.node_id}: {result.error}")
+                else:
+                    self.frames_done += 1
+                    job.resolve(result)
+                self._on_credit()
+            reason = "node ended its stream (draining)"
+        except asyncio.CancelledError:
+            return
+        except grpc.aio.AioRpcError as exc:
+            reason = f"stream failed: {exc.code().name} {exc.details() or ''}".strip()
+        self._stream_task = None  # mark_down must not cancel the task it runs in
+        self.mark_down(reason)

@@ -1,0 +1,39 @@
+"""Prometheus metrics of the coordinator: counters updated per frame, node gauges read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from posefleet.coordinator.links import NodeLink
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class _NodeCollector(Collector):
+    """Node gauges computed from the registry's links whenever Prometheus scrapes (as Frigate does)."""
+
+    def __init__(self, links: Callable[[], Iterable[NodeLink]]) -> None:
+        self._links = links
+
+    def collect(self) -> Iterator[Metric]:
+        links = list(self._links())
+        nodes = GaugeMetricFamily("posefleet_coordinator_nodes", "Nodes available")
+        nodes.add_metric([], sum(link.available for link in links))
+        inflight = GaugeMetricFamily("posefleet_coordinator_node_inflight", "Frames on a node", labels=["node"])
+        for link in links:
+            inflight.add_metric([link.info.node_id or link.key], link.in_flight)
+        yield nodes
+        yield inflight
+
+
+class CoordinatorMetrics:
+    def __init__(self, links: Callable[[], Iterable[NodeLink]]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.frames = Counter("posefleet_coordinator_frames", "Frames answered", ["camera", "result"], registry=r)
+        buckets = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+        self.latency = Histogram(
+            "posefleet_coordinator_latency_seconds", "Frame in -> result out", ["camera"], buckets=buckets, registry=r
+        )
+        r.register(_NodeCollector(links))

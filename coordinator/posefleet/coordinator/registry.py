@@ -1,0 +1,229 @@
+"""Nodes known to the coordinator: discovered by zeroconf or named statically, kept alive by gRPC health.
+
+mDNS only says where a node is; a node is used while its health checks pass and its stream works,
+taken out at once when either fails, and retried with exponential backoff. A zeroconf goodbye (or
+a TXT state=draining) removes it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import grpc
+from posefleet.coordinator.jobs import Job
+from posefleet.coordinator.links import NodeLink
+from posefleet.coordinator.settings import CoordinatorSettings
+from posefleet.v1 import pose_pb2
+from posefleet.v1.discovery import SERVICE_TYPE, NodeAdvert
+from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+log = logging.getLogger("posefleet.coordinator")
+
+
+class NoNode(Exception):
+    """No node can take the frame (none serves its model, or none came up in time)."""
+
+
+LinkFactory = Callable[..., NodeLink]
+
+
+class Registry:
+    """The coordinator's nodes and the one dispatch path of a frame (``dispatch``).
+
+    ``link_factory`` builds a ``NodeLink`` per node (tests pass in-process fakes).
+    """
+
+    def __init__(self, settings: CoordinatorSettings, link_factory: LinkFactory = NodeLink) -> None:
+        self.settings = settings
+        self._link_factory = link_factory
+        self.links: dict[str, NodeLink] = {}
+        self._changed = asyncio.Condition()
+        self._waiters = 0
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._zc: AsyncZeroconf | None = None
+        self._browser: AsyncServiceBrowser | None = None
+        self._health_task: asyncio.Task[None] | None = None
+
+    # -- membership ------------------------------------------------------------------------
+    async def start(self) -> None:
+        for address in self.settings.nodes:
+            self.add(address, address, "static")
+        if self.settings.discover:
+            interfaces = self.settings.zeroconf_interfaces
+            v6 = any(ipaddress.ip_address(a).version == 6 for a in interfaces)
+            version = IPVersion.All if v6 or not interfaces else IPVersion.V4Only
+            self._zc = AsyncZeroconf(interfaces=interfaces or None, ip_version=version)  # type: ignore[arg-type]
+            self._browser = AsyncServiceBrowser(self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_service])
+        self._health_task = asyncio.create_task(self._health_loop(), name="node-health")
+
+    async def stop(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+        if self._browser is not None:
+            await self._browser.async_cancel()
+        if self._zc is not None:
+            await self._zc.async_close()
+        for task in list(self._tasks):
+            task.cancel()
+        for link in list(self.links.values()):
+            await link.close()
+
+    def add(self, key: str, address: str, source: str) -> None:
+        link = self.links.get(key)
+        if link is not None and link.address == address:
+            if not link.healthy:
+                link.retry_at = 0.0  # an announcement is a good moment to try again
+                self._spawn(self._connect(link))
+            return
+        if link is not None:
+            self._spawn(link.close())
+        limit = self.settings.max_message_bytes
+        link = self._link_factory(
+            key, address, source, on_lost=self._lost, on_credit=self._notify, max_message_bytes=limit
+        )
+        self.links[key] = link
+        self._spawn(self._connect(link))
+
+    def remove(self, key: str, reason: str) -> None:
+        link = self.links.pop(key, None)
+        if link is not None:
+            link.mark_down(reason)
+            self._spawn(link.close())
+            self._notify()
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[object] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, link: NodeLink) -> None:
+        if await link.connect():
+            await self._wake()
+
+    def _on_service(self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+        if state_change is ServiceStateChange.Removed:
+            self.remove(name, "zeroconf goodbye")
+        else:
+            self._spawn(self._resolve(name))
+
+    async def _resolve(self, name: str) -> None:
+        assert self._zc is not None
+        info = AsyncServiceInfo(SERVICE_TYPE, name)
+        if not await info.async_request(self._zc.zeroconf, 3000):
+            return
+        try:
+            advert = NodeAdvert.from_txt(info.properties)
+        except ValueError as exc:
+            log.warning("ignoring %s: %s", name, exc)
+            return
+        if advert.state == "draining":
+            self.remove(name, "node is draining")
+            return
+        addresses = info.parsed_scoped_addresses()
+        if not addresses or info.port is None:
+            return
+        host = addresses[0]
+        address = f"[{host}]:{info.port}" if ":" in host else f"{host}:{info.port}"
+        self.add(name, address, "zeroconf")
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.health_interval_s)
+            now = time.monotonic()
+            for link in list(self.links.values()):
+                if link.healthy:
+                    self._spawn(link.check())
+                else:
+                    backoff = min(
+                        self.settings.backoff_max_s, self.settings.backoff_initial_s * 2 ** max(0, link.failures - 1)
+                    )
+                    if now >= link.retry_at + backoff:
+                        link.retry_at = now
+                        self._spawn(self._connect(link))
+
+    # -- routing ---------------------------------------------------------------------------
+    def _notify(self) -> None:
+        if self._waiters:  # nobody waits for a credit most of the time: no task per frame then
+            self._spawn(self._wake())
+
+    async def _wake(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _pick(self, selector: pose_pb2.ModelSelector, exclude: set[str]) -> NodeLink | None:
+        best: NodeLink | None = None
+        for link in self.links.values():
+            if link.key in exclude or not link.has_credit() or not link.serves(selector):
+                continue
+            if best is None or (link.load(), link.last_used) < (best.load(), best.last_used):
+                best = link
+        return best
+
+    def serving(self, selector: pose_pb2.ModelSelector) -> list[NodeLink]:
+        return [link for link in self.links.values() if link.available and link.serves(selector)]
+
+    async def acquire(
+        self, selector: pose_pb2.ModelSelector, deadline: float, exclude: set[str] | None = None
+    ) -> NodeLink:
+        """Wait for the least-loaded matching node with a free credit (until ``deadline``, monotonic)."""
+        exclude = exclude or set()
+        no_node_since: float | None = None
+        async with self._changed:
+            while True:
+                link = self._pick(selector, exclude) or (self._pick(selector, set()) if exclude else None)
+                if link is not None:
+                    return link
+                now = time.monotonic()
+                if not self.serving(selector):
+                    no_node_since = no_node_since or now
+                    if now - no_node_since >= self.settings.no_node_wait_s:
+                        raise NoNode(_no_node_message(selector, self.links))
+                else:
+                    no_node_since = None
+                if now >= deadline:
+                    raise NoNode("no node had a free slot before the frame's deadline")
+                self._waiters += 1
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), timeout=min(0.25, max(0.0, deadline - now)))
+                finally:
+                    self._waiters -= 1
+
+    def _lost(self, link: NodeLink, jobs: list[Job], reason: str) -> None:
+        """Frames a node could not answer: each goes to another node once, or comes back FAILED."""
+        for job in jobs:
+            if job.done:
+                continue
+            if job.attempts >= 2:
+                job.fail(grpc.StatusCode.UNAVAILABLE, f"{reason} (already retried once)")
+            else:
+                self._spawn(self.dispatch(job, reason))
+        self._notify()
+
+    async def dispatch(self, job: Job, retry_reason: str = "") -> None:
+        """Put ``job`` on the least-loaded matching node with a free credit, or resolve it FAILED.
+
+        The one path of every frame to a node (camera streams, unary Estimate, retries). A job answered
+        meanwhile (a camera dropped it for a newer frame) is not sent.
+        """
+        try:
+            link = await self.acquire(job.frame.model, job.deadline, exclude=job.tried)
+        except NoNode as exc:
+            job.fail(grpc.StatusCode.UNAVAILABLE, f"{retry_reason}; {exc}" if retry_reason else str(exc))
+            return
+        if not job.done:
+            link.submit(job)
+
+
+def _no_node_message(selector: pose_pb2.ModelSelector, links: dict[str, NodeLink]) -> str:
+    wanted = selector.model_id or selector.family or "any model"
+    if not links:
+        return f"no node is known (none discovered or configured) for {wanted}"
+    return f"no available node serves {wanted} ({len(links)} known)"

@@ -1,0 +1,60 @@
+"""``posefleet coordinator``: discovery, per-frame balancing and merging behind one gRPC front door."""
+
+from __future__ import annotations
+
+import logging
+
+from posefleet.common.grpc_server import SERVING, GrpcServer, run_until_signal
+from posefleet.coordinator.links import NodeLink
+from posefleet.coordinator.metrics import CoordinatorMetrics
+from posefleet.coordinator.registry import LinkFactory, Registry
+from posefleet.coordinator.service import CoordinatorService
+from posefleet.coordinator.settings import CoordinatorSettings
+from posefleet.v1 import coordinator_pb2, coordinator_pb2_grpc
+from posefleet.v1.discovery import COORDINATOR_HEALTH_SERVICE
+from prometheus_client import start_http_server
+
+log = logging.getLogger("posefleet.coordinator")
+
+
+class CoordinatorServer:
+    def __init__(self, settings: CoordinatorSettings, link_factory: LinkFactory = NodeLink) -> None:
+        self.settings = settings
+        self.registry = Registry(settings, link_factory)
+        self.metrics = CoordinatorMetrics(lambda: list(self.registry.links.values()))
+        self.service = CoordinatorService(settings, self.registry, self.metrics)
+        self.port = 0
+        self.metrics_port: int | None = None
+        self._grpc: GrpcServer | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self._grpc = server = GrpcServer(s.max_message_bytes, [COORDINATOR_HEALTH_SERVICE])
+        server.add(
+            coordinator_pb2_grpc.add_CoordinatorServicer_to_server,
+            self.service,
+            coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"].full_name,
+        )
+        self.port = server.bind(s.host, s.port)
+        await self.registry.start()
+        await server.start()
+        await server.set_health(SERVING)
+        if s.metrics_port is not None:
+            http, _ = start_http_server(s.metrics_port, addr=s.metrics_host, registry=self.metrics.registry)
+            self.metrics_port = int(http.server_port)
+        log.info("coordinator listening on %s:%d", s.host, self.port)
+
+    async def stop(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace=2.0)
+        await self.registry.stop()
+
+
+async def serve(settings: CoordinatorSettings) -> int:
+    server = CoordinatorServer(settings)
+
+    async def start() -> str:
+        await server.start()
+        return f"posefleet-coordinator ready port={server.port} metrics_port={server.metrics_port}"
+
+    return await run_until_signal(start, server.stop)

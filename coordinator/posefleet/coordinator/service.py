@@ -1,0 +1,107 @@
+"""The ``posefleet.v1.Coordinator`` servicer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from posefleet.common.grpc_server import status_code
+from posefleet.coordinator.cameras import CameraSession, CameraStats
+from posefleet.coordinator.hub import Hub
+from posefleet.coordinator.jobs import Job
+from posefleet.coordinator.links import NodeLink
+from posefleet.coordinator.metrics import CoordinatorMetrics
+from posefleet.coordinator.registry import Registry
+from posefleet.coordinator.settings import CoordinatorSettings
+from posefleet.v1 import coordinator_pb2, coordinator_pb2_grpc, pose_pb2
+
+_STATUS = {
+    pose_pb2.RESULT_STATUS_OK: "ok",
+    pose_pb2.RESULT_STATUS_DROPPED: "dropped",
+    pose_pb2.RESULT_STATUS_FAILED: "failed",
+}
+
+
+class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
+    def __init__(self, settings: CoordinatorSettings, registry: Registry, metrics: CoordinatorMetrics) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics
+        self.hub = Hub()
+        self.cameras: dict[str, CameraStats] = {}
+
+    def _publish(self, result: pose_pb2.PoseResult) -> None:
+        self.metrics.frames.labels(result.camera_id, _STATUS.get(result.status, "failed")).inc()
+        if result.status == pose_pb2.RESULT_STATUS_OK:
+            self.metrics.latency.labels(result.camera_id).observe(result.timings.route_ms / 1e3)
+        self.hub.publish(result)
+
+    async def StreamCamera(
+        self, request_iterator: AsyncIterator[pose_pb2.Frame], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pose_pb2.PoseResult]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            return
+        camera = first.camera_id or context.peer()
+        stats = self.cameras.setdefault(camera, CameraStats(camera))
+
+        async def frames() -> AsyncIterator[pose_pb2.Frame]:
+            yield first
+            async for frame in request_iterator:
+                yield frame
+
+        session = CameraSession(
+            self.registry,
+            stats,
+            queue_size=self.settings.camera_queue,
+            policy=self.settings.drop_policy,
+            frame_timeout=self.settings.frame_timeout_s,
+            publish=self._publish,
+        )
+        async for result in session.results(frames()):
+            yield result
+
+    async def Estimate(self, request: pose_pb2.Frame, context: grpc.aio.ServicerContext) -> pose_pb2.PoseResult:
+        job = Job.start(request, self.settings.frame_timeout_s)
+        await self.registry.dispatch(job)
+        result = await job.future
+        result.timings.route_ms = job.elapsed_ms()
+        self._publish(result)
+        if result.status == pose_pb2.RESULT_STATUS_FAILED:
+            await context.abort(status_code(result.error_code), result.error)
+        return result
+
+    async def Subscribe(
+        self, request: coordinator_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[coordinator_pb2.MultiViewResult]:
+        if not request.window_ms:
+            request.window_ms = self.settings.subscribe_window_ms
+        async for merged in self.hub.subscribe(request):
+            yield merged
+
+    def _node_status(self, link: NodeLink) -> coordinator_pb2.NodeStatus:
+        return coordinator_pb2.NodeStatus(
+            info=link.info,
+            address=link.address,
+            healthy=link.available,
+            in_flight=link.in_flight,
+            frames_done=link.frames_done,
+            frames_failed=link.frames_failed,
+            source=link.source,
+            last_error=link.last_error,
+        )
+
+    async def ListNodes(
+        self, request: coordinator_pb2.ListNodesRequest, context: grpc.aio.ServicerContext
+    ) -> coordinator_pb2.ListNodesResponse:
+        return coordinator_pb2.ListNodesResponse(
+            nodes=[self._node_status(link) for link in self.registry.links.values()]
+        )
+
+    async def GetStats(
+        self, request: coordinator_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> coordinator_pb2.Stats:
+        return coordinator_pb2.Stats(
+            cameras=[s.to_proto() for s in self.cameras.values()],
+            nodes=[self._node_status(link) for link in self.registry.links.values()],
+        )

@@ -1,0 +1,146 @@
+"""``posefleet convert``: find the source's format, read it, write IR + card atomically.
+
+Every conversion writes into a temporary sibling of OUTDIR and renames it into place at the end, so a
+failed conversion never leaves a half-written OUTDIR behind.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import openvino as ov
+from posefleet.common.errors import PosefleetError
+from posefleet.common.version import software_version
+from posefleet.node.engine.card import CARD_FILE, IR_BIN, IR_XML, ModelCard
+
+Precision = Literal["FP16", "FP32"]
+
+
+class ConversionError(PosefleetError):
+    """A source model cannot be converted; the message names the file or variable at fault."""
+
+
+@dataclass
+class Converted:
+    """A source read into memory: the graph and its card, or an IR pair to copy as it is."""
+
+    model: ov.Model
+    card: ModelCard
+    copy_ir: tuple[Path, Path] | None = None
+
+
+class SourceFormat(ABC):
+    """One kind of source model (a module in ``posefleet.node.convert.sources`` subclasses this)."""
+
+    #: Short name recorded in the card (``source.format``).
+    name: ClassVar[str]
+    #: What the format looks like, for the "unknown format" message.
+    looks_like: ClassVar[str]
+    #: Formats with a higher priority are asked first (a more specific claim wins).
+    priority: ClassVar[int] = 0
+    _registry: ClassVar[dict[str, type[SourceFormat]]] = {}
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            SourceFormat._registry[cls.name] = cls
+
+    @classmethod
+    @abstractmethod
+    def claims(cls, source: Path, head: bytes) -> bool:
+        """Whether ``source`` (``head``: its first bytes, empty for a directory) is of this format."""
+
+    @classmethod
+    @abstractmethod
+    def read(cls, source: Path, size: tuple[int, int] | None, stride: int | None) -> Converted:
+        """Read the source; ``size`` and ``stride`` are the user's requests (``None``: the source's own)."""
+
+
+def source_formats() -> dict[str, type[SourceFormat]]:
+    """Every known source format, by name (the modules of ``sources/`` are imported once)."""
+    from posefleet.node.convert import sources
+
+    for module in pkgutil.iter_modules(sources.__path__):
+        importlib.import_module(f"{sources.__name__}.{module.name}")
+    ordered = sorted(SourceFormat._registry.values(), key=lambda fmt: (-fmt.priority, fmt.name))
+    return {fmt.name: fmt for fmt in ordered}
+
+
+def detect_format(source: Path) -> type[SourceFormat]:
+    """The format that claims ``source``, from the path and its first bytes."""
+    if not source.exists():
+        raise ConversionError(f"{source}: no such file or directory")
+    head = b""
+    if source.is_file():
+        try:
+            with source.open("rb") as handle:
+                head = handle.read(16)
+        except OSError as exc:
+            raise ConversionError(f"{source}: unreadable: {exc.strerror or exc}") from exc
+    formats = source_formats()
+    for fmt in formats.values():
+        if fmt.claims(source, head):
+            return fmt
+    kinds = ", ".join(fmt.looks_like for fmt in formats.values())
+    raise ConversionError(f"{source}: unknown model format (expected {kinds})")
+
+
+def first_line(exc: BaseException) -> str:
+    """The informative first line of an OpenVINO/TensorFlow exception."""
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("Check ")]
+    return lines[0] if lines else type(exc).__name__
+
+
+def convert(
+    source: str | Path,
+    outdir: str | Path,
+    *,
+    input_size: tuple[int, int] | None = None,
+    stride: int | None = None,
+    precision: Precision = "FP16",
+    log: Callable[[str], None] = lambda _msg: None,
+) -> ModelCard:
+    """Convert ``source`` into ``outdir`` (model.xml, model.bin, model.json) and return the card."""
+    source, outdir = Path(source), Path(outdir)
+    fmt = detect_format(source)
+    if stride is not None and stride not in (8, 16, 32):
+        raise ConversionError(f"--stride must be 8, 16 or 32, not {stride}")
+    if outdir.exists() and (not outdir.is_dir() or (any(outdir.iterdir()) and not (outdir / CARD_FILE).exists())):
+        raise ConversionError(f"{outdir}: exists and is not a posefleet model directory; refusing to overwrite it")
+    log(f"converting {source} ({fmt.name})")
+    converted = fmt.read(source, input_size, stride)
+    card = converted.card
+    card.converter = {"posefleet": software_version(), "openvino": ov.get_version()}
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.parent))
+    try:
+        if converted.copy_ir is not None:
+            shutil.copyfile(converted.copy_ir[0], tmp / IR_XML)
+            shutil.copyfile(converted.copy_ir[1], tmp / IR_BIN)
+        else:
+            if not card.precision:
+                card.precision = precision
+            ov.save_model(converted.model, str(tmp / IR_XML), compress_to_fp16=(precision == "FP16"))
+        card.write(tmp)
+        if outdir.exists():
+            old = outdir.with_name(f".{outdir.name}.old-{os.getpid()}")
+            os.replace(outdir, old)
+            os.replace(tmp, outdir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, outdir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"wrote {outdir / IR_XML} ({card.model_id}, {card.precision})")
+    return card

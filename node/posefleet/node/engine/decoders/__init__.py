@@ -1,0 +1,1 @@
+"""Output decoders of the model families (pure NumPy/Numba; no OpenVINO)."""

@@ -1,0 +1,152 @@
+"""Run a converted pose model with OpenVINO: one compiled model, its family wrapper, inference per frame."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from posefleet.common.errors import PosefleetError
+from posefleet.node.devices import DEVICES, known_device
+from posefleet.node.engine.card import IR_XML, ModelCard, load_card
+from posefleet.node.engine.families import PoseModel, U8Image, create_model
+from posefleet.node.engine.ov_compat import CompiledModel, Core, InferRequest, Tensor, infer_in_place
+from posefleet.node.engine.types import PoseResult, Timings
+
+Hint = Literal["LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"]
+
+
+class EngineError(PosefleetError):
+    """The model cannot be loaded or run as asked."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    device: str = "CPU"
+    hint: Hint = "LATENCY"
+    #: Network input (height, width); ``None`` takes the card's fixed or default size.
+    input_size: tuple[int, int] | None = None
+    #: Infer requests the compiled model is tuned for; 0 asks the device for its optimal number.
+    requests: int = 0
+    #: Decoding parameters of the model's family (validated into its ``Params``).
+    decode: Mapping[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None
+
+
+def valid_input_size(card: ModelCard, size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` if the card's model accepts it, else an ``EngineError`` naming the rule."""
+    try:
+        return card.input.check_size(size)
+    except ValueError as exc:
+        raise EngineError(f"model {card.model_id}: {exc}") from None
+
+
+class PoseEngine:
+    """A converted model compiled for one device and input size."""
+
+    def __init__(self, model_dir: str | Path, options: EngineOptions | None = None, core: Core | None = None) -> None:
+        self.model_dir = Path(model_dir)
+        self.options = options or EngineOptions()
+        self.card = load_card(self.model_dir)
+        self.core = core or Core()
+        size = self.options.input_size or tuple(self.card.input.size or self.card.input.default_size)
+        self.input_size: tuple[int, int] = valid_input_size(self.card, size)  # type: ignore[arg-type]
+        self.model = create_model(self.card, self.input_size, self.options.decode)
+        self.model.warm_up()
+        self.compiled = self._compile(self.model)
+        self._outputs = [(out.get_any_name(), out) for out in self.compiled.outputs]
+        self._request = self.compiled.create_infer_request()  # infer_raw: inputs copied in
+        self._run_request = self.compiled.create_infer_request()  # infer: only ever used through run()
+        self._lock = threading.Lock()
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _compile(self, wrapper: PoseModel) -> CompiledModel:
+        device = self.options.device
+        if not known_device(device):
+            raise EngineError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+        config: dict[str, Any] = {"PERFORMANCE_HINT": self.options.hint}
+        if self.options.requests:
+            config["PERFORMANCE_HINT_NUM_REQUESTS"] = str(self.options.requests)
+        if self.options.cache_dir:
+            self.core.set_property({"CACHE_DIR": self.options.cache_dir})
+        try:
+            model = wrapper.configure(self.core.read_model(str(self.model_dir / IR_XML)))
+            return self.core.compile_model(model, device, config)
+        except RuntimeError as exc:
+            available = ", ".join(self.core.available_devices)
+            raise EngineError(
+                f"cannot compile {self.card.model_id} for {device} (available: {available}): "
+                f"{str(exc).strip().splitlines()[0]}"
+            ) from exc
+
+    @property
+    def optimal_requests(self) -> int:
+        try:
+            return max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        except RuntimeError:
+            return 1
+
+    @property
+    def model_id(self) -> str:
+        return self.card.model_id
+
+    # -- inference ---------------------------------------------------------------------------
+    def outputs_of(self, request: InferRequest) -> dict[str, npt.NDArray[Any]]:
+        """The outputs left in ``request``, by name: views of its memory, valid until it runs again."""
+        return {name: request.get_tensor(out).data for name, out in self._outputs}
+
+    def infer_raw(self, tensor: U8Image, *, copy: bool = True) -> dict[str, npt.NDArray[Any]]:
+        """One inference on an already prepared NHWC uint8 tensor, outputs by name.
+
+        With ``copy=False`` the outputs are views valid until the next ``infer_raw`` (benchmarks).
+        """
+        self._request.infer({0: tensor})
+        outputs = self.outputs_of(self._request)
+        return {name: data.copy() for name, data in outputs.items()} if copy else outputs
+
+    def run(self, request: InferRequest, image: U8Image) -> PoseResult:
+        """Poses in one BGR image on ``request``, which the caller uses from one thread at a time.
+
+        The request reads the pre-processed pixels in place (no copy) and its outputs are decoded
+        where they lie. Afterwards its input tensor still points at the freed pixels, so a request
+        given to ``run`` must only ever be used through ``run`` (which sets the input first).
+        """
+        t0 = time.perf_counter()
+        tensor, meta = self.model.preprocess(image)
+        pixels = np.ascontiguousarray(tensor)  # alive until inference ends (a Tensor does not keep it)
+        t1 = time.perf_counter()
+        request.set_input_tensor(Tensor(pixels, shared_memory=True))
+        infer_in_place(request)
+        t2 = time.perf_counter()
+        poses = self.model.decode(self.outputs_of(request), meta)
+        t3 = time.perf_counter()
+        return PoseResult(poses, meta.source_size, Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
+
+    def infer(self, image: U8Image) -> PoseResult:
+        """Poses in one BGR image (thread-safe; serialised on one infer request)."""
+        with self._lock:
+            return self.run(self._run_request, image)
+
+
+class NativeResolutionEngine:
+    """Runs every image at the valid input size nearest its own, compiling each size once."""
+
+    def __init__(self, model_dir: str | Path, options: EngineOptions | None = None) -> None:
+        self.model_dir = Path(model_dir)
+        self.options = options or EngineOptions()
+        self.card = load_card(self.model_dir)
+        self.core = Core()
+        self._engines: dict[tuple[int, int], PoseEngine] = {}
+
+    def infer(self, image: U8Image) -> PoseResult:
+        size = self.card.input.nearest_size((image.shape[0], image.shape[1]))
+        if size not in self._engines:
+            opts = dataclasses.replace(self.options, input_size=size)
+            self._engines[size] = PoseEngine(self.model_dir, opts, self.core)
+        return self._engines[size].infer(image)

@@ -1,0 +1,1 @@
+"""The gRPC node server: ``posefleet node`` (engine behind PoseNode, health, zeroconf, metrics)."""

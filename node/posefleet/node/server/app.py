@@ -1,0 +1,158 @@
+"""``posefleet node``: a grpc.aio pose-inference server with health, reflection, zeroconf and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from posefleet.common.grpc_server import NOT_SERVING, SERVING, GrpcServer, run_until_signal
+from posefleet.common.settings import ConfigError
+from posefleet.common.version import software_version
+from posefleet.node.engine.ov_compat import openvino_version
+from posefleet.node.engine.runtime import EngineOptions, PoseEngine
+from posefleet.node.server.advertise import Advertiser
+from posefleet.node.server.backend import Backend
+from posefleet.node.server.metrics import NodeMetrics
+from posefleet.node.server.pipeline import AsyncEngine
+from posefleet.node.server.service import PoseNodeService
+from posefleet.node.server.settings import NodeSettings
+from posefleet.node.server.simulated import SimulatedEngine
+from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
+from posefleet.v1.discovery import NODE_HEALTH_SERVICE, PROTO_VERSION, NodeAdvert
+
+log = logging.getLogger("posefleet.node")
+
+
+class NodeServer:
+    """Lifecycle: ``start`` (serve NOT_SERVING, load the model, SERVING, advertise) and ``drain``."""
+
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        self.metrics = NodeMetrics()
+        self.port = 0
+        self.metrics_port: int | None = None
+        self.node_id = ""
+        self._executor = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="posefleet-decode")
+        self.requests = 0
+        self._grpc: GrpcServer | None = None
+        self._service: PoseNodeService | None = None
+        self._engine: Backend | None = None
+        self._advertiser: Advertiser | None = None
+        self._advert: NodeAdvert | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self._grpc = server = GrpcServer(s.max_message_bytes, [NODE_HEALTH_SERVICE])
+        self.port = server.bind(s.host, s.port)
+        self.node_id = s.node_id(self.port)
+        self._service = PoseNodeService(self.node_id, self.metrics, s.max_image_side, s.max_image_pixels)
+        server.add(
+            node_pb2_grpc.add_PoseNodeServicer_to_server,
+            self._service,
+            node_pb2.DESCRIPTOR.services_by_name["PoseNode"].full_name,
+        )
+        await server.set_health(NOT_SERVING)
+        await server.start()
+        log.info("node %s listening on %s:%d, loading %s", self.node_id, s.host, self.port, s.model)
+
+        if s.backend == "simulated-accelerator":
+            if s.sim_record is None:
+                raise ConfigError("the simulated-accelerator backend needs --sim-record FILE.npz")
+            capacity = s.max_inflight or 2 * s.sim_parallel
+            self._engine = SimulatedEngine(
+                s.model,
+                s.sim_record,
+                latency_ms=s.sim_latency_ms,
+                parallel=s.sim_parallel,
+                decode=s.sim_decode,
+                max_inflight=capacity,
+                executor=self._executor,
+            )
+            card, (h, w), requests = self._engine.card, self._engine.input_size, s.sim_parallel
+        else:
+            options = EngineOptions(
+                device=s.device, hint=s.hint, input_size=s.input_size, requests=s.infer_requests, decode=s.decode
+            )
+            engine = await asyncio.get_running_loop().run_in_executor(None, PoseEngine, s.model, options)
+            requests = s.infer_requests or 2 * engine.optimal_requests
+            capacity = s.max_inflight or 2 * requests
+            self._engine = AsyncEngine(engine, capacity, requests)
+            card = engine.card
+            h, w = engine.input_size
+        info = pose_pb2.NodeInfo(
+            node_id=self.node_id,
+            model_id=card.model_id,
+            model_family=card.family,
+            input_width=w,
+            input_height=h,
+            device=s.device,
+            capacity=capacity,
+            precision=card.precision,
+            keypoint_names=card.keypoints,
+            software_version=software_version(),
+            openvino_version=openvino_version(),
+            proto_version=PROTO_VERSION,
+        )
+        self._service.ready(self._engine, info)
+        self.metrics.capacity.set(capacity)
+        if s.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(s.metrics_host, s.metrics_port)
+        self.requests = requests
+        await server.set_health(SERVING)
+        self._advert = NodeAdvert(
+            node_id=self.node_id,
+            model_id=card.model_id,
+            family=card.family,
+            input_size=(h, w),
+            device=s.device,
+            capacity=capacity,
+            version=info.software_version,
+            openvino=info.openvino_version,
+        )
+        if s.advertise:
+            self._advertiser = Advertiser(s.zeroconf_interfaces, s.advertise_addresses, self.port)
+            await self._advertiser.start(self._advert)
+        log.info(
+            "node %s serving %s on %s (capacity %d, %d infer requests)",
+            self.node_id,
+            card.model_id,
+            s.device,
+            capacity,
+            requests,
+        )
+
+    async def drain(self) -> None:
+        """Graceful stop: refuse new frames, finish in-flight ones, say goodbye, stop the server."""
+        s = self.settings
+        if self._grpc is not None:
+            await self._grpc.set_health(NOT_SERVING)
+        if self._service is not None:
+            self._service.draining.set()
+        if self._advertiser is not None and self._advert is not None:
+            await self._advertiser.update(dataclasses.replace(self._advert, state="draining"))
+        if self._engine is not None and not await self._engine.wait_idle(s.drain_seconds):
+            log.warning("drain: %d frames still in flight after %.1f s", self._engine.inflight, s.drain_seconds)
+        if self._advertiser is not None:
+            await self._advertiser.close()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=0.5)
+        if self._engine is not None:
+            self._engine.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        log.info("node %s stopped", self.node_id)
+
+
+async def serve(settings: NodeSettings) -> int:
+    """Run a node until SIGTERM/SIGINT, then drain; returns the exit status."""
+    node = NodeServer(settings)
+
+    async def start() -> str:
+        await node.start()
+        return (
+            f"posefleet-node ready node_id={node.node_id} port={node.port} metrics_port={node.metrics_port} "
+            f"requests={node.requests}"
+        )
+
+    return await run_until_signal(start, node.drain)

@@ -1,0 +1,232 @@
+"""``posefleet bench``: the article's FPS table, measured with OpenVINO on this machine.
+
+Per model and input size: raw inference FPS without post-processing (sync, LATENCY hint, like the
+article), raw async throughput (THROUGHPUT hint, all optimal requests in flight), end-to-end FPS with
+decoding (sync and async), and sync latency p50/p99. Loops are bounded by a frame count and a time budget.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from posefleet.node.engine.families import U8Image
+from posefleet.node.engine.ov_compat import AsyncInferQueue, InferRequest
+from posefleet.node.engine.runtime import EngineOptions, PoseEngine
+from posefleet.node.engine.types import PoseResult, Timings
+
+
+@dataclass
+class BenchResult:
+    model_id: str
+    model_dir: str
+    device: str
+    input_size: str
+    precision: str
+    raw_sync_fps: float
+    raw_latency_p50_ms: float
+    raw_latency_p99_ms: float
+    raw_async_fps: float
+    async_requests: int
+    decoded_sync_fps: float
+    decoded_latency_p50_ms: float
+    decoded_latency_p99_ms: float
+    decoded_async_fps: float
+    decode_p50_ms: float
+    frames: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _timed_loop(step: Callable[[], None], frames: int, seconds: float, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        step()
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < frames and time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+ResultCallback = Callable[[PoseResult | BaseException, Any], None]
+
+
+class AsyncPipeline:
+    """Keeps up to ``jobs`` frames in flight on an OpenVINO ``AsyncInferQueue`` (the benchmark's raw async baseline).
+
+    ``submit`` pre-processes on the caller's thread and blocks only while every request is busy;
+    decoding runs in OpenVINO's completion callback, which then hands the result to ``callback``.
+    """
+
+    def __init__(self, engine: PoseEngine, callback: ResultCallback, jobs: int = 0, decode: bool = True) -> None:
+        self.engine = engine
+        self.jobs = jobs or engine.optimal_requests
+        self.decode = decode
+        self._callback = callback
+        self._queue = AsyncInferQueue(engine.compiled, self.jobs)
+        self._queue.set_callback(self._done)
+
+    def submit(self, image: U8Image, userdata: Any = None) -> None:
+        t0 = time.perf_counter()
+        tensor, meta = self.engine.model.preprocess(image)
+        self.submit_tensor(tensor, meta, userdata, preprocess_ms=(time.perf_counter() - t0) * 1e3)
+
+    def submit_tensor(self, tensor: U8Image, meta: Any, userdata: Any = None, preprocess_ms: float = 0.0) -> None:
+        self._queue.start_async({0: tensor}, (meta, userdata, preprocess_ms, time.perf_counter()))
+
+    def _done(self, request: InferRequest, data: tuple[Any, Any, float, float]) -> None:
+        meta, userdata, pre_ms, started = data
+        t_inf = time.perf_counter()
+        try:
+            poses = []
+            if self.decode:
+                poses = self.engine.model.decode(self.engine.outputs_of(request), meta)
+            timings = Timings(pre_ms, (t_inf - started) * 1e3, (time.perf_counter() - t_inf) * 1e3)
+            result: PoseResult | BaseException = PoseResult(poses, meta.source_size, timings)
+        except Exception as exc:  # handed to the caller, never lost in OpenVINO's thread
+            result = exc
+        self._callback(result, userdata)
+
+    def wait_all(self) -> None:
+        self._queue.wait_all()
+
+
+def async_throughput(
+    engine: PoseEngine, image: U8Image, frames: int, seconds: float, decode: bool, *, requests: int = 0
+) -> tuple[float, int]:
+    """Frames per second with ``requests`` (default: the optimal number) in flight; returns (fps, requests)."""
+    done = threading.Semaphore(0)
+    errors: list[BaseException] = []
+
+    def on_result(result: PoseResult | BaseException, _user: Any) -> None:
+        if isinstance(result, BaseException):
+            errors.append(result)
+        done.release()
+
+    pipeline = AsyncPipeline(engine, on_result, jobs=requests, decode=decode)
+    tensor, meta = engine.model.preprocess(image)
+    for _ in range(pipeline.jobs):  # warm-up
+        pipeline.submit_tensor(tensor, meta)
+    pipeline.wait_all()
+    for _ in range(pipeline.jobs):
+        done.acquire()
+    sent = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while sent < frames and time.perf_counter() < deadline:
+        pipeline.submit_tensor(tensor, meta)
+        sent += 1
+    pipeline.wait_all()
+    elapsed = time.perf_counter() - start
+    for _ in range(sent):
+        done.acquire()
+    if errors:
+        raise errors[0]
+    return sent / elapsed, pipeline.jobs
+
+
+def bench_model(
+    model_dir: Path,
+    image: U8Image,
+    *,
+    device: str = "CPU",
+    input_size: tuple[int, int] | None = None,
+    frames: int = 200,
+    seconds: float = 8.0,
+) -> BenchResult:
+    """Measure one model at one input size; ``image`` is resized to the input size first."""
+    sync = PoseEngine(model_dir, EngineOptions(device=device, hint="LATENCY", input_size=input_size))
+    h, w = sync.input_size
+    import cv2
+
+    frame = cv2.resize(image, (w, h)) if image.shape[:2] != (h, w) else image
+    tensor, _ = sync.model.preprocess(frame)
+
+    def raw_step() -> None:
+        sync.infer_raw(tensor, copy=False)
+
+    raw = _timed_loop(raw_step, frames, seconds)
+    decoded_results: list[PoseResult] = []
+    decoded = _timed_loop(lambda: decoded_results.append(sync.infer(frame)), frames, seconds)
+    decode_ms = [r.timings.decode_ms for r in decoded_results]
+    thr = PoseEngine(model_dir, EngineOptions(device=device, hint="THROUGHPUT", input_size=input_size))
+    raw_async, jobs = async_throughput(thr, frame, frames * 2, seconds, decode=False)
+    dec_async, _ = async_throughput(thr, frame, frames * 2, seconds, decode=True)
+    ms = 1e3
+    return BenchResult(
+        model_id=sync.card.model_id,
+        model_dir=str(model_dir),
+        device=device,
+        input_size=f"{h}x{w}",
+        precision=sync.card.precision,
+        raw_sync_fps=len(raw) / sum(raw),
+        raw_latency_p50_ms=float(np.percentile(raw, 50) * ms),
+        raw_latency_p99_ms=float(np.percentile(raw, 99) * ms),
+        raw_async_fps=raw_async,
+        async_requests=jobs,
+        decoded_sync_fps=len(decoded) / sum(decoded),
+        decoded_latency_p50_ms=float(np.percentile(decoded, 50) * ms),
+        decoded_latency_p99_ms=float(np.percentile(decoded, 99) * ms),
+        decoded_async_fps=dec_async,
+        decode_p50_ms=float(np.percentile(decode_ms, 50)),
+        frames=len(raw),
+    )
+
+
+def markdown_table(results: list[BenchResult]) -> str:
+    head = (
+        "| model | input | precision | raw FPS (sync) | raw FPS (async, requests) | FPS with decoding (sync) "
+        "| FPS with decoding (async) | latency p50 / p99 ms (sync, decoded) | decode p50 ms |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = [
+        f"| {r.model_id} | {r.input_size} | {r.precision} | {r.raw_sync_fps:.1f} "
+        f"| {r.raw_async_fps:.1f} ({r.async_requests}) "
+        f"| {r.decoded_sync_fps:.1f} | {r.decoded_async_fps:.1f} | {r.decoded_latency_p50_ms:.1f} / "
+        f"{r.decoded_latency_p99_ms:.1f} | {r.decode_p50_ms:.2f} |"
+        for r in results
+    ]
+    return head + "\n".join(rows) + "\n"
+
+
+def short_name(model_id: str) -> str:
+    """``posenet-mobilenet-v1-075-s16`` -> ``PoseNet 075 s16`` (chart labels)."""
+    name = model_id.replace("posenet-mobilenet-v1-", "PoseNet ").replace("-tflite-uint8", " TFLite")
+    return name.replace("human-pose-estimation-", "HPE ").replace("-", " ")
+
+
+def chart(results: list[BenchResult], path: Path) -> None:
+    """A grouped bar chart of the FPS columns."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{short_name(r.model_id)}\n{r.input_size}" for r in results]
+    series = {
+        "raw sync": [r.raw_sync_fps for r in results],
+        "raw async": [r.raw_async_fps for r in results],
+        "decoded sync": [r.decoded_sync_fps for r in results],
+        "decoded async": [r.decoded_async_fps for r in results],
+    }
+    x = np.arange(len(results))
+    width = 0.2
+    fig, ax = plt.subplots(figsize=(max(8, 1.8 * len(results)), 5))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(x + (i - 1.5) * width, values, width, label=name)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("frames per second")
+    device = results[0].device if results else ""
+    ax.set_title(f"posefleet pose models on {device} (OpenVINO)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

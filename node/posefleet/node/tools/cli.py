@@ -1,0 +1,296 @@
+"""CLI subcommands owned by the node package: convert, models, pose, eval, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from posefleet.common.cli import parse_size, positive_float, positive_int
+from posefleet.common.errors import PosefleetError
+from posefleet.node.server.cli import add_decode_flag
+
+
+def _size_or_native(text: str) -> tuple[int, int] | str:
+    return "native" if text == "native" else parse_size(text)
+
+
+def _engine_flags(p: argparse.ArgumentParser, *, native: bool) -> None:
+    p.add_argument("--model", required=True, type=Path, help="converted model directory (posefleet convert)")
+    p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO (MYRIAD on 2022.3)")
+    help_size = "network input HxW" + (" or 'native' (nearest valid size to each image)" if native else "")
+    p.add_argument("--input-size", type=_size_or_native if native else parse_size, default=None, help=help_size)
+    add_decode_flag(p)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("convert", help="convert a source model to OpenVINO IR with a model card")
+    p.add_argument("source", type=Path, help=".pb frozen graph, tfjs checkpoint dir, .tflite, or OpenVINO .xml/dir")
+    p.add_argument("-o", "--outdir", required=True, type=Path)
+    p.add_argument("--input-size", type=parse_size, help="fix the input to HxW (PoseNet: k*stride+1)")
+    p.add_argument("--stride", type=int, choices=(8, 16, 32), help="PoseNet output stride (tfjs checkpoints)")
+    p.add_argument("--precision", choices=("FP16", "FP32"), default="FP16")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("models", help="list or fetch official models")
+    msub = p.add_subparsers(dest="models_cmd", required=True)
+    m = msub.add_parser("list", help="models that 'fetch' knows")
+    m.set_defaults(func=cmd_models_list)
+    m = msub.add_parser("fetch", help="download official weights (or a mirror), check and convert them")
+    m.add_argument("name")
+    m.add_argument("--mirror", help="base URL replacing the official one (http(s):// or file://)")
+    m.add_argument("-o", "--outdir", type=Path, help="default: $POSEFLEET_HOME/models/NAME")
+    m.add_argument("--precision", choices=("FP16", "FP32"), default="FP16")
+    m.add_argument("--stride", type=int, choices=(8, 16, 32))
+    m.add_argument("--input-size", type=parse_size)
+    m.set_defaults(func=cmd_models_fetch)
+
+    p = sub.add_parser("pose", help="estimate poses in images and videos")
+    _engine_flags(p, native=True)
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
+    p.add_argument("--json", type=Path, help="write all poses as JSON")
+    p.add_argument("--render", type=Path, help="directory for annotated images/videos")
+    p.set_defaults(func=cmd_pose)
+
+    p = sub.add_parser("eval", help="COCO keypoint AP/AR with pycocotools")
+    _engine_flags(p, native=True)
+    p.add_argument("--coco-annotations", required=True, type=Path)
+    p.add_argument("--images", required=True, type=Path)
+    p.add_argument("--detections-out", type=Path)
+    p.add_argument("--json", type=Path, help="write the summary stats as JSON")
+    p.set_defaults(func=cmd_eval, input_size="native", for_eval=True)
+
+    p = sub.add_parser("bench", help="FPS and latency of one model, or --all asset models")
+    p.add_argument("--model", type=Path)
+    p.add_argument("--all", action="store_true", help="every model in $POSEFLEET_ASSETS at its benchmark sizes")
+    p.add_argument("--device", default="CPU")
+    p.add_argument("--input-size", type=parse_size)
+    p.add_argument("--image", type=Path, help="frame to run (default: an asset photo, else noise)")
+    p.add_argument("--frames", type=positive_int, help="most frames per measurement (default 200; --node: 100000)")
+    p.add_argument("--seconds", type=positive_float, help="time budget per measurement (default 8; --node: 6)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="--node: alternating raw/node rounds (median)")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--markdown", type=Path)
+    p.add_argument("--chart", type=Path, help="PNG bar chart")
+    p.add_argument("--node", action="store_true", help="node throughput over EstimateStream vs raw async inference")
+    p.add_argument(
+        "--loadgen",
+        type=Path,
+        help="--node: the compiled load generator (`make loadgen`; default $POSEFLEET_LOADGEN, else the Python client)",
+    )
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("record-outputs", help="save a model's raw outputs on one image (simulated-accelerator nodes)")
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--image", required=True, type=Path)
+    p.add_argument("--input-size", type=parse_size)
+    p.add_argument("-o", "--out", required=True, type=Path, help="the .npz file to write")
+    p.set_defaults(func=cmd_record_outputs)
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    from posefleet.node.engine import EngineOptions, NativeResolutionEngine, PoseEngine, load_card
+    from posefleet.node.engine.families import family
+
+    decode = dict(args.decode or [])
+    if getattr(args, "for_eval", False):
+        decode = {**family(load_card(args.model).family).eval_params, **decode}
+    if args.input_size == "native":
+        return NativeResolutionEngine(args.model, EngineOptions(device=args.device, decode=decode))
+    return PoseEngine(args.model, EngineOptions(device=args.device, input_size=args.input_size, decode=decode))
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from posefleet.node.convert import convert
+
+    card = convert(
+        args.source, args.outdir, input_size=args.input_size, stride=args.stride, precision=args.precision, log=print
+    )
+    print(f"{card.model_id}: family {card.family}, input {card.input.size or 'dynamic'}, stride {card.output_stride}")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from posefleet.node.convert.fetch import CATALOG
+
+    for entry in CATALOG.values():
+        print(f"{entry.name:32} {entry.description}")
+    return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from posefleet.node.convert.fetch import CATALOG, fetch, fetch_sample
+
+    if args.name in CATALOG and CATALOG[args.name].kind == "sample":
+        print(f"ready: {fetch_sample(args.name, mirror=args.mirror)}")
+        return 0
+    card = fetch(
+        args.name,
+        args.outdir,
+        mirror=args.mirror,
+        precision=args.precision,
+        stride=args.stride,
+        input_size=args.input_size,
+        log=print,
+    )
+    print(f"ready: {card.model_id}")
+    return 0
+
+
+def cmd_pose(args: argparse.Namespace) -> int:
+    import cv2
+    from posefleet.node.tools import media
+    from posefleet.node.tools.render import draw_poses
+
+    engine = _engine(args)
+    report: dict[str, Any] = {"model": engine.card.model_id, "inputs": []}
+    if args.render:
+        args.render.mkdir(parents=True, exist_ok=True)
+    for path in args.inputs:
+        entry: dict[str, Any] = {"path": str(path), "frames": []}
+        writer = None
+        for index, frame in enumerate(media.frames(path)):
+            result = engine.infer(frame)
+            entry["frames"].append({"index": index, "poses": [p.to_dict() for p in result.poses]})
+            if args.render:
+                drawn = draw_poses(frame, result.poses)
+                if media.is_image(path):
+                    cv2.imwrite(str(args.render / path.name), drawn)
+                else:
+                    if writer is None:
+                        out = args.render / f"{path.stem}.mp4"
+                        fourcc = cv2.VideoWriter.fourcc(*"mp4v")
+                        writer = cv2.VideoWriter(
+                            str(out), fourcc, media.video_fps(path), (frame.shape[1], frame.shape[0])
+                        )
+                    writer.write(drawn)
+        if writer is not None:
+            writer.release()
+        report["inputs"].append(entry)
+        count = sum(len(f["poses"]) for f in entry["frames"])
+        print(f"{path}: {len(entry['frames'])} frame(s), {count} pose(s)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report) + "\n")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from posefleet.node.tools.coco_eval import evaluate
+
+    report = evaluate(_engine(args), args.coco_annotations, args.images)
+    print(report.summary, end="")
+    print(
+        f"{args.model}: AP {report.stats['AP']:.3f}  AP50 {report.stats['AP50']:.3f}  AR {report.stats['AR']:.3f}"
+        f"  ({report.images} images, {len(report.detections)} detections)"
+    )
+    if args.detections_out:
+        args.detections_out.write_text(json.dumps(report.detections) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps({"model": str(args.model), **report.stats}, indent=2) + "\n")
+    return 0
+
+
+def _bench_image(args: argparse.Namespace) -> Any:
+    import numpy as np
+    from posefleet.common.paths import assets_dir
+    from posefleet.node.tools import media
+
+    if args.image:
+        return media.read_image(args.image)
+    assets = assets_dir(required=False)
+    if assets and (assets / "video" / "pose.jpg").exists():
+        return media.read_image(assets / "video" / "pose.jpg")
+    return np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from posefleet.common.paths import assets_dir
+    from posefleet.node.convert import convert
+    from posefleet.node.tools.asset_models import ASSET_MODELS
+    from posefleet.node.tools.bench import BenchResult, bench_model, chart, markdown_table
+
+    image = _bench_image(args)
+    if args.node:
+        return _bench_node(args, image)
+    results: list[BenchResult] = []
+    frames, seconds = args.frames or 200, args.seconds or 8.0
+    if args.all:
+        assets = assets_dir()
+        assert assets is not None
+        with tempfile.TemporaryDirectory(prefix="posefleet-bench-") as tmp:
+            for label, asset in ASSET_MODELS.items():
+                model_dir = Path(tmp) / label
+                convert(assets / asset.path, model_dir)
+                for size in asset.bench_sizes:
+                    results.append(
+                        bench_model(
+                            model_dir, image, device=args.device, input_size=size, frames=frames, seconds=seconds
+                        )
+                    )
+                    print(markdown_table(results[-1:]).splitlines()[-1], flush=True)
+    elif args.model:
+        results.append(
+            bench_model(
+                args.model, image, device=args.device, input_size=args.input_size, frames=frames, seconds=seconds
+            )
+        )
+    else:
+        raise PosefleetError("bench needs --model DIR or --all")
+    _report(args, markdown_table(results), [r.to_dict() for r in results])
+    if args.chart:
+        chart(results, args.chart)
+    return 0
+
+
+def _report(args: argparse.Namespace, table: str, rows: list[dict[str, Any]]) -> None:
+    """Print a benchmark table and write it (--markdown) and its rows (--json)."""
+    print(table, end="")
+    if args.markdown:
+        args.markdown.write_text(table)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def _bench_node(args: argparse.Namespace, image: Any) -> int:
+    from posefleet.common.paths import assets_dir
+    from posefleet.node.convert import convert
+    from posefleet.node.tools.asset_models import ASSET_MODELS
+    from posefleet.node.tools.bench_node import NodeBenchResult, bench_node, markdown_table
+    from posefleet.node.tools.loadgen import find_loadgen
+
+    results: list[NodeBenchResult] = []
+    frames, seconds = args.frames or 100_000, args.seconds or 6.0
+    loadgen = find_loadgen(args.loadgen)
+
+    def measure(model_dir: Path, size: tuple[int, int] | None) -> NodeBenchResult:
+        return bench_node(model_dir, image, size, frames=frames, seconds=seconds, rounds=args.rounds, loadgen=loadgen)
+
+    if args.all:
+        assets = assets_dir()
+        assert assets is not None
+        with tempfile.TemporaryDirectory(prefix="posefleet-bench-") as tmp:
+            for label, asset in ASSET_MODELS.items():
+                if not asset.node_bench_sizes:
+                    continue
+                convert(assets / asset.path, Path(tmp) / label)
+                for size in asset.node_bench_sizes:
+                    results.append(measure(Path(tmp) / label, size))
+                    print(markdown_table(results[-1:]).splitlines()[-1], flush=True)
+    elif args.model:
+        results.append(measure(args.model, args.input_size))
+    else:
+        raise PosefleetError("bench --node needs --model DIR or --all")
+    _report(args, markdown_table(results), [r.to_dict() for r in results])
+    return 0
+
+
+def cmd_record_outputs(args: argparse.Namespace) -> int:
+    from posefleet.node.server.simulated import record_outputs
+    from posefleet.node.tools.media import read_image
+
+    record_outputs(args.model, read_image(args.image), args.out, args.input_size)
+    print(f"wrote {args.out}")
+    return 0

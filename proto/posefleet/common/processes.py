@@ -1,0 +1,129 @@
+"""The one helper that starts a ``posefleet`` process and waits until it serves (demo, benchmarks, tests)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from posefleet.common.errors import PosefleetError
+
+_READY = re.compile(r"^posefleet-(\w+) ready(?P<fields>( \w+=\S*)*)\s*$", re.MULTILINE)
+
+
+@dataclass
+class PosefleetProcess:
+    """A running ``posefleet`` subcommand; ``fields`` are the key=value pairs of its ready line."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def port(self) -> int:
+        return int(self.fields["port"])
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit status (-9 when killed)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return -9
+
+
+def start_posefleet(
+    args: list[str], *, log: Path | None = None, timeout: float = 90, host: str = "127.0.0.1"
+) -> PosefleetProcess:
+    """Run ``posefleet ARGS``, wait for its ready line, then for gRPC health SERVING on ``host:port``."""
+    if log is None:
+        fd, name = tempfile.mkstemp(prefix=f"posefleet-{args[0]}-", suffix=".log")
+        os.close(fd)
+        log = Path(name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "posefleet.clients.cli", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+    running = PosefleetProcess(proc, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if match := _READY.search(running.output()):
+            running.fields = dict(pair.split("=", 1) for pair in match.group("fields").split())
+            if _wait_serving(f"{host}:{running.port}", deadline):
+                return running
+            break
+        if proc.poll() is not None:
+            raise RuntimeError(f"posefleet {args[0]} exited early:\n{running.output()}")
+        time.sleep(0.05)
+    running.stop(timeout=2)
+    raise RuntimeError(f"posefleet {args[0]} did not start serving in time (log: {log}):\n{running.output()[-3000:]}")
+
+
+def _wait_serving(address: str, deadline: float) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+    return False
+
+
+def stop_all(processes: list[PosefleetProcess]) -> None:
+    """Stop processes in reverse start order (SIGTERM, then SIGKILL)."""
+    for running in reversed(processes):
+        if running.proc.poll() is None:
+            running.proc.terminate()
+    for running in processes:
+        running.stop()
+
+
+_LOOPBACK = ["--host", "127.0.0.1", "--port", "0", "--zeroconf-interface", "127.0.0.1"]
+
+
+def start_node(model: Path, name: str | None, log: Path | None, *extra: str, timeout: float = 90) -> PosefleetProcess:
+    """A node on 127.0.0.1 (any free port) with zeroconf bound to 127.0.0.1."""
+    named = ["--name", name] if name else []
+    return start_posefleet(["node", "--model", str(model), *_LOOPBACK, *named, *extra], log=log, timeout=timeout)
+
+
+def start_coordinator(log: Path | None, *extra: str, timeout: float = 90) -> PosefleetProcess:
+    """A coordinator on 127.0.0.1 (any free port) with zeroconf bound to 127.0.0.1."""
+    return start_posefleet(["coordinator", *_LOOPBACK, *extra], log=log, timeout=timeout)
+
+
+def run_posefleet(args: list[str], timeout: float = 1800) -> str:
+    """Run a ``posefleet`` command to its end and return its stdout; its one-line error becomes a PosefleetError."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "posefleet.clients.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=os.environ.copy(),
+    )
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        raise PosefleetError(lines[-1] if lines else f"posefleet {args[0]} exited with status {proc.returncode}")
+    return proc.stdout

@@ -1,0 +1,166 @@
+"""Routing, retries and per-camera ordering against in-process fake nodes: milliseconds, no models."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from fake_links import FakeLink, ok
+from posefleet.coordinator.cameras import CameraSession, CameraStats
+from posefleet.coordinator.jobs import Job
+from posefleet.coordinator.registry import Registry
+from posefleet.coordinator.settings import CoordinatorSettings
+from posefleet.v1 import pose_pb2
+
+OK, DROPPED, FAILED = pose_pb2.RESULT_STATUS_OK, pose_pb2.RESULT_STATUS_DROPPED, pose_pb2.RESULT_STATUS_FAILED
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Any]:
+    registries: list[Registry] = []
+
+    async def make(nodes: dict[str, dict[str, Any]], **settings: Any) -> Registry:
+        FakeLink.nodes = nodes
+        registry = Registry(CoordinatorSettings(discover=False, **settings), link_factory=FakeLink)
+        for key in nodes:
+            registry.add(key, f"fake-{key}:1", "static")
+        for _ in range(100):
+            if all(link.available for link in registry.links.values()):
+                break
+            await asyncio.sleep(0.001)
+        registries.append(registry)
+        return registry
+
+    yield make
+    for registry in registries:
+        await registry.stop()
+
+
+def frame(seq: int, camera: str = "cam", family: str = "") -> pose_pb2.Frame:
+    return pose_pb2.Frame(camera_id=camera, sequence=seq, model=pose_pb2.ModelSelector(family=family))
+
+
+async def send(registry: Registry, frames: list[pose_pb2.Frame], timeout: float = 5.0) -> list[pose_pb2.PoseResult]:
+    jobs = [Job.start(f, timeout) for f in frames]
+    await asyncio.gather(*(registry.dispatch(job) for job in jobs))
+    return list(await asyncio.gather(*(job.future for job in jobs)))
+
+
+async def test_frames_balance_per_frame_over_nodes_with_credits(cluster: Any) -> None:
+    registry = await cluster({"a": {"latency": 0.005}, "b": {"latency": 0.005}})
+    results = await send(registry, [frame(i) for i in range(40)])
+    assert [r.status for r in results] == [OK] * 40
+    served = collections.Counter(r.node_id for r in results)
+    assert served["a"] >= 10 and served["b"] >= 10, served
+    assert all(link.in_flight == 0 for link in registry.links.values())
+
+
+async def test_results_carry_the_cameras_identity_not_the_link_tag(cluster: Any) -> None:
+    registry = await cluster({"a": {}})
+    f = frame(1000, camera="door")
+    f.capture_time.FromMilliseconds(1_700_000_000_123)
+    (result,) = await send(registry, [f])
+    (sent,) = registry.links["a"].received
+    assert sent.sequence != 1000 and not sent.HasField("capture_time"), "the link tags frames itself"
+    assert (result.camera_id, result.sequence) == ("door", 1000)
+    assert result.capture_time.ToMilliseconds() == 1_700_000_000_123
+
+
+async def test_model_selector_and_no_matching_node(cluster: Any) -> None:
+    registry = await cluster({"pn": {"family": "posenet"}, "op": {"family": "openpose"}}, no_node_wait_s=0.05)
+    results = await send(registry, [frame(i, family="openpose") for i in range(6)])
+    assert {r.node_id for r in results} == {"op"}
+    (missing,) = await send(registry, [frame(0, family="yolo")])
+    assert missing.status == FAILED and missing.error_code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert "no available node serves yolo" in missing.error
+
+
+async def test_lost_node_frames_go_elsewhere_once(cluster: Any) -> None:
+    held: dict[str, Any] = {"answer": lambda link, f: None, "capacity": 4}
+    registry = await cluster({"stuck": held, "good": {"capacity": 4}})
+    jobs = [Job.start(frame(i), 5.0) for i in range(8)]
+    for job in jobs:
+        await registry.dispatch(job)
+    stuck = registry.links["stuck"]
+    assert stuck.in_flight > 0
+    stuck.mark_down("test: node lost")
+    results = await asyncio.gather(*(job.future for job in jobs))
+    assert [r.status for r in results] == [OK] * 8 and {r.node_id for r in results} == {"good"}
+    assert all(job.attempts <= 2 for job in jobs)
+
+
+async def test_a_frame_lost_twice_fails_with_the_reason(cluster: Any) -> None:
+    registry = await cluster({"x": {"answer": lambda link, f: None}, "y": {"answer": lambda link, f: None}})
+    job = Job.start(frame(7), 5.0)
+    await registry.dispatch(job)
+    first = next(link for link in registry.links.values() if link.in_flight)
+    first.mark_down("first loss")
+    await asyncio.sleep(0.01)
+    second = next(link for link in registry.links.values() if link.in_flight)
+    assert second is not first
+    second.mark_down("second loss")
+    result = await asyncio.wait_for(job.future, 1.0)
+    assert result.status == FAILED and "already retried once" in result.error and result.sequence == 7
+
+
+async def test_retryable_node_refusal_is_retried_on_another_node(cluster: Any) -> None:
+    def refuse(link: FakeLink, f: pose_pb2.Frame) -> pose_pb2.PoseResult:
+        return pose_pb2.PoseResult(
+            sequence=f.sequence,
+            status=FAILED,
+            error="at capacity",
+            error_code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+        )
+
+    registry = await cluster({"busy": {"answer": refuse}, "free": {"answer": ok}})
+    results = await send(registry, [frame(i) for i in range(6)])
+    assert [r.status for r in results] == [OK] * 6 and {r.node_id for r in results} == {"free"}
+
+
+async def _camera(registry: Registry, frames: list[pose_pb2.Frame], **kw: Any) -> list[pose_pb2.PoseResult]:
+    published: list[pose_pb2.PoseResult] = []
+    session = CameraSession(
+        registry,
+        CameraStats("cam"),
+        queue_size=kw.get("queue", 4),
+        policy=kw.get("policy", "drop-oldest"),
+        frame_timeout=kw.get("timeout", 5.0),
+        publish=published.append,
+    )
+
+    async def source() -> AsyncIterator[pose_pb2.Frame]:
+        for f in frames:
+            yield f
+            await asyncio.sleep(kw.get("interval", 0.0))
+
+    results = [r async for r in session.results(source())]
+    assert published == results
+    return results
+
+
+async def test_camera_results_leave_in_order_whatever_order_nodes_answer(cluster: Any) -> None:
+    registry = await cluster({"slow": {"latency": 0.02, "capacity": 1}, "fast": {"latency": 0.0, "capacity": 1}})
+    results = await _camera(registry, [frame(i) for i in range(30)], queue=30, policy="block")
+    assert [r.sequence for r in results] == list(range(30))
+    assert all(r.status == OK for r in results)
+    assert {r.node_id for r in results} == {"slow", "fast"}
+
+
+async def test_camera_faster_than_the_cluster_drops_oldest_waiting(cluster: Any) -> None:
+    registry = await cluster({"one": {"latency": 0.02, "capacity": 1}})
+    results = await _camera(registry, [frame(i) for i in range(40)], queue=2)
+    assert [r.sequence for r in results] == list(range(40)), "exactly one result per frame, in order"
+    statuses = collections.Counter(r.status for r in results)
+    assert statuses[DROPPED] > 10 and statuses[OK] >= 2 and statuses[FAILED] == 0
+    assert all("replaced by a newer frame" in r.error for r in results if r.status == DROPPED)
+
+
+async def test_camera_frame_past_its_deadline_fails_and_the_camera_moves_on(cluster: Any) -> None:
+    registry = await cluster({"hole": {"answer": lambda link, f: None if f.sequence == 0 else ok(link, f)}})
+    results = await _camera(registry, [frame(i) for i in range(3)], timeout=0.1)
+    assert [r.status for r in results] == [FAILED, OK, OK]
+    assert results[0].error_code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
