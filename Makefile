@@ -9,7 +9,7 @@ LOADGEN_IF_BUILT = $$([ -x $(LOADGEN) ] && echo $(LOADGEN))
 POSEFLEET_ASSETS ?= $(shell [ -d ../shared/assets ] && cd ../shared/assets && pwd)
 export POSEFLEET_ASSETS
 
-.PHONY: setup system-deps demo test lint typecheck pytest proto bench bench-node loadgen clean
+.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-node loadgen clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ system-deps:
 
 demo: setup
 	$(BIN)/posefleet demo
+
+# The calibrated four-camera scene fused live (needs the assets); refreshes the README's picture of it.
+scene-demo: setup
+	$(BIN)/posefleet demo --scene --out demo-out/scene
+	cp demo-out/scene/scene.png bench/scene.png
 
 # The `posefleet` namespace spans node/, coordinator/, clients/ and proto/ (see pyproject.toml).
 SOURCE_PATH := node:coordinator:clients:proto

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import atexit
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -54,3 +57,15 @@ class NodeProcess:
 
     def output(self) -> str:
         return self.running.output()
+
+
+def run_cli(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``posefleet ARGS`` to its end, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "posefleet.clients.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=os.environ.copy(),
+    )

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import pytest
+from nodes import run_cli
 from posefleet.clients.cli import main
 from posefleet.node.tools.media import read_image
-
-
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "posefleet.clients.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env=os.environ.copy(),
-    )
 
 
 def test_convert_then_pose_json_and_render(assets: Path, tmp_path: Path) -> None:
@@ -55,7 +43,9 @@ def test_convert_then_pose_json_and_render(assets: Path, tmp_path: Path) -> None
     frame = report["inputs"][1]["frames"][5]
     assert frame["index"] == 5
     pose = frame["poses"][0]
-    assert set(pose) == {"score", "keypoints"} and len(pose["keypoints"]) == 17
+    assert set(pose) == {"score", "keypoints", "track_id", "bbox"} and len(pose["keypoints"]) == 17
+    assert {f["poses"][0]["track_id"] for f in report["inputs"][1]["frames"] if f["poses"]} == {1}, "one person"
+    assert "track_id" not in report["inputs"][0]["frames"][0]["poses"][0], "photos are not tracked"
     assert set(pose["keypoints"][0]) == {"name", "x", "y", "score"} and pose["keypoints"][0]["name"] == "nose"
     drawn = read_image(tmp_path / "r/two_on_bench.jpg")
     original = read_image(photo)

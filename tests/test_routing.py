@@ -9,9 +9,10 @@ from typing import Any
 
 import grpc
 import pytest
-from fake_links import FakeLink, ok
 from posefleet.coordinator.cameras import CameraSession, CameraStats
 from posefleet.coordinator.jobs import Job
+from posefleet.coordinator.loopback import LoopbackLink as FakeLink
+from posefleet.coordinator.loopback import ok
 from posefleet.coordinator.registry import Registry
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.v1 import pose_pb2

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +21,7 @@ import cv2
 import grpc
 import numpy as np
 from posefleet.clients.sdk import PosefleetClient, encode_frame
+from posefleet.common.cli import report
 from posefleet.common.processes import PosefleetProcess, run_posefleet, start_coordinator, start_node, stop_all
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 
@@ -272,11 +272,6 @@ def cmd_bench_cluster(args: argparse.Namespace) -> int:
     if image is None:
         image = np.full((480, 640, 3), 127, np.uint8)
     with tempfile.TemporaryDirectory(prefix="posefleet-cluster-bench-") as tmp:
-        report = run(model_dir, image, Path(tmp), args.seconds, set(args.only or ("latency", "capacity", "scaling")))
-    text = markdown(report)
-    print(text, end="")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(text)
+        result = run(model_dir, image, Path(tmp), args.seconds, set(args.only or ("latency", "capacity", "scaling")))
+    report(args, markdown(result), result)
     return 0

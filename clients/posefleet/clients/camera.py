@@ -54,6 +54,9 @@ class CameraOptions:
     quality: int = 85
     stats_every_s: float = 2.0
     max_reconnects: int = 20
+    #: Recorded footage of one scene: frame i is stamped (and sent) at ``start_at + i / fps`` (Unix time),
+    #: so cameras started with the same ``start_at`` share capture times frame by frame.
+    start_at: float | None = None
 
 
 @dataclass
@@ -194,7 +197,11 @@ class CameraClient:
                 family=self.o.family,
                 model_id=self.o.model_id,
             )
-            if self.o.fps:
+            if self.o.start_at is not None and self.o.fps:
+                due = self.o.start_at + self._seq / self.o.fps
+                await asyncio.sleep(max(0.0, due - time.time()))
+                frame.capture_time.FromNanoseconds(round(due * 1e9))
+            elif self.o.fps:
                 next_at += 1.0 / self.o.fps
                 await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
             self._sent_at[self._seq] = time.perf_counter()
@@ -270,6 +277,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-frames", type=int)
     p.add_argument("--family", default="", help="ask for a model family (posenet, openpose)")
     p.add_argument("--model-id", default="", help="ask for one model id")
+    p.add_argument(
+        "--start-at",
+        type=float,
+        metavar="UNIX_TIME",
+        help="recorded footage of a scene: stamp and send frame i at UNIX_TIME + i/fps (give every "
+        "camera of the scene the same value)",
+    )
     p.set_defaults(func=cmd_camera)
 
 
@@ -286,6 +300,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
         family=args.family,
         model_id=args.model_id,
+        start_at=args.start_at,
     )
     report = asyncio.run(CameraClient(options).run())
     print(report.line(args.camera_id))

@@ -16,10 +16,11 @@ from posefleet.common.version import software_version
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from posefleet.clients import bench_cluster, camera, demo, status
+    from posefleet.clients import bench_cluster, camera, demo, status, subscribe
     from posefleet.coordinator import cli as coordinator_cli
     from posefleet.node.server import cli as node_cli
     from posefleet.node.tools import cli as tools_cli
+    from posefleet.node.tools import fuse
 
     parser = argparse.ArgumentParser(
         prog="posefleet", description="Real-time human pose estimation on fleets of edge machines."
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"posefleet {software_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (tools_cli, node_cli, coordinator_cli, camera, status, demo, bench_cluster):
+    for module in (tools_cli, fuse, node_cli, coordinator_cli, camera, status, subscribe, demo, bench_cluster):
         module.register(sub)
     return parser
 

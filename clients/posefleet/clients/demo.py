@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--cameras", type=int, default=1, help="stream the source as this many cameras")
     p.add_argument("--device", default="CPU")
+    p.add_argument(
+        "--scene",
+        action="store_true",
+        help="the calibrated 4-camera lab scene of the assets, fused live into 3D people",
+    )
     p.set_defaults(func=run_demo)
 
 
@@ -104,6 +109,10 @@ def sample_video() -> str:
 
 def run_demo(args: argparse.Namespace) -> int:
     model_dir = demo_model()
+    if args.scene:
+        from posefleet.clients.scene_demo import run_scene_demo
+
+        return run_scene_demo(args.out, model_dir, args.nodes, args.device)
     source = args.source or sample_video()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

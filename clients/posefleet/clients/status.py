@@ -117,6 +117,18 @@ def format_stats(address: str, stats: coordinator_pb2.Stats) -> str:
             f" dropped {c.frames_dropped}, failed {c.frames_failed}, latency p50 {c.latency_p50_ms:.1f} ms"
             f" p99 {c.latency_p99_ms:.1f} ms"
         )
+    for scene in stats.scenes:
+        lines.append(
+            f"  scene {scene.scene}: {scene.windows} windows fused ({scene.windows_skipped} skipped), "
+            f"{scene.persons} people in the last, window {scene.window_ms:.0f} ms, "
+            f"fusion p99 {scene.fuse_p99_ms:.1f} ms"
+        )
+        for cam in scene.cameras:
+            state = "streaming" if cam.streaming else "silent"
+            lines.append(
+                f"    {cam.camera_id} ({cam.calibration_name}) {state}, median reprojection error "
+                f"{cam.median_reprojection_error_px:.1f} px" + (f": {cam.problem}" if cam.problem else "")
+            )
     return "\n".join(lines)
 
 

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--metrics-port", type=int)
     p.add_argument("--metrics-host")
     p.set_defaults(func=cmd_coordinator)
+    from posefleet.coordinator import bench_merge
+
+    bench_merge.register(sub)
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ class CoordinatorServer:
         )
         self.port = server.bind(s.host, s.port)
         await self.registry.start()
+        self.service.merger.start()
         await server.start()
         await server.set_health(SERVING)
         if s.metrics_port is not None:
@@ -47,6 +48,7 @@ class CoordinatorServer:
     async def stop(self) -> None:
         if self._grpc is not None:
             await self._grpc.stop(grace=2.0)
+        await self.service.merger.stop()
         await self.registry.stop()
 
 

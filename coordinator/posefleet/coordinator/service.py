@@ -10,6 +10,7 @@ from posefleet.coordinator.cameras import CameraSession, CameraStats
 from posefleet.coordinator.hub import Hub
 from posefleet.coordinator.jobs import Job
 from posefleet.coordinator.links import NodeLink
+from posefleet.coordinator.merging import Merger
 from posefleet.coordinator.metrics import CoordinatorMetrics
 from posefleet.coordinator.registry import Registry
 from posefleet.coordinator.settings import CoordinatorSettings
@@ -28,13 +29,17 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self.registry = registry
         self.metrics = metrics
         self.hub = Hub()
+        self.merger = Merger(settings.tracking, settings.scenes)
         self.cameras: dict[str, CameraStats] = {}
 
     def _publish(self, result: pose_pb2.PoseResult) -> None:
+        """Every answered frame, before it leaves: tracked, counted, and handed to subscribers and scenes."""
+        self.merger.tracks.track(result)
         self.metrics.frames.labels(result.camera_id, _STATUS.get(result.status, "failed")).inc()
         if result.status == pose_pb2.RESULT_STATUS_OK:
             self.metrics.latency.labels(result.camera_id).observe(result.timings.route_ms / 1e3)
         self.hub.publish(result)
+        self.merger.publish(result)
 
     async def StreamCamera(
         self, request_iterator: AsyncIterator[pose_pb2.Frame], context: grpc.aio.ServicerContext
@@ -79,6 +84,17 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         async for merged in self.hub.subscribe(request):
             yield merged
 
+    async def SubscribeScene(
+        self, request: coordinator_pb2.SubscribeSceneRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[coordinator_pb2.SceneResult]:
+        scene = self.merger.scenes.get(request.scene)
+        if scene is None:
+            known = ", ".join(sorted(self.merger.scenes)) or "none configured"
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no scene {request.scene!r} (scenes: {known})")
+        assert scene is not None
+        async for result in scene.subscribe():
+            yield result
+
     def _node_status(self, link: NodeLink) -> coordinator_pb2.NodeStatus:
         return coordinator_pb2.NodeStatus(
             info=link.info,
@@ -104,4 +120,5 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         return coordinator_pb2.Stats(
             cameras=[s.to_proto() for s in self.cameras.values()],
             nodes=[self._node_status(link) for link in self.registry.links.values()],
+            scenes=[scene.status() for scene in self.merger.scenes.values()],
         )

@@ -3,11 +3,62 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from posefleet.common.settings import FileSettings
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import SettingsConfigDict
+
+
+class TrackingSettings(BaseModel):
+    """Per-camera tracking of people (every pose gets a ``track_id``); defaults from tfjs-models' tracker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    min_similarity: float = Field(0.2, ge=0, le=1, description="OKS (or box IoU) a pose needs to continue a track")
+    min_pose_score: float = Field(0.25, ge=0, le=1, description="weaker poses are not tracked (track id 0)")
+    keypoint_confidence: float = Field(0.3, ge=0, le=1, description="keypoints below this do not count in OKS")
+    min_keypoints: int = Field(4, ge=1, le=17, description="fewer common confident keypoints: box IoU instead")
+    max_tracks: int = Field(18, ge=1, le=1000)
+    max_age_ms: float = Field(1000.0, gt=0, description="a track unseen this long ends")
+    #: Cameras whose tracks are One-Euro smoothed ("*": all). Smoothing trades lag for steadiness.
+    smooth_cameras: list[str] = Field(default_factory=list)
+    one_euro_min_cutoff: float = Field(1.0, gt=0, description="Hz at rest (lower: smoother)")
+    one_euro_beta: float = Field(0.0, ge=0, description="cut-off growth with speed (higher: less lag)")
+    one_euro_derivative_cutoff: float = Field(1.0, gt=0)
+
+
+class SceneSettings(BaseModel):
+    """A calibrated scene: cameras fused into 3D people."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Pose2Sim/anipose calibration TOML (relative paths: from the settings file's folder or the working dir).
+    calibration: Path
+    #: Calibration camera name -> posefleet camera id.
+    cameras: dict[str, str]
+    #: Results whose capture times fall in one window are fused; 0: one frame period of the slowest camera.
+    window_ms: float = Field(0.0, ge=0, le=10_000)
+    #: A window waits this long for its slowest camera, then is fused from the cameras it has.
+    max_wait_ms: float = Field(500.0, gt=0, le=10_000)
+    #: 3D people with fewer triangulated joints are not reported (stray 2D detections that happen to agree).
+    min_joints: int = Field(6, ge=1, le=17)
+    max_reprojection_error_px: float = Field(15.0, gt=0, description="views beyond this are excluded")
+    max_ray_distance_m: float = Field(0.15, gt=0, description="2D poses whose rays pass farther apart differ")
+    min_keypoint_score: float = Field(0.3, ge=0, le=1)
+    max_track_distance_m: float = Field(0.5, gt=0, description="3D persons move at most this between windows")
+    smoothing: bool = Field(False, description="One-Euro filter the 3D joints")
+
+    @field_validator("cameras")
+    @classmethod
+    def _cameras(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) < 2:
+            raise ValueError("a scene needs at least 2 cameras")
+        if len(set(value.values())) != len(value):
+            raise ValueError("two calibration cameras map to the same camera id")
+        return value
 
 
 class CoordinatorSettings(FileSettings):
@@ -32,6 +83,8 @@ class CoordinatorSettings(FileSettings):
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     max_message_mb: float = Field(16.0, gt=0, le=256)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    scenes: dict[str, SceneSettings] = Field(default_factory=dict, description="calibrated scenes by name")
 
     @field_validator("zeroconf_interfaces")
     @classmethod

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from typing import Any
 
 from posefleet.common.errors import PosefleetError
 
@@ -33,6 +35,15 @@ def parse_size(text: str) -> tuple[int, int]:
     if h <= 0 or w <= 0 or h > 8192 or w > 8192:
         raise argparse.ArgumentTypeError(f"input size {text} is out of range (1..8192 per side)")
     return h, w
+
+
+def report(args: argparse.Namespace, table: str, data: Any) -> None:
+    """A benchmark's result: the markdown table printed, and written to ``--markdown``; ``data`` to ``--json``."""
+    print(table, end="")
+    if getattr(args, "markdown", None):
+        args.markdown.write_text(table)
+    if getattr(args, "json", None):
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -73,6 +73,172 @@ class MultiViewResult(_message.Message):
 Global___MultiViewResult: _TypeAlias = MultiViewResult  # noqa: Y015
 
 @_typing.final
+class SubscribeSceneRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCENE_FIELD_NUMBER: _builtins.int
+    scene: _builtins.str
+    """A scene named in the coordinator's settings."""
+    def __init__(
+        self,
+        *,
+        scene: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scene", b"scene"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeSceneRequest: _TypeAlias = SubscribeSceneRequest  # noqa: Y015
+
+@_typing.final
+class Joint3D(_message.Message):
+    """One joint of a 3D person, in metres in the calibration's world frame."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    X_FIELD_NUMBER: _builtins.int
+    Y_FIELD_NUMBER: _builtins.int
+    Z_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    VIEWS_FIELD_NUMBER: _builtins.int
+    REPROJECTION_ERROR_PX_FIELD_NUMBER: _builtins.int
+    CAMERAS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """COCO keypoint name"""
+    x: _builtins.float
+    y: _builtins.float
+    z: _builtins.float
+    score: _builtins.float
+    """mean 2D score of the views used"""
+    views: _builtins.int
+    """Views the joint was triangulated from; 0: not triangulated (x, y, z are NaN)."""
+    reprojection_error_px: _builtins.float
+    @_builtins.property
+    def cameras(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        x: _builtins.float = ...,
+        y: _builtins.float = ...,
+        z: _builtins.float = ...,
+        score: _builtins.float = ...,
+        views: _builtins.int = ...,
+        reprojection_error_px: _builtins.float = ...,
+        cameras: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cameras", b"cameras", "name", b"name", "reprojection_error_px", b"reprojection_error_px", "score", b"score", "views", b"views", "x", b"x", "y", b"y", "z", b"z"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Joint3D: _TypeAlias = Joint3D  # noqa: Y015
+
+@_typing.final
+class PersonView(_message.Message):
+    """Which 2D pose of which camera a 3D person came from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMERA_ID_FIELD_NUMBER: _builtins.int
+    POSE_INDEX_FIELD_NUMBER: _builtins.int
+    TRACK_ID_FIELD_NUMBER: _builtins.int
+    camera_id: _builtins.str
+    pose_index: _builtins.int
+    """index into that camera's PoseResult.poses"""
+    track_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        camera_id: _builtins.str = ...,
+        pose_index: _builtins.int = ...,
+        track_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_id", b"camera_id", "pose_index", b"pose_index", "track_id", b"track_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonView: _TypeAlias = PersonView  # noqa: Y015
+
+@_typing.final
+class Person3D(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    JOINTS_FIELD_NUMBER: _builtins.int
+    VIEWS_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """persistent across windows while the person stays in the scene"""
+    @_builtins.property
+    def joints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Joint3D]:
+        """the 17 COCO keypoints, in COCO order"""
+
+    @_builtins.property
+    def views(self) -> _containers.RepeatedCompositeFieldContainer[Global___PersonView]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        joints: _abc.Iterable[Global___Joint3D] | None = ...,
+        views: _abc.Iterable[Global___PersonView] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "joints", b"joints", "views", b"views"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Person3D: _TypeAlias = Person3D  # noqa: Y015
+
+@_typing.final
+class SceneResult(_message.Message):
+    """One window of a scene: the 3D people and the 2D views they came from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCENE_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    PERSONS_FIELD_NUMBER: _builtins.int
+    VIEWS_FIELD_NUMBER: _builtins.int
+    MISSING_CAMERAS_FIELD_NUMBER: _builtins.int
+    FUSE_MS_FIELD_NUMBER: _builtins.int
+    scene: _builtins.str
+    fuse_ms: _builtins.float
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def persons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Person3D]: ...
+    @_builtins.property
+    def views(self) -> _containers.RepeatedCompositeFieldContainer[_pose_pb2.PoseResult]: ...
+    @_builtins.property
+    def missing_cameras(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Scene cameras with no result in this window."""
+
+    def __init__(
+        self,
+        *,
+        scene: _builtins.str = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        persons: _abc.Iterable[Global___Person3D] | None = ...,
+        views: _abc.Iterable[_pose_pb2.PoseResult] | None = ...,
+        missing_cameras: _abc.Iterable[_builtins.str] | None = ...,
+        fuse_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window_start", b"window_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fuse_ms", b"fuse_ms", "missing_cameras", b"missing_cameras", "persons", b"persons", "scene", b"scene", "views", b"views", "window_start", b"window_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SceneResult: _TypeAlias = SceneResult  # noqa: Y015
+
+@_typing.final
 class ListNodesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -209,24 +375,100 @@ class CameraStats(_message.Message):
 Global___CameraStats: _TypeAlias = CameraStats  # noqa: Y015
 
 @_typing.final
+class SceneCameraStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMERA_ID_FIELD_NUMBER: _builtins.int
+    CALIBRATION_NAME_FIELD_NUMBER: _builtins.int
+    STREAMING_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    MEDIAN_REPROJECTION_ERROR_PX_FIELD_NUMBER: _builtins.int
+    camera_id: _builtins.str
+    calibration_name: _builtins.str
+    streaming: _builtins.bool
+    problem: _builtins.str
+    """e.g. a resolution the calibration cannot serve; empty when fine"""
+    median_reprojection_error_px: _builtins.float
+    def __init__(
+        self,
+        *,
+        camera_id: _builtins.str = ...,
+        calibration_name: _builtins.str = ...,
+        streaming: _builtins.bool = ...,
+        problem: _builtins.str = ...,
+        median_reprojection_error_px: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration_name", b"calibration_name", "camera_id", b"camera_id", "median_reprojection_error_px", b"median_reprojection_error_px", "problem", b"problem", "streaming", b"streaming"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SceneCameraStatus: _TypeAlias = SceneCameraStatus  # noqa: Y015
+
+@_typing.final
+class SceneStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCENE_FIELD_NUMBER: _builtins.int
+    CAMERAS_FIELD_NUMBER: _builtins.int
+    WINDOWS_FIELD_NUMBER: _builtins.int
+    PERSONS_FIELD_NUMBER: _builtins.int
+    WINDOW_MS_FIELD_NUMBER: _builtins.int
+    FUSE_P99_MS_FIELD_NUMBER: _builtins.int
+    WINDOWS_SKIPPED_FIELD_NUMBER: _builtins.int
+    scene: _builtins.str
+    windows: _builtins.int
+    persons: _builtins.int
+    """in the last window"""
+    window_ms: _builtins.float
+    fuse_p99_ms: _builtins.float
+    windows_skipped: _builtins.int
+    """Windows not fused because fusion was behind (it runs beside routing and never slows it)."""
+    @_builtins.property
+    def cameras(self) -> _containers.RepeatedCompositeFieldContainer[Global___SceneCameraStatus]: ...
+    def __init__(
+        self,
+        *,
+        scene: _builtins.str = ...,
+        cameras: _abc.Iterable[Global___SceneCameraStatus] | None = ...,
+        windows: _builtins.int = ...,
+        persons: _builtins.int = ...,
+        window_ms: _builtins.float = ...,
+        fuse_p99_ms: _builtins.float = ...,
+        windows_skipped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cameras", b"cameras", "fuse_p99_ms", b"fuse_p99_ms", "persons", b"persons", "scene", b"scene", "window_ms", b"window_ms", "windows", b"windows", "windows_skipped", b"windows_skipped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SceneStatus: _TypeAlias = SceneStatus  # noqa: Y015
+
+@_typing.final
 class Stats(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMERAS_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
+    SCENES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def cameras(self) -> _containers.RepeatedCompositeFieldContainer[Global___CameraStats]: ...
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeStatus]: ...
+    @_builtins.property
+    def scenes(self) -> _containers.RepeatedCompositeFieldContainer[Global___SceneStatus]: ...
     def __init__(
         self,
         *,
         cameras: _abc.Iterable[Global___CameraStats] | None = ...,
         nodes: _abc.Iterable[Global___NodeStatus] | None = ...,
+        scenes: _abc.Iterable[Global___SceneStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cameras", b"cameras", "nodes", b"nodes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cameras", b"cameras", "nodes", b"nodes", "scenes", b"scenes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

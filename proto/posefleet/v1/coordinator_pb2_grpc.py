@@ -50,6 +50,11 @@ class CoordinatorStub:
                 request_serializer=posefleet_dot_v1_dot_coordinator__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=posefleet_dot_v1_dot_coordinator__pb2.MultiViewResult.FromString,
                 _registered_method=True)
+        self.SubscribeScene = channel.unary_stream(
+                '/posefleet.v1.Coordinator/SubscribeScene',
+                request_serializer=posefleet_dot_v1_dot_coordinator__pb2.SubscribeSceneRequest.SerializeToString,
+                response_deserializer=posefleet_dot_v1_dot_coordinator__pb2.SceneResult.FromString,
+                _registered_method=True)
         self.ListNodes = channel.unary_unary(
                 '/posefleet.v1.Coordinator/ListNodes',
                 request_serializer=posefleet_dot_v1_dot_coordinator__pb2.ListNodesRequest.SerializeToString,
@@ -86,6 +91,13 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubscribeScene(self, request, context):
+        """A calibrated scene's fused 3D people, one message per window; any number of subscribers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListNodes(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -115,6 +127,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=posefleet_dot_v1_dot_coordinator__pb2.SubscribeRequest.FromString,
                     response_serializer=posefleet_dot_v1_dot_coordinator__pb2.MultiViewResult.SerializeToString,
+            ),
+            'SubscribeScene': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeScene,
+                    request_deserializer=posefleet_dot_v1_dot_coordinator__pb2.SubscribeSceneRequest.FromString,
+                    response_serializer=posefleet_dot_v1_dot_coordinator__pb2.SceneResult.SerializeToString,
             ),
             'ListNodes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListNodes,
@@ -208,6 +225,33 @@ class Coordinator:
             '/posefleet.v1.Coordinator/Subscribe',
             posefleet_dot_v1_dot_coordinator__pb2.SubscribeRequest.SerializeToString,
             posefleet_dot_v1_dot_coordinator__pb2.MultiViewResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeScene(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/posefleet.v1.Coordinator/SubscribeScene',
+            posefleet_dot_v1_dot_coordinator__pb2.SubscribeSceneRequest.SerializeToString,
+            posefleet_dot_v1_dot_coordinator__pb2.SceneResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,8 @@ class CoordinatorStub:
     """One frame through the cluster, for other services."""
     Subscribe: _grpc.UnaryStreamMultiCallable[_coordinator_pb2.SubscribeRequest, _coordinator_pb2.MultiViewResult]
     """Merged results of chosen cameras, grouped by capture time; any number of subscribers."""
+    SubscribeScene: _grpc.UnaryStreamMultiCallable[_coordinator_pb2.SubscribeSceneRequest, _coordinator_pb2.SceneResult]
+    """A calibrated scene's fused 3D people, one message per window; any number of subscribers."""
     ListNodes: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListNodesRequest, _coordinator_pb2.ListNodesResponse]
     GetStats: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.GetStatsRequest, _coordinator_pb2.Stats]
 
@@ -50,6 +52,8 @@ class CoordinatorAsyncStub(CoordinatorStub):
     """One frame through the cluster, for other services."""
     Subscribe: _aio.UnaryStreamMultiCallable[_coordinator_pb2.SubscribeRequest, _coordinator_pb2.MultiViewResult]  # type: ignore[assignment]
     """Merged results of chosen cameras, grouped by capture time; any number of subscribers."""
+    SubscribeScene: _aio.UnaryStreamMultiCallable[_coordinator_pb2.SubscribeSceneRequest, _coordinator_pb2.SceneResult]  # type: ignore[assignment]
+    """A calibrated scene's fused 3D people, one message per window; any number of subscribers."""
     ListNodes: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListNodesRequest, _coordinator_pb2.ListNodesResponse]  # type: ignore[assignment]
     GetStats: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.GetStatsRequest, _coordinator_pb2.Stats]  # type: ignore[assignment]
 
@@ -77,6 +81,14 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_coordinator_pb2.MultiViewResult], _abc.AsyncIterator[_coordinator_pb2.MultiViewResult]]:
         """Merged results of chosen cameras, grouped by capture time; any number of subscribers."""
+
+    @_abc_1.abstractmethod
+    def SubscribeScene(
+        self,
+        request: _coordinator_pb2.SubscribeSceneRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_coordinator_pb2.SceneResult], _abc.AsyncIterator[_coordinator_pb2.SceneResult]]:
+        """A calibrated scene's fused 3D people, one message per window; any number of subscribers."""
 
     @_abc_1.abstractmethod
     def ListNodes(

@@ -213,25 +213,65 @@ class Keypoint(_message.Message):
 Global___Keypoint: _TypeAlias = Keypoint  # noqa: Y015
 
 @_typing.final
+class BoundingBox(_message.Message):
+    """An axis-aligned box in source-image pixels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    X_FIELD_NUMBER: _builtins.int
+    Y_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    x: _builtins.float
+    y: _builtins.float
+    width: _builtins.float
+    height: _builtins.float
+    def __init__(
+        self,
+        *,
+        x: _builtins.float = ...,
+        y: _builtins.float = ...,
+        width: _builtins.float = ...,
+        height: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "width", b"width", "x", b"x", "y", b"y"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BoundingBox: _TypeAlias = BoundingBox  # noqa: Y015
+
+@_typing.final
 class Pose(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SCORE_FIELD_NUMBER: _builtins.int
     KEYPOINTS_FIELD_NUMBER: _builtins.int
+    TRACK_ID_FIELD_NUMBER: _builtins.int
+    BBOX_FIELD_NUMBER: _builtins.int
     score: _builtins.float
+    track_id: _builtins.int
+    """Coordinator only: the person's track in this camera, stable while it stays in view (0: not tracked)."""
     @_builtins.property
     def keypoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Keypoint]:
         """the 17 COCO keypoints, in COCO order"""
+
+    @_builtins.property
+    def bbox(self) -> Global___BoundingBox:
+        """Coordinator only: the box around the confident keypoints."""
 
     def __init__(
         self,
         *,
         score: _builtins.float = ...,
         keypoints: _abc.Iterable[Global___Keypoint] | None = ...,
+        track_id: _builtins.int = ...,
+        bbox: Global___BoundingBox | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bbox", b"bbox"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["keypoints", b"keypoints", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bbox", b"bbox", "keypoints", b"keypoints", "score", b"score", "track_id", b"track_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -250,6 +290,7 @@ class Timings(_message.Message):
     POSTPROCESS_MS_FIELD_NUMBER: _builtins.int
     TOTAL_MS_FIELD_NUMBER: _builtins.int
     ROUTE_MS_FIELD_NUMBER: _builtins.int
+    TRACK_MS_FIELD_NUMBER: _builtins.int
     queue_ms: _builtins.float
     """waiting for an inference slot"""
     decode_image_ms: _builtins.float
@@ -261,6 +302,8 @@ class Timings(_message.Message):
     """received -> answered, on the node"""
     route_ms: _builtins.float
     """coordinator only: received -> answered, node time included"""
+    track_ms: _builtins.float
+    """coordinator only: tracking (and smoothing) of this frame's poses"""
     def __init__(
         self,
         *,
@@ -271,10 +314,11 @@ class Timings(_message.Message):
         postprocess_ms: _builtins.float = ...,
         total_ms: _builtins.float = ...,
         route_ms: _builtins.float = ...,
+        track_ms: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decode_image_ms", b"decode_image_ms", "inference_ms", b"inference_ms", "postprocess_ms", b"postprocess_ms", "preprocess_ms", b"preprocess_ms", "queue_ms", b"queue_ms", "route_ms", b"route_ms", "total_ms", b"total_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decode_image_ms", b"decode_image_ms", "inference_ms", b"inference_ms", "postprocess_ms", b"postprocess_ms", "preprocess_ms", b"preprocess_ms", "queue_ms", b"queue_ms", "route_ms", b"route_ms", "total_ms", b"total_ms", "track_ms", b"track_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from posefleet.common.cli import parse_size, positive_float, positive_int
+from posefleet.common.cli import parse_size, positive_float, positive_int, report
 from posefleet.common.errors import PosefleetError
 from posefleet.node.server.cli import add_decode_flag
 
@@ -141,6 +141,7 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 
 def cmd_pose(args: argparse.Namespace) -> int:
     import cv2
+    from posefleet.merge.tracking import PoseTracker, bbox
     from posefleet.node.tools import media
     from posefleet.node.tools.render import draw_poses
 
@@ -151,11 +152,22 @@ def cmd_pose(args: argparse.Namespace) -> int:
     for path in args.inputs:
         entry: dict[str, Any] = {"path": str(path), "frames": []}
         writer = None
+        tracker = None if media.is_image(path) else PoseTracker()  # videos: a track id per person
+        fps = 30.0 if tracker is None else media.video_fps(path)
         for index, frame in enumerate(media.frames(path)):
             result = engine.infer(frame)
-            entry["frames"].append({"index": index, "poses": [p.to_dict() for p in result.poses]})
+            poses = [p.to_dict() for p in result.poses]
+            track_ids: list[int] = []
+            if tracker is not None:
+                tracked = tracker.update([p.keypoints for p in result.poses], [p.score for p in result.poses],
+                                         index * 1000.0 / fps)  # fmt: skip
+                for pose, source, (track_id, _) in zip(poses, result.poses, tracked, strict=True):
+                    pose["track_id"] = track_id
+                    pose["bbox"] = [round(v, 2) for v in bbox(source.keypoints)]
+                    track_ids.append(track_id)
+            entry["frames"].append({"index": index, "poses": poses})
             if args.render:
-                drawn = draw_poses(frame, result.poses)
+                drawn = draw_poses(frame, result.poses, track_ids=track_ids or None)
                 if media.is_image(path):
                     cv2.imwrite(str(args.render / path.name), drawn)
                 else:
@@ -239,19 +251,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
     else:
         raise PosefleetError("bench needs --model DIR or --all")
-    _report(args, markdown_table(results), [r.to_dict() for r in results])
+    report(args, markdown_table(results), [r.to_dict() for r in results])
     if args.chart:
         chart(results, args.chart)
     return 0
-
-
-def _report(args: argparse.Namespace, table: str, rows: list[dict[str, Any]]) -> None:
-    """Print a benchmark table and write it (--markdown) and its rows (--json)."""
-    print(table, end="")
-    if args.markdown:
-        args.markdown.write_text(table)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 def _bench_node(args: argparse.Namespace, image: Any) -> int:
@@ -283,7 +286,7 @@ def _bench_node(args: argparse.Namespace, image: Any) -> int:
         results.append(measure(args.model, args.input_size))
     else:
         raise PosefleetError("bench --node needs --model DIR or --all")
-    _report(args, markdown_table(results), [r.to_dict() for r in results])
+    report(args, markdown_table(results), [r.to_dict() for r in results])
     return 0
 
 

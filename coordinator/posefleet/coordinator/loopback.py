@@ -1,6 +1,7 @@
-"""In-process stand-ins for nodes: ``NodeLink``s whose stream is a coroutine, not gRPC (unit tests only).
+"""In-process stand-ins for nodes: ``NodeLink``s whose stream is a coroutine, not gRPC.
 
-Everything else of the link (credits, pending frames, retries, node loss) is the real code.
+For the coordinator's unit tests and ``posefleet bench-merge`` only, never a default: everything else of
+the link (credits, pending frames, retries, node loss) is the real code.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from posefleet.coordinator.links import NodeLink
 from posefleet.v1 import pose_pb2
 
 #: How a fake node answers one frame: a result, or ``None`` to hold it forever.
-Answer = Callable[["FakeLink", pose_pb2.Frame], pose_pb2.PoseResult | None]
+Answer = Callable[["LoopbackLink", pose_pb2.Frame], pose_pb2.PoseResult | None]
 
 
-def ok(link: FakeLink, frame: pose_pb2.Frame) -> pose_pb2.PoseResult:
+def ok(link: LoopbackLink, frame: pose_pb2.Frame) -> pose_pb2.PoseResult:
     return pose_pb2.PoseResult(status=pose_pb2.RESULT_STATUS_OK, sequence=frame.sequence, node_id=link.key)
 
 
-class FakeLink(NodeLink):
+class LoopbackLink(NodeLink):
     """A node that answers after ``latency`` seconds with ``answer``; its settings are class-level per test."""
 
     nodes: ClassVar[dict[str, dict[str, Any]]] = {}  # key -> {"family", "capacity", "latency", "answer"}
@@ -42,7 +43,7 @@ class FakeLink(NodeLink):
 
     async def check(self, timeout: float = 1.0) -> bool:
         if not self.fake_healthy:
-            self.mark_down("fake node unhealthy")
+            self.mark_down("loopback node unhealthy")
         return self.fake_healthy
 
     def _results(self) -> AsyncIterator[pose_pb2.PoseResult]:

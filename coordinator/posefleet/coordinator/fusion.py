@@ -1,0 +1,205 @@
+"""Fusing a scene's windows off the frame path: in a worker process (the coordinator's), or inline.
+
+Both run the same ``WindowFuser``: results of one window in (serialized ``PoseResult``s), a serialized
+``SceneResult`` out. The coordinator's event loop only groups results into windows and hands them over, so
+fusion uses another core and never slows routing; a worker that falls behind by ``MAX_PENDING`` windows
+makes the scene skip windows (counted) rather than queue them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+import numpy as np
+from posefleet.common.keypoints import COCO_KEYPOINTS, NUM_KEYPOINTS
+from posefleet.merge.calibration import Camera
+from posefleet.merge.scene import FusionParams, Person3D, SceneFuser
+from posefleet.v1 import coordinator_pb2, pose_pb2
+
+#: Windows a worker may have in hand; beyond that the scene skips windows (a pipe holds ~64 KB).
+MAX_PENDING = 8
+
+
+@dataclass
+class Fused:
+    """What came out of one window: the SceneResult (serialized) and what the scene's status needs."""
+
+    scene: str
+    result: bytes
+    persons: int
+    camera_errors: dict[str, float] = field(default_factory=dict)
+    fuse_ms: float = 0.0
+
+
+def poses_of(result: pose_pb2.PoseResult) -> list[np.ndarray]:
+    """The result's poses as (17, 3) arrays of x, y, score (COCO order)."""
+    return [
+        np.array([(k.x, k.y, k.score) for k in pose.keypoints], np.float32)
+        for pose in result.poses
+        if len(pose.keypoints) == NUM_KEYPOINTS
+    ]
+
+
+class WindowFuser:
+    """The scenes' fusers and the window -> SceneResult step (wherever it runs)."""
+
+    def __init__(self) -> None:
+        self._fusers: dict[str, SceneFuser] = {}
+
+    def configure(self, scene: str, cameras: dict[str, Camera], params: FusionParams) -> None:
+        """(Re)build a scene's fuser for its cameras as they stream now (3D track ids start again)."""
+        self._fusers[scene] = SceneFuser(cameras, params)
+
+    def fuse(self, scene: str, start_ms: float, t_ms: float, views: list[bytes], missing: list[str]) -> Fused:
+        t0 = time.perf_counter()
+        out = coordinator_pb2.SceneResult(scene=scene, missing_cameras=missing)
+        out.window_start.FromMilliseconds(round(start_ms))
+        results = {}
+        for data in views:
+            result = out.views.add()
+            result.ParseFromString(data)
+            results[result.camera_id] = result
+        fuser = self._fusers.get(scene)
+        errors: dict[str, list[float]] = {}
+        persons = 0
+        if fuser is not None:
+            poses = {
+                c: poses_of(r)
+                for c, r in results.items()
+                if c in fuser.cameras and r.status == pose_pb2.RESULT_STATUS_OK
+            }
+            frame = fuser.fuse(poses, t_ms)
+            for person in frame.persons:
+                _person(out.persons.add(), person, results, fuser.names)
+                for cam, err in person.camera_error_px.items():
+                    errors.setdefault(cam, []).append(err)
+            persons = len(frame.persons)
+        out.fuse_ms = (time.perf_counter() - t0) * 1e3
+        camera_errors = {c: float(np.mean(v)) for c, v in errors.items()}
+        return Fused(scene, out.SerializeToString(), persons, camera_errors, out.fuse_ms)
+
+
+def _person(
+    out: coordinator_pb2.Person3D, person: Person3D, views: dict[str, pose_pb2.PoseResult], names: list[str]
+) -> None:
+    out.id = person.id
+    errors = np.nan_to_num(person.error_px).tolist()
+    for name, (x, y, z), score, count, error, row in zip(
+        COCO_KEYPOINTS,
+        person.points.tolist(),
+        person.score.tolist(),
+        person.views.tolist(),
+        errors,
+        person.used.tolist(),
+        strict=True,
+    ):
+        joint = out.joints.add(name=name, x=x, y=y, z=z, score=score, views=count, reprojection_error_px=error)
+        if count:
+            joint.cameras.extend([n for n, u in zip(names, row, strict=True) if u])
+    for cam_id, index in sorted(person.cameras.items()):
+        poses = views[cam_id].poses
+        out.views.add(camera_id=cam_id, pose_index=index, track_id=poses[index].track_id if index < len(poses) else 0)
+
+
+OnFused = Callable[[Fused], None]
+
+
+class Fusion(Protocol):
+    """Where windows are fused; a window is submitted only when ``ready`` (else the scene skips it)."""
+
+    def configure(self, scene: str, cameras: dict[str, Camera], params: FusionParams) -> None: ...
+
+    def ready(self) -> bool: ...
+
+    def submit(self, scene: str, start_ms: float, t_ms: float, views: list[bytes], missing: list[str]) -> None: ...
+
+
+class InlineFusion:
+    """Fuses in the caller's thread (tests, offline tools): ``on_fused`` runs before ``submit`` returns."""
+
+    def __init__(self, on_fused: OnFused) -> None:
+        self._fuser = WindowFuser()
+        self._on_fused = on_fused
+
+    def configure(self, scene: str, cameras: dict[str, Camera], params: FusionParams) -> None:
+        self._fuser.configure(scene, cameras, params)
+
+    def ready(self) -> bool:
+        return True
+
+    def submit(self, scene: str, start_ms: float, t_ms: float, views: list[bytes], missing: list[str]) -> None:
+        self._on_fused(self._fuser.fuse(scene, start_ms, t_ms, views, missing))
+
+
+def _worker(conn: Connection) -> None:
+    """The worker process: configure and fuse messages in, ``Fused`` out, in order, until the pipe closes.
+
+    It only runs on CPU time nothing else wants (Linux SCHED_IDLE, else nice 19): routing frames comes
+    first, fusion takes what is left over, and a scene skips windows rather than slow cameras when nothing is.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError, AttributeError):
+            os.nice(19)
+    fuser = WindowFuser()
+    with contextlib.suppress(EOFError, KeyboardInterrupt):
+        while (message := conn.recv()) is not None:
+            kind, args = message
+            if kind == "configure":
+                fuser.configure(*args)
+            else:
+                conn.send(fuser.fuse(*args))
+
+
+class ProcessFusion:
+    """Fuses in one worker process (spawned: no forked gRPC state); replies are read on the event loop."""
+
+    def __init__(self, on_fused: OnFused) -> None:
+        self._on_fused = on_fused
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_worker, args=(child,), name="posefleet-fusion", daemon=True)
+        self._process.start()
+        child.close()
+        self.pending = 0
+        self._alive = True
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._conn.fileno(), self._readable)
+
+    def configure(self, scene: str, cameras: dict[str, Camera], params: FusionParams) -> None:
+        self._conn.send(("configure", (scene, cameras, params)))
+
+    def ready(self) -> bool:
+        return self.pending < MAX_PENDING and self._alive
+
+    def submit(self, scene: str, start_ms: float, t_ms: float, views: list[bytes], missing: list[str]) -> None:
+        self._conn.send(("fuse", (scene, start_ms, t_ms, views, missing)))
+        self.pending += 1
+
+    def _readable(self) -> None:
+        try:
+            while self._conn.poll():
+                fused: Any = self._conn.recv()
+                self.pending -= 1
+                self._on_fused(fused)
+        except (EOFError, OSError):  # the worker died: scenes stop fusing (windows skipped), routing goes on
+            self._alive = False
+            self._loop.remove_reader(self._conn.fileno())
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._loop.remove_reader(self._conn.fileno())
+            self._conn.send(None)
+        self._process.join(2.0)
+        if self._process.is_alive():
+            self._process.kill()
+        self._conn.close()

@@ -1,0 +1,56 @@
+"""The One-Euro filter (Casiez et al. 2012), vectorised: one filter state per array element.
+
+Defaults follow MediaPipe/tfjs-models' landmark smoothing (min cut-off 1 Hz, beta 0, derivative
+cut-off 1 Hz); they are per-track and per-camera choices, not global constants.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class OneEuroParams:
+    #: Cut-off frequency (Hz) at zero speed: lower smooths more.
+    min_cutoff: float = 1.0
+    #: How fast the cut-off grows with speed: higher lags less on fast motion.
+    beta: float = 0.0
+    #: Cut-off frequency (Hz) of the speed estimate.
+    derivative_cutoff: float = 1.0
+
+
+def _alpha(cutoff: F64 | float, dt: float) -> F64 | float:
+    tau = 1.0 / (2.0 * math.pi * np.asarray(cutoff))
+    return 1.0 / (1.0 + tau / dt)
+
+
+class OneEuroFilter:
+    """Smooths arrays of one shape over time; timestamps in seconds."""
+
+    def __init__(self, params: OneEuroParams | None = None) -> None:
+        self.params = params or OneEuroParams()
+        self._x: F64 | None = None
+        self._dx: F64 | None = None
+        self._t: float | None = None
+
+    def __call__(self, value: npt.ArrayLike, t: float) -> F64:
+        x = np.asarray(value, dtype=np.float64)
+        if self._x is None or self._t is None or self._dx is None or self._x.shape != x.shape or t <= self._t:
+            self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t
+            return x
+        dt = t - self._t
+        p = self.params
+        dx = (x - self._x) / dt
+        a_d = _alpha(p.derivative_cutoff, dt)
+        self._dx = self._dx + a_d * (dx - self._dx)
+        cutoff = p.min_cutoff + p.beta * np.abs(self._dx)
+        a = _alpha(cutoff, dt)
+        self._x = self._x + a * (x - self._x)
+        self._t = t
+        return self._x.copy()

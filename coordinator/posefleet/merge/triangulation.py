@@ -1,0 +1,87 @@
+"""Confidence-weighted DLT triangulation of every joint at once, with exclusion of inconsistent views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass
+class Triangulated:
+    points: F64  # (J, 3) world coordinates; NaN where a joint could not be triangulated
+    error_px: F64  # (J,) mean reprojection error over the views used (undistorted pixels)
+    used: npt.NDArray[np.bool_]  # (J, C) the views each joint was triangulated from
+    score: F64  # (J,) mean 2D score of the views used
+
+
+def dlt(P: F64, xy: F64, w: F64) -> F64:
+    """Weighted DLT: ``P`` (C, 3, 4), ``xy`` (J, C, 2) undistorted pixels, ``w`` (J, C) weights (0: unused).
+
+    Returns (J, 3); joints with fewer than 2 weighted views are NaN.
+    """
+    rows_x = xy[..., 0:1] * P[None, :, 2, :] - P[None, :, 0, :]  # (J, C, 4)
+    rows_y = xy[..., 1:2] * P[None, :, 2, :] - P[None, :, 1, :]
+    A = np.concatenate([rows_x, rows_y], axis=1)  # (J, 2C, 4)
+    # Unit rows (pixel-scale rows would otherwise weigh more), then each view's weight.
+    norms = np.linalg.norm(A, axis=2, keepdims=True)
+    A = A / np.maximum(norms, 1e-12) * np.concatenate([w, w], axis=1)[..., None]
+    # The least-squares null vector: the eigenvector of A^T A with the smallest eigenvalue (4x4, batched;
+    # measured 4x faster than the SVD of A with the same points to 1e-9).
+    _, vectors = np.linalg.eigh(np.einsum("jri,jrk->jik", A, A))
+    X = vectors[:, :, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = X[:, :3] / X[:, 3:4]
+    out[(w > 0).sum(axis=1) < 2] = np.nan
+    return out  # type: ignore[no-any-return]
+
+
+def reproject(P: F64, points: F64) -> F64:
+    """World points (J, 3) -> undistorted pixels (J, C, 2) in each camera."""
+    homo = np.concatenate([points, np.ones((len(points), 1))], axis=1)
+    proj = np.einsum("cij,kj->kci", P, homo)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return proj[..., :2] / proj[..., 2:3]  # type: ignore[no-any-return]
+
+
+def _mean_error(P: F64, points: F64, xy: F64, used: npt.NDArray[np.bool_]) -> F64:
+    """Mean reprojection error (pixels) of each joint over its used views (0 views: 0)."""
+    err = np.linalg.norm(reproject(P, points) - xy, axis=2)
+    return np.where(used, err, 0.0).sum(axis=1) / np.maximum(used.sum(axis=1), 1)  # type: ignore[no-any-return]
+
+
+def triangulate(
+    P: F64, xy: F64, score: F64, *, min_score: float = 0.3, max_error_px: float = 15.0, max_iter: int = 3
+) -> Triangulated:
+    """Triangulate J joints seen by C cameras; views scoring < ``min_score`` are not used.
+
+    Like Pose2Sim: while a joint's mean reprojection error exceeds ``max_error_px`` and more than 2 views
+    remain, its worst view is dropped and the joint triangulated again; a joint still beyond ``max_error_px``
+    is not triangulated (NaN): its views disagree.
+    """
+    used = (score >= min_score) & np.isfinite(xy).all(axis=2)
+    weights = np.where(used, score, 0.0)
+    xy = np.nan_to_num(xy)
+    points = dlt(P, xy, weights)
+    for _ in range(max_iter):
+        mean_err = _mean_error(P, points, xy, used)
+        drop = (mean_err > max_error_px) & (used.sum(axis=1) > 2)
+        if not drop.any():
+            break
+        # Leave out the view that reprojects worst (measured here: closer to Pose2Sim's own 3D of the
+        # assets than trying every view left out, 6.5/13.8 mm against 7.2/22.3 mm MPJPE).
+        err = np.where(used, np.linalg.norm(reproject(P, points) - xy, axis=2), -np.inf)
+        used[np.flatnonzero(drop), err[drop].argmax(axis=1)] = False
+        points[drop] = dlt(P, xy[drop], np.where(used[drop], score[drop], 0.0))
+    err = np.linalg.norm(reproject(P, points) - xy, axis=2)
+    count = used.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_err = np.where(count > 0, np.where(used, err, 0).sum(axis=1) / count, np.nan)
+        mean_score = np.where(count > 0, np.where(used, score, 0).sum(axis=1) / count, 0.0)
+    bad = (count < 2) | ~(mean_err <= max_error_px)
+    points[bad] = np.nan
+    used[bad] = False
+    return Triangulated(points, np.where(bad, np.nan, mean_err), used, np.where(bad, 0.0, mean_score))

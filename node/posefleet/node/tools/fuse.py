@@ -1,0 +1,153 @@
+"""``posefleet fuse``: recorded footage of calibrated cameras -> 3D people (JSONL, TRC, a rendering).
+
+Each ``--camera NAME=INPUT`` names a section of the calibration file and one of: a video (the model runs
+on it frame by frame; needs ``--model``), a ``posefleet pose --json`` file, or a folder of OpenPose JSON
+files (BODY_25B, BODY_25 or COCO-18, mapped to COCO-17). Frames are matched by index across cameras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from posefleet.common.cli import parse_size, positive_float
+from posefleet.common.errors import PosefleetError
+
+F32 = npt.NDArray[np.float32]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("fuse", help="fuse recorded footage of calibrated cameras into 3D people")
+    p.add_argument("--calibration", required=True, type=Path, help="Pose2Sim/anipose calibration TOML")
+    p.add_argument(
+        "--camera",
+        action="append",
+        required=True,
+        dest="cameras",
+        metavar="NAME=INPUT",
+        help="a calibration camera and its video, 'posefleet pose --json' file or OpenPose JSON folder",
+    )
+    p.add_argument("--model", type=Path, help="converted model for video inputs")
+    p.add_argument("--device", default="CPU")
+    p.add_argument("--input-size", type=parse_size, help="network input HxW for video inputs")
+    p.add_argument(
+        "--openpose-layout",
+        choices=("body25b", "body25", "coco18"),
+        help="OpenPose keypoint layout (default: detected)",
+    )
+    p.add_argument("--jsonl", required=True, type=Path, help="one JSON object per frame")
+    p.add_argument("--trc", type=Path, help="TRC of the main person (others beside it, _P<id>)")
+    p.add_argument("--render", type=Path, help="side-by-side camera views with the 3D people reprojected (mp4)")
+    p.add_argument("--fps", type=positive_float, help="frame rate (default: the videos', else 30)")
+    p.add_argument("--max-reprojection-error-px", type=positive_float, default=15.0)
+    p.add_argument("--max-ray-distance-m", type=positive_float, default=0.15)
+    p.set_defaults(func=cmd_fuse)
+
+
+def _pose_json(path: Path) -> list[list[F32]]:
+    try:
+        report = json.loads(path.read_text())
+        frames = report["inputs"][0]["frames"]
+        return [
+            [np.array([(k["x"], k["y"], k["score"]) for k in pose["keypoints"]], np.float32) for pose in f["poses"]]
+            for f in frames
+        ]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise PosefleetError(f"{path}: not a 'posefleet pose --json' file: {exc}") from None
+
+
+def _video_poses(args: argparse.Namespace, path: Path) -> tuple[list[list[F32]], list[Any], tuple[int, int], float]:
+    """The model's poses on every frame of a video, the frames (when rendering), the size and the rate."""
+    from posefleet.node.engine import EngineOptions, NativeResolutionEngine, PoseEngine
+    from posefleet.node.tools import media
+
+    if args.model is None:
+        raise PosefleetError(f"{path}: a video input needs --model (a converted model directory)")
+    options = EngineOptions(device=args.device, input_size=args.input_size)
+    engine = PoseEngine(args.model, options) if args.input_size else NativeResolutionEngine(args.model, options)
+    poses, images = [], []
+    size = (0, 0)
+    for frame in media.frames(path):
+        size = (frame.shape[1], frame.shape[0])
+        poses.append([p.keypoints for p in engine.infer(frame).poses])
+        if args.render:
+            images.append(frame)
+    return poses, images, size, media.video_fps(path)
+
+
+def _inputs(
+    args: argparse.Namespace, names: list[str]
+) -> Iterator[tuple[str, list[list[F32]], list[Any], tuple[int, int] | None, float | None]]:
+    from posefleet.merge.formats import read_openpose_folder
+
+    seen = set()
+    for spec in args.cameras:
+        name, sep, value = spec.partition("=")
+        if not sep or not value:
+            raise PosefleetError(f"--camera {spec!r}: expected NAME=INPUT")
+        if name not in names:
+            raise PosefleetError(f"--camera {name}: not a camera of {args.calibration} (it has {', '.join(names)})")
+        if name in seen:
+            raise PosefleetError(f"--camera {name} is given twice")
+        seen.add(name)
+        path = Path(value)
+        if path.is_dir():
+            yield name, read_openpose_folder(path, args.openpose_layout), [], None, None
+        elif path.suffix == ".json":
+            yield name, _pose_json(path), [], None, None
+        elif path.exists():
+            poses, images, size, fps = _video_poses(args, path)
+            yield name, poses, images, size, fps
+        else:
+            raise PosefleetError(f"--camera {name}: {path}: no such file or folder")
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from posefleet.merge.association import AssociationParams
+    from posefleet.merge.calibration import load_calibration
+    from posefleet.merge.offline import Renderer, frame_json, fuse_frames, write_trcs
+    from posefleet.merge.scene import FusionParams, SceneFuser
+
+    calibration = load_calibration(args.calibration)
+    views: dict[str, list[list[F32]]] = {}
+    images: dict[str, list[Any]] = {}
+    fitted = {}
+    rates = []
+    for name, poses, frames, size, fps in _inputs(args, list(calibration)):
+        views[name], images[name] = poses, frames
+        fitted[name] = calibration[name].fit(*size) if size else calibration[name].fit(*calibration[name].size)
+        if fps:
+            rates.append(fps)
+    if len(views) < 2:
+        raise PosefleetError("fuse needs at least 2 --camera inputs")
+    fps = args.fps or (rates[0] if rates else 30.0)
+    params = FusionParams(
+        association=AssociationParams(max_ray_distance_m=args.max_ray_distance_m),
+        max_error_px=args.max_reprojection_error_px,
+    )
+    fuser = SceneFuser(fitted, params)
+    renderer = Renderer(args.render, fitted, fps) if args.render else None
+    args.jsonl.parent.mkdir(parents=True, exist_ok=True)
+    frames = []
+    with args.jsonl.open("w") as out:
+        for frame in fuse_frames(fuser, views, fps):
+            out.write(json.dumps(frame_json(frame)) + "\n")
+            frames.append(frame)
+            if renderer is not None:
+                shown = {n: imgs[frame.index] for n, imgs in images.items() if frame.index < len(imgs)}
+                renderer.add(frame, shown)
+    if renderer is not None:
+        renderer.close()
+    ids = sorted({p.id for f in frames for p in f.scene.persons})
+    print(f"{len(frames)} frames from {len(views)} cameras: {len(ids)} 3D person id(s) {ids}; wrote {args.jsonl}")
+    if args.trc:
+        for path in write_trcs(args.trc, frames, fps):
+            print(f"wrote {path}")
+    if args.render:
+        print(f"wrote {args.render}")
+    return 0

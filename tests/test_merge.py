@@ -1,0 +1,287 @@
+"""The merge's algorithms in milliseconds: calibration, triangulation, association, tracking, filters, formats."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from posefleet.merge.calibration import CalibrationError, Camera, load_calibration
+from posefleet.merge.filters import OneEuroFilter
+from posefleet.merge.formats import TO_COCO, read_openpose_folder, read_trc, write_trc
+from posefleet.merge.scene import FusionParams, SceneFuser
+from posefleet.merge.tracking import PoseTracker, TrackerParams
+from posefleet.merge.triangulation import triangulate
+
+GOOD = """
+[cam_a]
+name = "cam_a"
+size = [ 1000.0, 800.0]
+matrix = [ [ 900.0, 0.0, 500.0], [ 0.0, 900.0, 400.0], [ 0.0, 0.0, 1.0]]
+distortions = [ 0.0, 0.0, 0.0, 0.0]
+rotation = [ 0.0, 0.0, 0.0]
+translation = [ 0.0, 0.0, 4.0]
+fisheye = false
+"""
+
+
+def ring(n: int = 4, radius: float = 4.0, size: tuple[int, int] = (1000, 800)) -> dict[str, Camera]:
+    """``n`` cameras on a circle around the origin, looking at it (world Z up)."""
+    import cv2
+
+    cams = {}
+    for i in range(n):
+        angle = 2 * np.pi * i / n
+        center = np.array([radius * np.cos(angle), radius * np.sin(angle), 1.5])
+        forward = -center / np.linalg.norm(center)
+        right = np.cross(forward, [0, 0, 1.0])
+        right /= np.linalg.norm(right)
+        down = np.cross(forward, right)
+        R = np.stack([right, down, forward])
+        K = np.array([[900.0, 0, size[0] / 2], [0, 900.0, size[1] / 2], [0, 0, 1]])
+        cams[f"c{i}"] = Camera(f"c{i}", size, K, np.zeros(4), R, -R @ center)
+        assert cv2.Rodrigues(R)[0].shape == (3, 1)
+    return cams
+
+
+def person(offset: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """17 joints of a standing person (metres, Z up) near ``offset``."""
+    base = np.array([[0, 0, 1.7], [0.03, 0.05, 1.73], [-0.03, 0.05, 1.73], [0.08, 0, 1.7], [-0.08, 0, 1.7],
+                     [0.2, 0, 1.45], [-0.2, 0, 1.45], [0.3, 0, 1.15], [-0.3, 0, 1.15], [0.35, 0, 0.9],
+                     [-0.35, 0, 0.9], [0.12, 0, 0.95], [-0.12, 0, 0.95], [0.13, 0, 0.5], [-0.13, 0, 0.5],
+                     [0.14, 0, 0.08], [-0.14, 0, 0.08]])  # fmt: skip
+    out: np.ndarray = base + np.array([*offset, 0.0]) + rng.normal(0, 0.01, base.shape)
+    return out
+
+
+def project(
+    cams: dict[str, Camera], points: np.ndarray, noise: float, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    out = {}
+    for name, cam in cams.items():
+        xy = cam.project(points) + rng.normal(0, noise, (len(points), 2))
+        out[name] = np.concatenate([xy, np.full((len(points), 1), 0.9)], axis=1).astype(np.float32)
+    return out
+
+
+# -- calibration ----------------------------------------------------------------------------------
+def test_the_asset_calibration_reads_as_pose2sim_writes_it(assets: Path) -> None:
+    cams = load_calibration(assets / "multiview/pose2sim/calibration/Calib_qualisys.toml")
+    assert list(cams) == ["cam_01", "cam_02", "cam_03", "cam_04"]
+    cam = cams["cam_01"]
+    assert cam.size == (1088, 1920) and cam.K[0, 0] == pytest.approx(1681.2449) and cam.dist.shape == (4,)
+    assert np.allclose(cam.R @ cam.R.T, np.eye(3), atol=1e-9)
+    # X_cam = R X + t: the camera centre maps to the origin of the camera frame.
+    assert np.allclose(cam.R @ cam.center + cam.t, 0, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace("translation = [ 0.0, 0.0, 4.0]\n", ""), "camera cam_a: missing key 'translation'"),
+        (lambda t: t.replace("[ 0.0, 900.0, 400.0]", "[ 0.0, 0.0, 0.0]"), "camera cam_a: matrix is not an invertible"),
+        (
+            lambda t: t.replace("rotation = [ 0.0, 0.0, 0.0]", "rotation = [ 0.0, 0.0]"),
+            "camera cam_a: rotation has shape [2], expected [3]",
+        ),
+        (
+            lambda t: t.replace("distortions = [ 0.0, 0.0, 0.0, 0.0]", 'distortions = "0"'),
+            "distortions has shape [], expected [4]",
+        ),
+        (lambda t: t + "[broken", "not a calibration TOML"),
+        (lambda t: t[: t.index("[cam_b]")], "at least 2 calibrated cameras"),
+    ],
+)
+def test_bad_calibrations_name_the_file_and_the_camera(tmp_path: Path, edit: object, message: str) -> None:
+    text = GOOD + GOOD.replace("cam_a", "cam_b")
+    path = tmp_path / "calib.toml"
+    path.write_text(edit(text) if callable(edit) else text)
+    with pytest.raises(CalibrationError, match=re.escape(message)) as info:
+        load_calibration(path)
+    assert str(path) in str(info.value)
+
+
+def test_streamed_resolution_rescales_keeps_or_refuses(caplog: pytest.LogCaptureFixture) -> None:
+    cam = ring(2, size=(1088, 1920))["c0"]
+    half = cam.fit(544, 960)
+    assert half.K[0, 0] == pytest.approx(cam.K[0, 0] / 2) and half.K[1, 2] == pytest.approx(cam.K[1, 2] / 2)
+    model = cam.fit(257, 449)  # the camera sends the model's input size: factors 0.236 and 0.234
+    assert model.K[0, 0] == pytest.approx(cam.K[0, 0] * 257 / 1088)
+    assert model.K[1, 1] == pytest.approx(cam.K[1, 1] * 449 / 1920)
+    with caplog.at_level(logging.INFO, logger="posefleet.merge"):
+        cropped = cam.fit(1080, 1920)
+    assert np.array_equal(cropped.K, cam.K) and "cropped at the right/bottom edge" in caplog.text
+    with pytest.raises(CalibrationError, match=r"camera c0 streams 1920x1088 but was calibrated at 1088x1920"):
+        cam.fit(1920, 1088)
+
+
+# -- triangulation --------------------------------------------------------------------------------
+def test_triangulation_recovers_points_and_excludes_a_bad_view() -> None:
+    rng = np.random.default_rng(1)
+    cams = ring(4)
+    truth = person((0.3, -0.2), rng)
+    views = project(cams, truth, 0.0, rng)
+    P = np.stack([c.P for c in cams.values()])
+    xy = np.stack([views[n][:, :2] for n in cams], axis=1).astype(np.float64)
+    score = np.full((17, 4), 0.9)
+    exact = triangulate(P, xy, score)
+    assert np.abs(exact.points - truth).max() < 1e-6 and (exact.used.sum(axis=1) == 4).all()
+    xy[3, 2] += 80.0  # camera c2 puts the right ear 80 px off
+    robust = triangulate(P, xy, score, max_error_px=15.0)
+    assert not robust.used[3, 2] and robust.used[3].sum() == 3
+    assert np.linalg.norm(robust.points[3] - truth[3]) < 1e-6
+    xy[5, :2] = np.nan  # shoulder seen by two cameras that disagree: not triangulated
+    score[5, 2:] = 0.0
+    xy[5, 1] += 200.0
+    disagreeing = triangulate(P, np.nan_to_num(xy), score, max_error_px=15.0)
+    assert np.isnan(disagreeing.points[5]).all() and disagreeing.used[5].sum() == 0
+
+
+def test_confidence_below_threshold_is_not_used() -> None:
+    rng = np.random.default_rng(2)
+    cams = ring(3)
+    truth = person((0, 0), rng)
+    views = project(cams, truth, 0.0, rng)
+    P = np.stack([c.P for c in cams.values()])
+    xy = np.stack([views[n][:, :2] for n in cams], axis=1).astype(np.float64)
+    score = np.full((17, 3), 0.9)
+    score[:, 0] = 0.1
+    tri = triangulate(P, xy, score, min_score=0.3)
+    assert not tri.used[:, 0].any() and np.abs(tri.points - truth).max() < 1e-6
+
+
+# -- association and 3D tracking -----------------------------------------------------------------
+def test_fusion_finds_each_person_keeps_ids_and_leaves_single_views_2d() -> None:
+    rng = np.random.default_rng(3)
+    cams = ring(4)
+    fuser = SceneFuser(cams, FusionParams())
+    ids_seen: dict[int, set[int]] = {0: set(), 1: set(), 2: set()}
+    for t in range(20):
+        people = [person((0.5 * np.cos(t / 10), -1.0), rng), person((-1.0, 0.8), rng), person((1.2, 1.0 + t / 40), rng)]
+        views: dict[str, list[np.ndarray]] = {n: [] for n in cams}
+        for k, truth in enumerate(people):
+            projected = project(cams, truth, 1.0, rng)
+            for n in cams:
+                if k == 2 and n != "c0":
+                    continue  # person 2 is seen by one camera only
+                views[n].append(projected[n])
+        for n in cams:  # cameras list people in any order
+            order = rng.permutation(len(views[n]))
+            views[n] = [views[n][i] for i in order]
+        frame = fuser.fuse(views, t * 33.3)
+        assert len(frame.persons) == 2 and frame.unassigned == [("c0", frame.unassigned[0][1])]
+        for p in frame.persons:
+            match = min(range(2), key=lambda k: float(np.nanmean(np.linalg.norm(p.points - people[k], axis=1))))
+            assert np.nanmean(np.linalg.norm(p.points - people[match], axis=1)) < 0.02
+            assert p.views.min() == 4 and max(p.camera_error_px.values()) < 3
+            ids_seen[match].add(p.id)
+    assert len(ids_seen[0]) == 1 and len(ids_seen[1]) == 1 and ids_seen[0] != ids_seen[1], ids_seen
+
+
+def test_a_camera_missing_from_a_window_leaves_the_rest_fusing() -> None:
+    rng = np.random.default_rng(4)
+    cams = ring(4)
+    fuser = SceneFuser(cams, FusionParams())
+    truth = person((0, 0), rng)
+    full = project(cams, truth, 0.5, rng)
+    first = fuser.fuse({n: [v] for n, v in full.items()}, 0)
+    without = fuser.fuse({n: [v] for n, v in full.items() if n != "c3"}, 33)
+    assert [p.id for p in first.persons] == [p.id for p in without.persons] and without.persons[0].views.max() == 3
+
+
+def test_duplicate_detections_in_one_camera_count_once() -> None:
+    rng = np.random.default_rng(5)
+    cams = ring(3)
+    views = project(cams, person((0, 0), rng), 0.5, rng)
+    doubled = {n: [v, v + np.array([1.5, -1.0, -0.2], np.float32)] for n, v in views.items()}
+    frame = SceneFuser(cams, FusionParams()).fuse(doubled, 0)
+    assert len(frame.persons) == 1 and frame.unassigned == []
+
+
+# -- per-camera tracking --------------------------------------------------------------------------
+def pose2d(x: float, y: float, spread: float = 60.0) -> np.ndarray:
+    rng = np.random.default_rng(int(x * 7 + y))
+    pts = np.array([[x, y]]) + rng.uniform(-spread, spread, (17, 2))
+    return np.concatenate([pts, np.full((17, 1), 0.9)], axis=1).astype(np.float32)
+
+
+def test_tracks_keep_ids_while_people_move_and_end_after_max_age() -> None:
+    tracker = PoseTracker()
+    a0, b0 = pose2d(100, 100), pose2d(400, 120)
+    ids = []
+    for t in range(30):
+        a = a0 + np.array([2.0 * t, 0, 0], np.float32)
+        b = b0 + np.array([-2.0 * t, 1.0 * t, 0], np.float32)
+        order = [b, a] if t % 2 else [a, b]
+        tracked = tracker.update(order, [0.9, 0.8], t * 33.0)
+        got = dict(zip(("b", "a") if t % 2 else ("a", "b"), (tid for tid, _ in tracked), strict=True))
+        ids.append((got["a"], got["b"]))
+    assert len(set(ids)) == 1 and ids[0][0] != ids[0][1]
+    newcomer = tracker.update([pose2d(800, 500)], [0.9], 30 * 33.0)
+    assert newcomer[0][0] not in ids[0]
+    back = tracker.update([a0 + np.array([60.0, 0, 0], np.float32)], [0.9], 30 * 33.0 + 1500)  # after 1.5 s
+    assert back[0][0] not in ids[0], "a track unseen for longer than max_age_ms ends"
+
+
+def test_too_few_confident_keypoints_fall_back_to_box_iou() -> None:
+    tracker = PoseTracker(TrackerParams(min_keypoints=4))
+    pose = pose2d(300, 300)
+    faint = pose.copy()
+    faint[3:, 2] = 0.1  # only 3 confident keypoints: OKS is not defined, the boxes overlap
+    first = tracker.update([pose], [0.9], 0)
+    again = tracker.update([faint + np.array([3.0, 0, 0], np.float32)], [0.5], 33)
+    assert first[0][0] == again[0][0]
+
+
+def test_one_euro_smoothing_reduces_jitter_and_follows_motion() -> None:
+    rng = np.random.default_rng(6)
+    f = OneEuroFilter()
+    t = np.arange(300) / 30.0
+    truth = 100 + 20 * np.sin(t)
+    noisy = truth + rng.normal(0, 3, len(t))
+    smooth = np.array([f(v, ts)[()] for v, ts in zip(noisy, t, strict=True)])
+    assert np.std(smooth[30:] - truth[30:]) < 0.7 * np.std(noisy[30:] - truth[30:])
+    tracker = PoseTracker(TrackerParams(smoothing=True))
+    jitter = np.zeros((30, 17, 3), np.float32)
+    jitter[..., :2] = rng.normal(0, 2, (30, 17, 2))
+    out = [tracker.update([pose2d(200, 200) + jitter[i]], [0.9], i * 33.0)[0][1] for i in range(30)]
+    assert np.std([o[0, 0] for o in out[5:]]) < 0.7 * np.std(jitter[5:, 0, 0])
+
+
+# -- formats --------------------------------------------------------------------------------------
+def test_openpose_layouts_map_to_coco(tmp_path: Path) -> None:
+    import json
+
+    body25 = np.zeros((25, 3))
+    body25[[9, 12], :] = [[100, 200, 1], [140, 200, 1]]
+    body25[8] = [120, 200, 1]  # BODY_25's mid hip
+    body25[2] = [90, 100, 1]  # right shoulder
+    coco18 = np.zeros((18, 3))
+    coco18[2] = [90, 100, 1]
+    for layout, arr in (("body25", body25), ("coco18", coco18)):
+        folder = tmp_path / layout
+        folder.mkdir()
+        (folder / "x_000000000000_keypoints.json").write_text(
+            json.dumps({"people": [{"pose_keypoints_2d": arr.ravel().tolist()}]})
+        )
+        (pose,) = read_openpose_folder(folder)[0]
+        assert pose[6].tolist() == [90, 100, 1], layout  # COCO right shoulder
+    assert TO_COCO["body25b"] == tuple(range(17))
+
+
+def test_trc_round_trip_is_y_up_on_disk(tmp_path: Path) -> None:
+    points = np.arange(51, dtype=np.float64).reshape(17, 3) / 10
+    missing = points.copy()
+    missing[4] = np.nan
+    buffer = io.StringIO()
+    write_trc(buffer, [points, missing, None], 60.0)
+    first = buffer.getvalue().splitlines()[6].split("\t")
+    assert first[:5] == ["1", "0.000000", "0.100000", "0.200000", "0.000000"], "(Y, Z, X) of the nose"
+    path = tmp_path / "roundtrip.trc"
+    path.write_text(buffer.getvalue())
+    names, back = read_trc(path)
+    assert names[0] == "Nose" and names[-1] == "RAnkle" and np.allclose(back[0], points)
+    assert np.isnan(back[1, 4]).all() and np.isnan(back[2]).all()
