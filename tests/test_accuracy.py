@@ -65,3 +65,10 @@ def test_fixed_size_engine_runs_video(models: dict[str, Path], assets: Path) -> 
     engine = PoseEngine(models["posenet075"], EngineOptions(input_size=(257, 257)))
     frame = next(media.frames(assets / "video" / "pose_1.mp4"))
     assert engine.infer(frame).poses
+
+
+def test_yolo_pose_coco_ap_at_640(models: dict[str, Path], coco: tuple[Path, Path]) -> None:
+    """YOLOv8n-pose (the INT8 export) letterboxed at 640x640 as Ultralytics does: AP >= 0.70 (reference 0.727)."""
+    options = EngineOptions(input_size=(640, 640), decode=family("yolo-pose").eval_params)
+    report = evaluate(PoseEngine(models["yolo"], options), *coco)
+    assert report.images == 4 and report.stats["AP"] >= 0.70, report.summary

@@ -11,7 +11,7 @@ import pytest
 from posefleet.common.keypoints import COCO_KEYPOINTS
 from posefleet.node.convert import ConversionError, convert, detect_format, posenet_tfjs
 from posefleet.node.engine.card import load_card
-from posefleet.node.engine.runtime import EngineOptions, PoseEngine
+from posefleet.node.engine.runtime import EngineError, EngineOptions, PoseEngine
 from posefleet.node.tools.media import read_image
 
 
@@ -277,3 +277,26 @@ def test_strided_layers_match_tfjs_tables() -> None:
     assert layers[12] == (1, 1) and layers[13] == (1, 2)
     # 0.75 at stride 8: Conv2d_6 keeps its resolution and every later block dilates by 2.
     assert posenet_tfjs._strided_layers(0.75, 8)[6:] == [(1, 1)] + [(1, 2)] * 7
+
+
+def test_ultralytics_export_converts_and_a_folder_without_metadata_is_refused(assets: Path, tmp_path: Path) -> None:
+    src = assets / "models/yolov8n-pose/yolov8n-pose_int8_openvino_model"
+    card = convert(src, tmp_path / "yolo")
+    assert card.family == "yolo-pose" and card.input.size is None and card.input.size_multiple == 32
+    assert (
+        card.input.default_size == (640, 640)
+        and card.input.resize == "letterbox"
+        and card.source.format == "ultralytics"
+    )
+    engine = PoseEngine(tmp_path / "yolo", EngineOptions(input_size=(480, 640)))
+    poses = engine.infer(read_image(assets / "images" / "two_on_bench.jpg")).poses
+    assert len(poses) >= 2 and all(p.keypoints.shape == (17, 3) for p in poses) and poses[0].score > 0.5
+    with pytest.raises(EngineError, match="each side must be k\\*32\\+0"):
+        PoseEngine(tmp_path / "yolo", EngineOptions(input_size=(500, 640)))
+    bare = tmp_path / "bare_openvino_model"
+    bare.mkdir()
+    for f in src.glob("yolov8n-pose.*"):
+        (bare / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(ConversionError, match=r"bare_openvino_model: no metadata\.yaml"):
+        convert(bare, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -397,3 +397,19 @@ def test_invalid_settings_are_reported(tmp_path: Path, models: dict[str, Path]) 
 
     loaded = NodeSettings.load(config, port=4321)
     assert loaded.port == 4321 and loaded.device == "CPU" and loaded.model == models["posenet075"]
+
+
+async def test_a_new_family_serves_through_the_node(models: dict[str, Path], assets: Path) -> None:
+    """YOLO-pose (one family module, one source-format module) through the node, with its own decode settings."""
+    server = NodeServer(settings(models["yolo"], input_size=(640, 640), decode={"conf": 0.5}, advertise=False))
+    await server.start()
+    try:
+        channel, node = stub(server)
+        async with channel:
+            info = await node.GetInfo(node_pb2.GetInfoRequest())
+            result = await node.Estimate(frame(jpeg(read_image(assets / "images" / "two_on_bench.jpg"))))
+        assert info.model_family == "yolo-pose" and (info.input_height, info.input_width) == (640, 640)
+        assert result.status == pose_pb2.RESULT_STATUS_OK and len(result.poses) >= 2
+        assert all(p.score >= 0.5 for p in result.poses) and len(result.poses[0].keypoints) == 17
+    finally:
+        await server.drain()

@@ -37,8 +37,9 @@ def result(
 ) -> pose_pb2.PoseResult:
     calib = {cam: c for c, cam in CAMS.items()}[camera]
     cam = load_calibration(calibration)[calib].fit(544, 960)  # the pixels; ``size`` is what the result claims
-    out = pose_pb2.PoseResult(camera_id=camera, sequence=seq, status=pose_pb2.RESULT_STATUS_OK,
-                              image_width=size[0], image_height=size[1])  # fmt: skip
+    out = pose_pb2.PoseResult(
+        camera_id=camera, sequence=seq, status=pose_pb2.RESULT_STATUS_OK, image_width=size[0], image_height=size[1]
+    )
     out.capture_time.FromNanoseconds(round(t * 1e9))
     for person in people:
         xy = cam.project(person)
@@ -92,15 +93,22 @@ def test_a_scene_camera_that_never_streams_is_reported(calibration: Path) -> Non
 def test_bad_scene_settings_stop_the_coordinator_with_one_line(calibration: Path, tmp_path: Path) -> None:
     cases = [
         ({"calibration": str(tmp_path / "none.toml"), "cameras": CAMS}, f"scene lab: {tmp_path}/none.toml: cannot"),
-        ({"calibration": str(calibration), "cameras": {"cam_09": "x", "cam_01": "y"}},
-         "scene lab: camera cam_09 is not in the calibration"),
+        (
+            {"calibration": str(calibration), "cameras": {"cam_09": "x", "cam_01": "y"}},
+            "scene lab: camera cam_09 is not in the calibration",
+        ),
         ({"calibration": str(calibration), "cameras": {"cam_01": "a"}}, "a scene needs at least 2 cameras"),
-    ]  # fmt: skip
+    ]
     for scene, message in cases:
         config = tmp_path / "c.json"
         config.write_text(json.dumps({"host": "127.0.0.1", "port": 0, "discover": False, "scenes": {"lab": scene}}))
-        proc = subprocess.run([sys.executable, "-m", "posefleet.clients.cli", "coordinator", "--config", str(config)],
-                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "posefleet.clients.cli", "coordinator", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert CoordinatorSettings(scenes={"lab": SceneSettings(calibration=calibration, cameras=CAMS)})
 
@@ -109,8 +117,14 @@ def test_scene_demo_fuses_four_live_cameras_on_a_cluster(assets: Path, tmp_path:
     """``posefleet demo --scene``: 4 cameras x 100 frames through a coordinator and 2 nodes, fused live."""
     env = {**os.environ, "POSEFLEET_HOME": str(tmp_path / "home"), "POSEFLEET_ASSETS": str(assets)}
     out = tmp_path / "scene"
-    proc = subprocess.run([sys.executable, "-m", "posefleet.clients.cli", "demo", "--scene", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, env=env, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "posefleet.clients.cli", "demo", "--scene", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for cam in CAMS.values():
         lines = [json.loads(x) for x in (out / f"{cam}.jsonl").read_text().splitlines()]
@@ -129,8 +143,84 @@ def test_scene_demo_fuses_four_live_cameras_on_a_cluster(assets: Path, tmp_path:
             counts[p["id"]] = counts.get(p["id"], 0) + 1
     top = sorted(counts.values(), reverse=True)
     assert top[0] >= 90 and top[1] >= 85, counts
-    medians = [float(line.split("median reprojection error ")[1].split()[0]) for line in proc.stdout.splitlines()
-               if "median reprojection error" in line]  # fmt: skip
+    medians = [
+        float(line.split("median reprojection error ")[1].split()[0])
+        for line in proc.stdout.splitlines()
+        if "median reprojection error" in line
+    ]
     assert len(medians) == 4 and max(medians) < 25.0, proc.stdout  # calibrated pixels, under the demo's threshold
     assert (out / "scene.mp4").stat().st_size > 100_000 and (out / "scene.png").exists()
     print(proc.stdout)
+
+
+async def test_subscribe_cli_writes_scene_windows_from_a_running_coordinator(
+    calibration: Path, tmp_path: Path, assets: Path
+) -> None:
+    """A real coordinator (in-process loopback nodes answering with three people) and ``posefleet subscribe``."""
+    import asyncio
+
+    import grpc
+    from posefleet.coordinator import bench_merge
+    from posefleet.coordinator.loopback import LoopbackLink
+    from posefleet.coordinator.server import CoordinatorServer
+    from posefleet.v1 import coordinator_pb2_grpc
+
+    synthetic = bench_merge.SyntheticScene()
+    LoopbackLink.nodes = {"n0": {"capacity": 8, "answer": bench_merge._answer(synthetic)}}
+    scenes = {"lab": SceneSettings(calibration=calibration, cameras=bench_merge.CAMS)}
+    server = CoordinatorServer(
+        CoordinatorSettings(host="127.0.0.1", port=0, discover=False, scenes=scenes), link_factory=LoopbackLink
+    )
+    await server.start()
+    server.registry.add("n0", "loopback-n0", "static")
+    out = tmp_path / "lab.jsonl"
+    env = {**os.environ, "POSEFLEET_ASSETS": str(assets)}
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "posefleet.clients.cli",
+        "subscribe",
+        "--coordinator",
+        f"127.0.0.1:{server.port}",
+        "--scene",
+        "lab",
+        "--count",
+        "5",
+        "--seconds",
+        "60",
+        "--jsonl",
+        str(out),
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await asyncio.sleep(2.0)  # the subscriber is connected
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            await bench_merge._streams(coordinator_pb2_grpc.CoordinatorStub(channel), 1.0, [0])
+        _, err = await asyncio.wait_for(cli.communicate(), 60)
+        unknown = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "posefleet.clients.cli",
+            "subscribe",
+            "--coordinator",
+            f"127.0.0.1:{server.port}",
+            "--scene",
+            "attic",
+            "--count",
+            "1",
+            env=env,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, unknown_err = await asyncio.wait_for(unknown.communicate(), 60)
+    finally:
+        await server.stop()
+    assert cli.returncode == 0, err.decode()
+    windows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(windows) == 5 and all(w["scene"] == "lab" for w in windows)
+    assert all(len(w["persons"]) == 3 and len(w["views"]) == 4 for w in windows), [
+        (len(w["persons"]), w["missing_cameras"]) for w in windows
+    ]
+    joint = windows[-1]["persons"][0]["keypoints"][5]
+    assert joint["name"] == "left_shoulder" and joint["views"] >= 2 and 1.3 < joint["z"] < 1.6
+    assert unknown.returncode != 0 and "no scene 'attic'" in unknown_err.decode()

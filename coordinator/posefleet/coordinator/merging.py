@@ -124,7 +124,7 @@ class LiveScene:
         self._last_capture: dict[str, float] = {}
         self._period: dict[str, float] = {}
         self._windows: list[_Window] = []  # open, in capture-time order, never overlapping
-        self._started = time.monotonic()
+        self._started: float | None = None  # the scene's first result
         self._subscribers: set[asyncio.Queue[coordinator_pb2.SceneResult]] = set()
         self.windows_done = 0
         self.skipped = 0  # windows fusion was too far behind to take
@@ -151,7 +151,7 @@ class LiveScene:
     def _expected(self) -> set[str]:
         """Cameras a window waits for: the streaming ones, and at start-up the ones not seen yet."""
         expected = self._streaming()
-        if time.monotonic() - self._started < SILENT_S:
+        if self._started is None or time.monotonic() - self._started < SILENT_S:
             expected |= {c for c in self.calibrated if c not in self.last_seen and c not in self.problems}
         return expected
 
@@ -159,6 +159,8 @@ class LiveScene:
         camera = result.camera_id
         if camera not in self.calibrated or camera in self.problems:
             return
+        if self._started is None:
+            self._started = time.monotonic()
         size = (result.image_width, result.image_height)
         fitted = self.fitted.get(camera)
         if result.status == pose_pb2.RESULT_STATUS_OK and (fitted is None or fitted.image_size != size):

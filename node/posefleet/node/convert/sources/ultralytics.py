@@ -1,0 +1,105 @@
+"""Ultralytics pose exports: the OpenVINO export folder (``*.xml``, ``*.bin``, ``metadata.yaml``) or ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import openvino as ov
+from posefleet.node.convert.core import ConversionError, Converted, SourceFormat, first_line
+from posefleet.node.engine.card import InputSpec, ModelCard, SourceSpec, sha256_of
+
+
+def _metadata(folder: Path) -> dict[str, Any]:
+    import yaml
+
+    path = folder / "metadata.yaml"
+    if not path.is_file():
+        raise ConversionError(
+            f"{folder}: no metadata.yaml (an Ultralytics export writes it beside the model: imgsz, stride, kpt_shape)"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConversionError(f"{path}: unreadable: {exc}") from None
+    if (
+        not isinstance(data, dict)
+        or data.get("task") not in (None, "pose")
+        or list(data.get("kpt_shape", [])) != [17, 3]
+    ):
+        raise ConversionError(
+            f"{path}: not a 17-keypoint pose model (task {data.get('task')!r}, kpt_shape {data.get('kpt_shape')!r})"
+        )
+    return data
+
+
+class UltralyticsPose(SourceFormat):
+    name = "ultralytics"
+    looks_like = "an Ultralytics pose export (a *_openvino_model folder with metadata.yaml, or .onnx)"
+    priority = 10  # before the plain OpenVINO IR
+
+    @classmethod
+    def claims(cls, source: Path, head: bytes) -> bool:
+        if source.is_dir():
+            return bool(list(source.glob("*.xml"))) and (
+                (source / "metadata.yaml").exists() or source.name.endswith("_openvino_model")
+            )
+        return source.suffix == ".onnx"
+
+    @classmethod
+    def read(cls, source: Path, size: tuple[int, int] | None, stride: int | None) -> Converted:
+        meta = _metadata(source if source.is_dir() else source.parent)
+        model_file = sorted(source.glob("*.xml"))[0] if source.is_dir() else source
+        try:
+            model = ov.Core().read_model(str(model_file))
+        except Exception as exc:
+            raise ConversionError(f"{model_file}: cannot read the model: {first_line(exc)}") from exc
+        channels = model.outputs[0].get_partial_shape()[1]
+        if len(model.inputs) != 1 or len(model.outputs) != 1 or not channels.is_static or channels.get_length() != 56:
+            raise ConversionError(
+                f"{model_file}: expected one image input and one output of 56 channels (box, score, "
+                "17 keypoints) per anchor"
+            )
+        net_stride = int(meta.get("stride", 32))
+        if stride is not None and stride != net_stride:
+            raise ConversionError(f"{model_file}: this export has stride {net_stride}")
+        default = tuple(int(v) for v in meta.get("imgsz", [640, 640]))
+        spec = InputSpec(
+            name=model.inputs[0].get_any_name(),
+            size=None,
+            default_size=(default[0], default[1]),
+            layout="NCHW",
+            color="RGB",
+            element_type="f32",
+            mean=0.0,
+            scale=255.0,
+            resize="letterbox",
+            size_multiple=net_stride,
+            size_offset=0,
+        )
+        if size is not None:
+            try:
+                spec.check_size(size)
+            except ValueError as exc:
+                raise ConversionError(str(exc)) from None
+            spec = spec.model_copy(update={"size": size, "default_size": size})
+        output = model.outputs[0].get_any_name()
+        files = [model_file, model_file.with_suffix(".bin")] if model_file.suffix == ".xml" else [model_file]
+        card = ModelCard(
+            model_id=f"{model_file.stem}-{source.name.removesuffix('_openvino_model').split('_')[-1]}"
+            if source.is_dir()
+            else model_file.stem,
+            family="yolo-pose",
+            description=f"{meta.get('description', model_file.stem)} (Ultralytics {meta.get('version', '?')}, "
+            f"{meta.get('license', 'see the export')})",
+            input=spec,
+            outputs={"predictions": output},
+            output_stride=net_stride,
+            precision="INT8 (as exported)" if "int8" in source.name.lower() else "",
+            source=SourceSpec(
+                path=str(source.resolve()),
+                format=cls.name,
+                sha256=sha256_of(files[0]) if len(files) == 1 else sha256_of(source),
+            ),
+        )
+        return Converted(model, card)
