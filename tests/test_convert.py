@@ -300,3 +300,32 @@ def test_ultralytics_export_converts_and_a_folder_without_metadata_is_refused(as
     with pytest.raises(ConversionError, match=r"bare_openvino_model: no metadata\.yaml"):
         convert(bare, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_movenet_tflite_converts_keeps_a_crop_per_stream_and_an_impostor_is_refused(
+    assets: Path, tmp_path: Path
+) -> None:
+    card = convert(
+        assets / "models/movenet/lite-model_movenet_singlepose_lightning_tflite_int8_4.tflite", tmp_path / "m"
+    )
+    assert card.family == "movenet" and card.input.size == (192, 192) and card.input.element_type == "u8"
+    engine = PoseEngine(tmp_path / "m")
+    image = read_image(assets / "video" / "pose.jpg")
+    (alone,) = engine.infer(image).poses
+    engine.infer(image, "cam-a")
+    (followed,) = engine.infer(image, "cam-a").poses  # the second frame of a stream is cropped around the person
+    crops = engine.model._crops  # type: ignore[attr-defined]
+    assert set(crops) == {"cam-a"} and crops["cam-a"][0][2] < max(image.shape[:2])
+    assert np.abs(followed.keypoints[:, :2] - alone.keypoints[:, :2]).mean() < 25
+    engine.infer(image, "cam-b")
+    assert set(crops) == {"cam-a", "cam-b"}
+    crops["cam-a"] = (crops["cam-a"][0], crops["cam-a"][1] - 60)  # a stream quiet for a minute expires
+    engine.infer(image, "cam-b")
+    assert set(crops) == {"cam-b"}
+    impostor = tmp_path / "movenet_not_really.tflite"
+    impostor.write_bytes(
+        (assets / "models/posenet/coral_tflite/posenet_mobilenet_v1_075_353_481_quant.tflite").read_bytes()
+    )
+    with pytest.raises(ConversionError, match=r"movenet_not_really\.tflite: not a MoveNet SinglePose model"):
+        convert(impostor, tmp_path / "x")
+    assert not (tmp_path / "x").exists()

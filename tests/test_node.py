@@ -413,3 +413,26 @@ async def test_a_new_family_serves_through_the_node(models: dict[str, Path], ass
         assert all(p.score >= 0.5 for p in result.poses) and len(result.poses[0].keypoints) == 17
     finally:
         await server.drain()
+
+
+async def test_movenet_keeps_a_crop_per_camera_on_the_node(models: dict[str, Path], assets: Path) -> None:
+    """A stateful family on the node: MoveNet follows each camera's person with a crop region of its own."""
+    server = NodeServer(settings(models["movenet"], input_size=None, advertise=False))
+    await server.start()
+    try:
+        channel, node = stub(server)
+        data = jpeg(read_image(assets / "video" / "pose.jpg"))
+        async with channel:
+
+            async def frames() -> AsyncIterator[pose_pb2.Frame]:
+                for seq in range(6):
+                    yield frame(data, seq, camera="left" if seq % 2 else "right")
+
+            results = [r async for r in node.EstimateStream(frames())]
+        assert [r.status for r in results] == [pose_pb2.RESULT_STATUS_OK] * 6 and all(
+            len(r.poses) == 1 for r in results
+        )
+        crops = server._engine.engine.model._crops  # type: ignore[union-attr]
+        assert set(crops) == {"left", "right"}
+    finally:
+        await server.drain()

@@ -110,15 +110,18 @@ class PoseEngine:
         outputs = self.outputs_of(self._request)
         return {name: data.copy() for name, data in outputs.items()} if copy else outputs
 
-    def run(self, request: InferRequest, image: U8Image) -> PoseResult:
+    def run(self, request: InferRequest, image: U8Image, stream: str | None = None) -> PoseResult:
         """Poses in one BGR image on ``request``, which the caller uses from one thread at a time.
+
+        ``stream`` names the camera or video the image is a frame of (families that follow a person from
+        frame to frame keep their state per stream).
 
         The request reads the pre-processed pixels in place (no copy) and its outputs are decoded
         where they lie. Afterwards its input tensor still points at the freed pixels, so a request
         given to ``run`` must only ever be used through ``run`` (which sets the input first).
         """
         t0 = time.perf_counter()
-        tensor, meta = self.model.preprocess(image)
+        tensor, meta = self.model.preprocess(image, stream)
         pixels = np.ascontiguousarray(tensor)  # alive until inference ends (a Tensor does not keep it)
         t1 = time.perf_counter()
         request.set_input_tensor(Tensor(pixels, shared_memory=True))
@@ -128,10 +131,10 @@ class PoseEngine:
         t3 = time.perf_counter()
         return PoseResult(poses, meta.source_size, Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
 
-    def infer(self, image: U8Image) -> PoseResult:
+    def infer(self, image: U8Image, stream: str | None = None) -> PoseResult:
         """Poses in one BGR image (thread-safe; serialised on one infer request)."""
         with self._lock:
-            return self.run(self._run_request, image)
+            return self.run(self._run_request, image, stream)
 
 
 class NativeResolutionEngine:
@@ -144,9 +147,9 @@ class NativeResolutionEngine:
         self.core = Core()
         self._engines: dict[tuple[int, int], PoseEngine] = {}
 
-    def infer(self, image: U8Image) -> PoseResult:
+    def infer(self, image: U8Image, stream: str | None = None) -> PoseResult:
         size = self.card.input.nearest_size((image.shape[0], image.shape[1]))
         if size not in self._engines:
             opts = dataclasses.replace(self.options, input_size=size)
             self._engines[size] = PoseEngine(self.model_dir, opts, self.core)
-        return self._engines[size].infer(image)
+        return self._engines[size].infer(image, stream)

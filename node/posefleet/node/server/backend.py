@@ -22,8 +22,8 @@ class Backend(Protocol):
 
     def release(self) -> None: ...
 
-    def submit(self, load: Callable[[], U8Image]) -> asyncio.Future[PoseResult]:
-        """Queue one admitted frame whose image ``load`` decodes."""
+    def submit(self, load: Callable[[], U8Image], stream: str | None = None) -> asyncio.Future[PoseResult]:
+        """Queue one admitted frame whose image ``load`` decodes; ``stream`` is its camera."""
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no frame is in flight; False if the timeout passed first."""

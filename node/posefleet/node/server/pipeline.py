@@ -86,10 +86,10 @@ class AsyncEngine(Admission):
         for thread in self._threads:
             thread.start()
 
-    def submit(self, load: Callable[[], U8Image]) -> asyncio.Future[PoseResult]:
+    def submit(self, load: Callable[[], U8Image], stream: str | None = None) -> asyncio.Future[PoseResult]:
         """Queue one admitted frame whose image ``load`` decodes (on a request's thread)."""
         future: asyncio.Future[PoseResult] = self._loop.create_future()
-        self._frames.put(_Frame(load, future, time.perf_counter()))
+        self._frames.put(_Frame(load, future, time.perf_counter(), stream))
         return future
 
     def _serve(self, request: InferRequest) -> None:
@@ -105,7 +105,7 @@ class AsyncEngine(Admission):
         t0 = time.perf_counter()
         image = frame.load()
         t1 = time.perf_counter()
-        result = self.engine.run(request, image)
+        result = self.engine.run(request, image, frame.stream)
         result.timings.queue_ms = (t0 - frame.submitted) * 1e3
         result.timings.decode_image_ms = (t1 - t0) * 1e3
         return result
@@ -150,3 +150,4 @@ class _Frame:
     load: Callable[[], U8Image]
     future: asyncio.Future[PoseResult]
     submitted: float
+    stream: str | None = None

@@ -78,7 +78,8 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
     def _submit(self, engine: Backend, frame: pose_pb2.Frame) -> asyncio.Future[PoseResult]:
         """Start an admitted frame; its future completes when the frame is done, whatever happens."""
         try:
-            return engine.submit(partial(decode_image, frame.image, self.max_side, self.max_pixels))
+            load = partial(decode_image, frame.image, self.max_side, self.max_pixels)
+            return engine.submit(load, frame.camera_id or None)
         except Exception as exc:  # e.g. the worker pool is shut down while draining
             future: asyncio.Future[PoseResult] = asyncio.get_running_loop().create_future()
             future.set_exception(exc)

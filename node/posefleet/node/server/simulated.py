@@ -62,7 +62,7 @@ class SimulatedEngine(Admission):
         self._executor = executor
         self._loop = asyncio.get_running_loop()
 
-    def submit(self, load: Callable[[], U8Image]) -> asyncio.Future[PoseResult]:
+    def submit(self, load: Callable[[], U8Image], stream: str | None = None) -> asyncio.Future[PoseResult]:
         return asyncio.ensure_future(self._infer(load))
 
     async def _infer(self, load: Callable[[], U8Image]) -> PoseResult:

@@ -27,6 +27,7 @@ ASSET_MODELS: dict[str, AssetModel] = {
     "coral353": AssetModel("models/posenet/coral_tflite/posenet_mobilenet_v1_075_353_481_quant.tflite", (None,)),
     "coral481": AssetModel("models/posenet/coral_tflite/posenet_mobilenet_v1_075_481_641_quant.tflite", (None,)),
     "hpe": AssetModel("models/human-pose-estimation-0001/FP16-INT8", (None,), (None,)),
+    "movenet": AssetModel("models/movenet/lite-model_movenet_singlepose_lightning_tflite_int8_4.tflite", (None,)),
     # AGPL-3.0 weights: tested and benchmarked against, never bundled (users bring their own export).
     "yolo": AssetModel("models/yolov8n-pose/yolov8n-pose_int8_openvino_model", ((640, 640),)),
 }

@@ -155,7 +155,7 @@ def cmd_pose(args: argparse.Namespace) -> int:
         tracker = None if media.is_image(path) else PoseTracker()  # videos: a track id per person
         fps = 30.0 if tracker is None else media.video_fps(path)
         for index, frame in enumerate(media.frames(path)):
-            result = engine.infer(frame)
+            result = engine.infer(frame, None if tracker is None else str(path))
             poses = [p.to_dict() for p in result.poses]
             track_ids: list[int] = []
             if tracker is not None:

@@ -37,6 +37,8 @@ class FrameMeta:
     scale_y: float
     pad_x: float = 0.0
     pad_y: float = 0.0
+    #: The stream (camera, video) the frame belongs to, for families that follow a stream; None: a lone image.
+    stream: str | None = None
 
 
 class PoseModel(ABC):
@@ -85,8 +87,11 @@ class PoseModel(ABC):
         """Family-specific graph additions after pre-processing (none by default)."""
         return model
 
-    def preprocess(self, image: U8Image) -> tuple[U8Image, FrameMeta]:
-        """BGR uint8 HxWx3 image -> NHWC uint8 tensor of the input size, and the mapping back."""
+    def preprocess(self, image: U8Image, stream: str | None = None) -> tuple[U8Image, FrameMeta]:
+        """BGR uint8 HxWx3 image -> NHWC uint8 tensor of the input size, and the mapping back.
+
+        ``stream`` names the camera or video the frame belongs to; stateless families ignore it.
+        """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected a BGR uint8 HxWx3 image, got {image.dtype} {image.shape}")
         src_h, src_w = image.shape[:2]

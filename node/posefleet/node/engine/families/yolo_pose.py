@@ -37,7 +37,7 @@ class YoloPoseModel(PoseModel):
     eval_params: ClassVar[Mapping[str, Any]] = {"conf": 0.001, "max_poses": 100}  # COCO evaluation: faint poses too
     params: YoloPoseParams
 
-    def preprocess(self, image: U8Image) -> tuple[U8Image, FrameMeta]:
+    def preprocess(self, image: U8Image, stream: str | None = None) -> tuple[U8Image, FrameMeta]:
         """Ultralytics' letterbox: scale to fit, centre, pad with grey 114."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected a BGR uint8 HxWx3 image, got {image.dtype} {image.shape}")
