@@ -329,3 +329,68 @@ def test_movenet_tflite_converts_keeps_a_crop_per_stream_and_an_impostor_is_refu
     with pytest.raises(ConversionError, match=r"movenet_not_really\.tflite: not a MoveNet SinglePose model"):
         convert(impostor, tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_int8_post_training_quantisation_records_its_calibration_set(assets: Path, tmp_path: Path) -> None:
+    card = convert(
+        assets / "models/posenet/tfjs_v1/mobilenet_v1_075",
+        tmp_path / "q",
+        input_size=(257, 257),
+        precision="INT8",
+        calibration=[assets / "images", assets / "video" / "pose_1.mp4"],
+        calibration_size=40,
+    )
+    assert card.precision.startswith("INT8 (NNCF") and card.quantization is not None
+    assert card.quantization.samples == 40 and len(card.quantization.sha256) == 64
+    assert any(s.endswith("pose_1.mp4") for s in card.quantization.sources)
+    assert load_card(tmp_path / "q").quantization == card.quantization
+    xml = (tmp_path / "q" / "model.xml").read_text()
+    assert "FakeQuantize" in xml or "fake_quantize" in xml.lower()
+    poses = PoseEngine(tmp_path / "q").infer(read_image(assets / "video" / "pose.jpg")).poses
+    assert poses and poses[0].score > 0.5
+    coral = convert(
+        assets / "models/posenet/coral_tflite/posenet_mobilenet_v1_075_353_481_quant.tflite",
+        tmp_path / "c",
+        precision="INT8",
+        calibration=[assets / "images"],
+    )
+    assert coral.quantization is None and coral.precision.startswith("INT8 (TFLite uint8")  # not quantised twice
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "--precision INT8 needs --calibration"),
+        (["--calibration", "EMPTY"], "no images or videos to calibrate with"),
+        (["--calibration", "FEW"], "only 2 frame(s) found; quantising needs at least 10"),
+        (["--calibration", "IMAGES", "--validate", "GT", "--images", "COCO", "--max-ap-drop", "-1"], "INT8 refused"),
+    ],
+)
+def test_int8_user_errors_leave_no_outdir(assets: Path, tmp_path: Path, extra: list[str], message: str) -> None:
+    from nodes import run_cli
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "few").mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "few" / name).write_bytes((assets / "video" / "pose.jpg").read_bytes())
+    names = {
+        "EMPTY": tmp_path / "empty",
+        "FEW": tmp_path / "few",
+        "IMAGES": assets / "images",
+        "GT": assets / "coco/person_keypoints_val2017_4img.json",
+        "COCO": assets / "coco/images",
+    }
+    args = [str(names.get(a, a)) for a in extra]
+    proc = run_cli(
+        "convert",
+        assets / "models/posenet/tfjs_v1/mobilenet_v1_075",
+        "-o",
+        tmp_path / "out",
+        "--input-size",
+        "257x257",
+        "--precision",
+        "INT8",
+        *args,
+    )
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -22,7 +22,7 @@ from posefleet.common.errors import PosefleetError
 from posefleet.common.version import software_version
 from posefleet.node.engine.card import CARD_FILE, IR_BIN, IR_XML, ModelCard
 
-Precision = Literal["FP16", "FP32"]
+Precision = Literal["FP16", "FP32", "INT8"]
 
 
 class ConversionError(PosefleetError):
@@ -108,18 +108,39 @@ def convert(
     input_size: tuple[int, int] | None = None,
     stride: int | None = None,
     precision: Precision = "FP16",
+    calibration: list[Path] | None = None,
+    calibration_size: int = 300,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> ModelCard:
-    """Convert ``source`` into ``outdir`` (model.xml, model.bin, model.json) and return the card."""
+    """Convert ``source`` into ``outdir`` (model.xml, model.bin, model.json) and return the card.
+
+    ``precision`` INT8 quantises with NNCF on the frames of ``calibration`` (images, videos, folders);
+    a source that is quantised already is kept as it is.
+    """
     source, outdir = Path(source), Path(outdir)
     fmt = detect_format(source)
     if stride is not None and stride not in (8, 16, 32):
         raise ConversionError(f"--stride must be 8, 16 or 32, not {stride}")
     if outdir.exists() and (not outdir.is_dir() or (any(outdir.iterdir()) and not (outdir / CARD_FILE).exists())):
         raise ConversionError(f"{outdir}: exists and is not a posefleet model directory; refusing to overwrite it")
+    if precision == "INT8" and not calibration:
+        raise ConversionError("--precision INT8 needs --calibration PATH ... (images or videos like the cameras')")
     log(f"converting {source} ({fmt.name})")
     converted = fmt.read(source, input_size, stride)
     card = converted.card
+    if precision == "INT8":
+        from posefleet.node.convert.quantize import already_quantised, quantize
+
+        if already_quantised(card):
+            log(f"{card.model_id} is quantised already ({card.precision}): kept as it is, not quantised twice")
+        else:
+            source_model = converted.model
+            if converted.copy_ir is not None:  # a float IR: quantised, then saved rather than copied
+                converted = Converted(ov.Core().read_model(str(converted.copy_ir[0])), card)
+                source_model = converted.model
+            size = card.input.size or input_size or card.input.default_size
+            assert calibration is not None
+            converted.model = quantize(source_model, card, size, calibration, count=calibration_size, log=log)
     card.converter = {"posefleet": software_version(), "openvino": ov.get_version()}
     outdir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.parent))
@@ -130,7 +151,7 @@ def convert(
         else:
             if not card.precision:
                 card.precision = precision
-            ov.save_model(converted.model, str(tmp / IR_XML), compress_to_fp16=(precision == "FP16"))
+            ov.save_model(converted.model, str(tmp / IR_XML), compress_to_fp16=(precision != "FP32"))
         card.write(tmp)
         if outdir.exists():
             old = outdir.with_name(f".{outdir.name}.old-{os.getpid()}")

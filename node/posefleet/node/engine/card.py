@@ -65,6 +65,20 @@ class InputSpec(BaseModel):
         return size
 
 
+class QuantizationSpec(BaseModel):
+    """How an INT8 model was quantised after training (``posefleet convert --precision INT8``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    #: Frames of the calibration set, and the sha256 of their pixels (as the model saw them).
+    samples: int
+    sha256: str
+    sources: list[str]
+    #: COCO AP of the float model and of this one on ``--validate``'s set, when it was checked.
+    validation: dict[str, float] = Field(default_factory=dict)
+
+
 class SourceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -93,6 +107,7 @@ class ModelCard(BaseModel):
     precision: str
     source: SourceSpec
     converter: dict[str, str] = Field(default_factory=dict)
+    quantization: QuantizationSpec | None = None
 
     def write(self, directory: Path) -> Path:
         path = directory / CARD_FILE

@@ -31,7 +31,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-o", "--outdir", required=True, type=Path)
     p.add_argument("--input-size", type=parse_size, help="fix the input to HxW (PoseNet: k*stride+1)")
     p.add_argument("--stride", type=int, choices=(8, 16, 32), help="PoseNet output stride (tfjs checkpoints)")
-    p.add_argument("--precision", choices=("FP16", "FP32"), default="FP16")
+    p.add_argument(
+        "--precision",
+        choices=("FP16", "FP32", "INT8"),
+        default="FP16",
+        help="INT8: post-training quantisation with NNCF on --calibration frames",
+    )
+    q = p.add_argument_group("INT8")
+    q.add_argument(
+        "--calibration",
+        type=Path,
+        nargs="+",
+        metavar="PATH",
+        help="images, videos or folders of them, like what the cameras will see",
+    )
+    q.add_argument(
+        "--calibration-size",
+        type=positive_int,
+        default=300,
+        help="frames to calibrate on (default 300, at least 10; videos are sampled evenly)",
+    )
+    q.add_argument(
+        "--validate",
+        type=Path,
+        metavar="GT.json",
+        help="COCO keypoints: refuse the INT8 model if its AP "
+        "falls more than --max-ap-drop below the float model's (needs --images)",
+    )
+    q.add_argument("--images", type=Path, help="the --validate images")
+    q.add_argument("--max-ap-drop", type=float, default=0.02)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("models", help="list or fetch official models")
@@ -105,10 +133,74 @@ def _engine(args: argparse.Namespace) -> Any:
 def cmd_convert(args: argparse.Namespace) -> int:
     from posefleet.node.convert import convert
 
+    if args.validate is not None:
+        return _convert_validated(args)
     card = convert(
-        args.source, args.outdir, input_size=args.input_size, stride=args.stride, precision=args.precision, log=print
+        args.source,
+        args.outdir,
+        input_size=args.input_size,
+        stride=args.stride,
+        precision=args.precision,
+        calibration=args.calibration,
+        calibration_size=args.calibration_size,
+        log=print,
     )
-    print(f"{card.model_id}: family {card.family}, input {card.input.size or 'dynamic'}, stride {card.output_stride}")
+    print(
+        f"{card.model_id}: family {card.family}, input {card.input.size or 'dynamic'}, stride {card.output_stride}, "
+        f"{card.precision}"
+    )
+    return 0
+
+
+def _convert_validated(args: argparse.Namespace) -> int:
+    """INT8 with a check: the float and the INT8 model evaluated on COCO keypoints before anything is written."""
+    import os
+    import shutil
+
+    from posefleet.node.convert import ConversionError, convert
+    from posefleet.node.engine import EngineOptions, NativeResolutionEngine, load_card
+    from posefleet.node.engine.families import family
+    from posefleet.node.tools.coco_eval import evaluate
+
+    if args.precision != "INT8" or args.images is None:
+        raise PosefleetError("--validate checks an INT8 conversion: it needs --precision INT8 and --images DIR")
+    common = {"input_size": args.input_size, "stride": args.stride, "log": print}
+    args.outdir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{args.outdir.name}.validate-", dir=args.outdir.parent) as tmp:
+        reference = convert(args.source, Path(tmp) / "float", precision="FP16", **common)
+        quantised = convert(
+            args.source,
+            Path(tmp) / "int8",
+            precision="INT8",
+            calibration=args.calibration,
+            calibration_size=args.calibration_size,
+            **common,
+        )
+        if quantised.quantization is None:  # quantised already: nothing to compare
+            shutil.copytree(Path(tmp) / "int8", args.outdir, dirs_exist_ok=True)
+            return 0
+        aps = {}
+        for name in ("float", "int8"):
+            decode = family(reference.family).eval_params
+            engine = NativeResolutionEngine(Path(tmp) / name, EngineOptions(decode=decode))
+            aps[name] = evaluate(engine, args.validate, args.images).stats["AP"]
+        drop = aps["float"] - aps["int8"]
+        print(
+            f"COCO AP: float {aps['float']:.3f}, INT8 {aps['int8']:.3f} (drop {drop:.3f}, allowed {args.max_ap_drop})"
+        )
+        if drop > args.max_ap_drop:
+            raise ConversionError(
+                f"INT8 refused: COCO AP {aps['int8']:.3f} against {aps['float']:.3f} for the float model on "
+                f"{args.validate} (drop {drop:.3f} > --max-ap-drop {args.max_ap_drop}); {args.outdir} not written"
+            )
+        card = load_card(Path(tmp) / "int8")
+        assert card.quantization is not None
+        card.quantization.validation = {"ap_float": round(aps["float"], 4), "ap_int8": round(aps["int8"], 4)}
+        card.write(Path(tmp) / "int8")
+        if args.outdir.exists():
+            shutil.rmtree(args.outdir)
+        os.replace(Path(tmp) / "int8", args.outdir)
+    print(f"{card.model_id}: {card.precision}, written to {args.outdir}")
     return 0
 
 
