@@ -115,3 +115,15 @@ def test_download_reports_progress(assets: Path, tmp_path: Path) -> None:
 
 def _silent(_label: str, _total: int | None) -> Callable[[int], None]:
     return lambda _n: None
+
+
+def test_fetch_movenet_from_a_mirror_of_tf_hub(assets: Path, tmp_path: Path) -> None:
+    """A file:// mirror with TF Hub's layout (<variant>/tflite/<precision>/4.tflite) of the asset."""
+    mirror = tmp_path / "mirror"
+    (mirror / "lightning/tflite/int8").mkdir(parents=True)
+    (mirror / "lightning/tflite/int8/4.tflite").symlink_to(
+        assets / "models/movenet/lite-model_movenet_singlepose_lightning_tflite_int8_4.tflite"
+    )
+    card = fetch("movenet-singlepose-lightning-int8", tmp_path / "m", mirror=mirror.as_uri(), progress=_silent)
+    assert card.family == "movenet" and card.model_id == "movenet-singlepose-lightning-int8"
+    assert CATALOG["movenet-singlepose-lightning-int8"].base_url.startswith("https://storage.googleapis.com/")

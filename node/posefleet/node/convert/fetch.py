@@ -27,6 +27,7 @@ from posefleet.node.engine.card import ModelCard, sha256_of
 TFJS_BASE = "https://storage.googleapis.com/tfjs-models/weights/posenet/"
 OMZ_BASE = "https://storage.openvinotoolkit.org/repositories/open_model_zoo/2022.1/models_bin/3/"
 SAMPLES_BASE = "https://raw.githubusercontent.com/tensorflow/tfjs-models/master/pose-detection/test_data/"
+MOVENET_BASE = "https://storage.googleapis.com/tfhub-lite-models/google/lite-model/movenet/singlepose/"
 
 
 class FetchError(PosefleetError):
@@ -45,12 +46,23 @@ class CatalogEntry:
     name: str
     description: str
     base_url: str
-    kind: str  # "tfjs", "openvino-ir" or "sample" (a plain file, not converted)
+    kind: str  # "tfjs", "openvino-ir", "tflite" or "sample" (a plain file, not converted)
     folder: str  # below the base URL
     files: tuple[RemoteFile, ...] = ()
     #: sha256 of the whole downloaded folder (card.sha256_of) where known.
     tree_sha256: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+
+def _movenet(variant: str, precision: str, file: RemoteFile) -> CatalogEntry:
+    return CatalogEntry(
+        name=f"movenet-singlepose-{variant}-{precision}",
+        description=f"MoveNet SinglePose {variant.title()} v4, TFLite {precision} (TF Hub)",
+        base_url=MOVENET_BASE,
+        kind="tflite",
+        folder=f"{variant}/tflite/{precision}",
+        files=(file,),
+    )
 
 
 def _tfjs(variant: str, tree: str | None = None) -> CatalogEntry:
@@ -90,6 +102,14 @@ CATALOG: dict[str, CatalogEntry] = {
                 ),
             ),
         ),
+        _movenet(
+            "lightning",
+            "int8",
+            RemoteFile("4.tflite", 2894840, "cd7cc22fa946e5d146a7b98d496853e1923e22828d3972d579973f27f91bb105"),
+        ),
+        _movenet("thunder", "int8", RemoteFile("4.tflite")),
+        _movenet("lightning", "float16", RemoteFile("4.tflite")),
+        _movenet("thunder", "float16", RemoteFile("4.tflite")),
         CatalogEntry(
             name="sample-video",
             description="tfjs-models pose-detection test clip pose_1.mp4 (576x576, 120 frames, one person)",
