@@ -15,14 +15,19 @@ class AssetModel:
     bench_sizes: tuple[Size | None, ...]
     #: Input sizes of ``bench --all --node`` (empty: not in the node benchmark).
     node_bench_sizes: tuple[Size | None, ...] = ()
+    #: ``bench --all`` also measures an NNCF INT8 twin (calibrated on the assets' photos and clip).
+    int8: bool = False
 
 
 ASSET_MODELS: dict[str, AssetModel] = {
     "posenet050": AssetModel(
-        "models/posenet/mobilenet_v1_050/model-mobilenet_v1_050.pb", ((257, 257), (353, 481)), ((257, 257), (353, 481))
+        "models/posenet/mobilenet_v1_050/model-mobilenet_v1_050.pb",
+        ((257, 257), (353, 481)),
+        ((257, 257), (353, 481)),
+        int8=True,
     ),
     "posenet075": AssetModel(
-        "models/posenet/tfjs_v1/mobilenet_v1_075", ((257, 257), (353, 481)), ((257, 257), (353, 481))
+        "models/posenet/tfjs_v1/mobilenet_v1_075", ((257, 257), (353, 481)), ((257, 257), (353, 481)), int8=True
     ),
     "coral353": AssetModel("models/posenet/coral_tflite/posenet_mobilenet_v1_075_353_481_quant.tflite", (None,)),
     "coral481": AssetModel("models/posenet/coral_tflite/posenet_mobilenet_v1_075_481_641_quant.tflite", (None,)),

@@ -200,6 +200,7 @@ def markdown_table(results: list[BenchResult]) -> str:
 def short_name(model_id: str) -> str:
     """``posenet-mobilenet-v1-075-s16`` -> ``PoseNet 075 s16`` (chart labels)."""
     name = model_id.replace("posenet-mobilenet-v1-", "PoseNet ").replace("-tflite-uint8", " TFLite")
+    name = name.replace("movenet-singlepose-", "MoveNet ").replace("yolov8n-pose", "YOLOv8n-pose")
     return name.replace("human-pose-estimation-", "HPE ").replace("-", " ")
 
 
@@ -210,7 +211,7 @@ def chart(results: list[BenchResult], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{short_name(r.model_id)}\n{r.input_size}" for r in results]
+    labels = [f"{short_name(r.model_id)}{' INT8' if 'NNCF' in r.precision else ''}\n{r.input_size}" for r in results]
     series = {
         "raw sync": [r.raw_sync_fps for r in results],
         "raw async": [r.raw_async_fps for r in results],

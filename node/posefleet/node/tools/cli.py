@@ -312,7 +312,7 @@ def _bench_image(args: argparse.Namespace) -> Any:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from posefleet.common.paths import assets_dir
-    from posefleet.node.convert import convert
+    from posefleet.node.convert import Precision, convert
     from posefleet.node.tools.asset_models import ASSET_MODELS
     from posefleet.node.tools.bench import BenchResult, bench_model, chart, markdown_table
 
@@ -325,15 +325,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         assets = assets_dir()
         assert assets is not None
         with tempfile.TemporaryDirectory(prefix="posefleet-bench-") as tmp:
+            calibration = [assets / "images", assets / "video" / "pose_1.mp4"]
             for label, asset in ASSET_MODELS.items():
-                model_dir = Path(tmp) / label
-                convert(assets / asset.path, model_dir)
-                for size in asset.bench_sizes:
-                    results.append(
-                        bench_model(
-                            model_dir, image, device=args.device, input_size=size, frames=frames, seconds=seconds
+                variants: list[tuple[Path, Precision]] = [(Path(tmp) / label, "FP16")]
+                if asset.int8:  # and its NNCF INT8 twin, calibrated on the assets' photos and clip
+                    variants.append((Path(tmp) / f"{label}-int8", "INT8"))
+                for model_dir, precision in variants:
+                    convert(assets / asset.path, model_dir, precision=precision, calibration=calibration)
+                    for size in asset.bench_sizes:
+                        results.append(
+                            bench_model(
+                                model_dir, image, device=args.device, input_size=size, frames=frames, seconds=seconds
+                            )
                         )
-                    )
                     print(markdown_table(results[-1:]).splitlines()[-1], flush=True)
     elif args.model:
         results.append(
