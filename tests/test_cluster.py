@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from nodes import NodeProcess, jpeg
+from nodes import NodeProcess, jpeg, run_cli
 from posefleet.clients.camera import CameraClient, CameraOptions
 from posefleet.clients.sdk import PosefleetClient, encode_frame
 from posefleet.common.processes import PosefleetProcess, start_posefleet
@@ -352,3 +352,13 @@ async def test_status_waits_until_the_coordinator_routes_to_a_new_node(models: d
         if n is not None:
             n.stop()
         await server.stop()
+
+
+def test_a_second_coordinator_on_an_occupied_port_refuses_to_start() -> None:
+    first = start_posefleet(["coordinator", "--host", "127.0.0.1", "--port", "0", "--no-discovery"], timeout=60)
+    try:
+        proc = run_cli("coordinator", "--host", "127.0.0.1", "--port", str(first.port), "--no-discovery", timeout=60)
+        assert proc.returncode == 2 and f"cannot listen on 127.0.0.1:{first.port}" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        first.stop()

@@ -165,3 +165,46 @@ async def test_camera_frame_past_its_deadline_fails_and_the_camera_moves_on(clus
     results = await _camera(registry, [frame(i) for i in range(3)], timeout=0.1)
     assert [r.status for r in results] == [FAILED, OK, OK]
     assert results[0].error_code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+
+
+async def test_a_node_that_never_answers_is_taken_out_and_its_frames_go_elsewhere(cluster: Any) -> None:
+    """Healthy by its own word, but a black hole: out after node_answer_timeout_s, every frame answered OK."""
+    for capacity in (8, 100_000):
+        registry = await cluster(
+            {"hole": {"answer": lambda link, f: None, "capacity": capacity}, "good": {"capacity": 8}},
+            node_answer_timeout_s=0.3,
+            health_interval_s=0.05,
+            backoff_initial_s=5.0,
+        )
+        await registry.start()  # the health loop
+        started = asyncio.get_running_loop().time()
+        results = await send(registry, [frame(i) for i in range(30)])
+        took = asyncio.get_running_loop().time() - started
+        hole = registry.links["hole"]
+        assert [r.status for r in results] == [OK] * 30 and {r.node_id for r in results} == {"good"}
+        assert not hole.healthy and "no answer to a frame for" in hole.last_error and hole.in_flight == 0
+        assert took < 2.0, took
+        await registry.stop()
+
+
+async def test_answers_to_frames_never_sent_take_the_node_out(cluster: Any) -> None:
+    def liar(link: FakeLink, f: pose_pb2.Frame) -> pose_pb2.PoseResult:
+        return pose_pb2.PoseResult(status=OK, sequence=f.sequence + 1000)
+
+    registry = await cluster({"liar": {"answer": liar}, "good": {}})
+    results = await send(registry, [frame(i) for i in range(10)])
+    assert [r.status for r in results] == [OK] * 10 and {r.node_id for r in results} == {"good"}
+    assert "answered a frame it was never sent" in registry.links["liar"].last_error
+
+
+async def test_a_failing_node_backs_off_longer_each_time() -> None:
+    from posefleet.coordinator.links import NodeLink
+
+    link = NodeLink(
+        "x", "127.0.0.1:1", "static", on_lost=lambda *a: None, on_credit=lambda: None, max_message_bytes=1 << 20
+    )
+    for expected in (1, 2, 3):
+        link.healthy, link.healthy_since = True, asyncio.get_running_loop().time()
+        link.mark_down("stream failed")
+        assert link.failures == expected, "rejoining does not forgive: each failure doubles the next wait"
+    await link.close()

@@ -20,6 +20,8 @@ from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 from posefleet.v1.discovery import NODE_HEALTH_SERVICE
 
 log = logging.getLogger("posefleet.coordinator")
+#: A node that served this long without failing starts its backoff afresh at its next failure.
+RECOVERED_AFTER_S = 30.0
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
 
 
@@ -53,7 +55,8 @@ class NodeLink:
         self.last_used = 0.0
         self._on_lost = on_lost
         self._on_credit = on_credit
-        self._pending: dict[int, Job] = {}
+        self._pending: dict[int, tuple[Job, float]] = {}  # link tag -> (job, monotonic time sent)
+        self.healthy_since = 0.0
         self._seq = itertools.count()
         self._send: asyncio.Queue[pose_pb2.Frame | None] = asyncio.Queue()
         self._stream_task: asyncio.Task[None] | None = None
@@ -73,6 +76,10 @@ class NodeLink:
 
     def has_credit(self) -> bool:
         return self.available and self.in_flight < self.capacity
+
+    def oldest_pending_s(self, now: float) -> float:
+        """How long the oldest frame on this node has waited for its answer (0 when none)."""
+        return max((now - sent for _, sent in self._pending.values()), default=0.0)
 
     def load(self) -> float:
         return self.in_flight / self.capacity
@@ -116,8 +123,8 @@ class NodeLink:
         self.info = info
         self.capacity = max(1, self.info.capacity)
         self.healthy = True
+        self.healthy_since = time.monotonic()
         self.draining = False
-        self.failures = 0
         self.last_error = ""
         self._send = asyncio.Queue()
         self._stream_task = asyncio.create_task(self._stream(), name=f"node-stream-{self.key}")
@@ -129,17 +136,20 @@ class NodeLink:
 
     def mark_down(self, reason: str) -> None:
         """Take the node out now; its in-flight frames go back to the router."""
+        now = time.monotonic()
         if self.healthy:
             log.warning("node %s (%s) out: %s", self.info.node_id or self.key, self.address, reason)
+            if now - self.healthy_since > RECOVERED_AFTER_S:
+                self.failures = 0  # it had served well for a while: this failure starts the backoff afresh
         self.healthy = False
         self.last_error = reason
-        self.failures += 1
+        self.failures += 1  # the backoff before the next try doubles with each failure (a circuit breaker)
         self.retry_at = time.monotonic()  # the registry adds the backoff
         if self._stream_task is not None:
             self._stream_task.cancel()
             self._stream_task = None
         self._send.put_nowait(None)
-        lost = list(self._pending.values())
+        lost = [job for job, _ in self._pending.values()]
         self._pending.clear()
         self.in_flight = 0
         if lost:
@@ -155,9 +165,9 @@ class NodeLink:
     # -- frames ----------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
         seq = next(self._seq)
-        self._pending[seq] = job
-        self.in_flight += 1
         self.last_used = time.monotonic()
+        self._pending[seq] = (job, self.last_used)
+        self.in_flight += 1
         job.attempts += 1
         job.tried.add(self.key)
         # On the link, ``sequence`` tags the frame on this stream; the job keeps the camera's own identity.
@@ -173,11 +183,14 @@ class NodeLink:
         return call
 
     async def _stream(self) -> None:
+        results = self._results()
         try:
-            async for result in self._results():
-                job = self._pending.pop(result.sequence, None)
-                if job is None:
-                    continue
+            async for result in results:
+                entry = self._pending.pop(result.sequence, None)
+                if entry is None:  # an answer to a frame never sent (or answered twice): the node misbehaves
+                    reason = f"answered a frame it was never sent (tag {result.sequence})"
+                    break
+                job = entry[0]
                 self.in_flight -= 1
                 if result.status == pose_pb2.RESULT_STATUS_FAILED and result.error_code in RETRYABLE:
                     self.frames_failed += 1
@@ -186,10 +199,14 @@ class NodeLink:
                     self.frames_done += 1
                     job.resolve(result)
                 self._on_credit()
-            reason = "node ended its stream (draining)"
+            else:
+                reason = "node ended its stream (draining)"
         except asyncio.CancelledError:
             return
         except grpc.aio.AioRpcError as exc:
             reason = f"stream failed: {exc.code().name} {exc.details() or ''}".strip()
         self._stream_task = None  # mark_down must not cancel the task it runs in
         self.mark_down(reason)
+        cancel = getattr(results, "cancel", None)
+        if callable(cancel):  # a gRPC call left mid-stream (a misbehaving node) is cancelled, not abandoned
+            cancel()

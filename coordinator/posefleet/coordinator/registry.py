@@ -138,7 +138,11 @@ class Registry:
             await asyncio.sleep(self.settings.health_interval_s)
             now = time.monotonic()
             for link in list(self.links.values()):
-                if link.healthy:
+                overdue = link.oldest_pending_s(now) if link.healthy else 0.0
+                if overdue > self.settings.node_answer_timeout_s:
+                    # Healthy by its own word, but not answering: out, its frames to other nodes.
+                    link.mark_down(f"no answer to a frame for {overdue:.1f} s")
+                elif link.healthy:
                     self._spawn(link.check())
                 else:
                     backoff = min(

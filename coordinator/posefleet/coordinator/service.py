@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -69,7 +71,11 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def Estimate(self, request: pose_pb2.Frame, context: grpc.aio.ServicerContext) -> pose_pb2.PoseResult:
         job = Job.start(request, self.settings.frame_timeout_s)
         await self.registry.dispatch(job)
-        result = await job.future
+        try:  # the frame's own deadline, whatever the caller's
+            await asyncio.wait_for(asyncio.shield(job.future), timeout=max(0.0, job.deadline - time.monotonic()))
+        except TimeoutError:
+            job.fail(grpc.StatusCode.DEADLINE_EXCEEDED, f"no result within {self.settings.frame_timeout_s:.1f} s")
+        result = job.future.result()
         result.timings.route_ms = job.elapsed_ms()
         self._publish(result)
         if result.status == pose_pb2.RESULT_STATUS_FAILED:

@@ -77,6 +77,9 @@ class CoordinatorSettings(FileSettings):
     frame_timeout_s: float = Field(10.0, gt=0, description="a frame not answered by then is FAILED")
     no_node_wait_s: float = Field(3.0, ge=0, description="how long a frame waits for a matching node to exist")
     health_interval_s: float = Field(0.5, gt=0)
+    node_answer_timeout_s: float = Field(
+        2.0, gt=0, description="a node that leaves a frame unanswered this long is taken out (frames re-sent)"
+    )
     backoff_initial_s: float = Field(0.25, gt=0)
     backoff_max_s: float = Field(5.0, gt=0)
     subscribe_window_ms: int = Field(100, ge=1, le=60_000)
