@@ -170,3 +170,20 @@ def test_pose_on_unreadable_input(models: dict[str, Path], tmp_path: Path) -> No
 def test_bad_size_flag_is_rejected() -> None:
     proc = run_cli("convert", "x.pb", "-o", "y", "--input-size", "big")
     assert proc.returncode == 2 and "expected HEIGHTxWIDTH" in proc.stderr
+
+
+def test_a_camera_that_cannot_reach_its_coordinator_gives_up_and_says_so(assets: Path) -> None:
+    proc = run_cli(
+        "camera",
+        "--coordinator",
+        "127.0.0.1:1",
+        "--source",
+        assets / "video" / "pose_1.mp4",
+        "--camera-id",
+        "lonely",
+        "--max-reconnects",
+        "2",
+        timeout=60,
+    )
+    assert proc.returncode == 1 and "gave up reconnecting" in proc.stdout, proc.stdout + proc.stderr
+    assert "reconnects 2" in proc.stdout

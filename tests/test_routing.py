@@ -208,3 +208,56 @@ async def test_a_failing_node_backs_off_longer_each_time() -> None:
         link.mark_down("stream failed")
         assert link.failures == expected, "rejoining does not forgive: each failure doubles the next wait"
     await link.close()
+
+
+async def test_invalid_node_results_are_not_passed_on_and_take_the_node_out(cluster: Any) -> None:
+    def garbage(link: FakeLink, f: pose_pb2.Frame) -> pose_pb2.PoseResult:
+        result = pose_pb2.PoseResult(status=OK, sequence=f.sequence, image_width=100, image_height=100)
+        pose = result.poses.add(score=1.0)
+        for _ in range(17):
+            pose.keypoints.add(x=1e6, y=5.0, score=1.0)
+        return result
+
+    registry = await cluster({"wild": {"answer": garbage}, "good": {}})
+    results = await send(registry, [frame(i) for i in range(8)])
+    assert [r.status for r in results] == [OK] * 8 and {r.node_id for r in results} == {"good"}
+    assert (
+        "invalid result: a keypoint at (1000000, 5), far outside the 100x100 image" in registry.links["wild"].last_error
+    )
+
+
+async def test_camera_streams_are_checked_id_and_sequence() -> None:
+    """A real coordinator (gRPC) with a loopback node: bad camera ids are refused, bad sequences answered FAILED."""
+    import grpc
+    from posefleet.coordinator.server import CoordinatorServer
+    from posefleet.v1 import coordinator_pb2_grpc
+
+    FakeLink.nodes = {"n0": {"capacity": 4}}
+    server = CoordinatorServer(CoordinatorSettings(host="127.0.0.1", port=0, discover=False), link_factory=FakeLink)
+    await server.start()
+    server.registry.add("n0", "loopback-n0", "static")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+
+            async def stream(frames: list[pose_pb2.Frame]) -> list[pose_pb2.PoseResult]:
+                async def gen() -> AsyncIterator[pose_pb2.Frame]:
+                    for f in frames:
+                        yield f
+
+                return [r async for r in stub.StreamCamera(gen())]
+
+            for bad in ("", "door\nforged line", "x" * 1_000_000):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stream([frame(0, camera=bad)])
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "camera_id" in (
+                    info.value.details() or ""
+                )
+            await asyncio.sleep(0.2)
+            results = await stream([frame(s, camera="door") for s in (0, 1, 1, 5, 3, 6)] + [frame(7, camera="other")])
+            assert [r.sequence for r in results] == [0, 1, 1, 5, 3, 6, 7]
+            assert [r.status for r in results] == [OK, OK, FAILED, OK, FAILED, OK, FAILED]
+            assert "is not above the previous frame's (1)" in results[2].error
+            assert "changed within the stream" in results[6].error
+    finally:
+        await server.stop()

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from posefleet.clients.sdk import PosefleetClient, encode_frame, poses_of
 from posefleet.common.drawing import draw_skeletons
+from posefleet.common.errors import PosefleetError
 from posefleet.common.keypoints import NUM_KEYPOINTS
 from posefleet.v1 import pose_pb2
 
@@ -66,6 +67,10 @@ class CameraReport:
     dropped: int = 0
     failed: int = 0
     reconnects: int = 0
+    #: Frames a live source produced while the coordinator was away (estimated from its rate); never sent.
+    missed: int = 0
+    #: The client stopped trying after ``max_reconnects`` failed attempts in one outage.
+    gave_up: bool = False
     poses: int = 0
     #: Recent round trips only: a live camera runs for days.
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
@@ -81,13 +86,15 @@ class CameraReport:
         return (
             f"camera {camera_id}: sent {self.sent}, ok {self.ok}, dropped {self.dropped}, failed {self.failed}, "
             f"{fps:.1f} FPS processed, latency p50 {p50:.1f} ms, reconnects {self.reconnects}"
+            + (f", {self.missed} frames missed while disconnected" if self.missed else "")
+            + (", gave up reconnecting" if self.gave_up else "")
         )
 
 
 def open_source(source: str) -> cv2.VideoCapture:
     cap = cv2.VideoCapture(int(source)) if source.isdigit() else cv2.VideoCapture(source)
     if not cap.isOpened():
-        raise ValueError(f"cannot open video source {source!r} (device index, file, or rtsp/http URL)")
+        raise PosefleetError(f"cannot open video source {source!r} (device index, file, or rtsp/http URL)")
     return cap
 
 
@@ -101,6 +108,7 @@ class CameraClient:
         self._jsonl: TextIO | None = None
         self._writer: cv2.VideoWriter | None = None
         self._seq = 0
+        self._connected = False
         self.exhausted = False
 
     async def _model_size(self, client: PosefleetClient) -> tuple[int, int] | None:
@@ -219,6 +227,7 @@ class CameraClient:
         async with PosefleetClient(self.o.coordinator) as client:
             target = await self._model_size(client) if self.o.resize_to_model else None
             async for result in client.stream_camera(self._frames(cap, target)):
+                self._connected = True  # the coordinator answers: an outage, if there was one, is over
                 self._record(result)
                 if time.monotonic() - last_stats >= self.o.stats_every_s:
                     last_stats = time.monotonic()
@@ -234,16 +243,24 @@ class CameraClient:
             self.o.jsonl.parent.mkdir(parents=True, exist_ok=True)
             self._jsonl = self.o.jsonl.open("w")
         start = time.perf_counter()
-        backoff = 0.5
+        backoff, attempts = 0.5, 0  # both per outage: reset once a session gets answers again
+        live = self.o.source.isdigit() or "://" in self.o.source
         try:
-            while not self.exhausted and self.report.reconnects <= self.o.max_reconnects:
+            while not self.exhausted:
+                self._connected = False
                 try:
                     await self._session(cap, start)
-                    backoff = 0.5
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() not in RECONNECT_CODES:
                         raise
                     self._lost(f"coordinator connection lost: {exc.code().name}")
+                    if self._connected:
+                        backoff, attempts = 0.5, 0
+                    attempts += 1
+                    if attempts > self.o.max_reconnects:
+                        self.report.gave_up = True
+                        log.error("coordinator %s: gave up after %d attempts", self.o.coordinator, attempts - 1)
+                        break
                     self.report.reconnects += 1
                     log.warning(
                         "coordinator %s unavailable (%s); reconnecting in %.1f s",
@@ -251,7 +268,10 @@ class CameraClient:
                         exc.code().name,
                         backoff,
                     )
+                    away = time.perf_counter()
                     await asyncio.sleep(backoff)
+                    if live:  # a live source went on producing frames nobody sent
+                        self.report.missed += round((time.perf_counter() - away) * (self.o.fps or 30.0))
                     backoff = min(8.0, backoff * 2)
             self._lost("no result before the stream ended")
         finally:
@@ -278,6 +298,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--family", default="", help="ask for a model family (posenet, openpose)")
     p.add_argument("--model-id", default="", help="ask for one model id")
     p.add_argument(
+        "--max-reconnects",
+        type=int,
+        default=20,
+        help="failed attempts in one outage before giving up (exit status 1; default 20)",
+    )
+    p.add_argument(
         "--start-at",
         type=float,
         metavar="UNIX_TIME",
@@ -301,7 +327,8 @@ def cmd_camera(args: argparse.Namespace) -> int:
         family=args.family,
         model_id=args.model_id,
         start_at=args.start_at,
+        max_reconnects=args.max_reconnects,
     )
     report = asyncio.run(CameraClient(options).run())
     print(report.line(args.camera_id))
-    return 0 if report.sent == report.answered else 1
+    return 0 if report.sent == report.answered and not report.gave_up else 1

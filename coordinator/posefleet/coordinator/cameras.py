@@ -27,21 +27,29 @@ class CameraStats:
         self._latency_ms: collections.deque[float] = collections.deque(maxlen=1000)
 
     @staticmethod
-    def _rate(times: collections.deque[float], now: float) -> float:
+    def _prune(times: collections.deque[float], now: float) -> None:
         while times and now - times[0] > _WINDOW_S:
             times.popleft()
+
+    @classmethod
+    def _rate(cls, times: collections.deque[float], now: float) -> float:
+        cls._prune(times, now)
         if len(times) < 2:
             return 0.0
         return (len(times) - 1) / max(1e-6, times[-1] - times[0])
 
     def arrived(self) -> None:
         self.frames_in += 1
-        self._arrivals.append(time.monotonic())
+        now = time.monotonic()
+        self._arrivals.append(now)
+        self._prune(self._arrivals, now)  # bounded by the window, whether or not anyone asks for stats
 
     def answered(self, result: pose_pb2.PoseResult, latency_ms: float) -> None:
         if result.status == pose_pb2.RESULT_STATUS_OK:
             self.ok += 1
-            self._done.append(time.monotonic())
+            now = time.monotonic()
+            self._done.append(now)
+            self._prune(self._done, now)
             self._latency_ms.append(latency_ms)
         elif result.status == pose_pb2.RESULT_STATUS_DROPPED:
             self.dropped += 1
@@ -92,8 +100,23 @@ class CameraSession:
         self._reading_done = False
 
     async def _read(self, frames: AsyncIterator[pose_pb2.Frame]) -> None:
+        camera: str | None = None
+        last_sequence = -1
         try:
             async for frame in frames:
+                camera = frame.camera_id if camera is None else camera
+                problem = None
+                if frame.camera_id != camera:
+                    problem = f"camera_id {frame.camera_id[:40]!r} changed within the stream of {camera!r}"
+                elif frame.sequence <= last_sequence:
+                    problem = f"sequence {frame.sequence} is not above the previous frame's ({last_sequence})"
+                if problem is not None:  # answered at once, in order, never sent to a node
+                    job = Job.start(frame, self.frame_timeout)
+                    job.fail(grpc.StatusCode.INVALID_ARGUMENT, problem)
+                    self._order.append(job)
+                    self._arrived.set()
+                    continue
+                last_sequence = frame.sequence
                 if self.policy == "block":
                     await self._has_room.wait()
                 elif len(self._waiting) >= self.queue_size:

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from posefleet.common.grpc_server import message_options
 from posefleet.coordinator.jobs import Job
+from posefleet.coordinator.validation import result_problem
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 from posefleet.v1.discovery import NODE_HEALTH_SERVICE
 
@@ -192,6 +193,10 @@ class NodeLink:
                     break
                 job = entry[0]
                 self.in_flight -= 1
+                if (problem := result_problem(result)) is not None:  # passed on to no one: the node misbehaves
+                    self._on_lost(self, [job], f"node {self.info.node_id or self.key} sent an invalid result")
+                    reason = f"invalid result: {problem}"
+                    break
                 if result.status == pose_pb2.RESULT_STATUS_FAILED and result.error_code in RETRYABLE:
                     self.frames_failed += 1
                     self._on_lost(self, [job], f"node {self.info.node_id}: {result.error}")

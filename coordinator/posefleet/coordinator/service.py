@@ -16,6 +16,7 @@ from posefleet.coordinator.merging import Merger
 from posefleet.coordinator.metrics import CoordinatorMetrics
 from posefleet.coordinator.registry import Registry
 from posefleet.coordinator.settings import CoordinatorSettings
+from posefleet.coordinator.validation import MIN_WINDOW_MS, camera_id_problem
 from posefleet.v1 import coordinator_pb2, coordinator_pb2_grpc, pose_pb2
 
 _STATUS = {
@@ -49,7 +50,9 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None:
             return
-        camera = first.camera_id or context.peer()
+        if (problem := camera_id_problem(first.camera_id)) is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        camera = first.camera_id
         stats = self.cameras.setdefault(camera, CameraStats(camera))
 
         async def frames() -> AsyncIterator[pose_pb2.Frame]:
@@ -87,6 +90,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     ) -> AsyncIterator[coordinator_pb2.MultiViewResult]:
         if not request.window_ms:
             request.window_ms = self.settings.subscribe_window_ms
+        request.window_ms = max(request.window_ms, MIN_WINDOW_MS)
         async for merged in self.hub.subscribe(request):
             yield merged
 

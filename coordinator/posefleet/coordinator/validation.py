@@ -1,0 +1,51 @@
+"""What the coordinator accepts from cameras and from nodes: every network input is checked here."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from posefleet.common.keypoints import NUM_KEYPOINTS
+from posefleet.v1 import pose_pb2
+
+#: Camera ids: 1-128 printable characters without spaces (they become metric labels and log words).
+CAMERA_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+#: A node's result may hold at most this many poses.
+MAX_POSES = 100
+#: Keypoints may lie this far (a fraction of the image size) outside the image, no farther.
+KEYPOINT_MARGIN = 0.5
+#: ``Subscribe`` windows shorter than this are raised to it (1 ms windows cost subscribers 11x the CPU).
+MIN_WINDOW_MS = 10
+
+
+def camera_id_problem(camera_id: str) -> str | None:
+    """Why ``camera_id`` cannot name a camera, or None."""
+    if not camera_id:
+        return "camera_id is required on a camera stream"
+    if not CAMERA_ID.fullmatch(camera_id):
+        shown = camera_id[:40].encode("unicode_escape").decode()
+        return (
+            f"camera_id {shown!r}{'...' if len(camera_id) > 40 else ''} is not 1-128 of the characters "
+            "A-Z a-z 0-9 . _ : @ / + = -"
+        )
+    return None
+
+
+def result_problem(result: pose_pb2.PoseResult) -> str | None:
+    """Why a node's OK result cannot be passed on (too many poses, keypoints not finite or far off the image)."""
+    if result.status != pose_pb2.RESULT_STATUS_OK:
+        return None
+    if len(result.poses) > MAX_POSES:
+        return f"{len(result.poses)} poses in one result (at most {MAX_POSES})"
+    w, h = max(1, result.image_width), max(1, result.image_height)
+    for pose in result.poses:
+        if len(pose.keypoints) != NUM_KEYPOINTS:
+            return f"a pose with {len(pose.keypoints)} keypoints (expected {NUM_KEYPOINTS})"
+        for k in pose.keypoints:
+            if not (math.isfinite(k.x) and math.isfinite(k.y) and math.isfinite(k.score)):
+                return "a keypoint that is not a finite number"
+            if not (-KEYPOINT_MARGIN * w <= k.x <= (1 + KEYPOINT_MARGIN) * w) or not (
+                -KEYPOINT_MARGIN * h <= k.y <= (1 + KEYPOINT_MARGIN) * h
+            ):
+                return f"a keypoint at ({k.x:.0f}, {k.y:.0f}), far outside the {w}x{h} image"
+    return None
