@@ -261,3 +261,70 @@ async def test_camera_streams_are_checked_id_and_sequence() -> None:
             assert "changed within the stream" in results[6].error
     finally:
         await server.stop()
+
+
+async def test_a_frame_above_every_nodes_limit_fails_alone(cluster: Any) -> None:
+    registry = await cluster({"a": {}})
+    big = frame(1)
+    big.image.data = bytes(17 * 2**20)  # an uncompressed 1440p frame and a half: above the 16 MiB links
+    results = await send(registry, [frame(0), big, frame(2)])
+    assert [r.status for r in results] == [OK, FAILED, OK]
+    assert results[1].error_code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0] and "MiB" in results[1].error
+    assert registry.links["a"].healthy, "the node's stream never saw it"
+
+
+async def test_duplicate_node_ids_are_detected(cluster: Any) -> None:
+    class Twin(FakeLink):
+        async def _info(self) -> pose_pb2.NodeInfo | None:
+            info = await super()._info()
+            assert info is not None
+            info.node_id = "same"
+            return info
+
+    FakeLink.nodes = {"a": {}, "b": {}}
+    registry = Registry(CoordinatorSettings(discover=False), link_factory=Twin)
+    registry.add("a", "fake-a:1", "static")
+    await asyncio.sleep(0.05)
+    registry.add("b", "fake-b:1", "static")
+    await asyncio.sleep(0.05)
+    assert registry.links["a"].available and not registry.links["b"].available
+    assert "duplicate node id same (already at fake-a:1)" in registry.links["b"].last_error
+    await registry.stop()
+
+
+async def test_idle_cameras_are_forgotten_and_a_cap_holds() -> None:
+    import grpc
+    from posefleet.coordinator.server import CoordinatorServer
+    from posefleet.v1 import coordinator_pb2_grpc
+
+    FakeLink.nodes = {"n0": {"capacity": 4}}
+    settings = CoordinatorSettings(
+        host="127.0.0.1", port=0, discover=False, max_cameras=2, camera_idle_s=0.2, camera_queue=8, drop_policy="block"
+    )
+    server = CoordinatorServer(settings, link_factory=FakeLink)
+    await server.start()
+    server.registry.add("n0", "loopback-n0", "static")
+    await asyncio.sleep(0.1)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+
+            async def stream(camera: str, count: int) -> list[pose_pb2.PoseResult]:
+                async def gen() -> AsyncIterator[pose_pb2.Frame]:
+                    for i in range(count):
+                        yield frame(i, camera=camera)
+
+                return [r async for r in stub.StreamCamera(gen())]
+
+            assert len(await stream("a", 3)) == 3 and len(await stream("b", 3)) == 3
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stream("c", 1)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            series = server.metrics.registry.get_sample_value
+            assert series("posefleet_coordinator_frames_total", {"camera": "a", "result": "ok"}) == 3
+            await asyncio.sleep(0.3)
+            assert len(await stream("c", 2)) == 2, "idle cameras made room"
+            assert set(server.service.cameras) == {"c"}
+            assert series("posefleet_coordinator_frames_total", {"camera": "a", "result": "ok"}) is None
+    finally:
+        await server.stop()

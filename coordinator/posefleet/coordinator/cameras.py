@@ -14,6 +14,9 @@ from posefleet.coordinator.registry import Registry
 from posefleet.v1 import coordinator_pb2, pose_pb2
 
 _WINDOW_S = 5.0
+#: Frames of one stream the coordinator holds (waiting, on nodes, or answered but not yet read); beyond it
+#: the camera's frames are not read until it reads its results.
+MAX_UNANSWERED = 256
 
 
 class CameraStats:
@@ -21,6 +24,8 @@ class CameraStats:
 
     def __init__(self, camera_id: str) -> None:
         self.camera_id = camera_id
+        self.last_seen = time.monotonic()
+        self.streams = 0  # open StreamCamera calls of this camera
         self.frames_in = self.ok = self.dropped = self.failed = 0
         self._arrivals: collections.deque[float] = collections.deque()
         self._done: collections.deque[float] = collections.deque()
@@ -40,7 +45,7 @@ class CameraStats:
 
     def arrived(self) -> None:
         self.frames_in += 1
-        now = time.monotonic()
+        now = self.last_seen = time.monotonic()
         self._arrivals.append(now)
         self._prune(self._arrivals, now)  # bounded by the window, whether or not anyone asks for stats
 
@@ -98,6 +103,8 @@ class CameraSession:
         self._has_room.set()
         self._arrived = asyncio.Event()
         self._reading_done = False
+        self._order_room = asyncio.Event()
+        self._order_room.set()
 
     async def _read(self, frames: AsyncIterator[pose_pb2.Frame]) -> None:
         camera: str | None = None
@@ -117,6 +124,11 @@ class CameraSession:
                     self._arrived.set()
                     continue
                 last_sequence = frame.sequence
+                if len(self._order) >= MAX_UNANSWERED:
+                    # The camera is not reading its results: stop reading its frames (gRPC flow control
+                    # holds the camera back) instead of buffering frames and results without end.
+                    self._order_room.clear()
+                    await self._order_room.wait()
                 if self.policy == "block":
                     await self._has_room.wait()
                 elif len(self._waiting) >= self.queue_size:
@@ -173,6 +185,8 @@ class CameraSession:
                     job.fail(grpc.StatusCode.DEADLINE_EXCEEDED, f"no result within {self.frame_timeout:.1f} s")
                 result = job.future.result()
                 self._order.popleft()
+                if len(self._order) < MAX_UNANSWERED:
+                    self._order_room.set()
                 latency_ms = job.elapsed_ms()
                 result.timings.route_ms = latency_ms
                 self.stats.answered(result, latency_ms)

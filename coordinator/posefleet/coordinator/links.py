@@ -54,6 +54,8 @@ class NodeLink:
         self.failures = 0
         self.retry_at = 0.0
         self.last_used = 0.0
+        self._max_message_bytes = max_message_bytes
+        self.max_frame_bytes = max_message_bytes
         self._on_lost = on_lost
         self._on_credit = on_credit
         self._pending: dict[int, tuple[Job, float]] = {}  # link tag -> (job, monotonic time sent)
@@ -123,6 +125,8 @@ class NodeLink:
             return False
         self.info = info
         self.capacity = max(1, self.info.capacity)
+        # What the node accepts, within what this link's channel may send.
+        self.max_frame_bytes = min(self.info.max_message_bytes or self._max_message_bytes, self._max_message_bytes)
         self.healthy = True
         self.healthy_since = time.monotonic()
         self.draining = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 
 from posefleet.coordinator.links import NodeLink
@@ -37,3 +38,11 @@ class CoordinatorMetrics:
             "posefleet_coordinator_latency_seconds", "Frame in -> result out", ["camera"], buckets=buckets, registry=r
         )
         r.register(_NodeCollector(links))
+
+    def forget(self, camera: str) -> None:
+        """Remove a camera's series (when the coordinator forgets the camera)."""
+        for result in ("ok", "dropped", "failed"):
+            with contextlib.suppress(KeyError):
+                self.frames.remove(camera, result)
+        with contextlib.suppress(KeyError):
+            self.latency.remove(camera)

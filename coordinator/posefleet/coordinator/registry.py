@@ -105,6 +105,23 @@ class Registry:
 
     async def _connect(self, link: NodeLink) -> None:
         if await link.connect():
+            twin = next(
+                (
+                    other
+                    for other in self.links.values()
+                    if other is not link and other.healthy and other.info.node_id == link.info.node_id
+                ),
+                None,
+            )
+            if twin is not None:  # two nodes claim one id: the first keeps it, the second is refused
+                log.error(
+                    "node id %s at %s is already served by %s: refusing the second",
+                    link.info.node_id,
+                    link.address,
+                    twin.address,
+                )
+                link.mark_down(f"duplicate node id {link.info.node_id} (already at {twin.address})")
+                return
             await self._wake()
 
     def _on_service(self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
@@ -161,10 +178,10 @@ class Registry:
         async with self._changed:
             self._changed.notify_all()
 
-    def _pick(self, selector: pose_pb2.ModelSelector, exclude: set[str]) -> NodeLink | None:
+    def _pick(self, selector: pose_pb2.ModelSelector, exclude: set[str], size: int = 0) -> NodeLink | None:
         best: NodeLink | None = None
         for link in self.links.values():
-            if link.key in exclude or not link.has_credit() or not link.serves(selector):
+            if link.key in exclude or not link.has_credit() or not link.serves(selector) or size > link.max_frame_bytes:
                 continue
             if best is None or (link.load(), link.last_used) < (best.load(), best.last_used):
                 best = link
@@ -174,14 +191,14 @@ class Registry:
         return [link for link in self.links.values() if link.available and link.serves(selector)]
 
     async def acquire(
-        self, selector: pose_pb2.ModelSelector, deadline: float, exclude: set[str] | None = None
+        self, selector: pose_pb2.ModelSelector, deadline: float, exclude: set[str] | None = None, size: int = 0
     ) -> NodeLink:
         """Wait for the least-loaded matching node with a free credit (until ``deadline``, monotonic)."""
         exclude = exclude or set()
         no_node_since: float | None = None
         async with self._changed:
             while True:
-                link = self._pick(selector, exclude) or (self._pick(selector, set()) if exclude else None)
+                link = self._pick(selector, exclude, size) or (self._pick(selector, set(), size) if exclude else None)
                 if link is not None:
                     return link
                 now = time.monotonic()
@@ -217,8 +234,16 @@ class Registry:
         The one path of every frame to a node (camera streams, unary Estimate, retries). A job answered
         meanwhile (a camera dropped it for a newer frame) is not sent.
         """
+        size = job.frame.ByteSize()
+        limits = [link.max_frame_bytes for link in self.serving(job.frame.model)]
+        if limits and size > max(limits):  # this frame alone fails; the node streams never see it
+            job.fail(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"frame of {size / 2**20:.1f} MiB is above what any node accepts ({max(limits) / 2**20:.1f} MiB)",
+            )
+            return
         try:
-            link = await self.acquire(job.frame.model, job.deadline, exclude=job.tried)
+            link = await self.acquire(job.frame.model, job.deadline, exclude=job.tried, size=size)
         except NoNode as exc:
             job.fail(grpc.StatusCode.UNAVAILABLE, f"{retry_reason}; {exc}" if retry_reason else str(exc))
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from posefleet.common.grpc_server import SERVING, GrpcServer, run_until_signal
@@ -26,6 +27,7 @@ class CoordinatorServer:
         self.port = 0
         self.metrics_port: int | None = None
         self._grpc: GrpcServer | None = None
+        self._evictor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -38,6 +40,7 @@ class CoordinatorServer:
         self.port = server.bind(s.host, s.port)
         await self.registry.start()
         self.service.merger.start()
+        self._evictor = asyncio.create_task(self._evict(), name="camera-eviction")
         await server.start()
         await server.set_health(SERVING)
         if s.metrics_port is not None:
@@ -45,7 +48,14 @@ class CoordinatorServer:
             self.metrics_port = int(http.server_port)
         log.info("coordinator listening on %s:%d", s.host, self.port)
 
+    async def _evict(self) -> None:
+        while True:
+            await asyncio.sleep(min(10.0, self.settings.camera_idle_s / 2))
+            self.service.evict_idle()
+
     async def stop(self) -> None:
+        if self._evictor is not None:
+            self._evictor.cancel()
         if self._grpc is not None:
             await self._grpc.stop(grace=2.0)
         await self.service.merger.stop()

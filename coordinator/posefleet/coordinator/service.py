@@ -53,7 +53,15 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         if (problem := camera_id_problem(first.camera_id)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         camera = first.camera_id
+        if camera not in self.cameras:
+            self.evict_idle()
+            if len(self.cameras) >= self.settings.max_cameras:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"this coordinator serves at most {self.settings.max_cameras} cameras at once",
+                )
         stats = self.cameras.setdefault(camera, CameraStats(camera))
+        stats.streams += 1
 
         async def frames() -> AsyncIterator[pose_pb2.Frame]:
             yield first
@@ -68,8 +76,23 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             frame_timeout=self.settings.frame_timeout_s,
             publish=self._publish,
         )
-        async for result in session.results(frames()):
-            yield result
+        try:
+            async for result in session.results(frames()):
+                yield result
+        finally:
+            stats.streams -= 1
+            stats.last_seen = time.monotonic()
+
+    def evict_idle(self) -> int:
+        """Forget cameras silent for ``camera_idle_s`` (stats, tracks, hub entry, Prometheus series)."""
+        now = time.monotonic()
+        gone = [c for c, s in self.cameras.items() if not s.streams and now - s.last_seen > self.settings.camera_idle_s]
+        for camera in gone:
+            del self.cameras[camera]
+            self.merger.tracks.forget(camera)
+            self.hub.active_cameras.pop(camera, None)
+            self.metrics.forget(camera)
+        return len(gone)
 
     async def Estimate(self, request: pose_pb2.Frame, context: grpc.aio.ServicerContext) -> pose_pb2.PoseResult:
         job = Job.start(request, self.settings.frame_timeout_s)

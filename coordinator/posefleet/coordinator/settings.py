@@ -82,7 +82,11 @@ class CoordinatorSettings(FileSettings):
     )
     backoff_initial_s: float = Field(0.25, gt=0)
     backoff_max_s: float = Field(5.0, gt=0)
-    subscribe_window_ms: int = Field(100, ge=1, le=60_000)
+    subscribe_window_ms: int = Field(100, ge=10, le=60_000)
+    max_cameras: int = Field(1000, ge=1, description="cameras with state at once; more: RESOURCE_EXHAUSTED")
+    camera_idle_s: float = Field(
+        300.0, gt=0, description="a camera's state (stats, tracks, metrics) goes this long after its last frame"
+    )
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     max_message_mb: float = Field(16.0, gt=0, le=256)

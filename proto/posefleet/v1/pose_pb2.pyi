@@ -396,6 +396,7 @@ class NodeInfo(_message.Message):
     SOFTWARE_VERSION_FIELD_NUMBER: _builtins.int
     OPENVINO_VERSION_FIELD_NUMBER: _builtins.int
     PROTO_VERSION_FIELD_NUMBER: _builtins.int
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     model_id: _builtins.str
     model_family: _builtins.str
@@ -409,6 +410,8 @@ class NodeInfo(_message.Message):
     openvino_version: _builtins.str
     proto_version: _builtins.str
     """"posefleet.v1" """
+    max_message_bytes: _builtins.int
+    """The largest Frame message the node accepts; the coordinator sends it nothing bigger."""
     @_builtins.property
     def keypoint_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -426,10 +429,11 @@ class NodeInfo(_message.Message):
         software_version: _builtins.str = ...,
         openvino_version: _builtins.str = ...,
         proto_version: _builtins.str = ...,
+        max_message_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "device", b"device", "input_height", b"input_height", "input_width", b"input_width", "keypoint_names", b"keypoint_names", "model_family", b"model_family", "model_id", b"model_id", "node_id", b"node_id", "openvino_version", b"openvino_version", "precision", b"precision", "proto_version", b"proto_version", "software_version", b"software_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "device", b"device", "input_height", b"input_height", "input_width", b"input_width", "keypoint_names", b"keypoint_names", "max_message_bytes", b"max_message_bytes", "model_family", b"model_family", "model_id", b"model_id", "node_id", b"node_id", "openvino_version", b"openvino_version", "precision", b"precision", "proto_version", b"proto_version", "software_version", b"software_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -92,6 +92,7 @@ class NodeServer:
             precision=card.precision,
             keypoint_names=card.keypoints,
             software_version=software_version(),
+            max_message_bytes=s.max_message_bytes,
             openvino_version=openvino_version(),
             proto_version=PROTO_VERSION,
         )

@@ -40,9 +40,11 @@ class NodeSettings(FileSettings):
     advertise_addresses: list[str] = Field(default_factory=list, description="addresses put in the mDNS record")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus endpoint; 0 = free port")
     metrics_host: str = "127.0.0.1"
-    max_message_mb: float = Field(8.0, gt=0, le=256)
-    max_image_side: int = Field(8192, ge=16)
-    max_image_pixels: int = Field(40_000_000, ge=256)
+    #: As the coordinator's: an uncompressed 1440p frame (11 MB) fits, and both sides agree.
+    max_message_mb: float = Field(16.0, gt=0, le=256)
+    #: Checked from the JPEG/PNG header before decoding: what real cameras send, and no more.
+    max_image_side: int = Field(4096, ge=16)
+    max_image_pixels: int = Field(4096 * 4096, ge=256)
     drain_seconds: float = Field(8.0, ge=0, le=60, description="SIGTERM: time allowed for in-flight frames")
     decode_workers: int = Field(2, ge=1, le=64, description="image-decoding threads of the simulated backend")
     #: "openvino", or "simulated-accelerator" for the cluster scale benchmark only (see node/simulated.py).
