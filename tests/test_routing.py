@@ -328,3 +328,22 @@ async def test_idle_cameras_are_forgotten_and_a_cap_holds() -> None:
             assert series("posefleet_coordinator_frames_total", {"camera": "a", "result": "ok"}) is None
     finally:
         await server.stop()
+
+
+async def test_a_flooding_camera_slows_only_itself(cluster: Any) -> None:
+    """Credits go to the waiting cameras in turn: a camera sending as fast as it can (and dropping) does not
+    starve a camera at a modest rate sharing the same node."""
+    registry = await cluster({"one": {"latency": 0.01, "capacity": 2}})
+
+    async def paced(frames: list[pose_pb2.Frame], interval: float) -> list[pose_pb2.PoseResult]:
+        return await _camera(registry, frames, queue=2, interval=interval)
+
+    flood, modest = await asyncio.gather(
+        paced([frame(i, camera="flood") for i in range(1500)], 0.001),  # ~1000 frames/s for the whole test
+        paced([frame(i, camera="modest") for i in range(60)], 0.025),
+    )
+    modest_ok = sum(r.status == OK for r in modest) / len(modest)
+    flood_ok = sum(r.status == OK for r in flood) / len(flood)
+    print(f"modest camera {modest_ok:.1%} OK, flooding camera {flood_ok:.1%} OK")
+    assert modest_ok >= 0.95, modest_ok  # at most 3 of 60 on a loaded machine; all of them when quiet
+    assert flood_ok < 0.8, "the flooding camera's own frames are the ones dropped"
