@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 import numpy as np
+from posefleet.common.grpc_server import Malformed
 from posefleet.coordinator.jobs import Job
 from posefleet.coordinator.registry import Registry
 from posefleet.v1 import coordinator_pb2, pose_pb2
@@ -77,6 +78,19 @@ class CameraStats:
         )
 
 
+def _checked(
+    item: pose_pb2.Frame | Malformed, camera: str | None, last_sequence: int
+) -> tuple[pose_pb2.Frame, str | None]:
+    """The frame and why it cannot be sent (a message that did not parse, another camera, an old sequence)."""
+    if isinstance(item, Malformed):
+        return pose_pb2.Frame(camera_id=camera or "", sequence=max(last_sequence, 0)), str(item)
+    if camera is not None and item.camera_id != camera:
+        return item, f"camera_id {item.camera_id[:40]!r} changed within the stream of {camera!r}"
+    if item.sequence <= last_sequence:
+        return item, f"sequence {item.sequence} is not above the previous frame's ({last_sequence})"
+    return item, None
+
+
 class CameraSession:
     """One StreamCamera call: frames in, exactly one result per frame out, in arrival order."""
 
@@ -110,13 +124,9 @@ class CameraSession:
         camera: str | None = None
         last_sequence = -1
         try:
-            async for frame in frames:
+            async for item in frames:
+                frame, problem = _checked(item, camera, last_sequence)
                 camera = frame.camera_id if camera is None else camera
-                problem = None
-                if frame.camera_id != camera:
-                    problem = f"camera_id {frame.camera_id[:40]!r} changed within the stream of {camera!r}"
-                elif frame.sequence <= last_sequence:
-                    problem = f"sequence {frame.sequence} is not above the previous frame's ({last_sequence})"
                 if problem is not None:  # answered at once, in order, never sent to a node
                     job = Job.start(frame, self.frame_timeout)
                     job.fail(grpc.StatusCode.INVALID_ARGUMENT, problem)

@@ -11,7 +11,7 @@ from posefleet.coordinator.metrics import CoordinatorMetrics
 from posefleet.coordinator.registry import LinkFactory, Registry
 from posefleet.coordinator.service import CoordinatorService
 from posefleet.coordinator.settings import CoordinatorSettings
-from posefleet.v1 import coordinator_pb2, coordinator_pb2_grpc
+from posefleet.v1 import coordinator_pb2
 from posefleet.v1.discovery import COORDINATOR_HEALTH_SERVICE
 from prometheus_client import start_http_server
 
@@ -32,11 +32,7 @@ class CoordinatorServer:
     async def start(self) -> None:
         s = self.settings
         self._grpc = server = GrpcServer(s.max_message_bytes, [COORDINATOR_HEALTH_SERVICE])
-        server.add(
-            coordinator_pb2_grpc.add_CoordinatorServicer_to_server,
-            self.service,
-            coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"].full_name,
-        )
+        server.add(self.service, coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"])
         self.port = server.bind(s.host, s.port)
         await self.registry.start()
         self.service.merger.start()

@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-from posefleet.common.grpc_server import status_code
+from posefleet.common.grpc_server import Malformed, status_code
 from posefleet.coordinator.cameras import CameraSession, CameraStats
 from posefleet.coordinator.hub import Hub
 from posefleet.coordinator.jobs import Job
@@ -50,6 +50,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None:
             return
+        if isinstance(first, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(first))
         if (problem := camera_id_problem(first.camera_id)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         camera = first.camera_id
@@ -95,6 +97,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         return len(gone)
 
     async def Estimate(self, request: pose_pb2.Frame, context: grpc.aio.ServicerContext) -> pose_pb2.PoseResult:
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
         job = Job.start(request, self.settings.frame_timeout_s)
         await self.registry.dispatch(job)
         try:  # the frame's own deadline, whatever the caller's
@@ -111,6 +115,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def Subscribe(
         self, request: coordinator_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[coordinator_pb2.MultiViewResult]:
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
         if not request.window_ms:
             request.window_ms = self.settings.subscribe_window_ms
         request.window_ms = max(request.window_ms, MIN_WINDOW_MS)
@@ -120,6 +126,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def SubscribeScene(
         self, request: coordinator_pb2.SubscribeSceneRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[coordinator_pb2.SceneResult]:
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
         scene = self.merger.scenes.get(request.scene)
         if scene is None:
             known = ", ".join(sorted(self.merger.scenes)) or "none configured"

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError
+from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -16,6 +20,37 @@ from posefleet.common.errors import PosefleetError
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A request that did not parse; the handler answers it INVALID_ARGUMENT with ``reason``."""
+
+    type_name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"malformed {self.type_name} message: {self.reason}"
+
+
+def tolerant(message: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that returns ``Malformed`` instead of raising."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as exc:
+            return Malformed(message.DESCRIPTOR.name, str(exc) or "does not parse")
+
+    return parse
+
+
+_HANDLERS: dict[tuple[bool, bool], Callable[..., Any]] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
 
 
 class BindError(PosefleetError):
@@ -43,10 +78,25 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0
 
-    def add(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, service_name: str) -> None:
-        """Register a servicer (``add_XServicer_to_server``) and enable reflection for it."""
-        register(servicer, self.server)
-        names = (service_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+    def add(self, servicer: Any, service: ServiceDescriptor) -> None:
+        """Serve ``servicer``'s methods of ``service`` and enable reflection for it.
+
+        Requests are parsed tolerantly: a message that is not valid protobuf (bytes that do not parse,
+        invalid UTF-8 in a string) reaches the handler as ``Malformed``, which answers INVALID_ARGUMENT
+        (or a FAILED result on a stream) instead of gRPC's INTERNAL and a logged traceback.
+        """
+        handlers = {}
+        for method in service.methods:
+            request = GetMessageClass(method.input_type)
+            response = GetMessageClass(method.output_type)
+            make = _HANDLERS[(method.client_streaming, method.server_streaming)]
+            handlers[method.name] = make(
+                getattr(servicer, method.name),
+                request_deserializer=tolerant(request),
+                response_serializer=response.SerializeToString,
+            )
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+        names = (service.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server)
 
     def bind(self, host: str, port: int) -> int:

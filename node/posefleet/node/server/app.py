@@ -19,7 +19,7 @@ from posefleet.node.server.pipeline import AsyncEngine
 from posefleet.node.server.service import PoseNodeService
 from posefleet.node.server.settings import NodeSettings
 from posefleet.node.server.simulated import SimulatedEngine
-from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
+from posefleet.v1 import node_pb2, pose_pb2
 from posefleet.v1.discovery import NODE_HEALTH_SERVICE, PROTO_VERSION, NodeAdvert
 
 log = logging.getLogger("posefleet.node")
@@ -48,11 +48,7 @@ class NodeServer:
         self.port = server.bind(s.host, s.port)
         self.node_id = s.node_id(self.port)
         self._service = PoseNodeService(self.node_id, self.metrics, s.max_image_side, s.max_image_pixels)
-        server.add(
-            node_pb2_grpc.add_PoseNodeServicer_to_server,
-            self._service,
-            node_pb2.DESCRIPTOR.services_by_name["PoseNode"].full_name,
-        )
+        server.add(self._service, node_pb2.DESCRIPTOR.services_by_name["PoseNode"])
         await server.set_health(NOT_SERVING)
         await server.start()
         log.info("node %s listening on %s:%d, loading %s", self.node_id, s.host, self.port, s.model)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from functools import partial
 
 import grpc
-from posefleet.common.grpc_server import status_code
+from posefleet.common.grpc_server import Malformed, status_code
 from posefleet.common.keypoints import COCO_KEYPOINTS
 from posefleet.node.engine.types import PoseResult
 from posefleet.node.server.backend import Backend
@@ -128,6 +128,9 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
 
     # -- RPCs --------------------------------------------------------------------------------
     async def Estimate(self, request: pose_pb2.Frame, context: grpc.aio.ServicerContext) -> pose_pb2.PoseResult:
+        if isinstance(request, Malformed):
+            self.metrics.errors.labels(grpc.StatusCode.INVALID_ARGUMENT.name).inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
         received = time.perf_counter()
         try:
             engine = self._admit()
@@ -172,6 +175,10 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
             nonlocal pending
             try:
                 async for frame in request_iterator:
+                    if isinstance(frame, Malformed):  # answered FAILED; the stream goes on
+                        bad = str(frame)
+                        out.put_nowait(self.failed(pose_pb2.Frame(), grpc.StatusCode.INVALID_ARGUMENT, bad))
+                        continue
                     received = time.perf_counter()
                     try:
                         engine = self._admit()
