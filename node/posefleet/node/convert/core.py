@@ -101,6 +101,14 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def read_model(path: Path, kind: str) -> ov.Model:
+    """``path`` read by OpenVINO, or a ``ConversionError`` naming it as ``kind`` ("TFLite model"...)."""
+    try:
+        return ov.Core().read_model(str(path))
+    except Exception as exc:
+        raise ConversionError(f"{path}: cannot read {kind}: {first_line(exc)}") from exc
+
+
 def convert(
     source: str | Path,
     outdir: str | Path,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import openvino as ov
-from posefleet.node.convert.core import ConversionError, Converted, SourceFormat, first_line
+from posefleet.node.convert.core import ConversionError, Converted, SourceFormat, read_model
 from posefleet.node.engine.card import InputSpec, ModelCard, SourceSpec, sha256_of
 
 
@@ -34,10 +34,7 @@ class MoveNetTflite(SourceFormat):
 
     @classmethod
     def read(cls, source: Path, size: tuple[int, int] | None, stride: int | None) -> Converted:
-        try:
-            model = ov.Core().read_model(str(source))
-        except Exception as exc:
-            raise ConversionError(f"{source}: cannot read TFLite model: {first_line(exc)}") from exc
+        model = read_model(source, "TFLite model")
         if not _is_movenet(model):
             raise ConversionError(
                 f"{source}: not a MoveNet SinglePose model (expected one output of shape "

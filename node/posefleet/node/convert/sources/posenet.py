@@ -8,7 +8,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 from posefleet.node.convert import posenet_tfjs
-from posefleet.node.convert.core import ConversionError, Converted, SourceFormat, first_line
+from posefleet.node.convert.core import ConversionError, Converted, SourceFormat, first_line, read_model
 from posefleet.node.engine.card import InputSpec, ModelCard, SourceSpec, sha256_of
 
 POSENET_ROLES = ("heatmap", "offsets", "displacement_fwd", "displacement_bwd")
@@ -186,10 +186,7 @@ class CoralTflite(SourceFormat):
 
     @classmethod
     def read(cls, source: Path, size: tuple[int, int] | None, stride: int | None) -> Converted:
-        try:
-            model = ov.Core().read_model(str(source))
-        except Exception as exc:
-            raise ConversionError(f"{source}: cannot read TFLite model: {first_line(exc)}") from exc
+        model = read_model(source, "TFLite model")
         # The producers behind the Result nodes; a Result's own output cannot feed new operations.
         by_kind: dict[str, ov.Output] = {}
         for result in model.get_results():

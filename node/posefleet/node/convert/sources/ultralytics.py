@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import openvino as ov
-from posefleet.node.convert.core import ConversionError, Converted, SourceFormat, first_line
+from posefleet.node.convert.core import ConversionError, Converted, SourceFormat, read_model
 from posefleet.node.engine.card import InputSpec, ModelCard, SourceSpec, sha256_of
 
 
@@ -50,10 +49,7 @@ class UltralyticsPose(SourceFormat):
     def read(cls, source: Path, size: tuple[int, int] | None, stride: int | None) -> Converted:
         meta = _metadata(source if source.is_dir() else source.parent)
         model_file = sorted(source.glob("*.xml"))[0] if source.is_dir() else source
-        try:
-            model = ov.Core().read_model(str(model_file))
-        except Exception as exc:
-            raise ConversionError(f"{model_file}: cannot read the model: {first_line(exc)}") from exc
+        model = read_model(model_file, "the model")
         channels = model.outputs[0].get_partial_shape()[1]
         if len(model.inputs) != 1 or len(model.outputs) != 1 or not channels.is_static or channels.get_length() != 56:
             raise ConversionError(
