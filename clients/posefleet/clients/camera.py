@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -110,6 +111,8 @@ class CameraClient:
         self._seq = 0
         self._connected = False
         self.exhausted = False
+        # A read still running in its thread when a stream fails must not meet the final release.
+        self._cap_lock = threading.Lock()
 
     async def _model_size(self, client: PosefleetClient) -> tuple[int, int] | None:
         for node in await client.list_nodes():
@@ -185,11 +188,16 @@ class CameraClient:
                 )
             )
 
+    def _read(self, cap: cv2.VideoCapture) -> tuple[bool, npt.NDArray[np.uint8] | None]:
+        with self._cap_lock:
+            ok, image = cap.read()
+            return bool(ok), image
+
     async def _frames(self, cap: cv2.VideoCapture, target: tuple[int, int] | None) -> AsyncIterator[pose_pb2.Frame]:
         """Capture, pace, resize and encode frames; sets ``exhausted`` when the source ends."""
         next_at = time.perf_counter()
         while self.o.max_frames is None or self._seq < self.o.max_frames:
-            ok, image = await asyncio.to_thread(cap.read)
+            ok, image = await asyncio.to_thread(self._read, cap)
             if not ok:
                 break
             image = np.asarray(image, dtype=np.uint8)
@@ -275,7 +283,8 @@ class CameraClient:
                     backoff = min(8.0, backoff * 2)
             self._lost("no result before the stream ended")
         finally:
-            cap.release()
+            with self._cap_lock:
+                cap.release()
             self.report.elapsed_s = time.perf_counter() - start
             if self._jsonl is not None:
                 self._jsonl.close()
