@@ -169,7 +169,9 @@ async def test_subscribe_cli_writes_scene_windows_from_a_running_coordinator(
     LoopbackLink.nodes = {"n0": {"capacity": 8, "answer": bench_merge._answer(synthetic)}}
     scenes = {"lab": SceneSettings(calibration=calibration, cameras=bench_merge.CAMS)}
     server = CoordinatorServer(
-        CoordinatorSettings(host="127.0.0.1", port=0, discover=False, scenes=scenes), link_factory=LoopbackLink
+        # camera_queue holds all 16 frames a bench camera keeps in flight: no frame is DROPPED (an empty view)
+        CoordinatorSettings(host="127.0.0.1", port=0, discover=False, camera_queue=16, scenes=scenes),
+        link_factory=LoopbackLink,
     )
     await server.start()
     server.registry.add("n0", "loopback-n0", "static")
