@@ -14,8 +14,9 @@ import pytest
 from posefleet.common.keypoints import COCO_KEYPOINTS
 from posefleet.coordinator.merging import LiveScene
 from posefleet.coordinator.settings import CoordinatorSettings, SceneSettings
+from posefleet.coordinator.subscribers import Backlog
 from posefleet.merge.calibration import load_calibration
-from posefleet.v1 import pose_pb2
+from posefleet.v1 import coordinator_pb2, pose_pb2
 
 CAMS = {f"cam_0{i}": f"cam0{i}" for i in range(1, 5)}
 
@@ -51,8 +52,7 @@ def result(
 
 def test_windows_fuse_complete_and_late_cameras_and_refuse_bad_resolutions(calibration: Path) -> None:
     scene = LiveScene("lab", SceneSettings(calibration=calibration, cameras=CAMS))
-    got = []
-    scene._subscribers.add(q := __import__("asyncio").Queue(maxsize=1000))  # a subscriber, without a loop
+    scene._subscribers.add(backlog := Backlog[coordinator_pb2.SceneResult](1000, 60.0))  # a subscriber, no loop
     start = time.time()
     people = [standing(0.0, 0.5), standing(-0.8, -0.3)]
     for seq in range(10):
@@ -63,8 +63,7 @@ def test_windows_fuse_complete_and_late_cameras_and_refuse_bad_resolutions(calib
             scene.add(result(calibration, "cam04", seq, t, people))
     scene.last_seen["cam04"] -= 10  # ... and has been silent for longer than a camera may be
     scene.flush(force=True)
-    while not q.empty():
-        got.append(q.get_nowait())
+    got = list(backlog._items)
     assert len(got) == 10 and [len(w.views) for w in got] == [4] * 5 + [3] * 5
     assert all(len(w.persons) == 2 for w in got), [len(w.persons) for w in got]
     assert [list(w.missing_cameras) for w in got[5:]] == [["cam04"]] * 5

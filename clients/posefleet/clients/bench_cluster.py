@@ -4,6 +4,10 @@
 - capacity: simulated nodes that answer at once; camera streams as fast as credits allow.
 - scaling: k = 1, 2, 4, 8 simulated-accelerator nodes (33.3 ms per frame like an NCS at 30 FPS, one
   device each, real decoding of a recorded PoseNet output) against one such node called directly.
+- soak (``--only soak``, not part of the default run): ``--soak-frames`` (default 1,000,000) through the
+  coordinator to instant simulated nodes, cameras reconnecting every ``--soak-stream-frames``; the
+  coordinator's RSS over the run (growth from the first to the last 10% of frames) and every frame's one
+  result accounted for.
 The simulated backend exists for this benchmark only (see posefleet.node.server.simulated).
 """
 
@@ -11,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import statistics
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -21,8 +27,15 @@ import cv2
 import grpc
 import numpy as np
 from posefleet.clients.sdk import PosefleetClient, encode_frame
-from posefleet.common.cli import report
-from posefleet.common.processes import PosefleetProcess, run_posefleet, start_coordinator, start_node, stop_all
+from posefleet.common.cli import positive_int, report
+from posefleet.common.processes import (
+    PosefleetProcess,
+    rss_bytes,
+    run_posefleet,
+    start_coordinator,
+    start_node,
+    stop_all,
+)
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 
 
@@ -121,7 +134,76 @@ async def direct_throughput(node_address: str, payload: bytes, window: int, seco
         return done / (time.perf_counter() - start)
 
 
-def run(model_dir: Path, image: Any, work: Path, seconds: float, parts: set[str]) -> dict[str, Any]:
+async def soak(
+    address: str, pid: int, payload: bytes, *, frames: int, cameras: int, window: int, stream_frames: int
+) -> dict[str, Any]:
+    """``frames`` frames from ``cameras`` cameras (each stream reopened every ``stream_frames`` frames), the
+    coordinator's RSS sampled by frames done; growth compares the mean RSS of the first and last 10%."""
+    statuses: collections.Counter[str] = collections.Counter()
+    sent = [0]
+    samples: list[tuple[int, int]] = []  # (results so far, coordinator RSS)
+    per_camera = frames // cameras
+    start = time.perf_counter()
+
+    async def camera(client: PosefleetClient, name: str) -> None:
+        seq = 0
+        while seq < per_camera:
+            credits = asyncio.Semaphore(window)
+            end = min(per_camera, seq + stream_frames)
+
+            async def gen(first: int, last: int, credits: asyncio.Semaphore) -> AsyncIterator[pose_pb2.Frame]:
+                for s in range(first, last):
+                    await credits.acquire()
+                    sent[0] += 1
+                    yield encode_frame(payload, camera_id=name, sequence=s)
+
+            async for result in client.stream_camera(gen(seq, end, credits)):
+                credits.release()
+                statuses[pose_pb2.ResultStatus.Name(result.status)] += 1
+            seq = end
+
+    async def sampler() -> None:
+        while True:
+            samples.append((sum(statuses.values()), rss_bytes(pid)))
+            await asyncio.sleep(0.5)
+
+    async with PosefleetClient(address) as client:
+        watch = asyncio.create_task(sampler())
+        try:
+            await asyncio.gather(*(camera(client, f"soak{i}") for i in range(cameras)))
+        finally:
+            watch.cancel()
+        elapsed = time.perf_counter() - start
+        stats = await client.stats()
+    done = sum(statuses.values())
+    samples.append((done, rss_bytes(pid)))
+    first = [r for n, r in samples if n <= 0.1 * done]
+    last = [r for n, r in samples if n >= 0.9 * done]
+    first_mb, last_mb = statistics.mean(first) / 2**20, statistics.mean(last) / 2**20
+    counted = {s.camera_id: s for s in stats.cameras}
+    coordinator_in = sum(s.frames_in for s in counted.values())
+    coordinator_out = sum(s.frames_ok + s.frames_dropped + s.frames_failed for s in counted.values())
+    return {
+        "frames_sent": sent[0],
+        "results": done,
+        "unaccounted": sent[0] - done,
+        "statuses": dict(statuses),
+        "coordinator_frames_in": coordinator_in,
+        "coordinator_frames_out": coordinator_out,
+        "seconds": elapsed,
+        "frames_per_second": done / elapsed,
+        "rss_first_10pct_mb": first_mb,
+        "rss_last_10pct_mb": last_mb,
+        "rss_peak_mb": max(r for _, r in samples) / 2**20,
+        "rss_growth": last_mb / first_mb - 1,
+        "cameras": cameras,
+        "stream_frames": stream_frames,
+    }
+
+
+def run(
+    model_dir: Path, image: Any, work: Path, seconds: float, parts: set[str], *, soak_args: dict[str, int] | None = None
+) -> dict[str, Any]:
     size = (257, 257)
     frame = cv2.resize(image, (size[1], size[0]))
     payload = bytes(cv2.imencode(".jpg", frame)[1].tobytes())
@@ -154,21 +236,21 @@ def run(model_dir: Path, image: Any, work: Path, seconds: float, parts: set[str]
             report["latency"] = asyncio.run(latency(f"127.0.0.1:{node_port}", f"127.0.0.1:{port}", payload, 500))
             stop_all(procs)
             procs.clear()
+        instant = (
+            "--backend",
+            "simulated-accelerator",
+            "--sim-record",
+            str(record),
+            "--sim-latency-ms",
+            "0",
+            "--sim-no-decode",
+            "--sim-parallel",
+            "64",
+            "--max-inflight",
+            "64",
+            "--no-advertise",
+        )
         if "capacity" in parts:
-            instant = (
-                "--backend",
-                "simulated-accelerator",
-                "--sim-record",
-                str(record),
-                "--sim-latency-ms",
-                "0",
-                "--sim-no-decode",
-                "--sim-parallel",
-                "64",
-                "--max-inflight",
-                "64",
-                "--no-advertise",
-            )
             nodes = [start_node(model_dir, f"instant-{i}", work / f"instant-{i}.log", *instant) for i in range(2)]
             static = [a for n in nodes for a in ("--node", f"127.0.0.1:{n.port}")]
             coord = start_coordinator(
@@ -179,6 +261,18 @@ def run(model_dir: Path, image: Any, work: Path, seconds: float, parts: set[str]
             asyncio.run(_until_nodes(f"127.0.0.1:{port}", 2))
             fps = asyncio.run(throughput(f"127.0.0.1:{port}", tiny, cameras=4, window=32, seconds=seconds))
             report["capacity"] = {"frames_per_second": fps, "nodes": 2, "cameras": 4}
+            stop_all(procs)
+            procs.clear()
+        if "soak" in parts:
+            assert soak_args is not None
+            nodes = [start_node(model_dir, f"soak-{i}", work / f"soak-{i}.log", *instant) for i in range(2)]
+            static = [a for n in nodes for a in ("--node", f"127.0.0.1:{n.port}")]
+            coord = start_coordinator(
+                work / "soak-coord.log", "--no-discovery", "--camera-queue", "64", "--drop-policy", "block", *static
+            )
+            procs += [*nodes, coord]
+            asyncio.run(_until_nodes(f"127.0.0.1:{coord.port}", 2))
+            report["soak"] = asyncio.run(soak(f"127.0.0.1:{coord.port}", coord.proc.pid, tiny, **soak_args))
             stop_all(procs)
             procs.clear()
         if "scaling" in parts:
@@ -249,13 +343,28 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['nodes']} | {r['frames_per_second']:.1f} | {r['ideal']:.1f} | {r['efficiency']:.0%} |"
             for r in s["rows"]
         ]
+    if "soak" in report:
+        k = report["soak"]
+        lines += [
+            "",
+            f"Soak: {k['results']:,} frames from {k['cameras']} cameras (streams reopened every "
+            f"{k['stream_frames']:,} frames) in {k['seconds']:.0f} s ({k['frames_per_second']:.0f} frames/s); "
+            f"unaccounted {k['unaccounted']}; statuses {k['statuses']}; coordinator RSS "
+            f"{k['rss_first_10pct_mb']:.1f} MB (first 10%) -> {k['rss_last_10pct_mb']:.1f} MB (last 10%), "
+            f"growth **{k['rss_growth']:+.1%}**, peak {k['rss_peak_mb']:.1f} MB",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench-cluster", help="coordinator latency, routing capacity and scaling on loopback")
     p.add_argument("--model", type=Path, help="converted PoseNet model (default: fetch posenet-mobilenet-v1-075)")
-    p.add_argument("--only", action="append", choices=("latency", "capacity", "scaling"))
+    p.add_argument(
+        "--only", action="append", choices=("latency", "capacity", "scaling", "soak"), help="default: all but soak"
+    )
+    p.add_argument("--soak-frames", type=positive_int, default=1_000_000)
+    p.add_argument("--soak-cameras", type=positive_int, default=4)
+    p.add_argument("--soak-stream-frames", type=positive_int, default=50_000, help="frames per camera stream")
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", type=Path)
@@ -272,6 +381,13 @@ def cmd_bench_cluster(args: argparse.Namespace) -> int:
     if image is None:
         image = np.full((480, 640, 3), 127, np.uint8)
     with tempfile.TemporaryDirectory(prefix="posefleet-cluster-bench-") as tmp:
-        result = run(model_dir, image, Path(tmp), args.seconds, set(args.only or ("latency", "capacity", "scaling")))
+        soak_args = {
+            "frames": args.soak_frames,
+            "cameras": args.soak_cameras,
+            "window": 32,
+            "stream_frames": args.soak_stream_frames,
+        }
+        parts = set(args.only or ("latency", "capacity", "scaling"))
+        result = run(model_dir, image, Path(tmp), args.seconds, parts, soak_args=soak_args)
     report(args, markdown(result), result)
     return 0

@@ -7,35 +7,39 @@ import time
 from collections.abc import AsyncIterator
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from posefleet.coordinator.subscribers import Backlog
 from posefleet.v1 import coordinator_pb2, pose_pb2
 
 
 class Hub:
     def __init__(self) -> None:
-        self._subscribers: set[asyncio.Queue[pose_pb2.PoseResult]] = set()
+        self._subscribers: set[Backlog[pose_pb2.PoseResult]] = set()
         self.active_cameras: dict[str, float] = {}  # camera -> last result time (monotonic)
 
     def publish(self, result: pose_pb2.PoseResult) -> None:
         self.active_cameras[result.camera_id] = time.monotonic()
-        for queue in self._subscribers:
-            if queue.full():  # a slow subscriber loses its oldest results, never blocks cameras
-                queue.get_nowait()
-            queue.put_nowait(result)
+        for backlog in self._subscribers:  # a slow subscriber loses its oldest results, never blocks cameras
+            backlog.put(result)
 
     async def subscribe(
-        self, request: coordinator_pb2.SubscribeRequest
+        self, request: coordinator_pb2.SubscribeRequest, backlog: Backlog[pose_pb2.PoseResult]
     ) -> AsyncIterator[coordinator_pb2.MultiViewResult]:
-        """Multi-view results: results whose capture times fall in one window, one per camera."""
+        """Multi-view results: results whose capture times fall in one window, one per camera.
+
+        Each message counts the results this subscriber lost (read too slowly) since the previous one;
+        ``backlog`` drops a subscriber that stays behind (``SubscriberTooSlow``).
+        """
         window_ms = request.window_ms or 100
         wanted = set(request.camera_ids)
-        queue: asyncio.Queue[pose_pb2.PoseResult] = asyncio.Queue(maxsize=1000)
-        self._subscribers.add(queue)
+        self._subscribers.add(backlog)
         buckets: dict[int, dict[str, pose_pb2.PoseResult]] = {}
         opened: dict[int, float] = {}
+        lost = 0
         try:
             while True:
                 try:
-                    result = await asyncio.wait_for(queue.get(), timeout=window_ms / 1e3)
+                    result, just_lost = await asyncio.wait_for(backlog.get(), timeout=window_ms / 1e3)
+                    lost += just_lost
                 except TimeoutError:
                     result = None
                 if result is not None and (not wanted or result.camera_id in wanted):
@@ -52,10 +56,11 @@ class Hub:
                         start = Timestamp()
                         start.FromMilliseconds(key * window_ms)
                         yield coordinator_pb2.MultiViewResult(
-                            window_start=start, views=[views[c] for c in sorted(views)]
+                            window_start=start, views=[views[c] for c in sorted(views)], lost=lost
                         )
+                        lost = 0
                         del buckets[key], opened[key]
                     else:
                         break  # windows leave in time order
         finally:
-            self._subscribers.discard(queue)
+            self._subscribers.discard(backlog)

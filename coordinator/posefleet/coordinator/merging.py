@@ -22,6 +22,7 @@ import numpy.typing as npt
 from google.protobuf.timestamp_pb2 import Timestamp
 from posefleet.coordinator.fusion import Fused, Fusion, InlineFusion, ProcessFusion, poses_of
 from posefleet.coordinator.settings import SceneSettings, TrackingSettings
+from posefleet.coordinator.subscribers import Backlog
 from posefleet.merge.association import AssociationParams
 from posefleet.merge.calibration import CalibrationError, Camera, load_calibration
 from posefleet.merge.filters import OneEuroParams
@@ -35,8 +36,6 @@ F32 = npt.NDArray[np.float32]
 SILENT_S = 2.0
 #: Windows a scene keeps open at most (the oldest is fused when more arrive).
 MAX_OPEN_WINDOWS = 32
-#: Results a scene subscriber may fall behind before it loses the oldest.
-SUBSCRIBER_QUEUE = 256
 
 
 def _ms(stamp: Timestamp) -> float:
@@ -125,7 +124,7 @@ class LiveScene:
         self._period: dict[str, float] = {}
         self._windows: list[_Window] = []  # open, in capture-time order, never overlapping
         self._started: float | None = None  # the scene's first result
-        self._subscribers: set[asyncio.Queue[coordinator_pb2.SceneResult]] = set()
+        self._subscribers: set[Backlog[coordinator_pb2.SceneResult]] = set()
         self.windows_done = 0
         self.skipped = 0  # windows fusion was too far behind to take
         self.late = 0  # results whose window had already been fused
@@ -245,10 +244,8 @@ class LiveScene:
         if not self._subscribers:
             return
         out = coordinator_pb2.SceneResult.FromString(fused.result)  # parsed only for someone to read
-        for queue in self._subscribers:
-            if queue.full():  # a slow subscriber loses its oldest windows, never slows the scene
-                queue.get_nowait()
-            queue.put_nowait(out)
+        for backlog in self._subscribers:  # a slow subscriber loses its oldest windows, never slows the scene
+            backlog.put(out)
 
     def _fusion_params(self) -> FusionParams:
         """The scene's settings; the reprojection threshold is in calibrated pixels, so it shrinks with
@@ -264,14 +261,21 @@ class LiveScene:
         )
 
     # -- subscribers and status ------------------------------------------------------------
-    async def subscribe(self) -> AsyncIterator[coordinator_pb2.SceneResult]:
-        queue: asyncio.Queue[coordinator_pb2.SceneResult] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
-        self._subscribers.add(queue)
+    async def subscribe(
+        self, backlog: Backlog[coordinator_pb2.SceneResult]
+    ) -> AsyncIterator[coordinator_pb2.SceneResult]:
+        """Every fused window, each counting the windows this subscriber lost before it; ``backlog`` drops
+        a subscriber that stays behind (``SubscriberTooSlow``)."""
+        self._subscribers.add(backlog)
         try:
             while True:
-                yield await queue.get()
+                result, lost = await backlog.get()
+                if lost:
+                    result = coordinator_pb2.SceneResult.FromString(result.SerializeToString())
+                    result.lost = lost
+                yield result
         finally:
-            self._subscribers.discard(queue)
+            self._subscribers.discard(backlog)
 
     def status(self) -> coordinator_pb2.SceneStatus:
         streaming = self._streaming()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from posefleet.common.grpc_server import Malformed, status_code
@@ -16,6 +17,7 @@ from posefleet.coordinator.merging import Merger
 from posefleet.coordinator.metrics import CoordinatorMetrics
 from posefleet.coordinator.registry import Registry
 from posefleet.coordinator.settings import CoordinatorSettings
+from posefleet.coordinator.subscribers import Backlog, relay
 from posefleet.coordinator.validation import MIN_WINDOW_MS, camera_id_problem
 from posefleet.v1 import coordinator_pb2, coordinator_pb2_grpc, pose_pb2
 
@@ -112,20 +114,25 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             await context.abort(status_code(result.error_code), result.error)
         return result
 
-    async def Subscribe(
+    def _backlog(self) -> Backlog[Any]:
+        return Backlog(self.settings.subscriber_backlog, self.settings.subscriber_max_lag_s)
+
+    # Subscribe and SubscribeScene write with context.write (not yield) so that relay can end a call whose
+    # write waits on flow control: hence the override of the generated stubs' iterator return type.
+    async def Subscribe(  # type: ignore[override]
         self, request: coordinator_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[coordinator_pb2.MultiViewResult]:
+    ) -> None:
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
         if not request.window_ms:
             request.window_ms = self.settings.subscribe_window_ms
         request.window_ms = max(request.window_ms, MIN_WINDOW_MS)
-        async for merged in self.hub.subscribe(request):
-            yield merged
+        backlog = self._backlog()
+        await relay(self.hub.subscribe(request, backlog), backlog, context)
 
-    async def SubscribeScene(
+    async def SubscribeScene(  # type: ignore[override]
         self, request: coordinator_pb2.SubscribeSceneRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[coordinator_pb2.SceneResult]:
+    ) -> None:
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
         scene = self.merger.scenes.get(request.scene)
@@ -133,8 +140,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             known = ", ".join(sorted(self.merger.scenes)) or "none configured"
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no scene {request.scene!r} (scenes: {known})")
         assert scene is not None
-        async for result in scene.subscribe():
-            yield result
+        backlog = self._backlog()
+        await relay(scene.subscribe(backlog), backlog, context)
 
     def _node_status(self, link: NodeLink) -> coordinator_pb2.NodeStatus:
         return coordinator_pb2.NodeStatus(

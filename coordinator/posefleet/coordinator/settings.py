@@ -83,6 +83,12 @@ class CoordinatorSettings(FileSettings):
     backoff_initial_s: float = Field(0.25, gt=0)
     backoff_max_s: float = Field(5.0, gt=0)
     subscribe_window_ms: int = Field(100, ge=10, le=60_000)
+    subscriber_backlog: int = Field(
+        1000, ge=1, le=100_000, description="results a subscriber may have waiting; beyond: the oldest are lost"
+    )
+    subscriber_max_lag_s: float = Field(
+        5.0, gt=0, description="a subscriber this far behind is ended with RESOURCE_EXHAUSTED"
+    )
     max_cameras: int = Field(1000, ge=1, description="cameras with state at once; more: RESOURCE_EXHAUSTED")
     camera_idle_s: float = Field(
         300.0, gt=0, description="a camera's state (stats, tracks, metrics) goes this long after its last frame"

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from posefleet.v1 import pose_pb2 as posefleet_dot_v1_dot_pose__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eposefleet/v1/coordinator.proto\x12\x0cposefleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17posefleet/v1/pose.proto\"9\n\x10SubscribeRequest\x12\x12\n\ncamera_ids\x18\x01 \x03(\t\x12\x11\n\twindow_ms\x18\x02 \x01(\r\"l\n\x0fMultiViewResult\x12\x30\n\x0cwindow_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05views\x18\x02 \x03(\x0b\x32\x18.posefleet.v1.PoseResult\"&\n\x15SubscribeSceneRequest\x12\r\n\x05scene\x18\x01 \x01(\t\"\x86\x01\n\x07Joint3D\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\t\n\x01x\x18\x02 \x01(\x02\x12\t\n\x01y\x18\x03 \x01(\x02\x12\t\n\x01z\x18\x04 \x01(\x02\x12\r\n\x05score\x18\x05 \x01(\x02\x12\r\n\x05views\x18\x06 \x01(\r\x12\x1d\n\x15reprojection_error_px\x18\x07 \x01(\x02\x12\x0f\n\x07\x63\x61meras\x18\x08 \x03(\t\"E\n\nPersonView\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x12\n\npose_index\x18\x02 \x01(\r\x12\x10\n\x08track_id\x18\x03 \x01(\r\"f\n\x08Person3D\x12\n\n\x02id\x18\x01 \x01(\r\x12%\n\x06joints\x18\x02 \x03(\x0b\x32\x15.posefleet.v1.Joint3D\x12\'\n\x05views\x18\x03 \x03(\x0b\x32\x18.posefleet.v1.PersonView\"\xca\x01\n\x0bSceneResult\x12\r\n\x05scene\x18\x01 \x01(\t\x12\x30\n\x0cwindow_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x07persons\x18\x03 \x03(\x0b\x32\x16.posefleet.v1.Person3D\x12\'\n\x05views\x18\x04 \x03(\x0b\x32\x18.posefleet.v1.PoseResult\x12\x17\n\x0fmissing_cameras\x18\x05 \x03(\t\x12\x0f\n\x07\x66use_ms\x18\x06 \x01(\x02\"\x12\n\x10ListNodesRequest\"\xb7\x01\n\nNodeStatus\x12$\n\x04info\x18\x01 \x01(\x0b\x32\x16.posefleet.v1.NodeInfo\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x11\n\tin_flight\x18\x04 \x01(\r\x12\x13\n\x0b\x66rames_done\x18\x05 \x01(\x04\x12\x15\n\rframes_failed\x18\x06 \x01(\x04\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x12\n\nlast_error\x18\x08 \x01(\t\"<\n\x11ListNodesResponse\x12\'\n\x05nodes\x18\x01 \x03(\x0b\x32\x18.posefleet.v1.NodeStatus\"\x11\n\x0fGetStatsRequest\"\xcf\x01\n\x0b\x43\x61meraStats\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x11\n\tinput_fps\x18\x02 \x01(\x01\x12\x15\n\rprocessed_fps\x18\x03 \x01(\x01\x12\x11\n\tframes_in\x18\x04 \x01(\x04\x12\x11\n\tframes_ok\x18\x05 \x01(\x04\x12\x16\n\x0e\x66rames_dropped\x18\x06 \x01(\x04\x12\x15\n\rframes_failed\x18\x07 \x01(\x04\x12\x16\n\x0elatency_p50_ms\x18\x08 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\t \x01(\x01\"\x8a\x01\n\x11SceneCameraStatus\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x18\n\x10\x63\x61libration_name\x18\x02 \x01(\t\x12\x11\n\tstreaming\x18\x03 \x01(\x08\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12$\n\x1cmedian_reprojection_error_px\x18\x05 \x01(\x01\"\xb1\x01\n\x0bSceneStatus\x12\r\n\x05scene\x18\x01 \x01(\t\x12\x30\n\x07\x63\x61meras\x18\x02 \x03(\x0b\x32\x1f.posefleet.v1.SceneCameraStatus\x12\x0f\n\x07windows\x18\x03 \x01(\x04\x12\x0f\n\x07persons\x18\x04 \x01(\r\x12\x11\n\twindow_ms\x18\x05 \x01(\x01\x12\x13\n\x0b\x66use_p99_ms\x18\x06 \x01(\x01\x12\x17\n\x0fwindows_skipped\x18\x07 \x01(\x04\"\x87\x01\n\x05Stats\x12*\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x19.posefleet.v1.CameraStats\x12\'\n\x05nodes\x18\x02 \x03(\x0b\x32\x18.posefleet.v1.NodeStatus\x12)\n\x06scenes\x18\x03 \x03(\x0b\x32\x19.posefleet.v1.SceneStatus2\xbb\x03\n\x0b\x43oordinator\x12\x41\n\x0cStreamCamera\x12\x13.posefleet.v1.Frame\x1a\x18.posefleet.v1.PoseResult(\x01\x30\x01\x12\x39\n\x08\x45stimate\x12\x13.posefleet.v1.Frame\x1a\x18.posefleet.v1.PoseResult\x12L\n\tSubscribe\x12\x1e.posefleet.v1.SubscribeRequest\x1a\x1d.posefleet.v1.MultiViewResult0\x01\x12R\n\x0eSubscribeScene\x12#.posefleet.v1.SubscribeSceneRequest\x1a\x19.posefleet.v1.SceneResult0\x01\x12L\n\tListNodes\x12\x1e.posefleet.v1.ListNodesRequest\x1a\x1f.posefleet.v1.ListNodesResponse\x12>\n\x08GetStats\x12\x1d.posefleet.v1.GetStatsRequest\x1a\x13.posefleet.v1.Statsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eposefleet/v1/coordinator.proto\x12\x0cposefleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17posefleet/v1/pose.proto\"9\n\x10SubscribeRequest\x12\x12\n\ncamera_ids\x18\x01 \x03(\t\x12\x11\n\twindow_ms\x18\x02 \x01(\r\"z\n\x0fMultiViewResult\x12\x30\n\x0cwindow_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05views\x18\x02 \x03(\x0b\x32\x18.posefleet.v1.PoseResult\x12\x0c\n\x04lost\x18\x03 \x01(\x04\"&\n\x15SubscribeSceneRequest\x12\r\n\x05scene\x18\x01 \x01(\t\"\x86\x01\n\x07Joint3D\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\t\n\x01x\x18\x02 \x01(\x02\x12\t\n\x01y\x18\x03 \x01(\x02\x12\t\n\x01z\x18\x04 \x01(\x02\x12\r\n\x05score\x18\x05 \x01(\x02\x12\r\n\x05views\x18\x06 \x01(\r\x12\x1d\n\x15reprojection_error_px\x18\x07 \x01(\x02\x12\x0f\n\x07\x63\x61meras\x18\x08 \x03(\t\"E\n\nPersonView\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x12\n\npose_index\x18\x02 \x01(\r\x12\x10\n\x08track_id\x18\x03 \x01(\r\"f\n\x08Person3D\x12\n\n\x02id\x18\x01 \x01(\r\x12%\n\x06joints\x18\x02 \x03(\x0b\x32\x15.posefleet.v1.Joint3D\x12\'\n\x05views\x18\x03 \x03(\x0b\x32\x18.posefleet.v1.PersonView\"\xd8\x01\n\x0bSceneResult\x12\r\n\x05scene\x18\x01 \x01(\t\x12\x30\n\x0cwindow_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x07persons\x18\x03 \x03(\x0b\x32\x16.posefleet.v1.Person3D\x12\'\n\x05views\x18\x04 \x03(\x0b\x32\x18.posefleet.v1.PoseResult\x12\x17\n\x0fmissing_cameras\x18\x05 \x03(\t\x12\x0f\n\x07\x66use_ms\x18\x06 \x01(\x02\x12\x0c\n\x04lost\x18\x07 \x01(\x04\"\x12\n\x10ListNodesRequest\"\xb7\x01\n\nNodeStatus\x12$\n\x04info\x18\x01 \x01(\x0b\x32\x16.posefleet.v1.NodeInfo\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x11\n\tin_flight\x18\x04 \x01(\r\x12\x13\n\x0b\x66rames_done\x18\x05 \x01(\x04\x12\x15\n\rframes_failed\x18\x06 \x01(\x04\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x12\n\nlast_error\x18\x08 \x01(\t\"<\n\x11ListNodesResponse\x12\'\n\x05nodes\x18\x01 \x03(\x0b\x32\x18.posefleet.v1.NodeStatus\"\x11\n\x0fGetStatsRequest\"\xcf\x01\n\x0b\x43\x61meraStats\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x11\n\tinput_fps\x18\x02 \x01(\x01\x12\x15\n\rprocessed_fps\x18\x03 \x01(\x01\x12\x11\n\tframes_in\x18\x04 \x01(\x04\x12\x11\n\tframes_ok\x18\x05 \x01(\x04\x12\x16\n\x0e\x66rames_dropped\x18\x06 \x01(\x04\x12\x15\n\rframes_failed\x18\x07 \x01(\x04\x12\x16\n\x0elatency_p50_ms\x18\x08 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\t \x01(\x01\"\x8a\x01\n\x11SceneCameraStatus\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x18\n\x10\x63\x61libration_name\x18\x02 \x01(\t\x12\x11\n\tstreaming\x18\x03 \x01(\x08\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12$\n\x1cmedian_reprojection_error_px\x18\x05 \x01(\x01\"\xb1\x01\n\x0bSceneStatus\x12\r\n\x05scene\x18\x01 \x01(\t\x12\x30\n\x07\x63\x61meras\x18\x02 \x03(\x0b\x32\x1f.posefleet.v1.SceneCameraStatus\x12\x0f\n\x07windows\x18\x03 \x01(\x04\x12\x0f\n\x07persons\x18\x04 \x01(\r\x12\x11\n\twindow_ms\x18\x05 \x01(\x01\x12\x13\n\x0b\x66use_p99_ms\x18\x06 \x01(\x01\x12\x17\n\x0fwindows_skipped\x18\x07 \x01(\x04\"\x87\x01\n\x05Stats\x12*\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x19.posefleet.v1.CameraStats\x12\'\n\x05nodes\x18\x02 \x03(\x0b\x32\x18.posefleet.v1.NodeStatus\x12)\n\x06scenes\x18\x03 \x03(\x0b\x32\x19.posefleet.v1.SceneStatus2\xbb\x03\n\x0b\x43oordinator\x12\x41\n\x0cStreamCamera\x12\x13.posefleet.v1.Frame\x1a\x18.posefleet.v1.PoseResult(\x01\x30\x01\x12\x39\n\x08\x45stimate\x12\x13.posefleet.v1.Frame\x1a\x18.posefleet.v1.PoseResult\x12L\n\tSubscribe\x12\x1e.posefleet.v1.SubscribeRequest\x1a\x1d.posefleet.v1.MultiViewResult0\x01\x12R\n\x0eSubscribeScene\x12#.posefleet.v1.SubscribeSceneRequest\x1a\x19.posefleet.v1.SceneResult0\x01\x12L\n\tListNodes\x12\x1e.posefleet.v1.ListNodesRequest\x1a\x1f.posefleet.v1.ListNodesResponse\x12>\n\x08GetStats\x12\x1d.posefleet.v1.GetStatsRequest\x1a\x13.posefleet.v1.Statsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,33 +36,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBSCRIBEREQUEST']._serialized_start=106
   _globals['_SUBSCRIBEREQUEST']._serialized_end=163
   _globals['_MULTIVIEWRESULT']._serialized_start=165
-  _globals['_MULTIVIEWRESULT']._serialized_end=273
-  _globals['_SUBSCRIBESCENEREQUEST']._serialized_start=275
-  _globals['_SUBSCRIBESCENEREQUEST']._serialized_end=313
-  _globals['_JOINT3D']._serialized_start=316
-  _globals['_JOINT3D']._serialized_end=450
-  _globals['_PERSONVIEW']._serialized_start=452
-  _globals['_PERSONVIEW']._serialized_end=521
-  _globals['_PERSON3D']._serialized_start=523
-  _globals['_PERSON3D']._serialized_end=625
-  _globals['_SCENERESULT']._serialized_start=628
-  _globals['_SCENERESULT']._serialized_end=830
-  _globals['_LISTNODESREQUEST']._serialized_start=832
-  _globals['_LISTNODESREQUEST']._serialized_end=850
-  _globals['_NODESTATUS']._serialized_start=853
-  _globals['_NODESTATUS']._serialized_end=1036
-  _globals['_LISTNODESRESPONSE']._serialized_start=1038
-  _globals['_LISTNODESRESPONSE']._serialized_end=1098
-  _globals['_GETSTATSREQUEST']._serialized_start=1100
-  _globals['_GETSTATSREQUEST']._serialized_end=1117
-  _globals['_CAMERASTATS']._serialized_start=1120
-  _globals['_CAMERASTATS']._serialized_end=1327
-  _globals['_SCENECAMERASTATUS']._serialized_start=1330
-  _globals['_SCENECAMERASTATUS']._serialized_end=1468
-  _globals['_SCENESTATUS']._serialized_start=1471
-  _globals['_SCENESTATUS']._serialized_end=1648
-  _globals['_STATS']._serialized_start=1651
-  _globals['_STATS']._serialized_end=1786
-  _globals['_COORDINATOR']._serialized_start=1789
-  _globals['_COORDINATOR']._serialized_end=2232
+  _globals['_MULTIVIEWRESULT']._serialized_end=287
+  _globals['_SUBSCRIBESCENEREQUEST']._serialized_start=289
+  _globals['_SUBSCRIBESCENEREQUEST']._serialized_end=327
+  _globals['_JOINT3D']._serialized_start=330
+  _globals['_JOINT3D']._serialized_end=464
+  _globals['_PERSONVIEW']._serialized_start=466
+  _globals['_PERSONVIEW']._serialized_end=535
+  _globals['_PERSON3D']._serialized_start=537
+  _globals['_PERSON3D']._serialized_end=639
+  _globals['_SCENERESULT']._serialized_start=642
+  _globals['_SCENERESULT']._serialized_end=858
+  _globals['_LISTNODESREQUEST']._serialized_start=860
+  _globals['_LISTNODESREQUEST']._serialized_end=878
+  _globals['_NODESTATUS']._serialized_start=881
+  _globals['_NODESTATUS']._serialized_end=1064
+  _globals['_LISTNODESRESPONSE']._serialized_start=1066
+  _globals['_LISTNODESRESPONSE']._serialized_end=1126
+  _globals['_GETSTATSREQUEST']._serialized_start=1128
+  _globals['_GETSTATSREQUEST']._serialized_end=1145
+  _globals['_CAMERASTATS']._serialized_start=1148
+  _globals['_CAMERASTATS']._serialized_end=1355
+  _globals['_SCENECAMERASTATUS']._serialized_start=1358
+  _globals['_SCENECAMERASTATUS']._serialized_end=1496
+  _globals['_SCENESTATUS']._serialized_start=1499
+  _globals['_SCENESTATUS']._serialized_end=1676
+  _globals['_STATS']._serialized_start=1679
+  _globals['_STATS']._serialized_end=1814
+  _globals['_COORDINATOR']._serialized_start=1817
+  _globals['_COORDINATOR']._serialized_end=2260
 # @@protoc_insertion_point(module_scope)

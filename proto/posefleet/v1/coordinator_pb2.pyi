@@ -54,6 +54,11 @@ class MultiViewResult(_message.Message):
 
     WINDOW_START_FIELD_NUMBER: _builtins.int
     VIEWS_FIELD_NUMBER: _builtins.int
+    LOST_FIELD_NUMBER: _builtins.int
+    lost: _builtins.int
+    """Results this subscriber lost since its previous message because it read too slowly. A subscriber
+    that falls further behind than the coordinator allows is ended with RESOURCE_EXHAUSTED.
+    """
     @_builtins.property
     def window_start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -63,10 +68,11 @@ class MultiViewResult(_message.Message):
         *,
         window_start: _timestamp_pb2.Timestamp | None = ...,
         views: _abc.Iterable[_pose_pb2.PoseResult] | None = ...,
+        lost: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["views", b"views", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lost", b"lost", "views", b"views", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -208,8 +214,13 @@ class SceneResult(_message.Message):
     VIEWS_FIELD_NUMBER: _builtins.int
     MISSING_CAMERAS_FIELD_NUMBER: _builtins.int
     FUSE_MS_FIELD_NUMBER: _builtins.int
+    LOST_FIELD_NUMBER: _builtins.int
     scene: _builtins.str
     fuse_ms: _builtins.float
+    lost: _builtins.int
+    """Windows this subscriber lost since its previous message because it read too slowly (see
+    MultiViewResult.lost).
+    """
     @_builtins.property
     def window_start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -229,10 +240,11 @@ class SceneResult(_message.Message):
         views: _abc.Iterable[_pose_pb2.PoseResult] | None = ...,
         missing_cameras: _abc.Iterable[_builtins.str] | None = ...,
         fuse_ms: _builtins.float = ...,
+        lost: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fuse_ms", b"fuse_ms", "missing_cameras", b"missing_cameras", "persons", b"persons", "scene", b"scene", "views", b"views", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fuse_ms", b"fuse_ms", "lost", b"lost", "missing_cameras", b"missing_cameras", "persons", b"persons", "scene", b"scene", "views", b"views", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,6 +12,10 @@ from posefleet.node.engine.families import U8Image
 from posefleet.v1 import pose_pb2
 
 _CHANNELS = {pose_pb2.PIXEL_FORMAT_BGR8: 3, pose_pb2.PIXEL_FORMAT_RGB8: 3, pose_pb2.PIXEL_FORMAT_GRAY8: 1}
+#: A JPEG spends a few bits on every 8x8 block, even of a blank frame (a blank 4096x4096 frame: pixels/64
+#: bytes baseline, pixels/255 progressive grey); one with fewer than pixels/1024 bytes is a decompression
+#: bomb (or cut short), refused before the decoder allocates and fills the size its header claims.
+JPEG_MIN_PIXELS_PER_BYTE = 1024
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
@@ -87,6 +91,11 @@ def decode_image(image: pose_pb2.Image, max_side: int, max_pixels: int) -> U8Ima
     if size is None:
         raise ImageError(f"corrupt {name}: no {'SOF' if name == 'JPEG' else 'IHDR'} header found")
     check_size(*size)
+    if name == "JPEG" and len(data) * JPEG_MIN_PIXELS_PER_BYTE < size[0] * size[1]:
+        raise ImageError(
+            f"JPEG claims {size[0]}x{size[1]} pixels in only {len(data)} bytes (a decompression bomb or a cut-short "
+            f"image): at least {size[0] * size[1] // JPEG_MIN_PIXELS_PER_BYTE} bytes expected"
+        )
     tail = data.rstrip(b"\x00")
     if name == "JPEG" and not tail.endswith(b"\xff\xd9"):
         raise ImageError(f"corrupt JPEG: truncated ({len(data)} bytes, no end-of-image marker)")

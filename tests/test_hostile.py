@@ -1,0 +1,243 @@
+"""Hostile and careless clients against real processes on loopback: cameras that never read, thousands of
+camera ids that come and go, decompression-bomb JPEGs; the coordinator's and nodes' memory measured from
+/proc, the other cameras' results counted."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+from nodes import NodeProcess, jpeg
+from posefleet.clients.sdk import PosefleetClient, encode_frame
+from posefleet.common.processes import PosefleetProcess, rss_bytes, start_coordinator
+from posefleet.node.server.simulated import record_outputs
+from posefleet.node.tools.media import frames, read_image
+from posefleet.v1 import coordinator_pb2_grpc, pose_pb2
+
+MB = 2**20
+
+
+@pytest.fixture(scope="module")
+def instant_nodes(
+    models: dict[str, Path], assets: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[str]]:
+    """Two simulated nodes that answer at once (a recorded output, no decoding): only the coordinator works."""
+    work = tmp_path_factory.mktemp("instant")
+    image = cv2.resize(read_image(assets / "video" / "pose.jpg"), (257, 257))
+    record_outputs(models["posenet075"], image, work / "rec.npz", (257, 257))
+    sim = ["--backend", "simulated-accelerator", "--sim-record", str(work / "rec.npz"), "--sim-latency-ms", "0"]
+    sim += ["--sim-no-decode", "--sim-parallel", "32", "--max-inflight", "32", "--no-advertise"]
+    nodes = [NodeProcess(models["posenet075"], *sim, name=f"instant-{i}") for i in range(2)]
+    try:
+        yield [n.address for n in nodes]
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def coordinator_of(nodes: list[str], *extra: str) -> PosefleetProcess:
+    static = [a for address in nodes for a in ("--node", address)]
+    return start_coordinator(None, "--no-discovery", *static, *extra)
+
+
+def scrape(coord: PosefleetProcess) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{coord.fields['metrics_port']}/metrics", timeout=10) as reply:
+        return bytes(reply.read())
+
+
+async def _ready(address: str, nodes: int) -> None:
+    async with PosefleetClient(address) as client:
+        await client.wait_for_nodes(nodes, timeout=30)
+
+
+async def test_a_camera_that_never_reads_its_results_holds_coordinator_memory_flat(
+    instant_nodes: list[str], assets: Path
+) -> None:
+    """It sends 640x480 JPEGs as fast as gRPC lets it and never reads a result. The coordinator keeps at most
+    256 of its frames unanswered (then stops reading them: flow control holds the camera back), and results
+    go to the camera's gRPC receive window, which is bounded: the coordinator's memory stays flat while
+    hundreds of MB of frames pass."""
+    payload = jpeg(read_image(assets / "video" / "pose.jpg"))
+    coord = coordinator_of(instant_nodes)
+    try:
+        address = f"127.0.0.1:{coord.port}"
+        await _ready(address, 2)
+        sent = [0]
+
+        async def flood() -> AsyncIterator[pose_pb2.Frame]:
+            for i in range(1_000_000):  # bounded; flow control stops it far earlier
+                sent[0] += 1
+                yield encode_frame(payload, camera_id="deaf", sequence=i)
+
+        async with grpc.aio.insecure_channel(address) as channel:
+            call = coordinator_pb2_grpc.CoordinatorStub(channel).StreamCamera(flood())
+            await call.wait_for_connection()
+            samples = []
+            for _ in range(12):
+                await asyncio.sleep(1.0)
+                samples.append((sent[0], rss_bytes(coord.proc.pid)))
+            call.cancel()
+        print(
+            "never-reading camera: (frames sent, coordinator RSS MB) per second:",
+            [(n, round(r / MB, 1)) for n, r in samples],
+        )
+        (sent_3, rss_3), (sent_12, _) = samples[2], samples[-1]
+        peak = max(r for _, r in samples[2:])
+        assert (sent_12 - sent_3) * len(payload) > 100 * MB, "the load went on"
+        assert peak - rss_3 < 10 * MB, f"memory flat: {rss_3 / MB:.1f} MB at 3 s, peak {peak / MB:.1f} MB"
+    finally:
+        coord.stop()
+
+
+async def test_three_thousand_camera_ids_come_and_go_and_memory_returns(
+    instant_nodes: list[str], assets: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waves of 3000 cameras each stream a few frames and leave; after the idle time their state (stats,
+    tracks, Prometheus series) is gone and the coordinator's memory is back within 10% of its baseline, the
+    coordinator after the first such wave (the first wave also grows allocator pools and caches once: its
+    figure is printed beside)."""
+    monkeypatch.setenv("POSEFLEET_COORDINATOR_CAMERA_IDLE_S", "2")
+    monkeypatch.setenv("POSEFLEET_COORDINATOR_MAX_CAMERAS", "5000")
+    payload = jpeg(cv2.resize(read_image(assets / "video" / "pose.jpg"), (64, 48)))
+    coord = coordinator_of(instant_nodes, "--metrics-port", "0")
+    try:
+        address = f"127.0.0.1:{coord.port}"
+        await _ready(address, 2)
+        async with PosefleetClient(address) as client:
+
+            async def camera(name: str, count: int) -> list[pose_pb2.PoseResult]:
+                async def gen() -> AsyncIterator[pose_pb2.Frame]:
+                    for i in range(count):
+                        yield encode_frame(payload, camera_id=name, sequence=i)
+
+                return [r async for r in client.stream_camera(gen())]
+
+            async def cameras(names: list[str], count: int, parallel: int) -> int:
+                ok = 0
+                for start in range(0, len(names), parallel):
+                    batch = await asyncio.gather(*(camera(n, count) for n in names[start : start + parallel]))
+                    ok += sum(r.status == pose_pb2.RESULT_STATUS_OK for results in batch for r in results)
+                return ok
+
+            cold = rss_bytes(coord.proc.pid)
+            assert await cameras([f"first-{i:04d}-{'x' * 100}" for i in range(3000)], 3, 30) == 9000
+            await asyncio.sleep(4.5)
+            assert not (await client.stats()).cameras
+            baseline, baseline_metrics = rss_bytes(coord.proc.pid), len(scrape(coord))
+            t0 = time.monotonic()
+            assert await cameras([f"cam-{i:04d}-{'x' * 100}" for i in range(3000)], 3, 30) == 9000
+            busy, busy_metrics = rss_bytes(coord.proc.pid), len(scrape(coord))
+            during = len((await client.stats()).cameras)
+            came_and_went_s = time.monotonic() - t0
+            await asyncio.sleep(4.5)  # idle time 2 s, swept every second
+            after, after_metrics = rss_bytes(coord.proc.pid), len(scrape(coord))
+            left = len((await client.stats()).cameras)
+        print(
+            f"3000 camera ids in {came_and_went_s:.1f} s: coordinator RSS {cold / MB:.1f} MB cold, "
+            f"{baseline / MB:.1f} MB after a first wave (baseline), "
+            f"{busy / MB:.1f} MB with {during} cameras known, {after / MB:.1f} MB after the idle time; "
+            f"/metrics {baseline_metrics} -> {busy_metrics} -> {after_metrics} bytes"
+        )
+        assert during > 0 and left == 0
+        assert busy_metrics > 10 * baseline_metrics and after_metrics < 1.1 * baseline_metrics, "series removed"
+        assert after < 1.10 * baseline, f"{after / MB:.1f} MB against a baseline of {baseline / MB:.1f} MB"
+    finally:
+        coord.stop()
+
+
+def bomb_jpeg(width: int, height: int) -> bytes:
+    """A valid JPEG of 8x8 grey pixels (about 630 bytes) whose header claims ``width`` x ``height``: a decoder
+    allocates and fills the claimed size."""
+    data = bytearray(jpeg(np.full((8, 8, 3), 128, np.uint8)))
+    i = 2
+    while True:
+        marker, length = data[i + 1], struct.unpack(">H", data[i + 2 : i + 4])[0]
+        if marker == 0xC0:
+            data[i + 5 : i + 9] = struct.pack(">HH", height, width)
+            return bytes(data)
+        i += 2 + length
+
+
+async def test_bomb_jpegs_from_one_camera_leave_another_camera_served(models: dict[str, Path], assets: Path) -> None:
+    """One camera sends 15 bomb JPEGs a second (629 bytes each, headers claiming 8000x5000 or 4096x4096, which
+    libjpeg would fill in 0.35 s / 0.14 s and 120 / 50 MB); another streams the sample clip at 15 FPS through
+    the same two real PoseNet nodes. Every bomb is refused from its header; the clip camera keeps >= 99% OK."""
+    small = [
+        jpeg(cv2.resize(f, (257, 257), interpolation=cv2.INTER_AREA)) for f in frames(assets / "video" / "pose_1.mp4")
+    ]
+    clip = (small * 3)[:150]  # 10 s at 15 FPS
+    bombs = [bomb_jpeg(8000, 5000), bomb_jpeg(4096, 4096)]
+    nodes = [
+        NodeProcess(models["posenet075"], "--input-size", "257x257", "--no-advertise", name=f"bomb-{i}")
+        for i in range(2)
+    ]
+    coord = coordinator_of([n.address for n in nodes])
+    try:
+        address = f"127.0.0.1:{coord.port}"
+        await _ready(address, 2)
+        node_rss = [rss_bytes(n.proc.pid) for n in nodes]
+        peaks = list(node_rss)
+
+        async def paced(camera: str, payloads: list[bytes], fps: float) -> list[pose_pb2.PoseResult]:
+            async def gen() -> AsyncIterator[pose_pb2.Frame]:
+                start = time.perf_counter()
+                for i, data in enumerate(payloads):
+                    await asyncio.sleep(max(0.0, start + i / fps - time.perf_counter()))
+                    yield encode_frame(data, camera_id=camera, sequence=i)
+
+            async with PosefleetClient(address) as client:
+                return [r async for r in client.stream_camera(gen())]
+
+        async def watch() -> None:
+            while True:
+                for i, n in enumerate(nodes):
+                    peaks[i] = max(peaks[i], rss_bytes(n.proc.pid))
+                await asyncio.sleep(0.1)
+
+        watcher = asyncio.create_task(watch())
+        victim, attack = await asyncio.gather(
+            paced("clip", clip, 15.0), paced("bombs", [bombs[i % 2] for i in range(150)], 15.0)
+        )
+        watcher.cancel()
+        ok = [r for r in victim if r.status == pose_pb2.RESULT_STATUS_OK]
+        latency = sorted(r.timings.route_ms for r in ok)
+        print(
+            f"bombs: clip camera {len(ok)}/{len(victim)} OK, p99 {latency[int(0.99 * len(latency))]:.0f} ms; "
+            f"node RSS {[round(r / MB) for r in node_rss]} -> peak {[round(p / MB) for p in peaks]} MB"
+        )
+        assert len(victim) == 150 and len(ok) >= 0.99 * 150
+        assert len(attack) == 150 and all(r.status == pose_pb2.RESULT_STATUS_FAILED for r in attack)
+        assert all(r.error_code == grpc.StatusCode.INVALID_ARGUMENT.value[0] for r in attack)
+        assert any("image size 8000x5000 is beyond this node's limits" in r.error for r in attack)
+        assert any("4096x4096 pixels in only 629 bytes" in r.error for r in attack)
+        assert max(p - r for p, r in zip(peaks, node_rss, strict=True)) < 50 * MB, "no bomb was decoded"
+    finally:
+        coord.stop()
+        for n in nodes:
+            n.stop()
+
+
+def test_the_bomb_check_refuses_bombs_not_blank_frames() -> None:
+    """Blank frames compress best of all real images (a progressive grey 4096x4096 blank: 66 KB); they pass,
+    a 629-byte image claiming 4096x4096 does not, and the check reads only the header."""
+    from posefleet.node.server.images import ImageError, decode_image
+
+    def image(data: bytes) -> pose_pb2.Image:
+        return pose_pb2.Image(encoding=pose_pb2.IMAGE_ENCODING_JPEG, data=data)
+
+    progressive = [cv2.IMWRITE_JPEG_QUALITY, 5, cv2.IMWRITE_JPEG_PROGRESSIVE, 1]
+    for blank in (np.zeros((4096, 4096), np.uint8), np.zeros((480, 640, 3), np.uint8)):
+        data = bytes(cv2.imencode(".jpg", blank, progressive)[1].tobytes())
+        assert decode_image(image(data), 4096, 4096 * 4096).shape[:2] == blank.shape[:2]
+    t0 = time.perf_counter()
+    with pytest.raises(ImageError, match=r"JPEG claims 4096x4096 pixels in only 629 bytes .* 16384 bytes expected"):
+        decode_image(image(bomb_jpeg(4096, 4096)), 4096, 4096 * 4096)
+    assert time.perf_counter() - t0 < 0.01
