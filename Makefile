@@ -9,7 +9,7 @@ LOADGEN_IF_BUILT = $$([ -x $(LOADGEN) ] && echo $(LOADGEN))
 POSEFLEET_ASSETS ?= $(shell [ -d ../shared/assets ] && cd ../shared/assets && pwd)
 export POSEFLEET_ASSETS
 
-.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-node loadgen clean
+.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-node soak loadgen clean
 
 setup: $(VENV)/.installed
 
@@ -75,6 +75,10 @@ $(LOADGEN): clients/loadgen/estimate_stream_load.cc
 
 bench-node: setup loadgen
 	POSEFLEET_LOADGEN=$(LOADGEN_IF_BUILT) $(BIN)/posefleet bench --all --node --rounds 5 --markdown bench/node.md --json bench/node.json
+
+# About 6 minutes: 1,000,000 frames through a coordinator to instant simulated nodes (not part of `make test`).
+soak: setup
+	$(BIN)/posefleet bench-cluster --only soak --markdown bench/soak.md --json bench/soak.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

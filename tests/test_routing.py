@@ -11,6 +11,7 @@ import grpc
 import pytest
 from posefleet.coordinator.cameras import CameraSession, CameraStats
 from posefleet.coordinator.jobs import Job
+from posefleet.coordinator.links import SLOW_START_CREDITS
 from posefleet.coordinator.loopback import LoopbackLink as FakeLink
 from posefleet.coordinator.loopback import ok
 from posefleet.coordinator.registry import Registry
@@ -168,22 +169,32 @@ async def test_camera_frame_past_its_deadline_fails_and_the_camera_moves_on(clus
 
 
 async def test_a_node_that_never_answers_is_taken_out_and_its_frames_go_elsewhere(cluster: Any) -> None:
-    """Healthy by its own word, but a black hole: out after node_answer_timeout_s, every frame answered OK."""
+    """Healthy by its own word, but a black hole. Whatever capacity it claims it holds only the slow-start
+    credits (it never answers, so it never earns more); its frames go on to the good node once they wait
+    longer than straggler_after_s, and it is out when node_answer_timeout_s passes. Every frame OK."""
     for capacity in (8, 100_000):
         registry = await cluster(
             {"hole": {"answer": lambda link, f: None, "capacity": capacity}, "good": {"capacity": 8}},
-            node_answer_timeout_s=0.3,
+            node_answer_timeout_s=0.6,
+            straggler_after_s=0.1,
             health_interval_s=0.05,
             backoff_initial_s=5.0,
         )
-        await registry.start()  # the health loop
-        started = asyncio.get_running_loop().time()
+        await registry.start()  # the health and straggler loops
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         results = await send(registry, [frame(i) for i in range(30)])
-        took = asyncio.get_running_loop().time() - started
+        took = loop.time() - started
         hole = registry.links["hole"]
         assert [r.status for r in results] == [OK] * 30 and {r.node_id for r in results} == {"good"}
+        assert len(hole.received) <= SLOW_START_CREDITS and registry.stragglers_resent == len(hole.received)
+        assert took < 0.5, "stragglers went on after 0.1 s (x 2 at most), not after the node's timeout"
+        for _ in range(200):
+            if not hole.healthy:
+                break
+            await asyncio.sleep(0.01)
         assert not hole.healthy and "no answer to a frame for" in hole.last_error and hole.in_flight == 0
-        assert took < 2.0, took
+        assert loop.time() - started < 0.6 + 0.2, "out once its first frame was overdue"
         await registry.stop()
 
 

@@ -346,7 +346,7 @@ def markdown(report: dict[str, Any]) -> str:
     if "soak" in report:
         k = report["soak"]
         lines += [
-            "",
+            *([""] if lines else []),
             f"Soak: {k['results']:,} frames from {k['cameras']} cameras (streams reopened every "
             f"{k['stream_frames']:,} frames) in {k['seconds']:.0f} s ({k['frames_per_second']:.0f} frames/s); "
             f"unaccounted {k['unaccounted']}; statuses {k['statuses']}; coordinator RSS "

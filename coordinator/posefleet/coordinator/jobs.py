@@ -18,7 +18,8 @@ class Job:
     future: asyncio.Future[pose_pb2.PoseResult]
     deadline: float
     received: float = field(default_factory=time.perf_counter)
-    attempts: int = 0
+    attempts: int = 0  # nodes it was sent to
+    in_flight: int = 0  # nodes it is on now (a straggler's copy may be on a second one)
     tried: set[str] = field(default_factory=set)
 
     @classmethod

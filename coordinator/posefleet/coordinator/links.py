@@ -2,6 +2,8 @@
 
 Frames are balanced per frame, not per connection: each node has one stream, and the router puts
 each frame on the stream of the least-loaded node with a free credit (credits = the node's capacity).
+A node earns its credits: after it (re)joins it gets ``SLOW_START_CREDITS`` frames at once and one more
+per answer, up to its capacity, so a node that takes frames and never answers holds only a few.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ log = logging.getLogger("posefleet.coordinator")
 #: A node that served this long without failing starts its backoff afresh at its next failure.
 RECOVERED_AFTER_S = 30.0
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
+
+
+#: Frames a node that has not answered yet may hold at once; each answer adds one, up to its capacity.
+SLOW_START_CREDITS = 2
 
 
 LostJobs = Callable[["NodeLink", list[Job], str], None]
@@ -50,6 +56,8 @@ class NodeLink:
         self.in_flight = 0
         self.frames_done = 0
         self.frames_failed = 0
+        self.answered = 0  # since it last (re)joined: its slow start
+        self.answer_s = 0.0  # moving average of the time its answers took
         self.last_error = ""
         self.failures = 0
         self.retry_at = 0.0
@@ -78,11 +86,17 @@ class NodeLink:
         return self.healthy and not self.draining and self._stream_task is not None
 
     def has_credit(self) -> bool:
-        return self.available and self.in_flight < self.capacity
+        return self.available and self.in_flight < min(self.capacity, SLOW_START_CREDITS + self.answered)
 
     def oldest_pending_s(self, now: float) -> float:
         """How long the oldest frame on this node has waited for its answer (0 when none)."""
         return max((now - sent for _, sent in self._pending.values()), default=0.0)
+
+    def stragglers(self, now: float, floor_s: float) -> list[Job]:
+        """Frames waiting longer than this node usually takes (4x its average, at least ``floor_s``) that have
+        not been sent anywhere else yet."""
+        after = max(floor_s, 4 * self.answer_s)
+        return [job for job, sent in self._pending.values() if now - sent > after and job.attempts < 2 and not job.done]
 
     def load(self) -> float:
         return self.in_flight / self.capacity
@@ -128,6 +142,7 @@ class NodeLink:
         # What the node accepts, within what this link's channel may send.
         self.max_frame_bytes = min(self.info.max_message_bytes or self._max_message_bytes, self._max_message_bytes)
         self.healthy = True
+        self.answered = 0
         self.healthy_since = time.monotonic()
         self.draining = False
         self.last_error = ""
@@ -155,6 +170,8 @@ class NodeLink:
             self._stream_task = None
         self._send.put_nowait(None)
         lost = [job for job, _ in self._pending.values()]
+        for job in lost:
+            job.in_flight -= 1
         self._pending.clear()
         self.in_flight = 0
         if lost:
@@ -173,6 +190,7 @@ class NodeLink:
         self.last_used = time.monotonic()
         self._pending[seq] = (job, self.last_used)
         self.in_flight += 1
+        job.in_flight += 1
         job.attempts += 1
         job.tried.add(self.key)
         # On the link, ``sequence`` tags the frame on this stream; the job keeps the camera's own identity.
@@ -195,8 +213,12 @@ class NodeLink:
                 if entry is None:  # an answer to a frame never sent (or answered twice): the node misbehaves
                     reason = f"answered a frame it was never sent (tag {result.sequence})"
                     break
-                job = entry[0]
+                job, sent = entry
                 self.in_flight -= 1
+                job.in_flight -= 1
+                self.answered += 1
+                took = time.monotonic() - sent
+                self.answer_s = took if self.answered == 1 else 0.9 * self.answer_s + 0.1 * took
                 if (problem := result_problem(result)) is not None:  # passed on to no one: the node misbehaves
                     self._on_lost(self, [job], f"node {self.info.node_id or self.key} sent an invalid result")
                     reason = f"invalid result: {problem}"

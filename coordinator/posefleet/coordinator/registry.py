@@ -25,6 +25,8 @@ from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 log = logging.getLogger("posefleet.coordinator")
+#: How often the registry looks for frames a node holds far longer than it usually takes.
+STRAGGLER_TICK_S = 0.05
 
 
 class NoNode(Exception):
@@ -50,6 +52,8 @@ class Registry:
         self._zc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self._straggler_task: asyncio.Task[None] | None = None
+        self.stragglers_resent = 0
 
     # -- membership ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -62,10 +66,12 @@ class Registry:
             self._zc = AsyncZeroconf(interfaces=interfaces or None, ip_version=version)  # type: ignore[arg-type]
             self._browser = AsyncServiceBrowser(self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_service])
         self._health_task = asyncio.create_task(self._health_loop(), name="node-health")
+        self._straggler_task = asyncio.create_task(self._straggler_loop(), name="node-stragglers")
 
     async def stop(self) -> None:
-        if self._health_task is not None:
-            self._health_task.cancel()
+        for loop in (self._health_task, self._straggler_task):
+            if loop is not None:
+                loop.cancel()
         if self._browser is not None:
             await self._browser.async_cancel()
         if self._zc is not None:
@@ -169,6 +175,23 @@ class Registry:
                         link.retry_at = now
                         self._spawn(self._connect(link))
 
+    async def _straggler_loop(self) -> None:
+        """A frame a node holds much longer than it usually takes also goes to another node with a free
+        credit (the first answer wins): a node that stalls costs its cameras a fraction of a second, not
+        ``node_answer_timeout_s``, and it is taken out when that passes."""
+        while True:
+            await asyncio.sleep(STRAGGLER_TICK_S)
+            now = time.monotonic()
+            for link in list(self.links.values()):
+                if not link.healthy:
+                    continue
+                for job in link.stragglers(now, self.settings.straggler_after_s):
+                    other = self._pick(job.frame.model, job.tried, job.frame.ByteSize())
+                    if other is None or other.key in job.tried:
+                        break
+                    other.submit(job)
+                    self.stragglers_resent += 1
+
     # -- routing ---------------------------------------------------------------------------
     def _notify(self) -> None:
         if self._waiters:  # nobody waits for a credit most of the time: no task per frame then
@@ -220,7 +243,7 @@ class Registry:
     def _lost(self, link: NodeLink, jobs: list[Job], reason: str) -> None:
         """Frames a node could not answer: each goes to another node once, or comes back FAILED."""
         for job in jobs:
-            if job.done:
+            if job.done or job.in_flight:  # answered, or its straggler copy is still on another node
                 continue
             if job.attempts >= 2:
                 job.fail(grpc.StatusCode.UNAVAILABLE, f"{reason} (already retried once)")

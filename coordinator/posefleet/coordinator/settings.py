@@ -80,6 +80,12 @@ class CoordinatorSettings(FileSettings):
     node_answer_timeout_s: float = Field(
         2.0, gt=0, description="a node that leaves a frame unanswered this long is taken out (frames re-sent)"
     )
+    straggler_after_s: float = Field(
+        0.3,
+        gt=0,
+        description="a frame unanswered this long (or 4x its node's average answer time, if longer) is also "
+        "sent to another node with a free credit; the first answer wins",
+    )
     backoff_initial_s: float = Field(0.25, gt=0)
     backoff_max_s: float = Field(5.0, gt=0)
     subscribe_window_ms: int = Field(100, ge=10, le=60_000)
