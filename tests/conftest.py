@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from posefleet.common.tls import TlsFiles
 from posefleet.node.convert import convert
 from posefleet.node.tools.asset_models import ASSET_MODELS
 
@@ -37,3 +38,23 @@ def models(assets: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
 @pytest.fixture(scope="session")
 def coco(assets: Path) -> tuple[Path, Path]:
     return assets / "coco" / "person_keypoints_val2017_4img.json", assets / "coco" / "images"
+
+
+#: Holders of the tests' fleet certificates: (role, name, camera ids).
+FLEET = [
+    ("coordinator", "coordinator", []),
+    ("admin", "admin", []),
+    ("subscriber", "sub-a", ["cam-a"]),
+    ("camera", "cam-a", ["cam-a"]),
+    ("camera", "cam-b", ["cam-b"]),
+    ("camera", "lean", ["lean"]),
+    *[("node", name, []) for name in ("node-a", "node-b", "lean-node", "tls-steady")],
+]
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TlsFiles]:
+    """A throwaway fleet CA and a certificate for each holder of ``FLEET``, by name (``TlsFiles``)."""
+    from posefleet.common.certs import throwaway_fleet
+
+    return throwaway_fleet(tmp_path_factory.mktemp("fleet") / "pki", FLEET)

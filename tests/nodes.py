@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from posefleet.common.processes import PosefleetProcess, start_node
+from posefleet.common.tls import TlsFiles
 from posefleet.v1 import pose_pb2
 
 
@@ -41,8 +42,9 @@ def _reap() -> None:
 class NodeProcess:
     """``posefleet node`` in a subprocess bound to 127.0.0.1, zeroconf on 127.0.0.1 (``start_posefleet``)."""
 
-    def __init__(self, model: Path, *extra: str, name: str | None = None) -> None:
-        self.running = start_node(model, name, None, *extra, timeout=60)
+    def __init__(self, model: Path, *extra: str, name: str | None = None, tls: TlsFiles | None = None) -> None:
+        """``tls``: its node certificate (named ``name``); None runs it --insecure."""
+        self.running = start_node(model, name, None, *extra, tls=tls, timeout=60)
         _RUNNING.append(self.running)
         self.proc = self.running.proc
         self.port = self.running.port

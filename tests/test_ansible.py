@@ -298,6 +298,7 @@ def _inventory(fleet: Fleet, assets: Path, wheelhouse: Path, wheel: Path) -> Pat
         "posefleet_pip_extra_args": f"--no-index --find-links {wheelhouse}",
         "posefleet_node_wheel": str(wheel),
         "posefleet_control_cli": str(BIN / "posefleet"),
+        "posefleet_pki_control_dir": str(fleet.tmp / "pki"),
         "models_source": str(assets / "models/posenet/tfjs_v1/mobilenet_v1_075"),
         "models_control_dir": str(fleet.tmp / "control-models"),
         "posefleet_node_host": "{{ ansible_host }}",
@@ -329,11 +330,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
 from posefleet.clients.sdk import PosefleetClient
+from posefleet.common.tls import TlsFiles, aio_channel, role_name
+
+admin = TlsFiles.from_pki(__import__("pathlib").Path(sys.argv[5]), "ansible-admin")
 
 async def main():
     health = {}
     for address in sys.argv[1:3]:
-        async with grpc.aio.insecure_channel(address) as ch:
+        async with aio_channel(address, admin, role_name("node")) as ch:
             for _ in range(100):
                 try:
                     request = health_pb2.HealthCheckRequest(service="posefleet.v1.PoseNode")
@@ -351,10 +355,24 @@ async def main():
     browser = AsyncServiceBrowser(zc.zeroconf, "_posefleet._tcp.local.", handlers=[on_change])
     await asyncio.sleep(4)
     await browser.async_cancel(); await zc.async_close()
-    async with PosefleetClient(sys.argv[3]) as client:
+    async with PosefleetClient(sys.argv[3], tls=admin) as client:
         nodes = await client.wait_for_nodes(2, timeout=60)
+    # Metrics exposed on the host's address: HTTPS that wants a fleet client certificate.
+    import ssl, urllib.request
+    metrics_url = "https://" + sys.argv[1].split(":")[0] + ":9151/metrics"
+    context = ssl.create_default_context(cafile=str(admin.ca))
+    context.check_hostname = False  # the node's certificate names it, not its IP
+    anonymous = "refused"
+    try:
+        urllib.request.urlopen(metrics_url, context=context, timeout=10).read()
+        anonymous = "served"
+    except Exception:
+        pass
+    context.load_cert_chain(str(admin.cert), str(admin.key))
+    metrics = urllib.request.urlopen(metrics_url, context=context, timeout=10).read().decode()
     print(json.dumps({"health": health, "zeroconf": sorted(seen),
-                      "coordinator": sorted(n.info.node_id for n in nodes if n.healthy)}))
+                      "coordinator": sorted(n.info.node_id for n in nodes if n.healthy),
+                      "metrics": "# TYPE posefleet_node_" in metrics, "anonymous_metrics": anonymous}))
 
 asyncio.run(main())
 """
@@ -376,6 +394,17 @@ def test_site_converges_over_ssh_and_is_idempotent(fleet: Fleet, assets: Path) -
         assert f'name = "{host}"' in (root / "etc/posefleet/node.toml").read_text()
     assert (fleet.tmp / "roots/h1/etc/posefleet/coordinator.toml").exists()
     assert not (fleet.tmp / "roots/h2/etc/posefleet/coordinator.toml").exists()
+    # Mutual TLS: the CA key stays on the control host; each host holds its own key only, 0600.
+    assert (fleet.tmp / "pki/ca.key").exists() and not list((fleet.tmp / "roots").rglob("ca.key"))
+    assert sorted(p.name for p in (fleet.tmp / "roots/h1/etc/posefleet/pki").iterdir()) == [
+        "ca.crt", "coordinator.crt", "coordinator.key", "node.crt", "node.key"
+    ]  # fmt: skip
+    assert sorted(p.name for p in (fleet.tmp / "roots/h2/etc/posefleet/pki").iterdir()) == [
+        "ca.crt",
+        "node.crt",
+        "node.key",
+    ]
+    assert (fleet.tmp / "roots/h2/etc/posefleet/pki/node.key").stat().st_mode & 0o777 == 0o600
 
     check = fleet.ns(
         fleet.ctl,
@@ -386,12 +415,14 @@ def test_site_converges_over_ssh_and_is_idempotent(fleet: Fleet, assets: Path) -
         f"{NET}.12:50051",
         f"{NET}.11:50050",
         f"{NET}.1",
+        fleet.tmp / "pki",
         timeout=300,
     )
     seen = json.loads(check.stdout.strip().splitlines()[-1])
     assert set(seen["health"].values()) == {1}, seen  # SERVING
     assert {"h1._posefleet._tcp.local.", "h2._posefleet._tcp.local."} <= set(seen["zeroconf"]), seen
     assert seen["coordinator"] == ["h1", "h2"], seen
+    assert seen["metrics"] and seen["anonymous_metrics"] == "refused", seen
 
     second = fleet.ns(fleet.ctl, *playbook, env=ansible_env(), timeout=1800)
     again = _recap(second.stdout)
@@ -402,13 +433,15 @@ STREAM = r"""
 import asyncio, collections, json, sys
 import cv2
 from posefleet.clients.sdk import PosefleetClient, encode_frame
+from posefleet.common.tls import TlsFiles
 from posefleet.node.tools.media import frames
 
 clip = [cv2.resize(f, (257, 257)) for f in frames(__import__("pathlib").Path(sys.argv[2]))]
 count = int(sys.argv[3])
 
 async def main():
-    async with PosefleetClient(sys.argv[1]) as client:
+    admin = TlsFiles.from_pki(__import__("pathlib").Path(sys.argv[4]), "ansible-admin")
+    async with PosefleetClient(sys.argv[1], tls=admin) as client:
         async def gen():
             for i in range(count):
                 yield encode_frame(clip[i % len(clip)], camera_id="upgrade", sequence=i)
@@ -423,11 +456,14 @@ asyncio.run(main())
 """
 
 
-def test_rolling_upgrade_loses_no_frames(fleet: Fleet, assets: Path) -> None:
-    """Runs after the converge test on the same fleet: a camera streams while every node is drained and restarted."""
+def test_certificate_rotation_with_the_rolling_upgrade_loses_no_frames(fleet: Fleet, assets: Path) -> None:
+    """Runs after the converge test on the same fleet: a camera streams while rotate-certs.yml gives every node
+    a new certificate with the rolling upgrade (drained, restarted, waited for); the coordinator's restart
+    is left out (tag coordinators: cameras reconnect)."""
     inventory = fleet.tmp / "inventory.yml"
     if not inventory.exists():
         pytest.skip("the converge test did not run")
+    certs = {h: (fleet.tmp / f"roots/{h}/etc/posefleet/pki/node.crt").read_bytes() for h in HOSTS}
     count = 450  # 45 s at 10 FPS
     stream = subprocess.Popen(
         [
@@ -441,6 +477,7 @@ def test_rolling_upgrade_loses_no_frames(fleet: Fleet, assets: Path) -> None:
             f"{NET}.11:50050",
             str(assets / "video/pose_1.mp4"),
             str(count),
+            str(fleet.tmp / "pki"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -455,13 +492,17 @@ def test_rolling_upgrade_loses_no_frames(fleet: Fleet, assets: Path) -> None:
             BIN / "ansible-playbook",
             "-i",
             inventory,
-            ANSIBLE / "rolling-upgrade.yml",
+            ANSIBLE / "rotate-certs.yml",
+            "--skip-tags",
+            "coordinators",
             env=ansible_env(),
             timeout=600,
         )
         assert "Drain the node (graceful SIGTERM)" in upgrade.stdout
         # The next node is drained only once the coordinator routes frames to the restarted one again.
-        assert re.search(r"Wait until each coordinator routes frames to the node.*\n.*ok: \[h1\]", upgrade.stdout)
+        assert re.search(
+            r"Wait until each coordinator routes frames to the node.*\n.*ok: \[h1 -> localhost\]", upgrade.stdout
+        )
         assert re.search(r"h1\s+:\s+ok=\d+\s+changed=[1-9]", upgrade.stdout), upgrade.stdout[-2000:]
         out, err = stream.communicate(timeout=180)
     finally:
@@ -471,3 +512,5 @@ def test_rolling_upgrade_loses_no_frames(fleet: Fleet, assets: Path) -> None:
     assert report["sequences"] == list(range(count)), err[-2000:]
     assert report["statuses"] == {"1": count}, report  # every frame OK: none dropped, none failed
     assert all(done > 0 for done in report["nodes"].values()), report
+    for host, before in certs.items():
+        assert (fleet.tmp / f"roots/{host}/etc/posefleet/pki/node.crt").read_bytes() != before, f"{host}: rotated"

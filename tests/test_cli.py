@@ -183,6 +183,7 @@ def test_a_camera_that_cannot_reach_its_coordinator_gives_up_and_says_so(assets:
         "lonely",
         "--max-reconnects",
         "2",
+        "--insecure",
         timeout=60,
     )
     assert proc.returncode == 1 and "gave up reconnecting" in proc.stdout, proc.stdout + proc.stderr

@@ -47,7 +47,7 @@ def node(models: dict[str, Path], name: str, *extra: str, model: str = "posenet0
 
 
 async def coordinator(**kw: object) -> CoordinatorServer:
-    base: dict[str, object] = dict(host="127.0.0.1", port=0, zeroconf_interfaces=["127.0.0.1"])
+    base: dict[str, object] = dict(host="127.0.0.1", port=0, zeroconf_interfaces=["127.0.0.1"], insecure=True)
     base.update(kw)
     server = CoordinatorServer(CoordinatorSettings(**base))  # type: ignore[arg-type]
     await server.start()
@@ -82,7 +82,7 @@ async def test_three_cameras_two_nodes_node_killed_and_joined(
     # A node starting up takes the CPU for ~2 s on this 2-core machine: give cameras that much queue (2 s at 20 FPS).
     server = await coordinator(camera_queue=40)
     try:
-        async with PosefleetClient(f"127.0.0.1:{server.port}") as client:
+        async with PosefleetClient(f"127.0.0.1:{server.port}", tls=None) as client:
             await client.wait_for_nodes(2, timeout=20)
             results: dict[str, list[pose_pb2.PoseResult]] = {f"cam{i}": [] for i in range(3)}
             # 160 frames, 8 s at 20 FPS per camera: a third of what the two nodes can do on this 2-core machine,
@@ -136,7 +136,7 @@ async def test_overload_drops_oldest_and_stays_bounded(models: dict[str, Path], 
     slow = node(models, "slow", "--max-inflight", "2", model="hpe")
     server = await coordinator(camera_queue=3)
     try:
-        async with PosefleetClient(f"127.0.0.1:{server.port}") as client:
+        async with PosefleetClient(f"127.0.0.1:{server.port}", tls=None) as client:
             await client.wait_for_nodes(1, timeout=20)
             out: list[pose_pb2.PoseResult] = []
             await camera_stream(client, "fast", video_jpegs, 200, out)  # far faster than ~25 FPS
@@ -159,7 +159,7 @@ async def test_block_policy_and_unary_estimate(models: dict[str, Path], video_jp
     n = node(models, "blocker", "--max-inflight", "2")
     try:
         server = await coordinator(drop_policy="block", camera_queue=2, discover=False, nodes=[n.address])
-        async with PosefleetClient(f"127.0.0.1:{server.port}") as client:
+        async with PosefleetClient(f"127.0.0.1:{server.port}", tls=None) as client:
             await client.wait_for_nodes(1, timeout=20)
             out: list[pose_pb2.PoseResult] = []
             await camera_stream(client, "blocked", video_jpegs[:60], 500, out)
@@ -180,7 +180,7 @@ async def test_subscribe_merges_cameras_by_capture_time(models: dict[str, Path],
     n = node(models, "sub-node")
     server = await coordinator()
     try:
-        async with PosefleetClient(f"127.0.0.1:{server.port}") as client:
+        async with PosefleetClient(f"127.0.0.1:{server.port}", tls=None) as client:
             await client.wait_for_nodes(1, timeout=20)
             merged: list[coordinator_pb2.MultiViewResult] = []
             second: list[coordinator_pb2.MultiViewResult] = []
@@ -233,7 +233,9 @@ def _free_port() -> int:
 
 def _start_coordinator(port: int) -> PosefleetProcess:
     return start_posefleet(
-        ["coordinator", "--host", "127.0.0.1", "--port", str(port), "--zeroconf-interface", "127.0.0.1"], timeout=60
+        ["coordinator", "--host", "127.0.0.1", "--port", str(port), "--zeroconf-interface", "127.0.0.1"],
+        tls=None,
+        timeout=60,
     )
 
 
@@ -249,6 +251,7 @@ async def test_camera_client_reconnects_after_coordinator_restart(
             coordinator=f"127.0.0.1:{port}",
             source=str(assets / "video" / "pose_1.mp4"),
             camera_id="door",
+            tls=None,
             fps=20,
             resize_to_model=True,
             jsonl=tmp_path / "door.jsonl",
@@ -315,7 +318,7 @@ async def test_simulated_accelerator_backend(models: dict[str, Path], assets: Pa
 
 
 def _status(*args: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "posefleet.clients.cli", "status", *args]
+    cmd = [sys.executable, "-m", "posefleet.clients.cli", "status", *args, "--insecure"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -355,9 +358,12 @@ async def test_status_waits_until_the_coordinator_routes_to_a_new_node(models: d
 
 
 def test_a_second_coordinator_on_an_occupied_port_refuses_to_start() -> None:
-    first = start_posefleet(["coordinator", "--host", "127.0.0.1", "--port", "0", "--no-discovery"], timeout=60)
+    first = start_posefleet(
+        ["coordinator", "--host", "127.0.0.1", "--port", "0", "--no-discovery"], tls=None, timeout=60
+    )
     try:
-        proc = run_cli("coordinator", "--host", "127.0.0.1", "--port", str(first.port), "--no-discovery", timeout=60)
+        args = ("--host", "127.0.0.1", "--port", str(first.port), "--no-discovery", "--insecure")
+        proc = run_cli("coordinator", *args, timeout=60)
         assert proc.returncode == 2 and f"cannot listen on 127.0.0.1:{first.port}" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     finally:

@@ -76,6 +76,7 @@ async def test_a_node_answers_thousands_of_malformed_frames_precisely(models: di
             input_size=(257, 257),
             advertise=False,
             max_message_mb=2,
+            insecure=True,
         )
     )
     await server.start()
@@ -115,7 +116,8 @@ async def test_a_node_answers_thousands_of_malformed_frames_precisely(models: di
 async def test_a_coordinator_answers_thousands_of_malformed_inputs_precisely() -> None:
     LoopbackLink.nodes = {"n0": {"capacity": 8}}
     server = CoordinatorServer(
-        CoordinatorSettings(host="127.0.0.1", port=0, discover=False, max_message_mb=2), link_factory=LoopbackLink
+        CoordinatorSettings(host="127.0.0.1", port=0, discover=False, max_message_mb=2, insecure=True),
+        link_factory=LoopbackLink,
     )
     await server.start()
     server.registry.add("n0", "loopback-n0", "static")

@@ -46,7 +46,7 @@ def instant_nodes(
 
 def coordinator_of(nodes: list[str], *extra: str) -> PosefleetProcess:
     static = [a for address in nodes for a in ("--node", address)]
-    return start_coordinator(None, "--no-discovery", *static, *extra)
+    return start_coordinator(None, "--no-discovery", *static, *extra, tls=None)
 
 
 def scrape(coord: PosefleetProcess) -> bytes:
@@ -55,7 +55,7 @@ def scrape(coord: PosefleetProcess) -> bytes:
 
 
 async def _ready(address: str, nodes: int) -> None:
-    async with PosefleetClient(address) as client:
+    async with PosefleetClient(address, tls=None) as client:
         await client.wait_for_nodes(nodes, timeout=30)
 
 
@@ -113,7 +113,7 @@ async def test_three_thousand_camera_ids_come_and_go_and_memory_returns(
     try:
         address = f"127.0.0.1:{coord.port}"
         await _ready(address, 2)
-        async with PosefleetClient(address) as client:
+        async with PosefleetClient(address, tls=None) as client:
 
             async def camera(name: str, count: int) -> list[pose_pb2.PoseResult]:
                 async def gen() -> AsyncIterator[pose_pb2.Frame]:
@@ -195,7 +195,7 @@ async def test_bomb_jpegs_from_one_camera_leave_another_camera_served(models: di
                     await asyncio.sleep(max(0.0, start + i / fps - time.perf_counter()))
                     yield encode_frame(data, camera_id=camera, sequence=i)
 
-            async with PosefleetClient(address) as client:
+            async with PosefleetClient(address, tls=None) as client:
                 return [r async for r in client.stream_camera(gen())]
 
         async def watch() -> None:
@@ -305,14 +305,14 @@ async def test_a_black_hole_node_is_taken_out_and_the_cameras_stay_served(
                     sent[i] = time.monotonic()
                     yield encode_frame(payload, camera_id=name, sequence=i)
 
-            async with PosefleetClient(address) as client:
+            async with PosefleetClient(address, tls=None) as client:
                 async for r in client.stream_camera(gen()):
                     if r.status == pose_pb2.RESULT_STATUS_OK:
                         latencies.append(time.monotonic() - sent[r.sequence])
             return latencies
 
         async def watch() -> None:
-            async with PosefleetClient(address) as client:
+            async with PosefleetClient(address, tls=None) as client:
                 while not out_at:
                     nodes = {n.info.node_id: n for n in await client.list_nodes()}
                     if "hole" in nodes and not nodes["hole"].healthy:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from nodes import NodeProcess
 from posefleet.common.processes import start_coordinator
+from posefleet.common.tls import TlsFiles, cli_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,22 +37,25 @@ def lean_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_camera_machine_streams_without_openvino(
-    lean_venv: Path, models: dict[str, Path], assets: Path, tmp_path: Path
+    lean_venv: Path, models: dict[str, Path], assets: Path, tmp_path: Path, fleet: dict[str, TlsFiles]
 ) -> None:
+    """Over mutual TLS: the lean install needs no ``cryptography`` to use its camera certificate."""
     absent = subprocess.run(
         [
             str(lean_venv / "python"),
             "-c",
             "import importlib.util as u; print([m for m in ('openvino', 'numba', 'pydantic', 'zeroconf', "
-            "'prometheus_client', 'matplotlib', 'pycocotools', 'tflite') if u.find_spec(m)])",
+            "'prometheus_client', 'matplotlib', 'pycocotools', 'tflite', 'cryptography') if u.find_spec(m)])",
         ],
         capture_output=True,
         text=True,
         check=True,
     )
     assert absent.stdout.strip() == "[]", absent.stdout
-    node = NodeProcess(models["posenet075"], "--input-size", "257x257", name="lean-node")
-    coordinator = start_coordinator(None, "--no-discovery", "--node", node.address, timeout=60)
+    node = NodeProcess(models["posenet075"], "--input-size", "257x257", name="lean-node", tls=fleet["lean-node"])
+    coordinator = start_coordinator(
+        None, "--no-discovery", "--node", node.address, tls=fleet["coordinator"], timeout=60
+    )
     address = f"127.0.0.1:{coordinator.port}"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     try:
@@ -65,6 +69,7 @@ def test_camera_machine_streams_without_openvino(
                 "lean-node",
                 "--timeout",
                 "30",
+                *cli_args(fleet["admin"]),
             ],
             capture_output=True,
             text=True,
@@ -91,6 +96,7 @@ def test_camera_machine_streams_without_openvino(
                 str(out),
                 "--render",
                 str(tmp_path / "lean.mp4"),
+                *cli_args(fleet["lean"]),
             ],
             capture_output=True,
             text=True,

@@ -29,7 +29,7 @@ SIZE = (257, 257)
 
 def settings(model: Path, **kw: object) -> NodeSettings:
     base: dict[str, object] = dict(
-        model=model, host="127.0.0.1", port=0, input_size=SIZE, zeroconf_interfaces=["127.0.0.1"]
+        model=model, host="127.0.0.1", port=0, input_size=SIZE, zeroconf_interfaces=["127.0.0.1"], insecure=True
     )
     base.update(kw)
     return NodeSettings(**base)  # type: ignore[arg-type]

@@ -244,7 +244,9 @@ async def test_camera_streams_are_checked_id_and_sequence() -> None:
     from posefleet.v1 import coordinator_pb2_grpc
 
     FakeLink.nodes = {"n0": {"capacity": 4}}
-    server = CoordinatorServer(CoordinatorSettings(host="127.0.0.1", port=0, discover=False), link_factory=FakeLink)
+    server = CoordinatorServer(
+        CoordinatorSettings(host="127.0.0.1", port=0, discover=False, insecure=True), link_factory=FakeLink
+    )
     await server.start()
     server.registry.add("n0", "loopback-n0", "static")
     try:
@@ -310,7 +312,14 @@ async def test_idle_cameras_are_forgotten_and_a_cap_holds() -> None:
 
     FakeLink.nodes = {"n0": {"capacity": 4}}
     settings = CoordinatorSettings(
-        host="127.0.0.1", port=0, discover=False, max_cameras=2, camera_idle_s=0.2, camera_queue=8, drop_policy="block"
+        host="127.0.0.1",
+        port=0,
+        discover=False,
+        max_cameras=2,
+        camera_idle_s=0.2,
+        camera_queue=8,
+        drop_policy="block",
+        insecure=True,
     )
     server = CoordinatorServer(settings, link_factory=FakeLink)
     await server.start()

@@ -100,7 +100,9 @@ def test_bad_scene_settings_stop_the_coordinator_with_one_line(calibration: Path
     ]
     for scene, message in cases:
         config = tmp_path / "c.json"
-        config.write_text(json.dumps({"host": "127.0.0.1", "port": 0, "discover": False, "scenes": {"lab": scene}}))
+        config.write_text(
+            json.dumps({"host": "127.0.0.1", "port": 0, "discover": False, "insecure": True, "scenes": {"lab": scene}})
+        )
         proc = subprocess.run(
             [sys.executable, "-m", "posefleet.clients.cli", "coordinator", "--config", str(config)],
             capture_output=True,
@@ -169,7 +171,7 @@ async def test_subscribe_cli_writes_scene_windows_from_a_running_coordinator(
     scenes = {"lab": SceneSettings(calibration=calibration, cameras=bench_merge.CAMS)}
     server = CoordinatorServer(
         # camera_queue holds all 16 frames a bench camera keeps in flight: no frame is DROPPED (an empty view)
-        CoordinatorSettings(host="127.0.0.1", port=0, discover=False, camera_queue=16, scenes=scenes),
+        CoordinatorSettings(host="127.0.0.1", port=0, discover=False, camera_queue=16, scenes=scenes, insecure=True),
         link_factory=LoopbackLink,
     )
     await server.start()
@@ -191,6 +193,7 @@ async def test_subscribe_cli_writes_scene_windows_from_a_running_coordinator(
         "60",
         "--jsonl",
         str(out),
+        "--insecure",
         env=env,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -210,6 +213,7 @@ async def test_subscribe_cli_writes_scene_windows_from_a_running_coordinator(
             "attic",
             "--count",
             "1",
+            "--insecure",
             env=env,
             stderr=asyncio.subprocess.PIPE,
         )

@@ -53,7 +53,7 @@ async def test_a_stalled_subscriber_is_told_what_it_lost_and_dropped_when_too_fa
     lost. The camera's results never wait for either subscriber."""
     LoopbackLink.nodes = {"n0": {"capacity": 8, "answer": crowd}}
     settings = CoordinatorSettings(
-        host="127.0.0.1", port=0, discover=False, subscriber_backlog=20, subscriber_max_lag_s=max_lag_s
+        host="127.0.0.1", port=0, discover=False, subscriber_backlog=20, subscriber_max_lag_s=max_lag_s, insecure=True
     )
     server = CoordinatorServer(settings, link_factory=LoopbackLink)
     await server.start()

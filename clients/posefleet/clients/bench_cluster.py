@@ -40,7 +40,7 @@ from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 
 
 async def _until_nodes(address: str, count: int) -> None:
-    async with PosefleetClient(address) as client:
+    async with PosefleetClient(address, tls=None) as client:
         await client.wait_for_nodes(count, timeout=60)
 
 
@@ -48,7 +48,10 @@ async def latency(node_address: str, coordinator_address: str, payload: bytes, c
     frame = encode_frame(payload)
     direct: list[float] = []
     routed: list[float] = []
-    async with grpc.aio.insecure_channel(node_address) as channel, PosefleetClient(coordinator_address) as client:
+    async with (
+        grpc.aio.insecure_channel(node_address) as channel,
+        PosefleetClient(coordinator_address, tls=None) as client,
+    ):
         node = node_pb2_grpc.PoseNodeStub(channel)
         for _ in range(20):
             await node.Estimate(frame)
@@ -94,7 +97,7 @@ async def _camera(
 
 async def throughput(address: str, payload: bytes, cameras: int, window: int, seconds: float) -> float:
     """OK results per second through the coordinator, ``cameras`` streams with ``window`` frames each in flight."""
-    async with PosefleetClient(address) as client:
+    async with PosefleetClient(address, tls=None) as client:
         warm = [0]
         warm_until = time.perf_counter() + 1.0
         await asyncio.gather(
@@ -167,7 +170,7 @@ async def soak(
             samples.append((sum(statuses.values()), rss_bytes(pid)))
             await asyncio.sleep(0.5)
 
-    async with PosefleetClient(address) as client:
+    async with PosefleetClient(address, tls=None) as client:
         watch = asyncio.create_task(sampler())
         try:
             await asyncio.gather(*(camera(client, f"soak{i}") for i in range(cameras)))
@@ -201,6 +204,18 @@ async def soak(
     }
 
 
+def _instant_cluster(
+    model_dir: Path, work: Path, name: str, instant: tuple[str, ...]
+) -> tuple[list[PosefleetProcess], PosefleetProcess]:
+    """Two instant simulated nodes and a coordinator that blocks cameras rather than drop (--insecure, as
+    the benchmark's figures were measured)."""
+    nodes = [start_node(model_dir, f"{name}-{i}", work / f"{name}-{i}.log", *instant, tls=None) for i in range(2)]
+    static = [a for n in nodes for a in ("--node", f"127.0.0.1:{n.port}")]
+    queue = ("--camera-queue", "64", "--drop-policy", "block")
+    coord = start_coordinator(work / f"{name}-coord.log", "--no-discovery", *queue, *static, tls=None)
+    return nodes, coord
+
+
 def run(
     model_dir: Path, image: Any, work: Path, seconds: float, parts: set[str], *, soak_args: dict[str, int] | None = None
 ) -> dict[str, Any]:
@@ -227,9 +242,13 @@ def run(
     procs: list[PosefleetProcess] = []
     try:
         if "latency" in parts:
-            node = start_node(model_dir, "lat-node", work / "lat-node.log", "--input-size", "257x257", "--no-advertise")
+            node = start_node(
+                model_dir, "lat-node", work / "lat-node.log", "--input-size", "257x257", "--no-advertise", tls=None
+            )
             node_port = node.port
-            coord = start_coordinator(work / "lat-coord.log", "--no-discovery", "--node", f"127.0.0.1:{node_port}")
+            coord = start_coordinator(
+                work / "lat-coord.log", "--no-discovery", "--node", f"127.0.0.1:{node_port}", tls=None
+            )
             port = coord.port
             procs += [node, coord]
             asyncio.run(_until_nodes(f"127.0.0.1:{port}", 1))
@@ -251,11 +270,7 @@ def run(
             "--no-advertise",
         )
         if "capacity" in parts:
-            nodes = [start_node(model_dir, f"instant-{i}", work / f"instant-{i}.log", *instant) for i in range(2)]
-            static = [a for n in nodes for a in ("--node", f"127.0.0.1:{n.port}")]
-            coord = start_coordinator(
-                work / "cap-coord.log", "--no-discovery", "--camera-queue", "64", "--drop-policy", "block", *static
-            )
+            nodes, coord = _instant_cluster(model_dir, work, "cap", instant)
             port = coord.port
             procs += [*nodes, coord]
             asyncio.run(_until_nodes(f"127.0.0.1:{port}", 2))
@@ -265,11 +280,7 @@ def run(
             procs.clear()
         if "soak" in parts:
             assert soak_args is not None
-            nodes = [start_node(model_dir, f"soak-{i}", work / f"soak-{i}.log", *instant) for i in range(2)]
-            static = [a for n in nodes for a in ("--node", f"127.0.0.1:{n.port}")]
-            coord = start_coordinator(
-                work / "soak-coord.log", "--no-discovery", "--camera-queue", "64", "--drop-policy", "block", *static
-            )
+            nodes, coord = _instant_cluster(model_dir, work, "soak", instant)
             procs += [*nodes, coord]
             asyncio.run(_until_nodes(f"127.0.0.1:{coord.port}", 2))
             report["soak"] = asyncio.run(soak(f"127.0.0.1:{coord.port}", coord.proc.pid, tiny, **soak_args))
@@ -288,17 +299,19 @@ def run(
                 "--max-inflight",
                 "2",
             )
-            single = start_node(model_dir, "sim-solo", work / "sim-solo.log", *sim, "--no-advertise")
+            single = start_node(model_dir, "sim-solo", work / "sim-solo.log", *sim, "--no-advertise", tls=None)
             one = asyncio.run(direct_throughput(f"127.0.0.1:{single.port}", payload, 2, seconds))
             stop_all([single])
             rows = []
             for k in (1, 2, 4, 8):
                 coord = start_coordinator(
-                    work / f"scale-coord-{k}.log", "--camera-queue", "16", "--drop-policy", "block"
+                    work / f"scale-coord-{k}.log", "--camera-queue", "16", "--drop-policy", "block", tls=None
                 )
                 port = coord.port
                 procs.append(coord)
-                procs += [start_node(model_dir, f"sim-{k}-{i}", work / f"sim-{k}-{i}.log", *sim) for i in range(k)]
+                procs += [
+                    start_node(model_dir, f"sim-{k}-{i}", work / f"sim-{k}-{i}.log", *sim, tls=None) for i in range(k)
+                ]
                 asyncio.run(_until_nodes(f"127.0.0.1:{port}", k))
                 fps = asyncio.run(
                     throughput(f"127.0.0.1:{port}", payload, cameras=max(2, k), window=4, seconds=seconds)

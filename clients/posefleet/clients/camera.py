@@ -25,9 +25,11 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 from posefleet.clients.sdk import PosefleetClient, encode_frame, poses_of
+from posefleet.common import tls
 from posefleet.common.drawing import draw_skeletons
 from posefleet.common.errors import PosefleetError
 from posefleet.common.keypoints import NUM_KEYPOINTS
+from posefleet.common.tls import TlsFiles
 from posefleet.v1 import pose_pb2
 
 log = logging.getLogger("posefleet.camera")
@@ -45,6 +47,7 @@ class CameraOptions:
     coordinator: str
     source: str
     camera_id: str
+    tls: TlsFiles | None  # its camera certificate; None only against an --insecure coordinator
     fps: float | None = None
     resize_to_model: bool = False
     jsonl: Path | None = None
@@ -232,7 +235,7 @@ class CameraClient:
     async def _session(self, cap: cv2.VideoCapture, start: float) -> None:
         """One StreamCamera call, until the source ends or the coordinator goes away."""
         last_stats = time.monotonic()
-        async with PosefleetClient(self.o.coordinator) as client:
+        async with PosefleetClient(self.o.coordinator, tls=self.o.tls) as client:
             target = await self._model_size(client) if self.o.resize_to_model else None
             async for result in client.stream_camera(self._frames(cap, target)):
                 self._connected = True  # the coordinator answers: an outage, if there was one, is over
@@ -319,6 +322,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="recorded footage of a scene: stamp and send frame i at UNIX_TIME + i/fps (give every "
         "camera of the scene the same value)",
     )
+    tls.add_arguments(p)
     p.set_defaults(func=cmd_camera)
 
 
@@ -327,6 +331,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
         coordinator=args.coordinator,
         source=args.source,
         camera_id=args.camera_id,
+        tls=tls.from_args(args, "posefleet camera"),
         fps=args.fps,
         resize_to_model=args.resize_to_model,
         jsonl=args.jsonl,

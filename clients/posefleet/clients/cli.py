@@ -17,6 +17,7 @@ from posefleet.common.version import software_version
 
 def build_parser() -> argparse.ArgumentParser:
     from posefleet.clients import bench_cluster, camera, demo, status, subscribe
+    from posefleet.common import pki
     from posefleet.coordinator import cli as coordinator_cli
     from posefleet.node.server import cli as node_cli
     from posefleet.node.tools import cli as tools_cli
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"posefleet {software_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (tools_cli, fuse, node_cli, coordinator_cli, camera, status, subscribe, demo, bench_cluster):
+    for module in (tools_cli, fuse, node_cli, coordinator_cli, camera, status, subscribe, demo, bench_cluster, pki):
         module.register(sub)
     return parser
 

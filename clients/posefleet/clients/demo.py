@@ -15,6 +15,7 @@ import asyncio
 from pathlib import Path
 
 from posefleet.common.processes import PosefleetProcess, run_posefleet, start_coordinator, start_node, stop_all
+from posefleet.common.tls import TlsFiles
 
 DEMO_MODEL = "posenet-mobilenet-v1-075"
 DEMO_INPUT = "257x257"
@@ -44,14 +45,14 @@ def _mirrors() -> tuple[str | None, str | None]:
     return (assets / "models/posenet/tfjs_v1").as_uri(), (assets / "video").as_uri()
 
 
-async def _wait_nodes(address: str, count: int) -> None:
+async def _wait_nodes(address: str, count: int, tls: TlsFiles) -> None:
     from posefleet.clients.sdk import PosefleetClient
 
-    async with PosefleetClient(address) as client:
+    async with PosefleetClient(address, tls=tls) as client:
         await client.wait_for_nodes(count)
 
 
-async def _stream(address: str, source: str, cameras: int, out: Path) -> list[str]:
+async def _stream(address: str, source: str, cameras: int, out: Path, fleet: dict[str, TlsFiles]) -> list[str]:
     from posefleet.clients.camera import CameraClient, CameraOptions
     from posefleet.clients.sdk import PosefleetClient
 
@@ -61,6 +62,7 @@ async def _stream(address: str, source: str, cameras: int, out: Path) -> list[st
                 coordinator=address,
                 source=source,
                 camera_id=f"demo-cam{i}",
+                tls=fleet[f"demo-cam{i}"],
                 resize_to_model=True,
                 jsonl=out / f"demo-cam{i}.jsonl",
                 render=out / f"demo-cam{i}.mp4",
@@ -71,7 +73,7 @@ async def _stream(address: str, source: str, cameras: int, out: Path) -> list[st
     ]
     reports = await asyncio.gather(*(c.run() for c in clients))
     lines = [r.line(c.o.camera_id) for c, r in zip(clients, reports, strict=True)]
-    async with PosefleetClient(address) as client:
+    async with PosefleetClient(address, tls=fleet[ADMIN]) as client:
         stats = await client.stats()
     for cam in stats.cameras:
         lines.append(
@@ -85,6 +87,19 @@ async def _stream(address: str, source: str, cameras: int, out: Path) -> list[st
     if unanswered:
         raise RuntimeError(f"{unanswered} frames got no result")
     return lines
+
+
+ADMIN = "demo-admin"
+
+
+def demo_fleet(directory: Path, nodes: list[str], cameras: list[str]) -> dict[str, TlsFiles]:
+    """A throwaway fleet CA in ``directory`` and certificates for a coordinator, the nodes, an admin (stats,
+    subscriptions) and each camera (its own camera id only): the demo runs mutual TLS end to end."""
+    from posefleet.common.certs import throwaway_fleet
+
+    members: list[tuple[str, str, list[str]]] = [("coordinator", "coordinator", []), ("admin", ADMIN, [])]
+    members += [("node", n, []) for n in nodes] + [("camera", c, [c]) for c in cameras]
+    return throwaway_fleet(directory, members)
 
 
 def demo_model() -> Path:
@@ -116,17 +131,22 @@ def run_demo(args: argparse.Namespace) -> int:
     source = args.source or sample_video()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    nodes = [f"demo-node-{i}" for i in range(args.nodes)]
+    fleet = demo_fleet(out / "pki", nodes, [f"demo-cam{i}" for i in range(args.cameras)])
     procs: list[PosefleetProcess] = []
     try:
-        coordinator = start_coordinator(out / "coordinator.log")
+        coordinator = start_coordinator(out / "coordinator.log", tls=fleet["coordinator"])
         procs.append(coordinator)
-        for i in range(args.nodes):
+        for node in nodes:
             extra = ("--input-size", DEMO_INPUT, "--device", args.device)
-            procs.append(start_node(model_dir, f"demo-node-{i}", out / f"node-{i}.log", *extra))
+            procs.append(start_node(model_dir, node, out / f"{node}.log", *extra, tls=fleet[node]))
         address = f"127.0.0.1:{coordinator.port}"
-        print(f"coordinator on {address}, {args.nodes} nodes starting (zeroconf on 127.0.0.1)")
-        asyncio.run(_wait_nodes(address, args.nodes))
-        lines = asyncio.run(_stream(address, source, args.cameras, out))
+        print(
+            f"coordinator on {address}, {args.nodes} nodes starting (zeroconf on 127.0.0.1); "
+            f"mutual TLS with a throwaway fleet CA in {out / 'pki'}"
+        )
+        asyncio.run(_wait_nodes(address, args.nodes, fleet[ADMIN]))
+        lines = asyncio.run(_stream(address, source, args.cameras, out, fleet))
         print("\n".join(lines))
         print(f"wrote {', '.join(sorted(p.name for p in out.glob('demo-cam*')))} in {out}")
     finally:

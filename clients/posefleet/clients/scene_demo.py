@@ -18,10 +18,12 @@ from typing import Any
 import cv2
 import numpy as np
 from posefleet.clients.camera import CameraClient, CameraOptions
+from posefleet.clients.demo import ADMIN, demo_fleet
 from posefleet.clients.sdk import PosefleetClient, scene_to_dict
 from posefleet.common.errors import PosefleetError
 from posefleet.common.paths import assets_dir
 from posefleet.common.processes import PosefleetProcess, start_coordinator, start_node, stop_all
+from posefleet.common.tls import TlsFiles
 from posefleet.v1 import coordinator_pb2
 
 SCENE = "lab"
@@ -52,10 +54,12 @@ def write_settings(out: Path, scene: Path) -> Path:
     return path
 
 
-async def stream_scene(address: str, scene: Path, out: Path, fps: float = SCENE_FPS) -> dict[str, Any]:
+async def stream_scene(
+    address: str, scene: Path, out: Path, fleet: dict[str, TlsFiles], fps: float = SCENE_FPS
+) -> dict[str, Any]:
     """Stream the four videos in sync while subscribing to the scene; returns what happened."""
     windows: list[coordinator_pb2.SceneResult] = []
-    async with PosefleetClient(address) as client:
+    async with PosefleetClient(address, tls=fleet[ADMIN]) as client:
 
         async def subscribe() -> None:
             async for result in client.subscribe_scene(SCENE):
@@ -70,6 +74,7 @@ async def stream_scene(address: str, scene: Path, out: Path, fps: float = SCENE_
                     coordinator=address,
                     source=str(scene / "videos" / f"{cam}.mp4"),
                     camera_id=cam,
+                    tls=fleet[cam],
                     fps=fps,
                     resize_to_model=True,
                     jsonl=out / f"{cam}.jsonl",
@@ -144,23 +149,22 @@ def run_scene_demo(out: Path, model_dir: Path, nodes: int, device: str) -> int:
     scene = scene_assets()
     out.mkdir(parents=True, exist_ok=True)
     settings = write_settings(out, scene)
+    names = [f"scene-node-{i}" for i in range(nodes)]
+    fleet = demo_fleet(out / "pki", names, list(CAMERAS.values()))
     procs: list[PosefleetProcess] = []
     try:
-        coordinator = start_coordinator(out / "coordinator.log", "--config", str(settings))
+        coordinator = start_coordinator(out / "coordinator.log", "--config", str(settings), tls=fleet["coordinator"])
         procs.append(coordinator)
-        for i in range(nodes):
-            procs.append(
-                start_node(
-                    model_dir, f"scene-node-{i}", out / f"node-{i}.log", "--input-size", SCENE_INPUT, "--device", device
-                )
-            )
+        for name in names:
+            extra = ("--input-size", SCENE_INPUT, "--device", device)
+            procs.append(start_node(model_dir, name, out / f"{name}.log", *extra, tls=fleet[name]))
         address = f"127.0.0.1:{coordinator.port}"
         print(f"coordinator on {address} with scene {SCENE!r} (4 calibrated cameras), {nodes} nodes")
 
         async def run() -> dict[str, Any]:
-            async with PosefleetClient(address) as client:
+            async with PosefleetClient(address, tls=fleet[ADMIN]) as client:
                 await client.wait_for_nodes(nodes)
-            return await stream_scene(address, scene, out)
+            return await stream_scene(address, scene, out, fleet)
 
         done = asyncio.run(run())
     finally:

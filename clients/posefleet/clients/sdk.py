@@ -1,6 +1,7 @@
 """A small typed asyncio SDK for the coordinator: Estimate, StreamCamera, Subscribe, ListNodes, GetStats.
 
-async with PosefleetClient("127.0.0.1:50050") as client:
+tls = TlsFiles.from_pki(Path("fleet-pki"), "cam-lobby")  # a camera certificate (posefleet pki issue)
+async with PosefleetClient("127.0.0.1:50050", tls=tls) as client:
     result = await client.estimate(image)            # a BGR numpy image, or JPEG/PNG bytes
     for pose in poses_of(result): ...
 """
@@ -15,9 +16,9 @@ from types import TracebackType
 from typing import Any
 
 import cv2
-import grpc
 import numpy as np
 import numpy.typing as npt
+from posefleet.common.tls import TlsFiles, aio_channel, role_name
 from posefleet.v1 import coordinator_pb2, coordinator_pb2_grpc, pose_pb2
 
 MiB = 1 << 20
@@ -117,11 +118,17 @@ def scene_to_dict(scene: coordinator_pb2.SceneResult) -> dict[str, Any]:
 
 
 class PosefleetClient:
-    def __init__(self, address: str, *, max_message_mb: float = 16.0) -> None:
+    """A coordinator's RPCs. ``tls`` is this client's fleet certificate (mutual TLS; the coordinator must prove
+    it is a fleet coordinator); ``None`` only against an --insecure coordinator (development)."""
+
+    def __init__(self, address: str, *, tls: TlsFiles | None, max_message_mb: float = 16.0) -> None:
         limit = int(max_message_mb * MiB)
-        options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", limit),
+            ("grpc.max_receive_message_length", limit),
+        ]
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address, options=options)
+        self._channel = aio_channel(address, tls, role_name("coordinator"), options)
         self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
 
     async def __aenter__(self) -> PosefleetClient:

@@ -18,7 +18,9 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from posefleet.clients.sdk import PosefleetClient
+from posefleet.common import tls
 from posefleet.common.errors import PosefleetError
+from posefleet.common.tls import TlsFiles, aio_channel, role_name
 from posefleet.v1 import coordinator_pb2, node_pb2, node_pb2_grpc, pose_pb2
 from posefleet.v1.discovery import NODE_HEALTH_SERVICE
 
@@ -39,9 +41,10 @@ class NodeReport:
         return self.health == "SERVING"
 
 
-async def node_report(address: str, timeout: float = 2.0) -> NodeReport:
-    """One health check and GetInfo; a node that does not answer is reported, not raised."""
-    async with grpc.aio.insecure_channel(address) as channel:
+async def node_report(address: str, tls: TlsFiles | None, timeout: float = 2.0) -> NodeReport:
+    """One health check and GetInfo (GetInfo needs an admin certificate); a node that does not answer is
+    reported, not raised."""
+    async with aio_channel(address, tls, role_name("node")) as channel:
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=NODE_HEALTH_SERVICE), timeout=timeout
@@ -58,11 +61,11 @@ async def node_report(address: str, timeout: float = 2.0) -> NodeReport:
         return NodeReport(address, health, info)
 
 
-async def wait_node(address: str, timeout: float) -> NodeReport:
+async def wait_node(address: str, tls: TlsFiles | None, timeout: float) -> NodeReport:
     """Poll until the node is SERVING; returns the last report (not serving when ``timeout`` ran out)."""
     deadline = time.monotonic() + timeout
     while True:
-        report = await node_report(address)
+        report = await node_report(address, tls)
         if report.serving or time.monotonic() >= deadline:
             return report
         await asyncio.sleep(_POLL_S)
@@ -74,11 +77,13 @@ def not_routed(stats: coordinator_pb2.Stats, node_ids: list[str]) -> list[str]:
     return [node_id for node_id in node_ids if node_id not in healthy]
 
 
-async def wait_coordinator(address: str, node_ids: list[str], timeout: float) -> tuple[coordinator_pb2.Stats, str]:
+async def wait_coordinator(
+    address: str, tls: TlsFiles | None, node_ids: list[str], timeout: float
+) -> tuple[coordinator_pb2.Stats, str]:
     """Poll GetStats until every wanted node is routed to; returns the stats and what is still missing."""
     deadline = time.monotonic() + timeout
     stats, missing = coordinator_pb2.Stats(), "no answer"
-    async with PosefleetClient(address) as client:
+    async with PosefleetClient(address, tls=tls) as client:
         while True:
             try:
                 stats = await client.stats()
@@ -151,6 +156,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--wait", action="store_true", help="with --node: wait until the node is SERVING")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    tls.add_arguments(p)
     p.set_defaults(func=cmd_status)
 
 
@@ -160,7 +166,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.node:
         if args.wait_node:
             raise PosefleetError("--wait-node needs --coordinator (use --wait with --node)")
-        report = asyncio.run(wait_node(args.node, args.timeout if args.wait else 0.0))
+        report = asyncio.run(
+            wait_node(args.node, tls.from_args(args, "posefleet status"), args.timeout if args.wait else 0.0)
+        )
         if args.json:
             info = MessageToDict(report.info) if report.info is not None else None
             print(json.dumps({"address": report.address, "health": report.health, "info": info, "error": report.error}))
@@ -172,7 +180,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.wait:
         raise PosefleetError("--wait needs --node (use --wait-node NODE_ID with --coordinator)")
     timeout = args.timeout if args.wait_node else 0.0
-    stats, missing = asyncio.run(wait_coordinator(args.coordinator, args.wait_node, timeout))
+    files = tls.from_args(args, "posefleet status")
+    stats, missing = asyncio.run(wait_coordinator(args.coordinator, files, args.wait_node, timeout))
     print(json.dumps(MessageToDict(stats)) if args.json else format_stats(args.coordinator, stats))
     if missing:
         waited = f" within {args.timeout:g} s" if args.wait_node else ""

@@ -13,6 +13,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from posefleet.clients.sdk import PosefleetClient, scene_to_dict
+from posefleet.common import tls
 from posefleet.common.cli import positive_float, positive_int
 
 
@@ -32,13 +33,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--jsonl", type=Path, help="output file (default: standard output)")
     p.add_argument("--count", type=positive_int, help="stop after this many windows")
     p.add_argument("--seconds", type=positive_float, help="stop after this long")
+    tls.add_arguments(p)
     p.set_defaults(func=cmd_subscribe)
 
 
 async def _subscribe(args: argparse.Namespace, out: Any) -> int:
     written = 0
     deadline = time.monotonic() + args.seconds if args.seconds else None
-    async with PosefleetClient(args.coordinator) as client:
+    async with PosefleetClient(args.coordinator, tls=tls.from_args(args, "posefleet subscribe")) as client:
         stream = client.subscribe_scene(args.scene) if args.scene else client.subscribe(args.cameras, args.window_ms)
 
         async def consume() -> None:

@@ -121,7 +121,7 @@ async def _capacity(with_scene: bool, seconds: float) -> tuple[float, int, int]:
     scenes = {"bench": SceneSettings(calibration=_calibration(), cameras=CAMS)} if with_scene else {}
     LoopbackLink.nodes = {f"n{i}": {"capacity": 64, "answer": _answer(synthetic)} for i in range(2)}
     settings = CoordinatorSettings(
-        host="127.0.0.1", port=0, discover=False, camera_queue=64, drop_policy="block", scenes=scenes
+        host="127.0.0.1", port=0, discover=False, camera_queue=64, drop_policy="block", scenes=scenes, insecure=True
     )
     server = CoordinatorServer(settings, link_factory=LoopbackLink)
     await server.start()

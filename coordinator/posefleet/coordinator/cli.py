@@ -6,6 +6,8 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from posefleet.common import tls
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("coordinator", help="discover nodes, balance camera frames across them, merge results")
@@ -19,6 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--drop-policy", choices=("drop-oldest", "block"))
     p.add_argument("--metrics-port", type=int)
     p.add_argument("--metrics-host")
+    tls.add_arguments(p)
     p.set_defaults(func=cmd_coordinator)
     from posefleet.coordinator import bench_merge
 

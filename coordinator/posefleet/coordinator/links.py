@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from posefleet.common.grpc_server import message_options
+from posefleet.common.tls import TlsFiles, aio_channel, role_name
 from posefleet.coordinator.jobs import Job
 from posefleet.coordinator.validation import result_problem
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
@@ -45,6 +46,8 @@ class NodeLink:
         on_lost: LostJobs,
         on_credit: Callable[[], None],
         max_message_bytes: int,
+        tls: TlsFiles | None = None,
+        node_id: str | None = None,
     ) -> None:
         self.key = key
         self.address = address
@@ -71,12 +74,20 @@ class NodeLink:
         self._seq = itertools.count()
         self._send: asyncio.Queue[pose_pb2.Frame | None] = asyncio.Queue()
         self._stream_task: asyncio.Task[None] | None = None
+        self._tls = tls
+        #: The node id this node must prove (its certificate's name): what its advert claims, or, for a static
+        #: address, what it says in GetInfo (until then any fleet node certificate will do).
+        self.claimed_id = node_id
+        self._open()
+
+    def _open(self) -> None:
         options = [
-            *message_options(max_message_bytes),
+            *message_options(self._max_message_bytes),
             ("grpc.keepalive_time_ms", 10_000),
             ("grpc.initial_reconnect_backoff_ms", 100),
         ]
-        self._channel = grpc.aio.insecure_channel(address, options=options)
+        server = role_name("node", self.claimed_id)
+        self._channel = aio_channel(self.address, self._tls, server, options)
         self._stub = node_pb2_grpc.PoseNodeStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -133,9 +144,26 @@ class NodeLink:
         return info
 
     async def connect(self) -> bool:
-        """Health check, GetInfo, open the stream; False (and marked down) on failure."""
+        """Health check, GetInfo, open the stream; False (and marked down) on failure.
+
+        With TLS every check is a handshake in which the node proves its certificate (fleet CA, role node,
+        named for ``claimed_id``); a node learnt from a static address proves the id it states in GetInfo
+        before any frame is sent to it.
+        """
         info = await self._info()
         if info is None:
+            return False
+        if self.claimed_id is None and self._tls is not None:
+            self.claimed_id = info.node_id
+            old = self._channel
+            self._open()
+            await old.close()
+            if not await self.check(timeout=2.0):
+                self.last_error = f"its certificate is not for node id {info.node_id!r}: {self.last_error}"
+                self.claimed_id = None
+                return False
+        elif self.claimed_id is not None and info.node_id != self.claimed_id:
+            self.mark_down(f"it says node id {info.node_id!r} where {self.claimed_id!r} was expected")
             return False
         self.info = info
         self.capacity = max(1, self.info.capacity)

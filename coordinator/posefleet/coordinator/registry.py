@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
+from posefleet.common.tls import TlsFiles
 from posefleet.coordinator.jobs import Job
 from posefleet.coordinator.links import NodeLink
 from posefleet.coordinator.settings import CoordinatorSettings
@@ -42,8 +43,11 @@ class Registry:
     ``link_factory`` builds a ``NodeLink`` per node (tests pass in-process fakes).
     """
 
-    def __init__(self, settings: CoordinatorSettings, link_factory: LinkFactory = NodeLink) -> None:
+    def __init__(
+        self, settings: CoordinatorSettings, link_factory: LinkFactory = NodeLink, tls: TlsFiles | None = None
+    ) -> None:
         self.settings = settings
+        self.tls = tls
         self._link_factory = link_factory
         self.links: dict[str, NodeLink] = {}
         self._changed = asyncio.Condition()
@@ -81,21 +85,48 @@ class Registry:
         for link in list(self.links.values()):
             await link.close()
 
-    def add(self, key: str, address: str, source: str) -> None:
+    def add(self, key: str, address: str, source: str, node_id: str | None = None) -> None:
+        """A node at ``address``; ``node_id`` is the id its advert claims (it must prove it over TLS)."""
         link = self.links.get(key)
         if link is not None and link.address == address:
             if not link.healthy:
                 link.retry_at = 0.0  # an announcement is a good moment to try again
                 self._spawn(self._connect(link))
             return
-        if link is not None:
-            self._spawn(link.close())
+        if link is not None:  # announced at another address: only if the known one no longer answers
+            self._spawn(self._moved(link, address, node_id))
+            return
+        self._create(key, address, source, node_id)
+
+    def _create(self, key: str, address: str, source: str, node_id: str | None) -> None:
         limit = self.settings.max_message_bytes
         link = self._link_factory(
-            key, address, source, on_lost=self._lost, on_credit=self._notify, max_message_bytes=limit
+            key,
+            address,
+            source,
+            on_lost=self._lost,
+            on_credit=self._notify,
+            max_message_bytes=limit,
+            tls=self.tls,
+            node_id=node_id,
         )
         self.links[key] = link
         self._spawn(self._connect(link))
+
+    async def _moved(self, link: NodeLink, address: str, node_id: str | None) -> None:
+        """A known node announced at another address: kept where it is while it answers its health check
+        there (a spoofed announcement changes nothing); otherwise tried at the new address, where it must
+        prove the same identity before it gets a frame."""
+        if link.healthy and await link.check():
+            log.warning(
+                "ignoring an announcement of node %s at %s: it still answers at %s", link.key, address, link.address
+            )
+            return
+        if self.links.get(link.key) is link:
+            del self.links[link.key]
+            link.mark_down(f"announced at {address}")
+            await link.close()
+            self._create(link.key, address, link.source, node_id)
 
     def remove(self, key: str, reason: str) -> None:
         link = self.links.pop(key, None)
@@ -132,9 +163,20 @@ class Registry:
 
     def _on_service(self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
         if state_change is ServiceStateChange.Removed:
-            self.remove(name, "zeroconf goodbye")
+            self._spawn(self._check_leaving(name, "zeroconf goodbye"))
         else:
             self._spawn(self._resolve(name))
+
+    async def _check_leaving(self, key: str, said: str) -> None:
+        """A goodbye or ``state=draining`` is a hint, not trust (mDNS is unauthenticated): it triggers a
+        health check at once, and the node leaves only when that fails or the node says NOT_SERVING itself."""
+        link = self.links.get(key)
+        if link is None:
+            return
+        if link.healthy and await link.check():
+            log.warning("node %s: %s, but it still answers its health check: staying", link.key, said)
+            return
+        self.remove(key, f"{said}, and its health check failed")
 
     async def _resolve(self, name: str) -> None:
         assert self._zc is not None
@@ -147,14 +189,14 @@ class Registry:
             log.warning("ignoring %s: %s", name, exc)
             return
         if advert.state == "draining":
-            self.remove(name, "node is draining")
+            await self._check_leaving(name, "advertised draining")
             return
         addresses = info.parsed_scoped_addresses()
         if not addresses or info.port is None:
             return
         host = addresses[0]
         address = f"[{host}]:{info.port}" if ":" in host else f"{host}:{info.port}"
-        self.add(name, address, "zeroconf")
+        self.add(name, address, "zeroconf", advert.node_id)
 
     async def _health_loop(self) -> None:
         while True:

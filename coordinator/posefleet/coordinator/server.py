@@ -8,7 +8,10 @@ import ctypes
 import gc
 import logging
 
+from posefleet.common.certs import peer_of_pem
 from posefleet.common.grpc_server import SERVING, GrpcServer, run_until_signal
+from posefleet.common.metrics_http import serve_metrics
+from posefleet.common.settings import ConfigError
 from posefleet.coordinator.links import NodeLink
 from posefleet.coordinator.metrics import CoordinatorMetrics
 from posefleet.coordinator.registry import LinkFactory, Registry
@@ -16,7 +19,6 @@ from posefleet.coordinator.service import CoordinatorService
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.v1 import coordinator_pb2
 from posefleet.v1.discovery import COORDINATOR_HEALTH_SERVICE
-from prometheus_client import start_http_server
 
 log = logging.getLogger("posefleet.coordinator")
 
@@ -31,9 +33,14 @@ def _return_freed_memory() -> None:
 class CoordinatorServer:
     def __init__(self, settings: CoordinatorSettings, link_factory: LinkFactory = NodeLink) -> None:
         self.settings = settings
-        self.registry = Registry(settings, link_factory)
+        self.tls = settings.tls_files(settings.name)
+        if self.tls is not None:
+            own = peer_of_pem(self.tls.cert.read_bytes())
+            if own is None or own.role != "coordinator":
+                raise ConfigError(f"{self.tls.cert}: not a coordinator certificate (it is {own})")
+        self.registry = Registry(settings, link_factory, self.tls)
         self.metrics = CoordinatorMetrics(lambda: list(self.registry.links.values()))
-        self.service = CoordinatorService(settings, self.registry, self.metrics)
+        self.service = CoordinatorService(settings, self.registry, self.metrics, secure=self.tls is not None)
         self.port = 0
         self.metrics_port: int | None = None
         self._grpc: GrpcServer | None = None
@@ -43,15 +50,14 @@ class CoordinatorServer:
         s = self.settings
         self._grpc = server = GrpcServer(s.max_message_bytes, [COORDINATOR_HEALTH_SERVICE])
         server.add(self.service, coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"])
-        self.port = server.bind(s.host, s.port)
+        self.port = server.bind(s.host, s.port, self.tls)
         await self.registry.start()
         self.service.merger.start()
         self._evictor = asyncio.create_task(self._evict(), name="camera-eviction")
         await server.start()
         await server.set_health(SERVING)
         if s.metrics_port is not None:
-            http, _ = start_http_server(s.metrics_port, addr=s.metrics_host, registry=self.metrics.registry)
-            self.metrics_port = int(http.server_port)
+            self.metrics_port = serve_metrics(self.metrics.registry, s.metrics_host, s.metrics_port, self.tls)
         log.info("coordinator listening on %s:%d", s.host, self.port)
 
     async def _evict(self) -> None:

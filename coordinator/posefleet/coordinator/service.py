@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from posefleet.common.certs import Peer, require
 from posefleet.common.grpc_server import Malformed, status_code
 from posefleet.coordinator.cameras import CameraSession, CameraStats
 from posefleet.coordinator.hub import Hub
@@ -28,8 +29,26 @@ _STATUS = {
 }
 
 
+def _may(peer: Peer, cameras: set[str] | frozenset[str]) -> bool:
+    """Whether ``peer`` may stream or read all of ``cameras`` (an admin: any camera)."""
+    return peer.role == "admin" or cameras <= peer.cameras
+
+
+def _refusal(peer: Peer, cameras: set[str] | frozenset[str]) -> str:
+    listed = ", ".join(sorted(peer.cameras)) or "none"
+    refused = ", ".join(sorted(cameras - peer.cameras))
+    return f"{peer} may use only the cameras its certificate lists ({listed}), not {refused}"
+
+
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
-    def __init__(self, settings: CoordinatorSettings, registry: Registry, metrics: CoordinatorMetrics) -> None:
+    """The coordinator's RPCs. With mutual TLS (``secure``) each checks the caller's fleet certificate: cameras
+    stream (and Estimate) only the camera ids their certificate lists, subscribers read only theirs,
+    ListNodes and GetStats need a subscriber or admin; admins may do everything."""
+
+    def __init__(
+        self, settings: CoordinatorSettings, registry: Registry, metrics: CoordinatorMetrics, *, secure: bool
+    ) -> None:
+        self.secure = secure
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -49,6 +68,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def StreamCamera(
         self, request_iterator: AsyncIterator[pose_pb2.Frame], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pose_pb2.PoseResult]:
+        peer = await require(context, ("camera", "admin"), self.secure)
         first = await anext(aiter(request_iterator), None)
         if first is None:
             return
@@ -57,6 +77,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         if (problem := camera_id_problem(first.camera_id)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         camera = first.camera_id
+        if not _may(peer, {camera}):  # the stream's camera id never changes (checked per frame)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, _refusal(peer, {camera}))
         if camera not in self.cameras:
             self.evict_idle()
             if len(self.cameras) >= self.settings.max_cameras:
@@ -99,8 +121,11 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         return len(gone)
 
     async def Estimate(self, request: pose_pb2.Frame, context: grpc.aio.ServicerContext) -> pose_pb2.PoseResult:
+        peer = await require(context, ("camera", "admin"), self.secure)
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
+        if not _may(peer, {request.camera_id}):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, _refusal(peer, {request.camera_id}))
         job = Job.start(request, self.settings.frame_timeout_s)
         await self.registry.dispatch(job)
         try:  # the frame's own deadline, whatever the caller's
@@ -122,8 +147,14 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def Subscribe(  # type: ignore[override]
         self, request: coordinator_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> None:
+        peer = await require(context, ("subscriber", "admin"), self.secure)
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
+        if peer.role != "admin":  # a subscriber reads its cameras: all of them unless it names some of them
+            wanted = set(request.camera_ids) or set(peer.cameras)
+            if not wanted or not _may(peer, wanted):
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, _refusal(peer, wanted or {"any camera"}))
+            request.camera_ids[:] = sorted(wanted)
         if not request.window_ms:
             request.window_ms = self.settings.subscribe_window_ms
         request.window_ms = max(request.window_ms, MIN_WINDOW_MS)
@@ -133,6 +164,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def SubscribeScene(  # type: ignore[override]
         self, request: coordinator_pb2.SubscribeSceneRequest, context: grpc.aio.ServicerContext
     ) -> None:
+        peer = await require(context, ("subscriber", "admin"), self.secure)
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
         scene = self.merger.scenes.get(request.scene)
@@ -140,6 +172,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             known = ", ".join(sorted(self.merger.scenes)) or "none configured"
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no scene {request.scene!r} (scenes: {known})")
         assert scene is not None
+        if not _may(peer, set(scene.calibrated)):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, _refusal(peer, set(scene.calibrated)))
         backlog = self._backlog()
         await relay(scene.subscribe(backlog), backlog, context)
 
@@ -158,15 +192,33 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def ListNodes(
         self, request: coordinator_pb2.ListNodesRequest, context: grpc.aio.ServicerContext
     ) -> coordinator_pb2.ListNodesResponse:
-        return coordinator_pb2.ListNodesResponse(
-            nodes=[self._node_status(link) for link in self.registry.links.values()]
-        )
+        """Every node for subscribers and admins. A camera sees only the healthy nodes' models and input sizes
+        (what it needs to resize its frames): no addresses, errors or counters."""
+        peer = await require(context, ("camera", "subscriber", "admin"), self.secure)
+        nodes = [self._node_status(link) for link in self.registry.links.values()]
+        if peer.role == "camera":
+            nodes = [
+                coordinator_pb2.NodeStatus(
+                    healthy=True,
+                    info=pose_pb2.NodeInfo(
+                        model_id=n.info.model_id,
+                        model_family=n.info.model_family,
+                        input_width=n.info.input_width,
+                        input_height=n.info.input_height,
+                    ),
+                )
+                for n in nodes
+                if n.healthy
+            ]
+        return coordinator_pb2.ListNodesResponse(nodes=nodes)
 
     async def GetStats(
         self, request: coordinator_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> coordinator_pb2.Stats:
+        """Everything for an admin; a subscriber sees the cameras and scenes it may read."""
+        peer = await require(context, ("subscriber", "admin"), self.secure)
         return coordinator_pb2.Stats(
-            cameras=[s.to_proto() for s in self.cameras.values()],
+            cameras=[s.to_proto() for c, s in self.cameras.items() if _may(peer, {c})],
             nodes=[self._node_status(link) for link in self.registry.links.values()],
-            scenes=[scene.status() for scene in self.merger.scenes.values()],
+            scenes=[scene.status() for scene in self.merger.scenes.values() if _may(peer, set(scene.calibrated))],
         )

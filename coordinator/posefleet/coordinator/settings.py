@@ -67,6 +67,7 @@ class CoordinatorSettings(FileSettings):
     model_config = SettingsConfigDict(env_prefix="POSEFLEET_COORDINATOR_", extra="forbid")
     what: ClassVar[str] = "coordinator"
 
+    name: str = Field("coordinator", description="its certificate's name in the fleet PKI directory (--pki)")
     host: str = Field("0.0.0.0", description="address the gRPC server binds")
     port: int = Field(50050, ge=0, le=65535)
     zeroconf_interfaces: list[str] = Field(default_factory=list, description="IPs zeroconf binds (default: all)")

@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import math
-import re
 
 from posefleet.common.keypoints import NUM_KEYPOINTS
 from posefleet.v1 import pose_pb2
+from posefleet.v1.ids import camera_id_problem
 
-#: Camera ids: 1-128 printable characters without spaces (they become metric labels and log words).
-CAMERA_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+__all__ = ["KEYPOINT_MARGIN", "MAX_POSES", "MIN_WINDOW_MS", "camera_id_problem", "result_problem"]
+
 #: A node's result may hold at most this many poses.
 MAX_POSES = 100
 #: Keypoints may lie this far (a fraction of the image size) outside the image, no farther.
 KEYPOINT_MARGIN = 0.5
 #: ``Subscribe`` windows shorter than this are raised to it (1 ms windows cost subscribers 11x the CPU).
 MIN_WINDOW_MS = 10
-
-
-def camera_id_problem(camera_id: str) -> str | None:
-    """Why ``camera_id`` cannot name a camera, or None."""
-    if not camera_id:
-        return "camera_id is required on a camera stream"
-    if not CAMERA_ID.fullmatch(camera_id):
-        shown = camera_id[:40].encode("unicode_escape").decode()
-        return (
-            f"camera_id {shown!r}{'...' if len(camera_id) > 40 else ''} is not 1-128 of the characters "
-            "A-Z a-z 0-9 . _ : @ / + = -"
-        )
-    return None
 
 
 def result_problem(result: pose_pb2.PoseResult) -> str | None:

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from posefleet.common.errors import PosefleetError
+from posefleet.common.tls import TlsFiles
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -99,10 +100,14 @@ class GrpcServer:
         names = (service.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server)
 
-    def bind(self, host: str, port: int) -> int:
-        """Listen on ``host:port`` (0 = a free port); ``BindError`` when the address is taken."""
+    def bind(self, host: str, port: int, tls: TlsFiles | None) -> int:
+        """Listen on ``host:port`` (0 = a free port) with mutual TLS (``tls``; None: --insecure, no TLS);
+        ``BindError`` when the address is taken."""
         try:
-            self.port = self.server.add_insecure_port(f"{host}:{port}")
+            if tls is None:
+                self.port = self.server.add_insecure_port(f"{host}:{port}")
+            else:
+                self.port = self.server.add_secure_port(f"{host}:{port}", tls.server_credentials())
         except RuntimeError as exc:
             raise BindError(f"cannot listen on {host}:{port}: {exc}") from None
         if self.port == 0:

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from posefleet.common.errors import PosefleetError
+from posefleet.common.tls import TlsFiles, cli_args, role_name, sync_channel
 
 _READY = re.compile(r"^posefleet-(\w+) ready(?P<fields>( \w+=\S*)*)\s*$", re.MULTILINE)
 
@@ -46,9 +47,16 @@ class PosefleetProcess:
 
 
 def start_posefleet(
-    args: list[str], *, log: Path | None = None, timeout: float = 90, host: str = "127.0.0.1"
+    args: list[str],
+    *,
+    tls: TlsFiles | None,
+    log: Path | None = None,
+    timeout: float = 90,
+    host: str = "127.0.0.1",
 ) -> PosefleetProcess:
-    """Run ``posefleet ARGS``, wait for its ready line, then for gRPC health SERVING on ``host:port``."""
+    """Run ``posefleet ARGS`` with its certificate ``tls`` (None: ``--insecure``), wait for its ready line,
+    then for gRPC health SERVING on ``host:port`` (asked over mutual TLS with the process's own certificate)."""
+    args = [*args, *cli_args(tls)]
     if log is None:
         fd, name = tempfile.mkstemp(prefix=f"posefleet-{args[0]}-", suffix=".log")
         os.close(fd)
@@ -66,7 +74,7 @@ def start_posefleet(
     while time.monotonic() < deadline:
         if match := _READY.search(running.output()):
             running.fields = dict(pair.split("=", 1) for pair in match.group("fields").split())
-            if _wait_serving(f"{host}:{running.port}", deadline):
+            if _wait_serving(f"{host}:{running.port}", tls, role_name(args[0]), deadline):
                 return running
             break
         if proc.poll() is not None:
@@ -76,8 +84,8 @@ def start_posefleet(
     raise RuntimeError(f"posefleet {args[0]} did not start serving in time (log: {log}):\n{running.output()[-3000:]}")
 
 
-def _wait_serving(address: str, deadline: float) -> bool:
-    with grpc.insecure_channel(address) as channel:
+def _wait_serving(address: str, tls: TlsFiles | None, server: str, deadline: float) -> bool:
+    with sync_channel(address, tls, server) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
@@ -110,15 +118,19 @@ def stop_all(processes: list[PosefleetProcess]) -> None:
 _LOOPBACK = ["--host", "127.0.0.1", "--port", "0", "--zeroconf-interface", "127.0.0.1"]
 
 
-def start_node(model: Path, name: str | None, log: Path | None, *extra: str, timeout: float = 90) -> PosefleetProcess:
-    """A node on 127.0.0.1 (any free port) with zeroconf bound to 127.0.0.1."""
+def start_node(
+    model: Path, name: str | None, log: Path | None, *extra: str, tls: TlsFiles | None, timeout: float = 90
+) -> PosefleetProcess:
+    """A node on 127.0.0.1 (any free port) with zeroconf bound to 127.0.0.1 (``tls``: a node certificate
+    named ``name``)."""
     named = ["--name", name] if name else []
-    return start_posefleet(["node", "--model", str(model), *_LOOPBACK, *named, *extra], log=log, timeout=timeout)
+    args = ["node", "--model", str(model), *_LOOPBACK, *named, *extra]
+    return start_posefleet(args, tls=tls, log=log, timeout=timeout)
 
 
-def start_coordinator(log: Path | None, *extra: str, timeout: float = 90) -> PosefleetProcess:
+def start_coordinator(log: Path | None, *extra: str, tls: TlsFiles | None, timeout: float = 90) -> PosefleetProcess:
     """A coordinator on 127.0.0.1 (any free port) with zeroconf bound to 127.0.0.1."""
-    return start_posefleet(["coordinator", *_LOOPBACK, *extra], log=log, timeout=timeout)
+    return start_posefleet(["coordinator", *_LOOPBACK, *extra], tls=tls, log=log, timeout=timeout)
 
 
 def run_posefleet(args: list[str], timeout: float = 1800) -> str:

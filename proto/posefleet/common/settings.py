@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from posefleet.common.errors import PosefleetError
-from pydantic import ValidationError
+from posefleet.common.tls import TlsFiles, resolve
+from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     JsonConfigSettingsSource,
@@ -30,10 +31,29 @@ class ConfigError(PosefleetError):
 
 
 class FileSettings(BaseSettings):
-    """Settings read from flags, the environment (``env_prefix`` of the subclass) and a config file."""
+    """Settings read from flags, the environment (``env_prefix`` of the subclass) and a config file; every
+    server's fleet TLS options among them (``tls_files``)."""
 
     #: Names the settings in error messages ("node", "coordinator").
     what: ClassVar[str] = "posefleet"
+
+    pki: Path | None = Field(None, description="fleet PKI directory: ca.crt, NAME.crt, NAME.key")
+    ca: Path | None = Field(None, description="fleet CA certificate (PEM)")
+    cert: Path | None = Field(None, description="this server's certificate (PEM)")
+    key: Path | None = Field(None, description="its private key (PEM)")
+    insecure: bool = Field(False, description="no TLS and no authentication: development only, warned at start")
+
+    def tls_files(self, name: str | None) -> TlsFiles | None:
+        """The server's certificate files (``name`` in ``pki``); None with ``insecure``; else ``TlsError``."""
+        return resolve(
+            what=f"posefleet {self.what}",
+            insecure=self.insecure,
+            pki=self.pki,
+            name=name,
+            ca=self.ca,
+            cert=self.cert,
+            key=self.key,
+        )
 
     @classmethod
     def settings_customise_sources(

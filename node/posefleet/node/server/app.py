@@ -7,6 +7,7 @@ import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from posefleet.common.certs import peer_of_pem
 from posefleet.common.grpc_server import NOT_SERVING, SERVING, GrpcServer, run_until_signal
 from posefleet.common.settings import ConfigError
 from posefleet.common.version import software_version
@@ -44,10 +45,17 @@ class NodeServer:
 
     async def start(self) -> None:
         s = self.settings
+        tls = s.tls_files(s.name)
         self._grpc = server = GrpcServer(s.max_message_bytes, [NODE_HEALTH_SERVICE])
-        self.port = server.bind(s.host, s.port)
+        self.port = server.bind(s.host, s.port, tls)
         self.node_id = s.node_id(self.port)
-        self._service = PoseNodeService(self.node_id, self.metrics, s.max_image_side, s.max_image_pixels)
+        if tls is not None:
+            own = peer_of_pem(tls.cert.read_bytes())
+            if own is None or own.role != "node" or own.name != self.node_id:
+                raise ConfigError(f"{tls.cert}: not a node certificate for node id {self.node_id!r} (it is {own})")
+        self._service = PoseNodeService(
+            self.node_id, self.metrics, s.max_image_side, s.max_image_pixels, secure=tls is not None
+        )
         server.add(self._service, node_pb2.DESCRIPTOR.services_by_name["PoseNode"])
         await server.set_health(NOT_SERVING)
         await server.start()
@@ -95,7 +103,7 @@ class NodeServer:
         self._service.ready(self._engine, info)
         self.metrics.capacity.set(capacity)
         if s.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(s.metrics_host, s.metrics_port)
+            self.metrics_port = self.metrics.serve(s.metrics_host, s.metrics_port, tls)
         self.requests = requests
         await server.set_health(SERVING)
         self._advert = NodeAdvert(

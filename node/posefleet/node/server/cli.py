@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from posefleet.common import tls
 from posefleet.common.cli import parse_size
 
 
@@ -42,7 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_decode_flag(p)
     p.add_argument("--host", help="bind address (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="gRPC port (default 50051, 0 = any free port)")
-    p.add_argument("--name", help="node id (default <hostname>-<port>)")
+    p.add_argument("--name", help="node id (default <hostname>-<port>); with --pki, also its certificate's name")
     p.add_argument("--max-inflight", type=int, help="frames in flight before RESOURCE_EXHAUSTED")
     p.add_argument(
         "--zeroconf-interface",
@@ -55,6 +56,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-advertise", action="store_false", dest="advertise", default=None)
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = any free port)")
     p.add_argument("--metrics-host", help="Prometheus bind address (default 127.0.0.1)")
+    tls.add_arguments(p, name=False)
     sim = p.add_argument_group("simulated accelerator (cluster scale benchmark only; never a default)")
     sim.add_argument("--backend", choices=("openvino", "simulated-accelerator"))
     sim.add_argument("--sim-latency-ms", type=float, help="fixed inference time per frame (33.3 = an NCS at 30 FPS)")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from posefleet.common.metrics_http import serve_metrics
+from posefleet.common.tls import TlsFiles
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 STAGES = ("queue", "decode_image", "preprocess", "inference", "postprocess", "total")
@@ -34,7 +36,6 @@ class NodeMetrics:
             histogram.observe(value / 1e3)
         self._ok.inc()
 
-    def serve(self, host: str, port: int) -> int:
-        """Start the /metrics HTTP endpoint in a thread; returns the bound port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return int(server.server_port)
+    def serve(self, host: str, port: int, tls: TlsFiles | None) -> int:
+        """Start the /metrics endpoint in a thread (``serve_metrics``); returns the bound port."""
+        return serve_metrics(self.registry, host, port, tls)

@@ -72,11 +72,12 @@ class NodeBenchResult:
 
 
 def start_node(model_dir: Path, size: tuple[int, int] | None, *extra: str) -> PosefleetProcess:
-    """A node subprocess on 127.0.0.1 without zeroconf, serving (its ready line names its infer requests)."""
+    """A node subprocess on 127.0.0.1 without zeroconf, serving (its ready line names its infer requests);
+    --insecure, as the benchmark figures were measured."""
     args = ["node", "--model", str(model_dir), "--host", "127.0.0.1", "--port", "0", "--no-advertise", *extra]
     if size:
         args += ["--input-size", f"{size[0]}x{size[1]}"]
-    return start_posefleet(args, timeout=120)
+    return start_posefleet(args, tls=None, timeout=120)
 
 
 async def _stream_throughput(address: str, payload: bytes, frames: int, seconds: float) -> tuple[float, int, int]:

@@ -1,0 +1,201 @@
+"""Fleet certificates: a CA, certificates it issues, and who a TLS peer is (``require``).
+
+``init_ca`` makes a fleet CA (ECDSA P-256, 10 years) in a directory; ``issue`` signs a certificate for one
+holder: its role and name as DNS names (see ``posefleet.common.tls``), the camera ids it may use as URIs,
+``hosts`` (names and addresses clients dial it by). Keys are written 0600. Needs ``cryptography`` (the
+node and coordinator extras install it; camera machines do not).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from posefleet.common.errors import PosefleetError
+from posefleet.common.tls import DOMAIN, ROLES, TlsFiles, role_name
+from posefleet.v1.ids import camera_id_problem
+
+CAMERA_URI = "urn:posefleet:camera:"
+_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+class PkiError(PosefleetError):
+    """A fleet CA or certificate that cannot be made or read."""
+
+
+def _write(path: Path, data: bytes, private: bool) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)
+
+
+def init_ca(directory: Path, name: str = "posefleet fleet CA", days: int = 3650) -> Path:
+    """A new fleet CA in ``directory`` (``ca.crt``, ``ca.key``); refuses to replace an existing one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / "ca.key").exists():
+        raise PkiError(f"{directory}: already holds a fleet CA (ca.key); refusing to replace it")
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write(directory / "ca.key", pem_key, private=True)
+    _write(directory / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), private=False)
+    return directory / "ca.crt"
+
+
+def issue(
+    directory: Path,
+    *,
+    role: str,
+    name: str,
+    cameras: list[str] | None = None,
+    hosts: list[str] | None = None,
+    days: int = 365,
+    not_before: datetime.datetime | None = None,
+) -> tuple[Path, Path]:
+    """Sign ``NAME.crt`` / ``NAME.key`` (0600) in ``directory`` with its fleet CA."""
+    if role not in ROLES:
+        raise PkiError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
+    if not _NAME.match(name):
+        raise PkiError(f"name {name!r}: 1-63 letters, digits and '-' (it becomes a DNS label)")
+    try:
+        ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise ValueError("ca.key is not the EC key `posefleet pki init` writes")
+        ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+    except (OSError, ValueError) as exc:
+        raise PkiError(f"{directory}: no usable fleet CA ({exc}); make one with `posefleet pki init`") from None
+    cameras = list(cameras or [])
+    for camera in cameras:
+        if (problem := camera_id_problem(camera)) is not None:
+            raise PkiError(f"--cameras: {problem}")
+    sans: list[x509.GeneralName] = [
+        x509.DNSName(role_name(role, name)),
+        x509.DNSName(role_name(role)),
+        *(x509.UniformResourceIdentifier(CAMERA_URI + c) for c in cameras),
+    ]
+    for host in hosts or []:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if role in ("node", "coordinator"):
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = not_before or datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, role_name(role, name))]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    crt, pem = directory / f"{name}.crt", directory / f"{name}.key"
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write(pem, key_pem, private=True)
+    _write(crt, cert.public_bytes(serialization.Encoding.PEM), private=False)
+    return crt, pem
+
+
+def throwaway_fleet(directory: Path, members: Sequence[tuple[str, str, Sequence[str]]]) -> dict[str, TlsFiles]:
+    """A fresh CA in ``directory`` (replacing what is there) and a week-long certificate for each
+    ``(role, name, camera ids)``: the demo's and the tests' fleets."""
+    shutil.rmtree(directory, ignore_errors=True)
+    init_ca(directory, name="posefleet throwaway CA", days=7)
+    for role, name, cameras in members:
+        issue(directory, role=role, name=name, cameras=list(cameras), days=7)
+    return {name: TlsFiles.from_pki(directory, name) for _, name, _ in members}
+
+
+# -- who a peer is ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Peer:
+    """A TLS peer as its fleet certificate says: role, name and the camera ids it may use."""
+
+    role: str
+    name: str
+    cameras: frozenset[str]
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.name!r}"
+
+
+#: Everyone, on an --insecure server (no TLS: nothing to check).
+ANYONE = Peer("admin", "insecure", frozenset())
+
+
+@lru_cache(maxsize=256)
+def peer_of_pem(pem: bytes) -> Peer | None:
+    """The fleet identity in a (CA-verified) certificate; None when it has none."""
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    identity = None
+    for dns in sans.get_values_for_type(x509.DNSName):
+        parts = dns.split(".")
+        if len(parts) == 3 and parts[2] == DOMAIN and parts[1] in ROLES:
+            identity = (parts[1], parts[0])
+    if identity is None:
+        return None
+    uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
+    cameras = frozenset(u[len(CAMERA_URI) :] for u in uris if u.startswith(CAMERA_URI))
+    return Peer(identity[0], identity[1], cameras)
+
+
+async def require(context: grpc.aio.ServicerContext, roles: tuple[str, ...], secure: bool) -> Peer:
+    """The caller, if its certificate has one of ``roles``; else the call ends with UNAUTHENTICATED (no
+    fleet certificate) or PERMISSION_DENIED (the wrong role), saying what was missing."""
+    if not secure:
+        return ANYONE
+    pems = context.auth_context().get("x509_pem_cert") or []
+    peer = peer_of_pem(bytes(pems[0])) if pems else None
+    if peer is None:
+        await context.abort(
+            grpc.StatusCode.UNAUTHENTICATED, "no posefleet fleet certificate (issue one with `posefleet pki issue`)"
+        )
+        raise AssertionError  # abort raises
+    if peer.role not in roles:
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED, f"{peer} may not call this: it needs the role {' or '.join(roles)}"
+        )
+    return peer

@@ -1,0 +1,47 @@
+"""``posefleet pki``: the fleet's certificate authority (``init``) and certificates (``issue``).
+
+Only argparse here: the parser builds on a camera machine; the work is in ``posefleet.common.certs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from posefleet.common.tls import ROLES
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("pki", help="the fleet's certificate authority: init, issue")
+    psub = p.add_subparsers(dest="pki_command", required=True, metavar="ACTION")
+    i = psub.add_parser("init", help="create a fleet CA in DIR (ca.crt, ca.key)")
+    i.add_argument("--dir", type=Path, required=True)
+    i.add_argument("--days", type=int, default=3650)
+    i.set_defaults(func=cmd_init)
+    s = psub.add_parser("issue", help="issue DIR/NAME.crt and DIR/NAME.key for one holder")
+    s.add_argument("--dir", type=Path, required=True)
+    s.add_argument("--role", required=True, choices=ROLES)
+    s.add_argument("--name", required=True, help="node id for nodes; any DNS label otherwise")
+    s.add_argument(
+        "--cameras", default="", metavar="ID,...", help="camera ids a camera may stream or a subscriber read"
+    )
+    s.add_argument("--host", action="append", default=[], help="a DNS name or IP clients dial it by (repeatable)")
+    s.add_argument("--days", type=int, default=365)
+    s.set_defaults(func=cmd_issue)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from posefleet.common.certs import init_ca
+
+    print(init_ca(args.dir, days=args.days))
+    return 0
+
+
+def cmd_issue(args: argparse.Namespace) -> int:
+    from posefleet.common.certs import issue
+
+    cameras = [c for c in args.cameras.split(",") if c]
+    crt, key = issue(args.dir, role=args.role, name=args.name, cameras=cameras, hosts=args.host, days=args.days)
+    print(crt)
+    print(key)
+    return 0

@@ -1,0 +1,303 @@
+"""A closed fleet: mutual TLS against the fleet CA on every hop, roles and camera ids from the certificates,
+and zeroconf as a hint only. Real processes, real gRPC and zeroconf on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import cv2
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from nodes import NodeProcess, jpeg, run_cli
+from posefleet.clients.sdk import PosefleetClient, encode_frame
+from posefleet.common.certs import issue, throwaway_fleet
+from posefleet.common.processes import PosefleetProcess, start_coordinator
+from posefleet.common.tls import TlsFiles, aio_channel, role_name
+from posefleet.coordinator.loopback import LoopbackLink
+from posefleet.coordinator.server import CoordinatorServer
+from posefleet.coordinator.settings import CoordinatorSettings
+from posefleet.node.server.advertise import Advertiser
+from posefleet.node.tools.media import read_image
+from posefleet.v1 import coordinator_pb2, node_pb2, node_pb2_grpc, pose_pb2
+from posefleet.v1.discovery import NODE_HEALTH_SERVICE, SERVICE_TYPE, NodeAdvert, service_name
+from zeroconf import const
+from zeroconf._dns import DNSPointer
+from zeroconf._protocol.outgoing import DNSOutgoing
+from zeroconf.asyncio import AsyncZeroconf
+
+OK = pose_pb2.RESULT_STATUS_OK
+
+
+@pytest.fixture(scope="module")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TlsFiles]:
+    """Another fleet's CA: certificates that look right and are not ours."""
+    members = [("node", "rogue-self", []), ("camera", "cam-a", ["cam-a"])]
+    return throwaway_fleet(tmp_path_factory.mktemp("other") / "pki", members)
+
+
+@pytest.fixture(scope="module")
+def small_jpeg(assets: Path) -> bytes:
+    return jpeg(cv2.resize(read_image(assets / "video" / "pose.jpg"), (257, 257)))
+
+
+@pytest.fixture(scope="module")
+def cluster(models: dict[str, Path], fleet: dict[str, TlsFiles]) -> Iterator[tuple[PosefleetProcess, NodeProcess]]:
+    """A coordinator browsing zeroconf on 127.0.0.1 and one real node found that way, both with certificates."""
+    coord = start_coordinator(None, tls=fleet["coordinator"])
+    node = NodeProcess(models["posenet075"], "--input-size", "257x257", name="node-a", tls=fleet["node-a"])
+    try:
+        yield coord, node
+    finally:
+        node.stop()
+        coord.stop()
+
+
+async def stream(address: str, tls: TlsFiles, camera: str, payload: bytes, *, frames: int, fps: float) -> list[int]:
+    """Statuses of ``frames`` frames sent at ``fps``."""
+
+    async def gen() -> AsyncIterator[pose_pb2.Frame]:
+        start = time.monotonic()
+        for i in range(frames):
+            await asyncio.sleep(max(0.0, start + i / fps - time.monotonic()))
+            yield encode_frame(payload, camera_id=camera, sequence=i)
+
+    async with PosefleetClient(address, tls=tls) as client:
+        return [r.status async for r in client.stream_camera(gen())]
+
+
+class RogueNode(node_pb2_grpc.PoseNodeServicer):
+    """A fake node advertised on 127.0.0.1: SERVING, answering every frame with a made-up pose."""
+
+    def __init__(self, node_id: str, tls: TlsFiles | None) -> None:
+        self.node_id, self.tls = node_id, tls
+        self.frames = 0
+        self.server = grpc.aio.server()
+        self.advertiser: Advertiser | None = None
+
+    async def start(self) -> None:
+        node_pb2_grpc.add_PoseNodeServicer_to_server(self, self.server)
+        checker = health.aio.HealthServicer()
+        for name in ("", NODE_HEALTH_SERVICE):
+            await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(checker, self.server)
+        if self.tls is None:
+            port = self.server.add_insecure_port("127.0.0.1:0")
+        else:
+            ca, cert, key = self.tls.read()
+            creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=False)
+            port = self.server.add_secure_port("127.0.0.1:0", creds)
+        await self.server.start()
+        self.advertiser = Advertiser(["127.0.0.1"], [], port)
+        advert = NodeAdvert(self.node_id, "posenet-mobilenet-v1-075", "posenet", (257, 257), "CPU", 64, "0", "0")
+        await self.advertiser.start(advert)
+
+    async def stop(self) -> None:
+        if self.advertiser is not None:
+            await self.advertiser.close()
+        await self.server.stop(None)
+
+    async def GetInfo(self, request: node_pb2.GetInfoRequest, context: grpc.aio.ServicerContext) -> pose_pb2.NodeInfo:
+        return pose_pb2.NodeInfo(node_id=self.node_id, model_id="posenet-mobilenet-v1-075", capacity=64)
+
+    async def Estimate(self, request: pose_pb2.Frame, context: grpc.aio.ServicerContext) -> pose_pb2.PoseResult:
+        self.frames += 1
+        return pose_pb2.PoseResult(status=OK, node_id=self.node_id)
+
+    async def EstimateStream(
+        self, request_iterator: AsyncIterator[pose_pb2.Frame], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pose_pb2.PoseResult]:
+        async for frame in request_iterator:
+            self.frames += 1
+            yield pose_pb2.PoseResult(status=OK, sequence=frame.sequence, camera_id="forged", node_id=self.node_id)
+
+
+async def test_rogue_nodes_get_no_frames_while_every_camera_is_served(
+    cluster: tuple[PosefleetProcess, NodeProcess],
+    fleet: dict[str, TlsFiles],
+    other_ca: dict[str, TlsFiles],
+    small_jpeg: bytes,
+) -> None:
+    """Four rogues advertise _posefleet._tcp on 127.0.0.1 next to a real node: no certificate, another CA's
+    certificate, a fleet certificate of role camera, a fleet node certificate for another node id. The
+    coordinator dials each as the node id it claims and the handshake fails: 0 frames reach them."""
+    coord, node = cluster
+    address = f"127.0.0.1:{coord.port}"
+    rogues = [
+        RogueNode("rogue-plain", None),
+        RogueNode("rogue-self", other_ca["rogue-self"]),
+        RogueNode("cam-a", fleet["cam-a"]),
+        RogueNode("node-c", fleet["node-b"]),
+    ]
+    for rogue in rogues:
+        await rogue.start()
+    try:
+        async with PosefleetClient(address, tls=fleet["admin"]) as admin:
+            await admin.wait_for_nodes(1, timeout=60)
+            statuses = await stream(address, fleet["cam-a"], "cam-a", small_jpeg, frames=150, fps=15.0)
+            nodes = {n.info.node_id or n.address: n for n in await admin.list_nodes()}
+        # The node itself takes calls from coordinators and admins only.
+        async with aio_channel(node.address, fleet["cam-a"], role_name("node", "node-a")) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                await node_pb2_grpc.PoseNodeStub(channel).GetInfo(node_pb2.GetInfoRequest(), timeout=10)
+    finally:
+        for rogue in rogues:
+            await rogue.stop()
+    print("rogues:", {r.node_id: r.frames for r in rogues}, "camera OK", statuses.count(OK), "of", len(statuses))
+    assert [r.frames for r in rogues] == [0, 0, 0, 0]
+    assert statuses.count(OK) >= 0.99 * 150
+    assert [n for n in nodes.values() if n.healthy] == [nodes["node-a"]], nodes.keys()
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "camera 'cam-a' may not call this: it needs the role coordinator or admin" in (denied.value.details() or "")
+
+
+async def test_spoofed_goodbyes_leave_a_healthy_node_serving(
+    cluster: tuple[PosefleetProcess, NodeProcess], fleet: dict[str, TlsFiles], small_jpeg: bytes
+) -> None:
+    """mDNS goodbyes for node-a (TTL 0 records, as anyone on the link can send): one, then two a second for
+    20 s. Each only triggers a health check over TLS, which node-a passes: the camera keeps >= 99% OK."""
+    coord, _node = cluster
+    address = f"127.0.0.1:{coord.port}"
+    spoofer = AsyncZeroconf(interfaces=["127.0.0.1"])
+    sent = 0
+
+    def goodbye() -> None:
+        nonlocal sent
+        out = DNSOutgoing(const._FLAGS_QR_RESPONSE | const._FLAGS_AA)
+        record = DNSPointer(SERVICE_TYPE, const._TYPE_PTR, const._CLASS_IN, 0, service_name("node-a"))
+        out.add_answer_at_time(record, 0)
+        spoofer.zeroconf.async_send(out)
+        sent += 1
+
+    async def flood() -> None:
+        await asyncio.sleep(1.0)
+        goodbye()
+        await asyncio.sleep(2.0)
+        for _ in range(40):  # 2 per second for 20 s
+            goodbye()
+            await asyncio.sleep(0.5)
+
+    try:
+        async with PosefleetClient(address, tls=fleet["admin"]) as admin:
+            await admin.wait_for_nodes(1, timeout=60)
+            statuses, _ = await asyncio.gather(
+                stream(address, fleet["cam-a"], "cam-a", small_jpeg, frames=360, fps=15.0), flood()
+            )
+            healthy = [n.info.node_id for n in await admin.list_nodes() if n.healthy]
+    finally:
+        await spoofer.async_close()
+    print(f"{sent} spoofed goodbyes: camera {statuses.count(OK)} of {len(statuses)} OK")
+    assert sent == 41 and healthy == ["node-a"]
+    assert statuses.count(OK) >= 0.99 * len(statuses)
+    assert "zeroconf goodbye, but it still answers its health check: staying" in coord.output()
+
+
+# -- cameras, subscribers, admins against a coordinator with certificates (in-process, loopback nodes) --------
+@pytest.fixture
+async def tls_coordinator(fleet: dict[str, TlsFiles]) -> AsyncIterator[str]:
+    LoopbackLink.nodes = {"n0": {"capacity": 8}}
+    files = fleet["coordinator"]
+    settings = CoordinatorSettings(
+        host="127.0.0.1", port=0, discover=False, ca=files.ca, cert=files.cert, key=files.key
+    )
+    server = CoordinatorServer(settings, link_factory=LoopbackLink)
+    await server.start()
+    server.registry.add("n0", "loopback-n0", "static")
+    await asyncio.sleep(0.1)
+    yield f"127.0.0.1:{server.port}"
+    await server.stop()
+
+
+async def _one_frame(address: str, tls: TlsFiles | None, camera: str) -> list[pose_pb2.PoseResult]:
+    async def gen() -> AsyncIterator[pose_pb2.Frame]:
+        yield pose_pb2.Frame(camera_id=camera, sequence=0)
+
+    async with PosefleetClient(address, tls=tls) as client:
+        return [r async for r in client.stream_camera(gen())]
+
+
+async def test_cameras_without_a_valid_certificate_or_for_another_camera_are_refused(
+    tls_coordinator: str, fleet: dict[str, TlsFiles], other_ca: dict[str, TlsFiles], tmp_path: Path
+) -> None:
+    address = tls_coordinator
+    assert [r.status for r in await _one_frame(address, fleet["cam-a"], "cam-a")] == [OK]
+    # An expired fleet certificate: valid from 3 days ago for 1 day.
+    pki = fleet["cam-a"].ca.parent
+    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=3)
+    issue(pki, role="camera", name="cam-old", cameras=["cam-a"], days=1, not_before=past)
+    expired = TlsFiles.from_pki(pki, "cam-old")
+    # No certificate, an expired one, another CA's: the TLS handshake refuses them before any call.
+    for tls in (None, expired, other_ca["cam-a"]):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await _one_frame(address, tls, "cam-a")
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, (tls, refused.value)
+    # A fleet camera streaming a camera id its certificate does not list, or asking for the fleet's nodes.
+    with pytest.raises(grpc.aio.AioRpcError) as other_camera:
+        await _one_frame(address, fleet["cam-a"], "cam-b")
+    assert other_camera.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "camera 'cam-a' may use only the cameras its certificate lists (cam-a), not cam-b" in str(
+        other_camera.value.details()
+    )
+    async with PosefleetClient(address, tls=fleet["cam-a"]) as camera:
+        with pytest.raises(grpc.aio.AioRpcError) as stats:
+            await camera.stats()
+        with pytest.raises(grpc.aio.AioRpcError) as estimate:
+            await camera.estimate(pose_pb2.Frame(camera_id="cam-b"))
+        models = await camera.list_nodes()  # a camera learns the models' input sizes, nothing else
+    assert stats.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "needs the role subscriber or admin" in str(stats.value.details())
+    assert [(n.healthy, n.address, n.info.node_id, n.info.model_family) for n in models] == [(True, "", "", "posenet")]
+    assert estimate.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_subscriber_limited_to_camera_a_never_receives_camera_b(
+    tls_coordinator: str, fleet: dict[str, TlsFiles]
+) -> None:
+    address = tls_coordinator
+    async with PosefleetClient(address, tls=fleet["sub-a"]) as sub:
+        got: list[coordinator_pb2.MultiViewResult] = []
+
+        async def read() -> None:
+            async for message in sub.subscribe(window_ms=20):
+                got.append(message)
+
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(0.2)
+        for _ in range(20):
+            for camera in ("cam-a", "cam-b"):
+                assert [r.status for r in await _one_frame(address, fleet[camera], camera)] == [OK]
+        await asyncio.sleep(0.3)
+        reader.cancel()
+        stats = await sub.stats()
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            async for _ in sub.subscribe(["cam-b"]):
+                pass
+    seen = {v.camera_id for m in got for v in m.views}
+    assert seen == {"cam-a"} and sum(len(m.views) for m in got) == 20
+    assert [c.camera_id for c in stats.cameras] == ["cam-a"], "its stats show only its cameras"
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "subscriber 'sub-a' may use only the cameras its certificate lists (cam-a), not cam-b" in str(
+        denied.value.details()
+    )
+
+
+def test_servers_need_their_certificate_unless_insecure(models: dict[str, Path], fleet: dict[str, TlsFiles]) -> None:
+    """Secure by default: no certificate options is an error naming the choices; a node certificate must
+    be for the node's own id."""
+    coordinator = run_cli("coordinator", "--host", "127.0.0.1", "--port", "0", "--no-discovery", timeout=60)
+    assert coordinator.returncode == 2, coordinator.stderr
+    assert "posefleet coordinator needs its fleet certificate: --pki DIR --name NAME, or --ca, --cert and --key" in (
+        coordinator.stderr
+    )
+    files = fleet["node-a"]
+    wrong = run_cli(
+        "node", "--model", models["posenet075"], "--host", "127.0.0.1", "--port", "0", "--no-advertise",
+        "--name", "node-z", "--ca", files.ca, "--cert", files.cert, "--key", files.key, timeout=120,
+    )  # fmt: skip
+    assert wrong.returncode == 2 and "not a node certificate for node id 'node-z'" in wrong.stderr, wrong.stderr
+    insecure = run_cli("status", "--node", "127.0.0.1:1", "--insecure", timeout=60)
+    assert "WARNING: --insecure" in insecure.stderr
