@@ -9,7 +9,7 @@ LOADGEN_IF_BUILT = $$([ -x $(LOADGEN) ] && echo $(LOADGEN))
 POSEFLEET_ASSETS ?= $(shell [ -d ../shared/assets ] && cd ../shared/assets && pwd)
 export POSEFLEET_ASSETS
 
-.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-node soak loadgen clean
+.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-node soak loadgen dashboard-screenshot clean
 
 setup: $(VENV)/.installed
 
@@ -20,17 +20,24 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# The Ansible tests run sshd inside network namespaces, and bench-node's load generator is C++: install
-# OpenSSH server, iproute2, g++ and gRPC C++ when missing (as root, with apt); without root the Ansible
-# converge test is skipped and says why, and the Python load generator is used.
+# The Ansible tests run sshd inside network namespaces, bench-node's load generator is C++, the dashboard's
+# browser test drives Chromium and the MQTT test a Mosquitto broker: install OpenSSH server, iproute2, g++,
+# gRPC C++, Chromium with its chromedriver and Mosquitto when missing (as root, with apt; services are not
+# started: the tests start their own on loopback). Without root the tests that need them say why.
+SYSTEM_TOOLS := /usr/sbin/sshd /usr/bin/chromium /usr/bin/chromedriver /usr/sbin/mosquitto
 system-deps:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { ! [ -x /usr/sbin/sshd ] || ! command -v ip >/dev/null \
+	@missing=0; for tool in $(SYSTEM_TOOLS); do [ -x $$tool ] || missing=1; done; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { [ $$missing = 1 ] || ! command -v ip >/dev/null \
 			|| ! command -v g++ >/dev/null || ! pkg-config --exists grpc++ 2>/dev/null; }; then \
 		guard=0; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; guard=1; fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client iproute2 \
-			g++ pkg-config libgrpc++-dev >/dev/null; \
+			g++ pkg-config libgrpc++-dev chromium chromium-driver mosquitto >/dev/null; \
 		if [ $$guard = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi; \
 	fi
+
+# The dashboard screenshot in the README: a cluster streaming the sample clip, seen by headless Chromium.
+dashboard-screenshot: setup system-deps
+	$(BIN)/python tests/screenshot_dashboard.py docs/dashboard.png
 
 demo: setup
 	$(BIN)/posefleet demo

@@ -193,6 +193,11 @@ class Fleet:
         self.namespaces = [self.bridge, self.ctl, *self.hosts.values()]
         self.sshd_pids: list[Path] = []
 
+    def ansible_env(self) -> dict[str, str]:
+        """Ansible's environment with this fleet's own SSH multiplexing sockets: another run's masters (same
+        addresses, other namespaces) are never reused."""
+        return ansible_env(ANSIBLE_SSH_CONTROL_PATH_DIR=str(self.tmp / "cp"))
+
     def ns(self, namespace: str, *args: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
         return run("ip", "netns", "exec", namespace, *args, **kw)  # type: ignore[arg-type]
 
@@ -382,7 +387,7 @@ def test_site_converges_over_ssh_and_is_idempotent(fleet: Fleet, assets: Path) -
     house, wheel = _wheelhouse(fleet.tmp)
     inventory = _inventory(fleet, assets, house, wheel)
     playbook: list[str | Path] = [BIN / "ansible-playbook", "-i", inventory, ANSIBLE / "site.yml"]
-    first = fleet.ns(fleet.ctl, *playbook, env=ansible_env(), timeout=1800)
+    first = fleet.ns(fleet.ctl, *playbook, env=fleet.ansible_env(), timeout=1800)
     recap = _recap(first.stdout)
     assert set(recap) == {"h1", "h2", "localhost"} - {"localhost"} | set(recap) & {"localhost"}
     assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in recap.values()), first.stdout[-3000:]
@@ -424,7 +429,7 @@ def test_site_converges_over_ssh_and_is_idempotent(fleet: Fleet, assets: Path) -
     assert seen["coordinator"] == ["h1", "h2"], seen
     assert seen["metrics"] and seen["anonymous_metrics"] == "refused", seen
 
-    second = fleet.ns(fleet.ctl, *playbook, env=ansible_env(), timeout=1800)
+    second = fleet.ns(fleet.ctl, *playbook, env=fleet.ansible_env(), timeout=1800)
     again = _recap(second.stdout)
     assert all(r["changed"] == 0 and r["failed"] == 0 for r in again.values()), second.stdout[-4000:]
 
@@ -458,12 +463,13 @@ asyncio.run(main())
 
 def test_certificate_rotation_with_the_rolling_upgrade_loses_no_frames(fleet: Fleet, assets: Path) -> None:
     """Runs after the converge test on the same fleet: a camera streams while rotate-certs.yml gives every node
-    a new certificate with the rolling upgrade (drained, restarted, waited for); the coordinator's restart
-    is left out (tag coordinators: cameras reconnect)."""
+    a new certificate with the rolling upgrade (drained, restarted, waited for) and the coordinator one it
+    serves without a restart."""
     inventory = fleet.tmp / "inventory.yml"
     if not inventory.exists():
         pytest.skip("the converge test did not run")
-    certs = {h: (fleet.tmp / f"roots/{h}/etc/posefleet/pki/node.crt").read_bytes() for h in HOSTS}
+    certs = {f"{h}/node.crt": (fleet.tmp / f"roots/{h}/etc/posefleet/pki/node.crt").read_bytes() for h in HOSTS}
+    certs["h1/coordinator.crt"] = (fleet.tmp / "roots/h1/etc/posefleet/pki/coordinator.crt").read_bytes()
     count = 450  # 45 s at 10 FPS
     stream = subprocess.Popen(
         [
@@ -493,9 +499,7 @@ def test_certificate_rotation_with_the_rolling_upgrade_loses_no_frames(fleet: Fl
             "-i",
             inventory,
             ANSIBLE / "rotate-certs.yml",
-            "--skip-tags",
-            "coordinators",
-            env=ansible_env(),
+            env=fleet.ansible_env(),
             timeout=600,
         )
         assert "Drain the node (graceful SIGTERM)" in upgrade.stdout
@@ -512,5 +516,6 @@ def test_certificate_rotation_with_the_rolling_upgrade_loses_no_frames(fleet: Fl
     assert report["sequences"] == list(range(count)), err[-2000:]
     assert report["statuses"] == {"1": count}, report  # every frame OK: none dropped, none failed
     assert all(done > 0 for done in report["nodes"].values()), report
-    for host, before in certs.items():
-        assert (fleet.tmp / f"roots/{host}/etc/posefleet/pki/node.crt").read_bytes() != before, f"{host}: rotated"
+    for name, before in certs.items():
+        host, file = name.split("/")
+        assert (fleet.tmp / f"roots/{host}/etc/posefleet/pki/{file}").read_bytes() != before, f"{name}: rotated"

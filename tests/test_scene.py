@@ -218,8 +218,20 @@ async def test_subscribe_cli_writes_scene_windows_from_a_running_coordinator(
             stderr=asyncio.subprocess.PIPE,
         )
         _, unknown_err = await asyncio.wait_for(unknown.communicate(), 60)
+        view = server.service.view()  # what the dashboard shows of the scene
     finally:
         await server.stop()
+    (lab,) = view["scenes"]
+    assert lab["name"] == "lab" and len(lab["persons"]) == 3 and sorted(lab["reprojections"]) == sorted(lab["cameras"])
+    latest = {c["id"]: c for c in view["cameras"]}
+    for camera, seen in lab["reprojections"].items():  # the 3D people land on each camera's own 2D people
+        poses = [np.array([k[:2] for k in p["keypoints"]]) for p in latest[camera]["poses"]]
+        for person in seen["persons"]:
+            joints = [i for i, xy in enumerate(person) if xy is not None]
+            points = np.array([person[i] for i in joints])
+            assert len(joints) >= 12
+            error = min(float(np.median(np.linalg.norm(points - pose[joints], axis=1))) for pose in poses)
+            assert error < 25, (camera, error)
     assert cli.returncode == 0, err.decode()
     windows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(windows) == 5 and all(w["scene"] == "lab" for w in windows)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import shutil
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,7 +31,7 @@ from posefleet.v1.discovery import NODE_HEALTH_SERVICE, SERVICE_TYPE, NodeAdvert
 from zeroconf import const
 from zeroconf._dns import DNSPointer
 from zeroconf._protocol.outgoing import DNSOutgoing
-from zeroconf.asyncio import AsyncZeroconf
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 OK = pose_pb2.RESULT_STATUS_OK
 
@@ -70,6 +73,10 @@ async def stream(address: str, tls: TlsFiles, camera: str, payload: bytes, *, fr
         return [r.status async for r in client.stream_camera(gen())]
 
 
+def fake_advert(node_id: str) -> NodeAdvert:
+    return NodeAdvert(node_id, "posenet-mobilenet-v1-075", "posenet", (257, 257), "CPU", 64, "0", "0")
+
+
 class RogueNode(node_pb2_grpc.PoseNodeServicer):
     """A fake node advertised on 127.0.0.1: SERVING, answering every frame with a made-up pose."""
 
@@ -79,7 +86,7 @@ class RogueNode(node_pb2_grpc.PoseNodeServicer):
         self.server = grpc.aio.server()
         self.advertiser: Advertiser | None = None
 
-    async def start(self) -> None:
+    async def start(self, advertise: bool = True) -> int:
         node_pb2_grpc.add_PoseNodeServicer_to_server(self, self.server)
         checker = health.aio.HealthServicer()
         for name in ("", NODE_HEALTH_SERVICE):
@@ -92,9 +99,10 @@ class RogueNode(node_pb2_grpc.PoseNodeServicer):
             creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=False)
             port = self.server.add_secure_port("127.0.0.1:0", creds)
         await self.server.start()
-        self.advertiser = Advertiser(["127.0.0.1"], [], port)
-        advert = NodeAdvert(self.node_id, "posenet-mobilenet-v1-075", "posenet", (257, 257), "CPU", 64, "0", "0")
-        await self.advertiser.start(advert)
+        if advertise:
+            self.advertiser = Advertiser(["127.0.0.1"], [], port)
+            await self.advertiser.start(fake_advert(self.node_id))
+        return int(port)
 
     async def stop(self) -> None:
         if self.advertiser is not None:
@@ -194,6 +202,48 @@ async def test_spoofed_goodbyes_leave_a_healthy_node_serving(
     assert sent == 41 and healthy == ["node-a"]
     assert statuses.count(OK) >= 0.99 * len(statuses)
     assert "zeroconf goodbye, but it still answers its health check: staying" in coord.output()
+
+
+async def test_a_spoofed_announcement_of_a_live_node_at_another_address_changes_nothing(
+    cluster: tuple[PosefleetProcess, NodeProcess], fleet: dict[str, TlsFiles], small_jpeg: bytes
+) -> None:
+    """Records claiming node-a now lives at a rogue's port (the unique SRV, TXT and A records a real
+    re-announcement sends, cache-flush bit set): the coordinator keeps node-a where it answers its health
+    check, and the rogue gets no frame."""
+    coord, node = cluster
+    address = f"127.0.0.1:{coord.port}"
+    rogue = RogueNode("node-a", None)
+    port = await rogue.start(advertise=False)
+    spoofer = AsyncZeroconf(interfaces=["127.0.0.1"])
+    info = AsyncServiceInfo(
+        SERVICE_TYPE,
+        service_name("node-a"),
+        addresses=[socket.inet_aton("127.0.0.1")],
+        port=port,
+        properties=fake_advert("node-a").to_txt(),
+        server="rogue.local.",
+    )
+
+    async def announce() -> None:
+        for _ in range(3):
+            await asyncio.sleep(1.0)
+            out = DNSOutgoing(const._FLAGS_QR_RESPONSE | const._FLAGS_AA)
+            for record in (info.dns_pointer(), info.dns_service(), info.dns_text(), *info.dns_addresses()):
+                out.add_answer_at_time(record, 0)
+            spoofer.zeroconf.async_send(out)
+
+    try:
+        async with PosefleetClient(address, tls=fleet["admin"]) as admin:
+            await admin.wait_for_nodes(1, timeout=60)
+            camera = stream(address, fleet["cam-a"], "cam-a", small_jpeg, frames=90, fps=15.0)
+            statuses, _ = await asyncio.gather(camera, announce())
+            nodes = {n.info.node_id: n.address for n in await admin.list_nodes() if n.healthy}
+    finally:
+        await spoofer.async_close()
+        await rogue.stop()
+    assert rogue.frames == 0 and nodes == {"node-a": node.address}
+    assert statuses.count(OK) >= 0.99 * len(statuses)
+    assert f"ignoring an announcement of node node-a._posefleet._tcp.local. at 127.0.0.1:{port}" in coord.output()
 
 
 # -- cameras, subscribers, admins against a coordinator with certificates (in-process, loopback nodes) --------
@@ -301,3 +351,61 @@ def test_servers_need_their_certificate_unless_insecure(models: dict[str, Path],
     assert wrong.returncode == 2 and "not a node certificate for node id 'node-z'" in wrong.stderr, wrong.stderr
     insecure = run_cli("status", "--node", "127.0.0.1:1", "--insecure", timeout=60)
     assert "WARNING: --insecure" in insecure.stderr
+
+
+def _presented_certificate(port: int, client: TlsFiles) -> bytes:
+    """The DER certificate a TLS server on 127.0.0.1 presents to a fleet client."""
+    context = ssl.create_default_context(cafile=str(client.ca))
+    context.check_hostname = False
+    context.load_cert_chain(str(client.cert), str(client.key))
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+async def test_a_rotated_server_certificate_is_served_without_a_restart(
+    fleet: dict[str, TlsFiles], tmp_path: Path
+) -> None:
+    """The coordinator reads its certificate files again when they change: a new certificate is presented to
+    the next connection, while a stream opened before keeps going."""
+    pki = fleet["coordinator"].ca.parent
+    own = tmp_path / "own"
+    own.mkdir()
+    files = TlsFiles(own / "ca.crt", own / "c.crt", own / "c.key")
+    for src, dest in ((fleet["coordinator"].ca, files.ca), (fleet["coordinator"].cert, files.cert)):
+        shutil.copy(src, dest)
+    shutil.copy(fleet["coordinator"].key, files.key)
+    LoopbackLink.nodes = {"n0": {"capacity": 8}}
+    settings = CoordinatorSettings(
+        host="127.0.0.1", port=0, discover=False, ca=files.ca, cert=files.cert, key=files.key
+    )
+    server = CoordinatorServer(settings, link_factory=LoopbackLink)
+    await server.start()
+    server.registry.add("n0", "loopback-n0", "static")
+    try:
+        before = _presented_certificate(server.port, fleet["admin"])
+        async with PosefleetClient(f"127.0.0.1:{server.port}", tls=fleet["cam-a"]) as cam:
+            sent = asyncio.Queue[pose_pb2.Frame | None]()
+
+            async def frames() -> AsyncIterator[pose_pb2.Frame]:
+                while (frame := await sent.get()) is not None:
+                    yield frame
+
+            call = cam.stream_camera(frames())
+            await sent.put(pose_pb2.Frame(camera_id="cam-a", sequence=0))
+            first = await anext(aiter(call))
+            issue(pki, role="coordinator", name="coordinator-next", days=30)  # the rotation writes new files
+            await asyncio.sleep(0.05)
+            for name in ("crt", "key"):
+                shutil.copy(pki / f"coordinator-next.{name}", own / f"c.{name}")
+            after = _presented_certificate(server.port, fleet["admin"])
+            await sent.put(pose_pb2.Frame(camera_id="cam-a", sequence=1))
+            second = await anext(aiter(call))
+            await sent.put(None)
+        assert [first.status, second.status] == [OK, OK], "the open stream went on"
+        assert before != after and after == ssl.PEM_cert_to_DER_cert((pki / "coordinator-next.crt").read_text())
+        assert [r.status for r in await _one_frame(f"127.0.0.1:{server.port}", fleet["cam-a"], "cam-a")] == [OK]
+    finally:
+        await server.stop()

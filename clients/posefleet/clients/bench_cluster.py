@@ -115,6 +115,70 @@ async def throughput(address: str, payload: bytes, cameras: int, window: int, se
         return counts[0] / (time.perf_counter() - start)
 
 
+async def _viewer(url: str, stop: asyncio.Event) -> int:
+    """What a dashboard browser does: read the event stream, fetch each camera's thumbnail when its shown frame
+    changes. Returns the thumbnails fetched."""
+    import json
+
+    import aiohttp
+
+    fetched, shown = 0, dict[str, int]()
+    async with aiohttp.ClientSession() as session, session.get(url + "api/events") as events:
+        while not stop.is_set():
+            line = (await events.content.readline()).decode()
+            if not line.startswith("data: "):
+                continue
+            state = json.loads(line[6:])
+            for cam in state.get("cameras", []) if isinstance(state, dict) else []:  # not the skeleton event
+                if cam["sequence"] is not None and shown.get(cam["id"]) != cam["sequence"]:
+                    shown[cam["id"]] = cam["sequence"]
+                    thumb = f"{url}api/cameras/{cam['id']}/thumbnail.jpg?seq={cam['sequence']}"
+                    async with session.get(thumb) as reply:
+                        await reply.read()
+                    fetched += 1
+    return fetched
+
+
+def _view_for(url: str, seconds: float, counts: Any) -> None:
+    async def run() -> int:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(seconds, stop.set)
+        return await _viewer(url, stop)
+
+    counts.put(asyncio.run(run()))
+
+
+async def dashboard_cost(
+    address: str, url: str, payload: bytes, *, cameras: int, seconds: float, rounds: int
+) -> dict[str, Any]:
+    """Routing capacity without and with one dashboard viewer, in alternating rounds."""
+    import multiprocessing
+
+    without, with_viewer, thumbs = [], [], 0
+    spawn = multiprocessing.get_context("spawn")
+    for _ in range(rounds):
+        without.append(await throughput(address, payload, cameras=cameras, window=32, seconds=seconds))
+        # The viewer is a process of its own, as a browser would be: its JSON parsing is not the load
+        # generator's; it shares the machine's two cores with everything else all the same.
+        counts = spawn.Queue()
+        viewer = spawn.Process(target=_view_for, args=(url, seconds + 1.5, counts))
+        viewer.start()
+        await asyncio.sleep(1.0)
+        with_viewer.append(await throughput(address, payload, cameras=cameras, window=32, seconds=seconds))
+        thumbs += int(counts.get(timeout=30))
+        viewer.join(10)
+    a, b = statistics.median(without), statistics.median(with_viewer)
+    return {
+        "without_viewer_fps": a,
+        "with_viewer_fps": b,
+        "cost": 1 - b / a,
+        "rounds_without": without,
+        "rounds_with": with_viewer,
+        "thumbnails_fetched": thumbs,
+        "cameras": cameras,
+    }
+
+
 async def direct_throughput(node_address: str, payload: bytes, window: int, seconds: float) -> float:
     async with grpc.aio.insecure_channel(node_address) as channel:
         stub = node_pb2_grpc.PoseNodeStub(channel)
@@ -205,14 +269,14 @@ async def soak(
 
 
 def _instant_cluster(
-    model_dir: Path, work: Path, name: str, instant: tuple[str, ...]
+    model_dir: Path, work: Path, name: str, instant: tuple[str, ...], *extra: str
 ) -> tuple[list[PosefleetProcess], PosefleetProcess]:
     """Two instant simulated nodes and a coordinator that blocks cameras rather than drop (--insecure, as
     the benchmark's figures were measured)."""
     nodes = [start_node(model_dir, f"{name}-{i}", work / f"{name}-{i}.log", *instant, tls=None) for i in range(2)]
     static = [a for n in nodes for a in ("--node", f"127.0.0.1:{n.port}")]
     queue = ("--camera-queue", "64", "--drop-policy", "block")
-    coord = start_coordinator(work / f"{name}-coord.log", "--no-discovery", *queue, *static, tls=None)
+    coord = start_coordinator(work / f"{name}-coord.log", "--no-discovery", *queue, *static, *extra, tls=None)
     return nodes, coord
 
 
@@ -276,6 +340,16 @@ def run(
             asyncio.run(_until_nodes(f"127.0.0.1:{port}", 2))
             fps = asyncio.run(throughput(f"127.0.0.1:{port}", tiny, cameras=4, window=32, seconds=seconds))
             report["capacity"] = {"frames_per_second": fps, "nodes": 2, "cameras": 4}
+            stop_all(procs)
+            procs.clear()
+        if "dashboard" in parts:
+            nodes, coord = _instant_cluster(model_dir, work, "dash", instant, "--http-port", "0")
+            procs += [*nodes, coord]
+            address = f"127.0.0.1:{coord.port}"
+            asyncio.run(_until_nodes(address, 2))
+            url = f"http://127.0.0.1:{coord.fields['http_port']}/"
+            cost = dashboard_cost(address, url, payload, cameras=4, seconds=seconds, rounds=5)
+            report["dashboard"] = asyncio.run(cost)
             stop_all(procs)
             procs.clear()
         if "soak" in parts:
@@ -356,6 +430,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['nodes']} | {r['frames_per_second']:.1f} | {r['ideal']:.1f} | {r['efficiency']:.0%} |"
             for r in s["rows"]
         ]
+    if "dashboard" in report:
+        d = report["dashboard"]
+        lines += [
+            *([""] if lines else []),
+            f"Dashboard cost: routing capacity with {d['cameras']} cameras of 257x257 JPEGs "
+            f"{d['without_viewer_fps']:.0f} frames/s without a viewer, {d['with_viewer_fps']:.0f} with one "
+            f"(event stream + {d['thumbnails_fetched']} thumbnails): **{d['cost']:+.1%}** "
+            f"(medians of {len(d['rounds_with'])} alternating rounds)",
+        ]
     if "soak" in report:
         k = report["soak"]
         lines += [
@@ -373,7 +456,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench-cluster", help="coordinator latency, routing capacity and scaling on loopback")
     p.add_argument("--model", type=Path, help="converted PoseNet model (default: fetch posenet-mobilenet-v1-075)")
     p.add_argument(
-        "--only", action="append", choices=("latency", "capacity", "scaling", "soak"), help="default: all but soak"
+        "--only",
+        action="append",
+        choices=("latency", "capacity", "scaling", "dashboard", "soak"),
+        help="default: all but dashboard and soak",
     )
     p.add_argument("--soak-frames", type=positive_int, default=1_000_000)
     p.add_argument("--soak-cameras", type=positive_int, default=4)

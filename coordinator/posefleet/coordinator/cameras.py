@@ -103,6 +103,7 @@ class CameraSession:
         policy: str,
         frame_timeout: float,
         publish: Callable[[pose_pb2.PoseResult], None],
+        watch: Callable[[pose_pb2.Frame], None] | None = None,
     ) -> None:
         self.registry = registry
         self.stats = stats
@@ -110,6 +111,7 @@ class CameraSession:
         self.policy = policy
         self.frame_timeout = frame_timeout
         self.publish = publish
+        self.watch = watch  # sees each frame sent on (the dashboard's thumbnails)
         self._waiting: collections.deque[Job] = collections.deque()  # not yet on a node
         self._order: collections.deque[Job] = collections.deque()  # not yet answered to the camera
         self._has_waiting = asyncio.Event()
@@ -145,6 +147,8 @@ class CameraSession:
                     self._waiting.popleft().drop("camera faster than the cluster: replaced by a newer frame")
                 job = Job.start(frame, self.frame_timeout)
                 self.stats.arrived()
+                if self.watch is not None:
+                    self.watch(frame)
                 self._waiting.append(job)
                 self._order.append(job)
                 if len(self._waiting) >= self.queue_size:

@@ -130,6 +130,7 @@ class LiveScene:
         self.late = 0  # results whose window had already been fused
         self._closed_until = -math.inf  # capture time (ms) up to which windows have left
         self.last_persons = 0
+        self.last_fused: bytes | None = None
         self.fuse_ms: collections.deque[float] = collections.deque(maxlen=1000)
         self.camera_errors: dict[str, collections.deque[float]] = {
             c: collections.deque(maxlen=500) for c in self.calibrated
@@ -238,6 +239,7 @@ class LiveScene:
         """A window came back fused: count it and hand it to every subscriber."""
         self.windows_done += 1
         self.last_persons = fused.persons
+        self.last_fused = fused.result  # serialized SceneResult: parsed only when someone looks (the dashboard)
         self.fuse_ms.append(fused.fuse_ms)
         for cam_id, err in fused.camera_errors.items():  # in calibrated pixels, whatever the camera sends
             self.camera_errors[cam_id].append(err / self.fitted[cam_id].scale if cam_id in self.fitted else err)

@@ -37,6 +37,9 @@ class CoordinatorMetrics:
         self.latency = Histogram(
             "posefleet_coordinator_latency_seconds", "Frame in -> result out", ["camera"], buckets=buckets, registry=r
         )
+        self.mqtt_dropped = Counter(
+            "posefleet_coordinator_mqtt_dropped", "MQTT messages dropped: the broker was absent or slow", registry=r
+        )
         r.register(_NodeCollector(links))
 
     def forget(self, camera: str) -> None:

@@ -12,8 +12,10 @@ from posefleet.common.certs import peer_of_pem
 from posefleet.common.grpc_server import SERVING, GrpcServer, run_until_signal
 from posefleet.common.metrics_http import serve_metrics
 from posefleet.common.settings import ConfigError
+from posefleet.coordinator.dashboard import Dashboard, Frames
 from posefleet.coordinator.links import NodeLink
 from posefleet.coordinator.metrics import CoordinatorMetrics
+from posefleet.coordinator.mqtt import MqttPublisher
 from posefleet.coordinator.registry import LinkFactory, Registry
 from posefleet.coordinator.service import CoordinatorService
 from posefleet.coordinator.settings import CoordinatorSettings
@@ -43,8 +45,15 @@ class CoordinatorServer:
         self.service = CoordinatorService(settings, self.registry, self.metrics, secure=self.tls is not None)
         self.port = 0
         self.metrics_port: int | None = None
+        self.http_port: int | None = None
         self._grpc: GrpcServer | None = None
         self._evictor: asyncio.Task[None] | None = None
+        self.dashboard: Dashboard | None = None
+        self.mqtt: MqttPublisher | None = None
+        if settings.mqtt is not None:
+            self.mqtt = MqttPublisher(settings, self.tls)
+            self.mqtt.on_drop.append(self.metrics.mqtt_dropped.inc)
+            self.service.on_result.append(self.mqtt.result)
 
     async def start(self) -> None:
         s = self.settings
@@ -58,6 +67,15 @@ class CoordinatorServer:
         await server.set_health(SERVING)
         if s.metrics_port is not None:
             self.metrics_port = serve_metrics(self.metrics.registry, s.metrics_host, s.metrics_port, self.tls)
+        if s.http_port is not None:
+            frames = Frames()
+            self.service.on_frame.append(frames.offer)
+            self.service.on_result.append(frames.answered)
+            self.service.on_forget.append(frames.forget)
+            self.dashboard = Dashboard(self.service.view, frames, self.tls)
+            self.http_port = await self.dashboard.start(s.http_host, s.http_port)
+        if self.mqtt is not None:
+            self.mqtt.start(self.service)
         log.info("coordinator listening on %s:%d", s.host, self.port)
 
     async def _evict(self) -> None:
@@ -69,6 +87,10 @@ class CoordinatorServer:
     async def stop(self) -> None:
         if self._evictor is not None:
             self._evictor.cancel()
+        if self.dashboard is not None:
+            await self.dashboard.stop()
+        if self.mqtt is not None:
+            await self.mqtt.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace=2.0)
         await self.service.merger.stop()
@@ -80,6 +102,9 @@ async def serve(settings: CoordinatorSettings) -> int:
 
     async def start() -> str:
         await server.start()
-        return f"posefleet-coordinator ready port={server.port} metrics_port={server.metrics_port}"
+        return (
+            f"posefleet-coordinator ready port={server.port} metrics_port={server.metrics_port} "
+            f"http_port={server.http_port}"
+        )
 
     return await run_until_signal(start, server.stop)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -20,6 +20,7 @@ from posefleet.coordinator.registry import Registry
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.coordinator.subscribers import Backlog, relay
 from posefleet.coordinator.validation import MIN_WINDOW_MS, camera_id_problem
+from posefleet.coordinator.view import FleetView
 from posefleet.v1 import coordinator_pb2, coordinator_pb2_grpc, pose_pb2
 
 _STATUS = {
@@ -55,6 +56,11 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self.hub = Hub()
         self.merger = Merger(settings.tracking, settings.scenes)
         self.cameras: dict[str, CameraStats] = {}
+        self.view = FleetView(self)
+        #: Who else sees every answered result, every frame sent on, every camera forgotten (dashboard, MQTT).
+        self.on_result: list[Callable[[pose_pb2.PoseResult], None]] = [self.view.answered]
+        self.on_frame: list[Callable[[pose_pb2.Frame], None]] = []
+        self.on_forget: list[Callable[[str], None]] = [self.view.forget]
 
     def _publish(self, result: pose_pb2.PoseResult) -> None:
         """Every answered frame, before it leaves: tracked, counted, and handed to subscribers and scenes."""
@@ -64,6 +70,12 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             self.metrics.latency.labels(result.camera_id).observe(result.timings.route_ms / 1e3)
         self.hub.publish(result)
         self.merger.publish(result)
+        for listener in self.on_result:
+            listener(result)
+
+    def _frame(self, frame: pose_pb2.Frame) -> None:
+        for listener in self.on_frame:
+            listener(frame)
 
     async def StreamCamera(
         self, request_iterator: AsyncIterator[pose_pb2.Frame], context: grpc.aio.ServicerContext
@@ -101,6 +113,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             policy=self.settings.drop_policy,
             frame_timeout=self.settings.frame_timeout_s,
             publish=self._publish,
+            watch=self._frame if self.on_frame else None,
         )
         try:
             async for result in session.results(frames()):
@@ -118,6 +131,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             self.merger.tracks.forget(camera)
             self.hub.active_cameras.pop(camera, None)
             self.metrics.forget(camera)
+            for listener in self.on_forget:
+                listener(camera)
         return len(gone)
 
     async def Estimate(self, request: pose_pb2.Frame, context: grpc.aio.ServicerContext) -> pose_pb2.PoseResult:

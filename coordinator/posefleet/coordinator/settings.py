@@ -102,6 +102,15 @@ class CoordinatorSettings(FileSettings):
     )
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
+    http_port: int | None = Field(None, ge=0, le=65535, description="the web dashboard (HTTPS with the fleet TLS)")
+    http_host: str = Field("127.0.0.1", description="address the dashboard binds")
+    mqtt: str | None = Field(
+        None, description="publish results to this broker: mqtt://[USER:PASSWORD@]HOST[:PORT] or mqtts://..."
+    )
+    mqtt_prefix: str = Field("posefleet", pattern=r"^[A-Za-z0-9_/-]{1,64}$", description="topic prefix")
+    mqtt_queue: int = Field(1000, ge=1, le=100_000, description="messages waiting for the broker; beyond: dropped")
+    mqtt_stats_interval_s: float = Field(10.0, gt=0, description="how often posefleet/stats is published")
+    mqtt_discovery: bool = Field(False, description="publish Home Assistant MQTT discovery for each camera")
     max_message_mb: float = Field(16.0, gt=0, le=256)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     scenes: dict[str, SceneSettings] = Field(default_factory=dict, description="calibrated scenes by name")

@@ -8,11 +8,15 @@ node and coordinator extras install it; camera machines do not).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 import ipaddress
+import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -143,6 +148,60 @@ def throwaway_fleet(directory: Path, members: Sequence[tuple[str, str, Sequence[
     for role, name, cameras in members:
         issue(directory, role=role, name=name, cameras=list(cameras), days=7)
     return {name: TlsFiles.from_pki(directory, name) for _, name, _ in members}
+
+
+# -- dashboard login tokens -----------------------------------------------------------------------------
+#: Roles a login token may carry: people looking at the fleet, not machines in it.
+TOKEN_ROLES = ("admin", "subscriber")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def issue_token(directory: Path, *, role: str, name: str, cameras: list[str] | None = None, days: int = 30) -> str:
+    """A login token for the dashboard, signed with the fleet CA's key: any coordinator of the fleet checks it
+    against ``ca.crt`` alone."""
+    if role not in TOKEN_ROLES:
+        raise PkiError(f"a token's role is {' or '.join(TOKEN_ROLES)}, not {role!r}")
+    if not _NAME.match(name):
+        raise PkiError(f"name {name!r}: 1-63 letters, digits and '-'")
+    for camera in cameras or []:
+        if (problem := camera_id_problem(camera)) is not None:
+            raise PkiError(f"--cameras: {problem}")
+    try:
+        ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise PkiError(f"{directory}: no usable fleet CA ({exc}); make one with `posefleet pki init`") from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{directory}/ca.key is not the EC key `posefleet pki init` writes")
+    expires = int(time.time() + days * 86400)
+    claims = {"role": role, "name": name, "cameras": sorted(cameras or []), "exp": expires}
+    payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
+    return f"{_b64(payload)}.{_b64(ca_key.sign(payload, ec.ECDSA(hashes.SHA256())))}"
+
+
+def peer_of_token(token: str, ca_pem: bytes) -> tuple[Peer | None, str]:
+    """The holder of a dashboard token signed by the CA of ``ca_pem``, or None and why not."""
+    try:
+        payload_text, signature_text = token.split(".")
+        payload, signature = _unb64(payload_text), _unb64(signature_text)
+        public = x509.load_pem_x509_certificate(ca_pem).public_key()
+        if not isinstance(public, ec.EllipticCurvePublicKey):
+            return None, "the fleet CA is not an EC key"
+        public.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
+        claims = json.loads(payload)
+    except (ValueError, InvalidSignature, binascii.Error):
+        return None, "the token is not one this fleet's CA signed"
+    if not isinstance(claims, dict) or claims.get("role") not in TOKEN_ROLES:
+        return None, "the token carries no dashboard role"
+    if float(claims.get("exp", 0)) < time.time():
+        return None, "the token has expired"
+    return Peer(str(claims["role"]), str(claims.get("name", "")), frozenset(map(str, claims.get("cameras", [])))), ""
 
 
 # -- who a peer is ----------------------------------------------------------------------------------

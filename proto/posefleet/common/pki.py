@@ -28,6 +28,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--host", action="append", default=[], help="a DNS name or IP clients dial it by (repeatable)")
     s.add_argument("--days", type=int, default=365)
     s.set_defaults(func=cmd_issue)
+    t = psub.add_parser("token", help="a dashboard login token (admin or subscriber), signed by the fleet CA")
+    t.add_argument("--dir", type=Path, required=True)
+    t.add_argument("--role", required=True, choices=("admin", "subscriber"))
+    t.add_argument("--name", required=True)
+    t.add_argument("--cameras", default="", metavar="ID,...", help="the cameras a subscriber may see")
+    t.add_argument("--days", type=int, default=30)
+    t.set_defaults(func=cmd_token)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -44,4 +51,12 @@ def cmd_issue(args: argparse.Namespace) -> int:
     crt, key = issue(args.dir, role=args.role, name=args.name, cameras=cameras, hosts=args.host, days=args.days)
     print(crt)
     print(key)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from posefleet.common.certs import issue_token
+
+    cameras = [c for c in args.cameras.split(",") if c]
+    print(issue_token(args.dir, role=args.role, name=args.name, cameras=cameras, days=args.days))
     return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,10 +70,35 @@ class TlsFiles:
                 raise TlsError(f"{path}: not a PEM file (the {what})")
         return out[0], out[1], out[2]
 
+    def _stamp(self) -> tuple[float, ...]:
+        try:
+            return tuple(path.stat().st_mtime for path in (self.ca, self.cert, self.key))
+        except OSError:
+            return ()
+
     def server_credentials(self) -> grpc.ServerCredentials:
-        """TLS that requires a client certificate from the fleet CA."""
+        """TLS that requires a client certificate from the fleet CA. The files are read again when they
+        change (checked at each new handshake): a rotated certificate takes effect without a restart, and
+        connections already open keep theirs."""
         ca, cert, key = self.read()
-        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+        stamp = [self._stamp()]
+
+        def reload() -> grpc.ServerCertificateConfiguration | None:
+            now = self._stamp()
+            if not now or now == stamp[0]:
+                return None
+            try:
+                ca, cert, key = self.read()
+                ssl.create_default_context().load_cert_chain(self.cert, self.key)  # a matching pair
+            except (TlsError, ssl.SSLError) as exc:  # mid-rotation (new certificate, old key): keep the last
+                log.warning("keeping the current certificate for now: %s", exc)
+                return None
+            stamp[0] = now
+            log.info("serving the rotated certificate %s", self.cert)
+            return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+        initial = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+        return grpc.dynamic_ssl_server_credentials(initial, reload, require_client_authentication=True)
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
         ca, cert, key = self.read()

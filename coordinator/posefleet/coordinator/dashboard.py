@@ -1,0 +1,245 @@
+"""The web dashboard the coordinator serves (``http_port``): camera tiles with live thumbnails and skeletons,
+per-camera statistics with sparklines, nodes, and each scene's 3D people and their reprojection.
+
+aiohttp runs in the coordinator's event loop beside grpc.aio. The page and its script are bundled in the
+package (``web/``; edge fleets are often offline: no CDN). Live state goes out as Server-Sent Events, which
+browsers reconnect by themselves. With the fleet TLS the dashboard is HTTPS and wants a login: an admin or
+subscriber client certificate in the browser, or a token from ``posefleet pki token`` (given once as
+``?token=``, then kept in a cookie). A subscriber sees only its cameras and scenes. ``--insecure`` opens it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from aiohttp import web
+from posefleet.common.certs import ANYONE, Peer, peer_of_pem, peer_of_token
+from posefleet.common.keypoints import SKELETON
+from posefleet.common.tls import TlsFiles
+from posefleet.v1 import pose_pb2
+
+log = logging.getLogger("posefleet.coordinator.dashboard")
+WEB = Path(__file__).parent / "web"
+#: Thumbnails are this wide (height by the frame's aspect); made on request, at most every THUMB_EVERY_S per
+#: camera (a newer request within that time gets the last one made).
+THUMB_WIDTH = 320
+THUMB_EVERY_S = 0.5
+#: The page's update period, the sparkline sample period and how many samples it keeps (5 minutes).
+TICK_S = 0.5
+SAMPLE_S = 2.0
+HISTORY = 150
+MAX_VIEWERS = 16
+COOKIE = "posefleet_token"
+_VIEWERS = ("admin", "subscriber")
+PEER = web.RequestKey("peer", Peer)
+
+Snapshot = Callable[[], dict[str, Any]]
+
+
+class Frames:
+    """What each camera's tile shows: the image of its latest answered frame, kept only while someone
+    watches, and its thumbnail, made on request (at most every ``THUMB_EVERY_S``)."""
+
+    def __init__(self) -> None:
+        self.watchers = 0
+        self._recent: dict[str, collections.OrderedDict[int, bytes]] = {}  # camera -> sequence -> JPEG/PNG
+        self.shown: dict[str, tuple[int, bytes]] = {}  # camera -> (sequence, image) of its latest result
+        self._thumbs: dict[str, tuple[int, bytes, float]] = {}  # camera -> (sequence, JPEG, made at)
+
+    def offer(self, frame: pose_pb2.Frame) -> None:
+        """A frame on its way to a node (only JPEG/PNG frames get thumbnails)."""
+        if not self.watchers or frame.image.encoding == pose_pb2.IMAGE_ENCODING_RAW:
+            return
+        recent = self._recent.setdefault(frame.camera_id, collections.OrderedDict())
+        recent[frame.sequence] = frame.image.data
+        while len(recent) > 32:  # frames in flight for this camera; older ones were answered or dropped
+            recent.popitem(last=False)
+
+    def answered(self, result: pose_pb2.PoseResult) -> None:
+        """The frame of an OK result becomes the camera's shown frame (its poses are the view's latest)."""
+        if result.status != pose_pb2.RESULT_STATUS_OK:
+            return
+        recent = self._recent.get(result.camera_id)
+        if recent is not None and (image := recent.pop(result.sequence, None)) is not None:
+            self.shown[result.camera_id] = (result.sequence, image)
+
+    def forget(self, camera: str) -> None:
+        for table in (self._recent, self.shown, self._thumbs):
+            table.pop(camera, None)
+
+    async def thumbnail(self, camera: str) -> bytes | None:
+        shown = self.shown.get(camera)
+        if shown is None:
+            return None
+        cached = self._thumbs.get(camera)
+        now = time.monotonic()
+        if cached is not None and (cached[0] == shown[0] or now - cached[2] < THUMB_EVERY_S):
+            return cached[1]
+        data = await asyncio.to_thread(_thumbnail, shown[1])
+        if data is not None:
+            self._thumbs[camera] = (shown[0], data, now)
+        return data
+
+
+def _thumbnail(image: bytes) -> bytes | None:
+    pixels = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
+    if pixels is None:
+        return None
+    h, w = pixels.shape[:2]
+    small = cv2.resize(pixels, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 70])
+    return bytes(buf.tobytes()) if ok else None
+
+
+class Dashboard:
+    """The aiohttp application: pages, the JSON state, the event stream, thumbnails; and who may see them."""
+
+    def __init__(self, snapshot: Snapshot, frames: Frames, tls: TlsFiles | None) -> None:
+        self.snapshot = snapshot
+        self.frames = frames
+        self.tls = tls
+        self._ca = tls.ca.read_bytes() if tls is not None else b""
+        self.history: dict[str, collections.deque[list[float]]] = {}
+        self._runner: web.AppRunner | None = None
+        self._sampler: asyncio.Task[None] | None = None
+        self.port = 0
+        self.app = web.Application(middlewares=[self._login])
+        self.app.add_routes(
+            [
+                web.get("/", self._index),
+                web.get("/api/state", self._state),
+                web.get("/api/events", self._events),
+                web.get("/api/cameras/{camera}/thumbnail.jpg", self._thumbnail),
+                web.static("/static", WEB),
+            ]
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self, host: str, port: int) -> int:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.tls.ca))
+            context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
+            context.verify_mode = ssl.CERT_OPTIONAL  # a browser certificate logs in; a token does too
+        site = web.TCPSite(self._runner, host, port, ssl_context=context, reuse_port=False)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        self._sampler = asyncio.create_task(self._sample(), name="dashboard-history")
+        log.info("dashboard on %s://%s:%d", "https" if context else "http", host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _sample(self) -> None:
+        """Every ``SAMPLE_S``: each camera's processed FPS and latency for the sparklines (bounded)."""
+        while True:
+            await asyncio.sleep(SAMPLE_S)
+            state = self.snapshot()
+            known = set()
+            for cam in state["cameras"]:
+                known.add(cam["id"])
+                row = [round(time.time(), 1), cam["processed_fps"], cam["latency_p50_ms"], cam["latency_p99_ms"]]
+                self.history.setdefault(cam["id"], collections.deque(maxlen=HISTORY)).append(row)
+            for gone in set(self.history) - known:
+                del self.history[gone]
+
+    # -- who is looking -------------------------------------------------------------------------
+    def _peer(self, request: web.Request) -> tuple[Peer | None, str]:
+        if self.tls is None:
+            return ANYONE, ""
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if der:
+            peer = peer_of_pem(ssl.DER_cert_to_PEM_cert(der).encode())
+            if peer is not None:
+                return peer, ""
+        token = request.query.get("token") or request.cookies.get(COOKIE) or ""
+        if request.headers.get("Authorization", "").startswith("Bearer "):
+            token = request.headers["Authorization"].removeprefix("Bearer ")
+        if not token:
+            return None, "log in with an admin or subscriber certificate, or a token from `posefleet pki token`"
+        return peer_of_token(token, self._ca)
+
+    @web.middleware
+    async def _login(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        peer, why = self._peer(request)
+        if peer is None:
+            raise web.HTTPUnauthorized(text=f"posefleet dashboard: {why}\n")
+        if peer.role not in _VIEWERS:
+            why = f"{peer} may not look; it needs the role admin or subscriber"
+            raise web.HTTPForbidden(text=f"posefleet dashboard: {why}\n")
+        if "token" in request.query:  # keep it in a cookie, out of the address bar and the history
+            rest = {k: v for k, v in request.query.items() if k != "token"}
+            response = web.HTTPFound(request.rel_url.with_query(rest))
+            response.set_cookie(
+                COOKIE, request.query["token"], httponly=True, secure=True, samesite="Strict", max_age=30 * 86400
+            )
+            raise response
+        request[PEER] = peer
+        return await handler(request)
+
+    def _visible(self, request: web.Request) -> dict[str, Any]:
+        """The state, as much of it as the viewer may see."""
+        state = self.snapshot()
+        peer = request[PEER]
+        if peer.role != "admin":
+            state["cameras"] = [c for c in state["cameras"] if c["id"] in peer.cameras]
+            state["scenes"] = [s for s in state["scenes"] if set(s["cameras"]) <= peer.cameras]
+        for cam in state["cameras"]:
+            cam["history"] = list(self.history.get(cam["id"], ()))
+        return state
+
+    # -- handlers ------------------------------------------------------------------------------
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(WEB / "index.html")
+
+    async def _state(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({**self._visible(request), "skeleton": SKELETON})
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        if self.frames.watchers >= MAX_VIEWERS:
+            raise web.HTTPServiceUnavailable(text=f"at most {MAX_VIEWERS} dashboard viewers at once\n")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+        await response.prepare(request)
+        self.frames.watchers += 1
+        try:
+            await response.write(f"retry: 1000\nevent: skeleton\ndata: {json.dumps(SKELETON)}\n\n".encode())
+            while True:
+                await response.write(f"data: {json.dumps(self._visible(request))}\n\n".encode())
+                await asyncio.sleep(TICK_S)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.frames.watchers -= 1
+        return response
+
+    async def _thumbnail(self, request: web.Request) -> web.StreamResponse:
+        camera = request.match_info["camera"]
+        peer = request[PEER]
+        if peer.role != "admin" and camera not in peer.cameras:
+            raise web.HTTPForbidden(text=f"{peer} may not see camera {camera}\n")
+        data = await self.frames.thumbnail(camera)
+        if data is None:
+            raise web.HTTPNotFound(text=f"no frame of camera {camera} yet\n")
+        return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "no-store"})

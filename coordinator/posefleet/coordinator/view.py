@@ -1,0 +1,137 @@
+"""The fleet as plain data for people: cameras (stats, latest poses with track ids), nodes (health, model,
+load, FPS), scenes (3D people and their reprojection on each camera). The dashboard and MQTT read it."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from posefleet.v1 import coordinator_pb2, pose_pb2
+
+if TYPE_CHECKING:
+    from posefleet.coordinator.service import CoordinatorService
+
+
+def _r(value: float, digits: int = 1) -> float | None:
+    return round(value, digits) if math.isfinite(value) else None
+
+
+def result_poses(result: pose_pb2.PoseResult) -> list[dict[str, Any]]:
+    """Poses compactly: track id, score and ``[x, y, score]`` per keypoint (image pixels)."""
+    return [
+        {
+            "track_id": p.track_id,
+            "score": round(p.score, 3),
+            "keypoints": [[round(k.x, 1), round(k.y, 1), round(k.score, 3)] for k in p.keypoints],
+        }
+        for p in result.poses
+    ]
+
+
+class FleetView:
+    """Builds the snapshot; keeps what a snapshot needs between calls (latest results, node FPS), bounded by
+    the cameras and nodes the coordinator knows."""
+
+    def __init__(self, service: CoordinatorService) -> None:
+        self.service = service
+        self.latest: dict[str, pose_pb2.PoseResult] = {}  # camera -> latest OK result (evicted with it)
+        self._done: dict[str, tuple[float, int, float]] = {}  # node key -> (time, frames done, fps)
+
+    def answered(self, result: pose_pb2.PoseResult) -> None:
+        if result.status == pose_pb2.RESULT_STATUS_OK:
+            self.latest[result.camera_id] = result
+
+    def forget(self, camera: str) -> None:
+        self.latest.pop(camera, None)
+
+    def _node_fps(self, key: str, done: int) -> float:
+        now = time.monotonic()
+        last = self._done.get(key)
+        if last is None or now - last[0] < 1.0:
+            fps = last[2] if last is not None else 0.0
+            if last is None:
+                self._done[key] = (now, done, 0.0)
+            return fps
+        fps = max(0.0, (done - last[1]) / (now - last[0]))
+        self._done[key] = (now, done, fps)
+        return fps
+
+    def __call__(self) -> dict[str, Any]:
+        service = self.service
+        cameras = []
+        for camera, stats in sorted(service.cameras.items()):
+            s = stats.to_proto()
+            latest = self.latest.get(camera)
+            cameras.append(
+                {
+                    "id": camera,
+                    "input_fps": _r(s.input_fps),
+                    "processed_fps": _r(s.processed_fps),
+                    "ok": s.frames_ok,
+                    "dropped": s.frames_dropped,
+                    "failed": s.frames_failed,
+                    "latency_p50_ms": _r(s.latency_p50_ms),
+                    "latency_p99_ms": _r(s.latency_p99_ms),
+                    "sequence": latest.sequence if latest is not None else None,
+                    "width": latest.image_width if latest is not None else 0,
+                    "height": latest.image_height if latest is not None else 0,
+                    "poses": result_poses(latest) if latest is not None else [],
+                }
+            )
+        nodes = []
+        links = service.registry.links
+        for gone in set(self._done) - set(links):
+            del self._done[gone]
+        for key, link in sorted(links.items()):
+            nodes.append(
+                {
+                    "id": link.info.node_id or key,
+                    "address": link.address,
+                    "healthy": link.available,
+                    "model": link.info.model_id,
+                    "device": link.info.device,
+                    "in_flight": link.in_flight,
+                    "capacity": link.capacity,
+                    "done": link.frames_done,
+                    "failed": link.frames_failed,
+                    "fps": _r(self._node_fps(key, link.frames_done)),
+                    "last_error": link.last_error,
+                }
+            )
+        scenes = [self._scene(name) for name in sorted(service.merger.scenes)]
+        return {"time": time.time(), "cameras": cameras, "nodes": nodes, "scenes": scenes}
+
+    def _scene(self, name: str) -> dict[str, Any]:
+        scene = self.service.merger.scenes[name]
+        out: dict[str, Any] = {
+            "name": name,
+            "cameras": sorted(scene.calibrated),
+            "windows": scene.windows_done,
+            "persons": [],
+            "reprojections": {},
+        }
+        if scene.last_fused is None:
+            return out
+        result = coordinator_pb2.SceneResult.FromString(scene.last_fused)
+        for person in result.persons:
+            joints = [[j.x, j.y, j.z] if math.isfinite(j.x) else None for j in person.joints]
+            rounded = [[round(v, 3) for v in j] if j else None for j in joints]
+            out["persons"].append({"id": person.id, "joints": rounded})
+        for camera, fitted in scene.fitted.items():  # each person's joints seen through each calibrated camera
+            per_person = []
+            for person in out["persons"]:
+                known = [j for j in person["joints"] if j is not None]
+                projected = iter(fitted.project(np.asarray(known, np.float64)).tolist() if known else [])
+                row: list[list[float] | None] = []
+                for joint in person["joints"]:
+                    if joint is None:
+                        row.append(None)
+                    else:
+                        x, y = next(projected)
+                        row.append([round(x, 1), round(y, 1)])
+                per_person.append(row)
+            width, height = fitted.image_size or fitted.size
+            out["reprojections"][camera] = {"width": width, "height": height, "persons": per_person}
+        return out

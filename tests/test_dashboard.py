@@ -1,0 +1,148 @@
+"""The coordinator's web dashboard: who may see it (client certificates, tokens), and the page itself in a
+real headless Chromium against a real cluster streaming the sample clip."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import cv2
+import numpy as np
+from browser import chromium, dashboard_cluster, track_rgb
+from posefleet.clients.sdk import PosefleetClient
+from posefleet.common.certs import issue_token, throwaway_fleet
+from posefleet.common.tls import TlsFiles
+from posefleet.coordinator.loopback import LoopbackLink
+from posefleet.coordinator.server import CoordinatorServer
+from posefleet.coordinator.settings import CoordinatorSettings
+from posefleet.v1 import pose_pb2
+from selenium.webdriver.common.by import By
+
+
+def _context(client: TlsFiles | None, ca: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = False  # the certificate names coordinator.posefleet, not 127.0.0.1
+    if client is not None:
+        context.load_cert_chain(str(client.cert), str(client.key))
+    return context
+
+
+async def _get(url: str, context: ssl.SSLContext, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, ssl=context, allow_redirects=False, headers=headers) as reply,
+    ):
+        return reply.status, await reply.text()
+
+
+async def test_the_dashboard_wants_an_admin_or_subscriber_login(fleet: dict[str, TlsFiles], tmp_path: Path) -> None:
+    pki = fleet["coordinator"].ca.parent
+    LoopbackLink.nodes = {"n0": {"capacity": 8}}
+    files = fleet["coordinator"]
+    settings = CoordinatorSettings(
+        host="127.0.0.1", port=0, discover=False, ca=files.ca, cert=files.cert, key=files.key, http_port=0
+    )
+    server = CoordinatorServer(settings, link_factory=LoopbackLink)
+    await server.start()
+    server.registry.add("n0", "loopback-n0", "static")
+    try:
+        for camera in ("cam-a", "cam-b"):
+
+            async def one(camera: str = camera) -> AsyncIterator[pose_pb2.Frame]:
+                yield pose_pb2.Frame(camera_id=camera, sequence=0)
+
+            async with PosefleetClient(f"127.0.0.1:{server.port}", tls=fleet[camera]) as client:
+                assert [r.status async for r in client.stream_camera(one())] == [pose_pb2.RESULT_STATUS_OK]
+        base = f"https://127.0.0.1:{server.http_port}"
+        anonymous = _context(None, pki / "ca.crt")
+        for path in ("/", "/api/state", "/api/events", "/api/cameras/cam-a/thumbnail.jpg"):
+            status, text = await _get(base + path, anonymous)
+            assert status == 401 and "posefleet pki token" in text, (path, status, text)
+        status, text = await _get(base + "/api/state", _context(fleet["cam-a"], pki / "ca.crt"))
+        assert status == 403 and "camera 'cam-a' may not look" in text
+        throwaway_fleet(tmp_path / "other", [])  # another fleet's CA signs a token
+        forged = issue_token(tmp_path / "other", role="admin", name="x")
+        status, text = await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {forged}"})
+        assert status == 401 and "not one this fleet's CA signed" in text
+        expired = issue_token(pki, role="admin", name="old", days=-1)
+        status, text = await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {expired}"})
+        assert status == 401 and "expired" in text
+        # A subscriber's token: once in the address, then a cookie; it sees its camera only.
+        token = issue_token(pki, role="subscriber", name="wall", cameras=["cam-a"])
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/?token={token}", ssl=anonymous, allow_redirects=False) as r:
+                assert r.status == 302 and r.headers["Location"] == "/" and "HttpOnly" in r.headers["Set-Cookie"]
+            async with session.get(f"{base}/api/state", ssl=anonymous, cookies={"posefleet_token": token}) as r:
+                state = await r.json()
+            cookies = {"posefleet_token": token}
+            async with session.get(f"{base}/api/cameras/cam-b/thumbnail.jpg", ssl=anonymous, cookies=cookies) as r:
+                assert r.status == 403
+        assert [c["id"] for c in state["cameras"]] == ["cam-a"] and state["nodes"][0]["healthy"]
+        status, text = await _get(base + "/api/state", _context(fleet["admin"], pki / "ca.crt"))
+        assert status == 200 and [c["id"] for c in json.loads(text)["cameras"]] == ["cam-a", "cam-b"]
+    finally:
+        await server.stop()
+
+
+def test_the_dashboard_in_a_real_browser(models: dict[str, Path], assets: Path, tmp_path: Path) -> None:
+    """Chromium (headless, the distribution's) on a cluster streaming the sample clip: the camera tile shows
+    the skeleton in its track's colour at the keypoints, the FPS number moves, a killed node turns unhealthy
+    on the page within 3 s."""
+    cluster = dashboard_cluster(tmp_path, models["posenet075"], ["door"])
+    driver = chromium()
+    try:
+        driver.get(cluster.url + f"?token={cluster.token}")
+        assert driver.find_elements(By.ID, "cameras"), "the page loads"
+        camera = cluster.camera("door", assets / "video" / "pose_1.mp4", fps=10)
+        deadline = time.monotonic() + 30
+        fps: list[str] = []
+        while time.monotonic() < deadline and len(set(fps)) < 2:
+            cells = driver.find_elements(By.CSS_SELECTOR, '[data-camera="door"] .fps')
+            if cells:
+                fps.append(cells[0].text)
+            time.sleep(0.5)
+        assert len(set(fps)) >= 2 and float(fps[-1]) > 0, f"the FPS number updates: {fps}"
+        cluster.nodes["dash-node-1"].proc.kill()
+        killed = time.monotonic()
+        health = ""
+        while time.monotonic() - killed < 5:
+            cells = driver.find_elements(By.CSS_SELECTOR, '[data-node="dash-node-1"] .health')
+            health = cells[0].text if cells else ""
+            if health == "unhealthy":
+                break
+            time.sleep(0.1)
+        seen_after = time.monotonic() - killed
+        assert health == "unhealthy" and seen_after <= 3.0, (health, seen_after)
+        camera.wait(timeout=60)  # the clip ends: the tile keeps its last frame and skeleton
+        time.sleep(1.5)
+        shown = driver.execute_script(
+            "const t = tiles.get('door'); const r = t.canvas.getBoundingClientRect();"
+            "return {poses: t.posesShown, width: t.cam.width, left: r.left, top: r.top, cw: t.canvas.width};"
+        )
+        png = driver.get_screenshot_as_png()
+        (tmp_path / "dashboard.png").write_bytes(png)
+    finally:
+        driver.quit()
+        cluster.stop()
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    scale = shown["cw"] / shown["width"]
+    checked = matched = 0
+    for pose in shown["poses"]:
+        if not pose["track_id"]:
+            continue
+        want = np.array(track_rgb(pose["track_id"])[::-1], float)  # BGR
+        for x, y, score in pose["keypoints"]:
+            if score < 0.2:
+                continue
+            px, py = round(shown["left"] + x * scale), round(shown["top"] + y * scale)
+            patch = image[py - 1 : py + 2, px - 1 : px + 2].reshape(-1, 3).astype(float)
+            checked += 1
+            matched += bool((np.abs(patch - want).max(axis=1) < 40).any())
+    print(f"skeleton pixels: {matched} of {checked} keypoints in their track colour; node out on the page after "
+          f"{seen_after:.1f} s; FPS readings {fps}")  # fmt: skip
+    assert checked >= 8 and matched >= 0.8 * checked
