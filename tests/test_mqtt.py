@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -68,6 +69,17 @@ def one_person(link: LoopbackLink, frame: pose_pb2.Frame) -> pose_pb2.PoseResult
     return result
 
 
+async def publishing_coordinator(broker: Broker, **settings: Any) -> CoordinatorServer:
+    """An in-process coordinator (--insecure, loopback node n0 of ``LoopbackLink.nodes``) publishing to ``broker``."""
+    config = CoordinatorSettings(
+        host="127.0.0.1", port=0, discover=False, insecure=True, mqtt=f"mqtt://127.0.0.1:{broker.port}", **settings
+    )
+    server = CoordinatorServer(config, link_factory=LoopbackLink)
+    await server.start()
+    server.registry.add("n0", "loopback-n0", "static")
+    return server
+
+
 class Listener:
     """An MQTT client reading ``posefleet/#`` and ``homeassistant/#`` into a list; it reconnects when the
     broker comes back."""
@@ -97,19 +109,7 @@ class Listener:
 
 async def test_results_go_to_mqtt_and_a_lost_broker_never_slows_the_cameras(broker: Broker) -> None:
     LoopbackLink.nodes = {"n0": {"capacity": 8, "answer": one_person}}
-    settings = CoordinatorSettings(
-        host="127.0.0.1",
-        port=0,
-        discover=False,
-        insecure=True,
-        mqtt=f"mqtt://127.0.0.1:{broker.port}",
-        mqtt_queue=20,
-        mqtt_stats_interval_s=0.5,
-        mqtt_discovery=True,
-    )
-    server = CoordinatorServer(settings, link_factory=LoopbackLink)
-    await server.start()
-    server.registry.add("n0", "loopback-n0", "static")
+    server = await publishing_coordinator(broker, mqtt_queue=20, mqtt_stats_interval_s=0.5, mqtt_discovery=True)
     listener = Listener(broker.port)
     import grpc
 
@@ -178,18 +178,8 @@ async def test_a_scene_s_3d_people_go_to_mqtt(broker: Broker, assets: Path) -> N
     synthetic = bench_merge.SyntheticScene()
     LoopbackLink.nodes = {"n0": {"capacity": 8, "answer": bench_merge._answer(synthetic)}}
     calibration = assets / "multiview" / "pose2sim" / "calibration" / "Calib_qualisys.toml"
-    settings = CoordinatorSettings(
-        host="127.0.0.1",
-        port=0,
-        discover=False,
-        insecure=True,
-        camera_queue=16,
-        scenes={"lab": SceneSettings(calibration=calibration, cameras=bench_merge.CAMS)},
-        mqtt=f"mqtt://127.0.0.1:{broker.port}",
-    )
-    server = CoordinatorServer(settings, link_factory=LoopbackLink)
-    await server.start()
-    server.registry.add("n0", "loopback-n0", "static")
+    scenes = {"lab": SceneSettings(calibration=calibration, cameras=bench_merge.CAMS)}
+    server = await publishing_coordinator(broker, camera_queue=16, scenes=scenes)
     listener = Listener(broker.port)
     try:
         await asyncio.sleep(1.0)
