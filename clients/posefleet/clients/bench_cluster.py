@@ -36,21 +36,24 @@ from posefleet.common.processes import (
     start_node,
     stop_all,
 )
+from posefleet.common.tls import TlsFiles, aio_channel, role_name
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 
 
-async def _until_nodes(address: str, count: int) -> None:
-    async with PosefleetClient(address, tls=None) as client:
+async def _until_nodes(address: str, count: int, tls: TlsFiles | None = None) -> None:
+    async with PosefleetClient(address, tls=tls) as client:
         await client.wait_for_nodes(count, timeout=60)
 
 
-async def latency(node_address: str, coordinator_address: str, payload: bytes, count: int) -> dict[str, float]:
+async def latency(
+    node_address: str, coordinator_address: str, payload: bytes, count: int, tls: TlsFiles | None = None
+) -> dict[str, float]:
     frame = encode_frame(payload)
     direct: list[float] = []
     routed: list[float] = []
     async with (
-        grpc.aio.insecure_channel(node_address) as channel,
-        PosefleetClient(coordinator_address, tls=None) as client,
+        aio_channel(node_address, tls, role_name("node")) as channel,
+        PosefleetClient(coordinator_address, tls=tls) as client,
     ):
         node = node_pb2_grpc.PoseNodeStub(channel)
         for _ in range(20):
@@ -95,9 +98,11 @@ async def _camera(
             counts[0] += 1
 
 
-async def throughput(address: str, payload: bytes, cameras: int, window: int, seconds: float) -> float:
+async def throughput(
+    address: str, payload: bytes, cameras: int, window: int, seconds: float, *, tls: TlsFiles | None = None
+) -> float:
     """OK results per second through the coordinator, ``cameras`` streams with ``window`` frames each in flight."""
-    async with PosefleetClient(address, tls=None) as client:
+    async with PosefleetClient(address, tls=tls) as client:
         warm = [0]
         warm_until = time.perf_counter() + 1.0
         await asyncio.gather(
@@ -269,20 +274,50 @@ async def soak(
 
 
 def _instant_cluster(
-    model_dir: Path, work: Path, name: str, instant: tuple[str, ...], *extra: str
+    model_dir: Path,
+    work: Path,
+    name: str,
+    instant: tuple[str, ...],
+    *extra: str,
+    fleet: dict[str, TlsFiles] | None = None,
 ) -> tuple[list[PosefleetProcess], PosefleetProcess]:
-    """Two instant simulated nodes and a coordinator that blocks cameras rather than drop (--insecure, as
-    the benchmark's figures were measured)."""
-    nodes = [start_node(model_dir, f"{name}-{i}", work / f"{name}-{i}.log", *instant, tls=None) for i in range(2)]
+    """Two instant simulated nodes and a coordinator that blocks cameras rather than drop; with ``fleet`` over
+    mutual TLS, else --insecure (as the benchmark's figures were measured)."""
+
+    def tls(holder: str) -> TlsFiles | None:
+        return fleet[holder] if fleet is not None else None
+
+    nodes = [
+        start_node(model_dir, f"{name}-{i}", work / f"{name}-{i}.log", *instant, tls=tls(f"{name}-{i}"))
+        for i in range(2)
+    ]
     static = [a for n in nodes for a in ("--node", f"127.0.0.1:{n.port}")]
     queue = ("--camera-queue", "64", "--drop-policy", "block")
-    coord = start_coordinator(work / f"{name}-coord.log", "--no-discovery", *queue, *static, *extra, tls=None)
+    coord = start_coordinator(
+        work / f"{name}-coord.log", "--no-discovery", *queue, *static, *extra, tls=tls("coordinator")
+    )
     return nodes, coord
 
 
 def run(
-    model_dir: Path, image: Any, work: Path, seconds: float, parts: set[str], *, soak_args: dict[str, int] | None = None
+    model_dir: Path,
+    image: Any,
+    work: Path,
+    seconds: float,
+    parts: set[str],
+    *,
+    soak_args: dict[str, int] | None = None,
+    tls: bool = False,
 ) -> dict[str, Any]:
+    """The chosen parts; ``tls``: latency and capacity over mutual TLS with a throwaway fleet CA."""
+    fleet: dict[str, TlsFiles] | None = None
+    if tls:
+        from posefleet.common.certs import throwaway_fleet
+
+        holders: list[tuple[str, str, list[str]]] = [("coordinator", "coordinator", []), ("admin", "bench-admin", [])]
+        holders += [("node", name, []) for name in ("lat-node", "cap-0", "cap-1")]
+        fleet = throwaway_fleet(work / "pki", holders)
+    admin = fleet["bench-admin"] if fleet is not None else None
     size = (257, 257)
     frame = cv2.resize(image, (size[1], size[0]))
     payload = bytes(cv2.imencode(".jpg", frame)[1].tobytes())
@@ -306,17 +341,23 @@ def run(
     procs: list[PosefleetProcess] = []
     try:
         if "latency" in parts:
+            node_tls = fleet["lat-node"] if fleet is not None else None
             node = start_node(
-                model_dir, "lat-node", work / "lat-node.log", "--input-size", "257x257", "--no-advertise", tls=None
+                model_dir, "lat-node", work / "lat-node.log", "--input-size", "257x257", "--no-advertise", tls=node_tls
             )
             node_port = node.port
             coord = start_coordinator(
-                work / "lat-coord.log", "--no-discovery", "--node", f"127.0.0.1:{node_port}", tls=None
+                work / "lat-coord.log",
+                "--no-discovery",
+                "--node",
+                f"127.0.0.1:{node_port}",
+                tls=fleet["coordinator"] if fleet is not None else None,
             )
             port = coord.port
             procs += [node, coord]
-            asyncio.run(_until_nodes(f"127.0.0.1:{port}", 1))
-            report["latency"] = asyncio.run(latency(f"127.0.0.1:{node_port}", f"127.0.0.1:{port}", payload, 500))
+            asyncio.run(_until_nodes(f"127.0.0.1:{port}", 1, admin))
+            measured = latency(f"127.0.0.1:{node_port}", f"127.0.0.1:{port}", payload, 500, admin)
+            report["latency"] = {**asyncio.run(measured), "tls": tls}
             stop_all(procs)
             procs.clear()
         instant = (
@@ -334,12 +375,12 @@ def run(
             "--no-advertise",
         )
         if "capacity" in parts:
-            nodes, coord = _instant_cluster(model_dir, work, "cap", instant)
+            nodes, coord = _instant_cluster(model_dir, work, "cap", instant, fleet=fleet)
             port = coord.port
             procs += [*nodes, coord]
-            asyncio.run(_until_nodes(f"127.0.0.1:{port}", 2))
-            fps = asyncio.run(throughput(f"127.0.0.1:{port}", tiny, cameras=4, window=32, seconds=seconds))
-            report["capacity"] = {"frames_per_second": fps, "nodes": 2, "cameras": 4}
+            asyncio.run(_until_nodes(f"127.0.0.1:{port}", 2, admin))
+            fps = asyncio.run(throughput(f"127.0.0.1:{port}", tiny, cameras=4, window=32, seconds=seconds, tls=admin))
+            report["capacity"] = {"frames_per_second": fps, "nodes": 2, "cameras": 4, "tls": tls}
             stop_all(procs)
             procs.clear()
         if "dashboard" in parts:
@@ -404,6 +445,7 @@ def markdown(report: dict[str, Any]) -> str:
     if "latency" in report:
         r = report["latency"]
         lines += [
+            *(["Over mutual TLS (client -> coordinator -> node):", ""] if r.get("tls") else []),
             "| path | p50 ms | p99 ms |",
             "|---|---:|---:|",
             f"| node directly | {r['direct_p50_ms']:.2f} | {r['direct_p99_ms']:.2f} |",
@@ -414,7 +456,8 @@ def markdown(report: dict[str, Any]) -> str:
     if "capacity" in report:
         c = report["capacity"]
         lines += [
-            f"Routing capacity (instant nodes, {c['nodes']} nodes, {c['cameras']} camera streams): "
+            f"Routing capacity (instant nodes, {c['nodes']} nodes, {c['cameras']} camera streams"
+            f"{', mutual TLS' if c.get('tls') else ''}): "
             f"**{c['frames_per_second']:.0f} frames/s**",
             "",
         ]
@@ -461,6 +504,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=("latency", "capacity", "scaling", "dashboard", "soak"),
         help="default: all but dashboard and soak",
     )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="latency and capacity over mutual TLS (a throwaway fleet CA; default --insecure)",
+    )
     p.add_argument("--soak-frames", type=positive_int, default=1_000_000)
     p.add_argument("--soak-cameras", type=positive_int, default=4)
     p.add_argument("--soak-stream-frames", type=positive_int, default=50_000, help="frames per camera stream")
@@ -487,6 +535,6 @@ def cmd_bench_cluster(args: argparse.Namespace) -> int:
             "stream_frames": args.soak_stream_frames,
         }
         parts = set(args.only or ("latency", "capacity", "scaling"))
-        result = run(model_dir, image, Path(tmp), args.seconds, parts, soak_args=soak_args)
+        result = run(model_dir, image, Path(tmp), args.seconds, parts, soak_args=soak_args, tls=args.tls)
     report(args, markdown(result), result)
     return 0
