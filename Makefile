@@ -37,7 +37,7 @@ system-deps:
 
 # The dashboard screenshot in the README: a cluster streaming the sample clip, seen by headless Chromium.
 dashboard-screenshot: setup system-deps
-	$(BIN)/python tests/screenshot_dashboard.py docs/dashboard.png
+	$(BIN)/python tests/screenshot_dashboard.py bench/dashboard.png
 
 demo: setup
 	$(BIN)/posefleet demo

@@ -68,6 +68,9 @@ async def test_the_dashboard_wants_an_admin_or_subscriber_login(fleet: dict[str,
         forged = issue_token(tmp_path / "other", role="admin", name="x")
         status, text = await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {forged}"})
         assert status == 401 and "not one this fleet's CA signed" in text
+        for garbage in ("not-a-token", "a.b.c", "%00%ff." * 50, "eyJ9.eyJ9"):  # not even a token: 401, no crash
+            status, text = await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {garbage}"})
+            assert status == 401 and "not one this fleet's CA signed" in text, (garbage, status, text)
         expired = issue_token(pki, role="admin", name="old", days=-1)
         status, text = await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {expired}"})
         assert status == 401 and "expired" in text
@@ -82,8 +85,11 @@ async def test_the_dashboard_wants_an_admin_or_subscriber_login(fleet: dict[str,
             async with session.get(f"{base}/api/cameras/cam-b/thumbnail.jpg", ssl=anonymous, cookies=cookies) as r:
                 assert r.status == 403
         assert [c["id"] for c in state["cameras"]] == ["cam-a"] and state["nodes"][0]["healthy"]
-        status, text = await _get(base + "/api/state", _context(fleet["admin"], pki / "ca.crt"))
+        admin = _context(fleet["admin"], pki / "ca.crt")
+        status, text = await _get(base + "/api/state", admin)
         assert status == 200 and [c["id"] for c in json.loads(text)["cameras"]] == ["cam-a", "cam-b"]
+        status, text = await _get(base + "/api/cameras/%2e%2e%2f%00x/thumbnail.jpg", admin)
+        assert status == 404 and "no frame of camera" in text
     finally:
         await server.stop()
 

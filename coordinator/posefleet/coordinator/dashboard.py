@@ -14,6 +14,7 @@ import asyncio
 import collections
 import json
 import logging
+import math
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -65,6 +66,12 @@ class Frames:
         while len(recent) > 32:  # frames in flight for this camera; older ones were answered or dropped
             recent.popitem(last=False)
 
+    def leave(self) -> None:
+        """A viewer left; with nobody watching, the frames kept for thumbnails go (the shown ones stay)."""
+        self.watchers -= 1
+        if not self.watchers:
+            self._recent.clear()
+
     def answered(self, result: pose_pb2.PoseResult) -> None:
         """The frame of an OK result becomes the camera's shown frame (its poses are the view's latest)."""
         if result.status != pose_pb2.RESULT_STATUS_OK:
@@ -106,6 +113,7 @@ class Dashboard:
 
     def __init__(self, snapshot: Snapshot, frames: Frames, tls: TlsFiles | None) -> None:
         self.snapshot = snapshot
+        self._snapshot: tuple[float, dict[str, Any]] = (-math.inf, {})  # (made at, state): shared by viewers
         self.frames = frames
         self.tls = tls
         self._ca = tls.ca.read_bytes() if tls is not None else b""
@@ -152,7 +160,7 @@ class Dashboard:
         """Every ``SAMPLE_S``: each camera's processed FPS and latency for the sparklines (bounded)."""
         while True:
             await asyncio.sleep(SAMPLE_S)
-            state = self.snapshot()
+            state = self._current()
             known = set()
             for cam in state["cameras"]:
                 known.add(cam["id"])
@@ -199,16 +207,25 @@ class Dashboard:
         request[PEER] = peer
         return await handler(request)
 
-    def _visible(self, request: web.Request) -> dict[str, Any]:
-        """The state, as much of it as the viewer may see."""
-        state = self.snapshot()
-        peer = request[PEER]
-        if peer.role != "admin":
-            state["cameras"] = [c for c in state["cameras"] if c["id"] in peer.cameras]
-            state["scenes"] = [s for s in state["scenes"] if set(s["cameras"]) <= peer.cameras]
-        for cam in state["cameras"]:
-            cam["history"] = list(self.history.get(cam["id"], ()))
+    def _current(self) -> dict[str, Any]:
+        """The fleet's state, made at most once per half tick whatever the number of viewers (read-only)."""
+        made, state = self._snapshot
+        now = time.monotonic()
+        if now - made >= TICK_S / 2:
+            state = self.snapshot()
+            self._snapshot = (now, state)
         return state
+
+    def _visible(self, request: web.Request) -> dict[str, Any]:
+        """The state, as much of it as the viewer may see (new lists and dicts: the shared one stays as is)."""
+        state = self._current()
+        peer = request[PEER]
+        cameras, scenes = state["cameras"], state["scenes"]
+        if peer.role != "admin":
+            cameras = [c for c in cameras if c["id"] in peer.cameras]
+            scenes = [s for s in scenes if set(s["cameras"]) <= peer.cameras]
+        cameras = [{**c, "history": list(self.history.get(c["id"], ()))} for c in cameras]
+        return {**state, "cameras": cameras, "scenes": scenes}
 
     # -- handlers ------------------------------------------------------------------------------
     async def _index(self, request: web.Request) -> web.StreamResponse:
@@ -231,7 +248,7 @@ class Dashboard:
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
-            self.frames.watchers -= 1
+            self.frames.leave()
         return response
 
     async def _thumbnail(self, request: web.Request) -> web.StreamResponse:

@@ -25,6 +25,7 @@ import json
 import logging
 import re
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -81,18 +82,26 @@ class MqttPublisher:
         self.dropped = 0
         self.published = 0
         self.connected = False
-        self._announced: set[str] = set()
+        self._announced: set[str] = set()  # cameras with a discovery config; forgotten with the camera
         self._tasks: list[asyncio.Task[None]] = []
-        self.on_drop: list[Any] = []  # callbacks counting drops (the Prometheus counter)
+        self.on_drop: list[Callable[[], None]] = []  # callbacks counting drops (the Prometheus counter)
 
     # -- from the coordinator (synchronous, bounded) ------------------------------------------
     def put(self, topic: str, payload: dict[str, Any], qos: int = 0, retain: bool = False) -> None:
+        """Queue ``payload`` for ``<prefix>/<topic>``."""
+        self._enqueue(f"{self.prefix}/{topic}", payload, qos, retain)
+
+    def _enqueue(self, topic: str, payload: dict[str, Any], qos: int, retain: bool) -> None:
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1  # the deque drops the oldest
             for count in self.on_drop:
                 count()
-        self._queue.append((f"{self.prefix}/{topic}", json.dumps(payload).encode(), qos, retain))
+        self._queue.append((topic, json.dumps(payload).encode(), qos, retain))
         self._ready.set()
+
+    def forget(self, camera: str) -> None:
+        """A camera the coordinator forgot: announced again (discovery) if it comes back."""
+        self._announced.discard(topic_part(camera))
 
     def result(self, result: pose_pb2.PoseResult) -> None:
         camera = topic_part(result.camera_id)
@@ -123,9 +132,7 @@ class MqttPublisher:
             "icon": "mdi:account-group",
             "device": {"identifiers": [f"posefleet_{camera}"], "name": f"posefleet {camera}"},
         }
-        topic = f"homeassistant/sensor/posefleet_{camera}/people/config"
-        self._queue.append((topic, json.dumps(config).encode(), 1, True))
-        self._ready.set()
+        self._enqueue(f"homeassistant/sensor/posefleet_{camera}/people/config", config, 1, True)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, service: CoordinatorService) -> None:

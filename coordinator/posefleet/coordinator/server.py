@@ -54,6 +54,7 @@ class CoordinatorServer:
             self.mqtt = MqttPublisher(settings, self.tls)
             self.mqtt.on_drop.append(self.metrics.mqtt_dropped.inc)
             self.service.on_result.append(self.mqtt.result)
+            self.service.on_forget.append(self.mqtt.forget)
 
     async def start(self) -> None:
         s = self.settings

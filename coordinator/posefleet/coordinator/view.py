@@ -47,14 +47,12 @@ class FleetView:
         self.latest.pop(camera, None)
 
     def _node_fps(self, key: str, done: int) -> float:
+        """Frames a node answered per second, over at least the last second."""
         now = time.monotonic()
-        last = self._done.get(key)
-        if last is None or now - last[0] < 1.0:
-            fps = last[2] if last is not None else 0.0
-            if last is None:
-                self._done[key] = (now, done, 0.0)
+        since, before, fps = self._done.setdefault(key, (now, done, 0.0))
+        if now - since < 1.0:
             return fps
-        fps = max(0.0, (done - last[1]) / (now - last[0]))
+        fps = max(0.0, (done - before) / (now - since))
         self._done[key] = (now, done, fps)
         return fps
 

@@ -48,6 +48,27 @@ def _write(path: Path, data: bytes, private: bool) -> None:
     os.replace(tmp, path)
 
 
+def _fleet_ca(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """The fleet CA's key and certificate in ``directory``, or a ``PkiError`` saying how to make one."""
+    try:
+        ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise ValueError("ca.key is not the EC key `posefleet pki init` writes")
+        ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+    except (OSError, ValueError) as exc:
+        raise PkiError(f"{directory}: no usable fleet CA ({exc}); make one with `posefleet pki init`") from None
+    return ca_key, ca_cert
+
+
+def _check_holder(name: str, cameras: list[str]) -> None:
+    """A holder's name becomes a DNS label; its camera ids must be camera ids."""
+    if not _NAME.match(name):
+        raise PkiError(f"name {name!r}: 1-63 letters, digits and '-' (it becomes a DNS label)")
+    for camera in cameras:
+        if (problem := camera_id_problem(camera)) is not None:
+            raise PkiError(f"--cameras: {problem}")
+
+
 def init_ca(directory: Path, name: str = "posefleet fleet CA", days: int = 3650) -> Path:
     """A new fleet CA in ``directory`` (``ca.crt``, ``ca.key``); refuses to replace an existing one."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -90,19 +111,9 @@ def issue(
     """Sign ``NAME.crt`` / ``NAME.key`` (0600) in ``directory`` with its fleet CA."""
     if role not in ROLES:
         raise PkiError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
-    if not _NAME.match(name):
-        raise PkiError(f"name {name!r}: 1-63 letters, digits and '-' (it becomes a DNS label)")
-    try:
-        ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
-        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-            raise ValueError("ca.key is not the EC key `posefleet pki init` writes")
-        ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
-    except (OSError, ValueError) as exc:
-        raise PkiError(f"{directory}: no usable fleet CA ({exc}); make one with `posefleet pki init`") from None
     cameras = list(cameras or [])
-    for camera in cameras:
-        if (problem := camera_id_problem(camera)) is not None:
-            raise PkiError(f"--cameras: {problem}")
+    _check_holder(name, cameras)
+    ca_key, ca_cert = _fleet_ca(directory)
     sans: list[x509.GeneralName] = [
         x509.DNSName(role_name(role, name)),
         x509.DNSName(role_name(role)),
@@ -168,17 +179,8 @@ def issue_token(directory: Path, *, role: str, name: str, cameras: list[str] | N
     against ``ca.crt`` alone."""
     if role not in TOKEN_ROLES:
         raise PkiError(f"a token's role is {' or '.join(TOKEN_ROLES)}, not {role!r}")
-    if not _NAME.match(name):
-        raise PkiError(f"name {name!r}: 1-63 letters, digits and '-'")
-    for camera in cameras or []:
-        if (problem := camera_id_problem(camera)) is not None:
-            raise PkiError(f"--cameras: {problem}")
-    try:
-        ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
-    except (OSError, ValueError) as exc:
-        raise PkiError(f"{directory}: no usable fleet CA ({exc}); make one with `posefleet pki init`") from None
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise PkiError(f"{directory}/ca.key is not the EC key `posefleet pki init` writes")
+    _check_holder(name, cameras or [])
+    ca_key, _ = _fleet_ca(directory)
     expires = int(time.time() + days * 86400)
     claims = {"role": role, "name": name, "cameras": sorted(cameras or []), "exp": expires}
     payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
