@@ -9,7 +9,7 @@ LOADGEN_IF_BUILT = $$([ -x $(LOADGEN) ] && echo $(LOADGEN))
 POSEFLEET_ASSETS ?= $(shell [ -d ../shared/assets ] && cd ../shared/assets && pwd)
 export POSEFLEET_ASSETS
 
-.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-node soak loadgen dashboard-screenshot clean
+.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-int8 bench-node soak loadgen dashboard-screenshot clean
 
 setup: $(VENV)/.installed
 
@@ -68,6 +68,11 @@ proto: setup
 
 bench: setup
 	$(BIN)/posefleet bench --all --markdown bench/models.md --json bench/models.json --chart bench/models.png
+
+# What INT8 can gain on this CPU (about 4 minutes): synthetic 1x1 and depthwise convolutions, and PoseNet FP16
+# against its NNCF INT8 twin, each in f32, the CPU's default precision (bf16 where it has it) and INT8.
+bench-int8: setup
+	$(BIN)/posefleet bench --int8-ceiling --all --markdown bench/int8-ceiling.md --json bench/int8-ceiling.json
 
 # The C++ EstimateStream load generator for bench-node (gRPC C++ from apt: libgrpc++-dev). Optional:
 # without g++ and gRPC C++, bench-node and the tests use the Python client.

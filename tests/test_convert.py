@@ -357,6 +357,31 @@ def test_int8_post_training_quantisation_records_its_calibration_set(assets: Pat
     assert coral.quantization is None and coral.precision.startswith("INT8 (TFLite uint8")  # not quantised twice
 
 
+def test_int8_ceiling_bench_measures_the_kernels_it_names(assets: Path, tmp_path: Path) -> None:
+    """``bench --int8-ceiling``: each figure's convolutions really ran in the precision its column names."""
+    import openvino as ov
+    from nodes import run_cli
+    from posefleet.node.tools.bench_precision import measure_models
+
+    default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()  # bf16 on CPUs with it
+    source = assets / "models/posenet/tfjs_v1/mobilenet_v1_075"
+    convert(source, tmp_path / "f", input_size=(257, 257))
+    calibration = [assets / "images"]
+    convert(source, tmp_path / "q", input_size=(257, 257), precision="INT8", calibration=calibration)
+    image = read_image(assets / "video" / "pose.jpg")
+    row = measure_models(tmp_path / "f", tmp_path / "q", image, None, frames=20, seconds=1)
+    assert row.workload == "posenet-mobilenet-v1-075-s16 at 257x257"
+    assert {name: run.kernels for name, run in row.runs.items()} == {"f32": "f32", "default": default, "INT8": "I8"}
+    assert all(run.fps > 0 for run in row.runs.values())
+    done = run_cli("bench", "--int8-ceiling", "--frames", "20", "--seconds", "1", "--json", tmp_path / "c.json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert f"default inference precision {default}" in report["device"]
+    rows = report["rows"]
+    kernels = [(r["workload"].split()[0], r["f32_kernels"], r["default_kernels"], r["INT8_kernels"]) for r in rows]
+    assert kernels == [("pointwise", "f32", default, "I8"), ("depthwise", "f32", default, "I8")]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -37,6 +37,8 @@ class EngineOptions:
     #: Decoding parameters of the model's family (validated into its ``Params``).
     decode: Mapping[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
+    #: The device's ``INFERENCE_PRECISION_HINT`` (e.g. ``"f32"``); ``None`` keeps its default (bf16 on CPUs with it).
+    inference_precision: str | None = None
 
 
 def valid_input_size(card: ModelCard, size: tuple[int, int]) -> tuple[int, int]:
@@ -73,6 +75,8 @@ class PoseEngine:
         config: dict[str, Any] = {"PERFORMANCE_HINT": self.options.hint}
         if self.options.requests:
             config["PERFORMANCE_HINT_NUM_REQUESTS"] = str(self.options.requests)
+        if self.options.inference_precision:
+            config["INFERENCE_PRECISION_HINT"] = self.options.inference_precision
         if self.options.cache_dir:
             self.core.set_property({"CACHE_DIR": self.options.cache_dir})
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,11 @@ def _engine_flags(p: argparse.ArgumentParser, *, native: bool) -> None:
     p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO (MYRIAD on 2022.3)")
     help_size = "network input HxW" + (" or 'native' (nearest valid size to each image)" if native else "")
     p.add_argument("--input-size", type=_size_or_native if native else parse_size, default=None, help=help_size)
+    p.add_argument(
+        "--inference-precision",
+        choices=("f32", "bf16", "f16"),
+        help="the device's inference precision (default: its own; CPUs with bfloat16 run FP16 IRs in bf16)",
+    )
     add_decode_flag(p)
 
 
@@ -104,6 +110,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--chart", type=Path, help="PNG bar chart")
     p.add_argument("--node", action="store_true", help="node throughput over EstimateStream vs raw async inference")
     p.add_argument(
+        "--int8-ceiling",
+        action="store_true",
+        help="what INT8 gains here: synthetic 1x1 and depthwise convolutions in f32, the default precision and INT8 "
+        "(with --all also PoseNet FP16 against its NNCF INT8 twin)",
+    )
+    p.add_argument(
         "--loadgen",
         type=Path,
         help="--node: the compiled load generator (`make loadgen`; default $POSEFLEET_LOADGEN, else the Python client)",
@@ -125,9 +137,10 @@ def _engine(args: argparse.Namespace) -> Any:
     decode = dict(args.decode or [])
     if getattr(args, "for_eval", False):
         decode = {**family(load_card(args.model).family).eval_params, **decode}
+    options = EngineOptions(device=args.device, decode=decode, inference_precision=args.inference_precision)
     if args.input_size == "native":
-        return NativeResolutionEngine(args.model, EngineOptions(device=args.device, decode=decode))
-    return PoseEngine(args.model, EngineOptions(device=args.device, input_size=args.input_size, decode=decode))
+        return NativeResolutionEngine(args.model, options)
+    return PoseEngine(args.model, replace(options, input_size=args.input_size))
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -319,6 +332,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     image = _bench_image(args)
     if args.node:
         return _bench_node(args, image)
+    if args.int8_ceiling:
+        return _bench_int8_ceiling(args, image)
     results: list[BenchResult] = []
     frames, seconds = args.frames or 200, args.seconds or 8.0
     if args.all:
@@ -350,6 +365,41 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report(args, markdown_table(results), [r.to_dict() for r in results])
     if args.chart:
         chart(results, args.chart)
+    return 0
+
+
+def _bench_int8_ceiling(args: argparse.Namespace, image: Any) -> int:
+    from posefleet.common.paths import assets_dir
+    from posefleet.node.convert import convert
+    from posefleet.node.tools.asset_models import ASSET_MODELS
+    from posefleet.node.tools.bench_precision import (
+        CeilingRow,
+        device_line,
+        markdown_table,
+        measure_models,
+        measure_synthetic,
+    )
+
+    frames, seconds = args.frames or 100_000, args.seconds or 4.0
+    rows: list[CeilingRow] = []
+    for kind in ("pointwise", "depthwise"):
+        rows.append(measure_synthetic(kind, frames=frames, seconds=seconds))
+        print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
+    if args.all:
+        assets = assets_dir()
+        assert assets is not None
+        calibration = [assets / "images", assets / "video" / "pose_1.mp4"]
+        with tempfile.TemporaryDirectory(prefix="posefleet-bench-") as tmp:
+            for label, asset in ASSET_MODELS.items():
+                if not asset.int8:
+                    continue
+                float_dir, int8_dir = Path(tmp) / label, Path(tmp) / f"{label}-int8"
+                convert(assets / asset.path, float_dir, precision="FP16")
+                convert(assets / asset.path, int8_dir, precision="INT8", calibration=calibration)
+                for size in asset.bench_sizes:
+                    rows.append(measure_models(float_dir, int8_dir, image, size, frames=frames, seconds=seconds))
+                    print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
+    report(args, markdown_table(rows) + "\n", {"device": device_line(), "rows": [r.to_dict() for r in rows]})
     return 0
 
 
