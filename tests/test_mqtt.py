@@ -14,23 +14,26 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from posefleet.common.tls import TlsFiles
 from posefleet.coordinator.loopback import LoopbackLink, ok
 from posefleet.coordinator.server import CoordinatorServer
 from posefleet.coordinator.settings import CoordinatorSettings
-from posefleet.v1 import coordinator_pb2_grpc, pose_pb2
+from posefleet.v1 import coordinator_pb2, coordinator_pb2_grpc, pose_pb2
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 class Broker:
-    """``mosquitto`` on 127.0.0.1:``port`` (anonymous, loopback only); stop and start it again at will."""
+    """``mosquitto`` on 127.0.0.1:``port`` (anonymous unless ``security`` says otherwise, loopback only); stop and
+    start it again at will."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, security: str = "allow_anonymous true") -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
         self.config = work / "mosquitto.conf"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        # user root: keys made by the test stay readable (mosquitto started as root otherwise becomes "mosquitto")
+        self.config.write_text(f"user root\nlistener {self.port} 127.0.0.1\n{security}\npersistence false\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -81,20 +84,19 @@ async def publishing_coordinator(broker: Broker, **settings: Any) -> Coordinator
 
 
 class Listener:
-    """An MQTT client reading ``posefleet/#`` and ``homeassistant/#`` into a list; it reconnects when the
-    broker comes back."""
+    """An MQTT client reading every topic into a list; it reconnects when the broker comes back."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, **client: Any) -> None:
         self.port = port
+        self.client = client  # aiomqtt.Client options: credentials, TLS
         self.messages: list[tuple[str, bytes, bool]] = []
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client("127.0.0.1", self.port) as client:
-                    await client.subscribe("posefleet/#", qos=1)
-                    await client.subscribe("homeassistant/#", qos=1)
+                async with aiomqtt.Client("127.0.0.1", self.port, **self.client) as client:
+                    await client.subscribe("#", qos=1)
                     async for message in client.messages:
                         self.messages.append((str(message.topic), bytes(message.payload), message.retain))
             except aiomqtt.MqttError:
@@ -194,3 +196,117 @@ async def test_a_scene_s_3d_people_go_to_mqtt(broker: Broker, assets: Path) -> N
     assert len(windows) >= 5 and all(w["scene"] == "lab" for w in windows)
     assert sum(len(w["persons"]) == 3 for w in windows) >= 0.8 * len(windows)
     assert listener.topic("posefleet/status")[-1] == b"offline", "a clean stop says offline"
+
+
+@pytest.fixture
+def closed_broker(tmp_path: Path) -> Iterator[tuple[Broker, Path, dict[str, TlsFiles]]]:
+    """Mosquitto with TLS (a ``broker`` certificate of a throwaway fleet CA), client certificates required and
+    one password (``posefleet``/``s3cret``); with the fleet's certificates."""
+    from posefleet.common.certs import issue, throwaway_fleet
+
+    if not Path(MOSQUITTO).exists():
+        pytest.fail("mosquitto is not installed: `make system-deps` installs it")
+    pki = tmp_path / "pki"
+    members = [("coordinator", "coord", []), ("camera", "cam1", ["cam1"]), ("subscriber", "watcher", [])]
+    fleet = throwaway_fleet(pki, members)
+    issue(pki, role="broker", name="mqtt", hosts=["127.0.0.1"], days=7)
+    passwords = tmp_path / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "posefleet", "s3cret"], check=True)
+    security = (
+        f"cafile {pki / 'ca.crt'}\ncertfile {pki / 'mqtt.crt'}\nkeyfile {pki / 'mqtt.key'}\n"
+        f"require_certificate true\nallow_anonymous false\npassword_file {passwords}"
+    )
+    broker = Broker(tmp_path, security)
+    broker.start()
+    yield broker, pki, fleet
+    broker.stop()
+
+
+async def test_mqtts_with_the_fleet_ca_a_client_certificate_and_a_password(
+    closed_broker: tuple[Broker, Path, dict[str, TlsFiles]],
+) -> None:
+    """A closed broker: TLS with a ``broker`` certificate of the fleet CA, client certificates required, and a
+    password. The coordinator proves itself with its fleet certificate and the URL's credentials; a wrong
+    password, a coordinator without a certificate or one that does not trust the broker's (the system's CAs) is
+    refused, said in the log, and never slows a camera."""
+    import logging
+    import ssl
+
+    import grpc
+    from posefleet.common.tls import aio_channel, role_name
+
+    broker, pki, fleet = closed_broker
+    watcher = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    watcher.load_cert_chain(fleet["watcher"].cert, fleet["watcher"].key)
+    listener = Listener(broker.port, username="posefleet", password="s3cret", tls_context=watcher)
+    LoopbackLink.nodes = {"n0": {"capacity": 8, "answer": one_person}}
+    url = f"mqtts://posefleet:{{}}@127.0.0.1:{broker.port}"
+    tls = {"ca": pki / "ca.crt", "cert": fleet["coord"].cert, "key": fleet["coord"].key}
+    servers: list[CoordinatorServer] = []
+
+    async def coordinator(**settings: Any) -> CoordinatorServer:
+        config = CoordinatorSettings(host="127.0.0.1", port=0, discover=False, mqtt_queue=10, **settings)
+        server = CoordinatorServer(config, link_factory=LoopbackLink)
+        servers.append(server)
+        await server.start()
+        server.registry.add("n0", "loopback-n0", "static")
+        return server
+
+    async def stream(server: CoordinatorServer, count: int) -> list[pose_pb2.PoseResult]:
+        async def gen() -> AsyncIterator[pose_pb2.Frame]:
+            for i in range(count):
+                yield pose_pb2.Frame(camera_id="cam1", sequence=i)
+                await asyncio.sleep(0.01)
+
+        camera = fleet["cam1"] if server.tls is not None else None
+        async with aio_channel(f"127.0.0.1:{server.port}", camera, role_name("coordinator")) as channel:
+            return [r async for r in coordinator_pb2_grpc.CoordinatorStub(channel).StreamCamera(gen())]
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("posefleet.coordinator.mqtt").addHandler(handler)
+    try:
+        good = await coordinator(mqtt=url.format("s3cret"), **tls)
+        await asyncio.sleep(1.0)
+        assert good.mqtt is not None and good.mqtt.connected, good.mqtt and good.mqtt.last_error
+        results = await stream(good, 30)
+        await asyncio.sleep(1.0)
+        assert [r.status for r in results] == [pose_pb2.RESULT_STATUS_OK] * 30
+        assert [m["sequence"] for m in listener.poses()] == list(range(30)), "every result over mqtts"
+        assert listener.topic("posefleet/status")[-1] == b"online"
+        await good.stop()
+        servers.remove(good)
+
+        wrong = await coordinator(mqtt=url.format("guess"), mqtt_prefix="wrong", **tls)
+        anonymous = await coordinator(
+            mqtt=url.format("s3cret"), mqtt_prefix="anon", mqtt_ca=pki / "ca.crt", insecure=True
+        )
+        untrusting = await coordinator(mqtt=url.format("s3cret"), mqtt_prefix="untrusting", insecure=True)
+        await asyncio.sleep(1.5)
+        assert "certificate verify failed" in untrusting.mqtt.last_error.lower()  # type: ignore[union-attr]
+        for refused in (wrong, anonymous, untrusting):
+            assert refused.mqtt is not None and not refused.mqtt.connected
+            assert [r.status for r in await stream(refused, 20)] == [pose_pb2.RESULT_STATUS_OK] * 20
+            assert refused.mqtt.dropped >= 10 and refused.mqtt.published == 0  # 10 wait, the rest dropped
+        assert "not authori" in wrong.mqtt.last_error.lower(), wrong.mqtt.last_error  # type: ignore[union-attr]
+        for _ in range(100):  # aiomqtt waits 5 s for an answer the broker will not give
+            if anonymous.mqtt.last_error:  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.1)
+        assert "certificate required" in anonymous.mqtt.last_error, anonymous.mqtt.last_error  # type: ignore[union-attr]
+        said = [r for r in records if r.startswith(f"MQTT: cannot connect to 127.0.0.1:{broker.port}")]
+        assert len([r for r in said if "not authori" in r.lower()]) == 1, said  # once, not at each of the retries
+        assert not [t for t, _, _ in listener.messages if t.startswith(("wrong/", "anon/", "untrusting/"))]
+
+        async with aio_channel(
+            f"127.0.0.1:{wrong.port}", TlsFiles.from_pki(pki, "mqtt"), role_name("coordinator")
+        ) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as refused_call:
+                await coordinator_pb2_grpc.CoordinatorStub(ch).GetStats(coordinator_pb2.GetStatsRequest())
+        assert refused_call.value.code() == grpc.StatusCode.PERMISSION_DENIED  # a broker has no gRPC rights
+    finally:
+        logging.getLogger("posefleet.coordinator.mqtt").removeHandler(handler)
+        listener.task.cancel()
+        for server in servers:
+            await server.stop()

@@ -55,6 +55,7 @@ async def _wait_nodes(address: str, count: int, tls: TlsFiles) -> None:
 async def _stream(address: str, source: str, cameras: int, out: Path, fleet: dict[str, TlsFiles]) -> list[str]:
     from posefleet.clients.camera import CameraClient, CameraOptions
     from posefleet.clients.sdk import PosefleetClient
+    from posefleet.clients.status import format_stats
 
     clients = [
         CameraClient(
@@ -75,14 +76,7 @@ async def _stream(address: str, source: str, cameras: int, out: Path, fleet: dic
     lines = [r.line(c.o.camera_id) for c, r in zip(clients, reports, strict=True)]
     async with PosefleetClient(address, tls=fleet[ADMIN]) as client:
         stats = await client.stats()
-    for cam in stats.cameras:
-        lines.append(
-            f"  {cam.camera_id}: input {cam.input_fps:.1f} FPS, processed {cam.processed_fps:.1f} FPS, "
-            f"{cam.frames_ok} ok / {cam.frames_dropped} dropped / {cam.frames_failed} failed, "
-            f"latency p50 {cam.latency_p50_ms:.1f} ms p99 {cam.latency_p99_ms:.1f} ms"
-        )
-    for node in stats.nodes:
-        lines.append(f"  node {node.info.node_id} ({node.address}, {node.info.model_id}): {node.frames_done} frames")
+    lines.append(format_stats(address, stats))
     unanswered = sum(r.sent - r.answered for r in reports)
     if unanswered:
         raise RuntimeError(f"{unanswered} frames got no result")

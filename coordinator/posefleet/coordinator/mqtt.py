@@ -13,8 +13,10 @@ Topics under ``mqtt_prefix`` (``posefleet`` by default):
 
 A slow or absent broker never slows cameras: messages wait in a bounded queue (``mqtt_queue``); when it is
 full the oldest is dropped and counted (``posefleet_coordinator_mqtt_dropped_total``). The publisher
-reconnects with a growing backoff and goes on from the newest messages. ``mqtts://`` uses TLS (the system's
-CAs, or the fleet CA when the coordinator has one); ``USER:PASSWORD@`` in the URL are the credentials.
+reconnects with a growing backoff and goes on from the newest messages. ``mqtts://`` uses TLS: the broker
+must prove its name with a certificate from ``mqtt_ca``, else the fleet CA when the coordinator has one, else
+the system's CAs; a coordinator with fleet TLS presents its own certificate to brokers that ask for one.
+``USER:PASSWORD@`` in the URL are the credentials.
 """
 
 from __future__ import annotations
@@ -49,6 +51,21 @@ class MqttError(PosefleetError):
     """An MQTT URL that cannot be used."""
 
 
+class _PahoReasons(logging.Filter):
+    """paho-mqtt's own errors, such as a TLS alert before the broker answers (which aiomqtt reports only as a
+    timeout): kept for the publisher's next message instead of logged at every retry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.latest = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        self.latest = record.getMessage()
+        return False
+
+
 def topic_part(name: str) -> str:
     """A camera or scene id as one topic level (MQTT wildcards and separators replaced)."""
     return _TOPIC_SAFE.sub("_", name)
@@ -77,6 +94,16 @@ class MqttPublisher:
         self.stats_every_s = settings.mqtt_stats_interval_s
         self.discovery = settings.mqtt_discovery
         self.tls = tls
+        self.ca = settings.mqtt_ca or (tls.ca if tls is not None else None)
+        if settings.mqtt_ca is not None and not self.target["tls"]:
+            raise MqttError(f"--mqtt-ca {settings.mqtt_ca}: only an mqtts:// broker uses a CA")
+        if settings.mqtt_ca is not None and not settings.mqtt_ca.is_file():
+            raise MqttError(f"--mqtt-ca {settings.mqtt_ca}: no such file")
+        self.last_error = ""
+        self._paho = _PahoReasons()
+        self._paho_log = logging.Logger(f"{log.name}.paho")  # not in logging's registry: goes with the publisher
+        self._paho_log.parent = log
+        self._paho_log.addFilter(self._paho)
         self._queue: collections.deque[tuple[str, bytes, int, bool]] = collections.deque(maxlen=settings.mqtt_queue)
         self._ready = asyncio.Event()
         self.dropped = 0
@@ -170,11 +197,17 @@ class MqttPublisher:
             except SubscriberTooSlow:
                 continue
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """Read at each connection, so rotated certificates are used without a restart."""
+        if not self.target["tls"]:
+            return None
+        context = ssl.create_default_context(cafile=str(self.ca) if self.ca is not None else None)
+        if self.tls is not None:  # the coordinator's fleet certificate, for brokers that ask for one
+            context.load_cert_chain(self.tls.cert, self.tls.key)
+        return context
+
     def _client(self) -> aiomqtt.Client:
         t = self.target
-        context = None
-        if t["tls"]:
-            context = ssl.create_default_context(cafile=str(self.tls.ca) if self.tls is not None else None)
         will = aiomqtt.Will(f"{self.prefix}/status", b"offline", qos=1, retain=True)
         return aiomqtt.Client(
             t["hostname"],
@@ -182,9 +215,10 @@ class MqttPublisher:
             username=t["username"],
             password=t["password"],
             will=will,
-            tls_context=context,
+            tls_context=self._tls_context(),
             timeout=5.0,
             identifier=None,
+            logger=self._paho_log,
         )
 
     async def _publish(self) -> None:
@@ -192,7 +226,7 @@ class MqttPublisher:
         while True:
             try:
                 async with self._client() as client:
-                    self.connected, backoff = True, 0.5
+                    self.connected, backoff, self.last_error = True, 0.5, ""
                     log.info("MQTT: connected to %s:%d", self.target["hostname"], self.target["port"])
                     await client.publish(f"{self.prefix}/status", b"online", qos=1, retain=True)
                     while True:
@@ -206,10 +240,15 @@ class MqttPublisher:
                             self._queue.appendleft(item)  # sent again after the reconnect
                             raise
                         self.published += 1
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, OSError) as exc:  # OSError: TLS files that cannot be read
+                where = f"{self.target['hostname']}:{self.target['port']}"
+                reason = f"{exc} ({self._paho.latest})" if self._paho.latest else str(exc)
+                self._paho.latest = ""
                 if self.connected:
-                    log.warning("MQTT: lost the broker (%s); messages wait (at most %d)", exc, self._queue.maxlen)
-                self.connected = False
+                    log.warning("MQTT: lost %s (%s); messages wait (at most %d)", where, reason, self._queue.maxlen)
+                elif reason != self.last_error:  # each new reason once, not at every retry
+                    log.warning("MQTT: cannot connect to %s: %s; retrying", where, reason)
+                self.connected, self.last_error = False, reason
             except asyncio.CancelledError:
                 await self._goodbye()
                 raise

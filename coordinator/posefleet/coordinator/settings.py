@@ -107,6 +107,9 @@ class CoordinatorSettings(FileSettings):
     mqtt: str | None = Field(
         None, description="publish results to this broker: mqtt://[USER:PASSWORD@]HOST[:PORT] or mqtts://..."
     )
+    mqtt_ca: Path | None = Field(
+        None, description="mqtts://: the broker's CA certificate (default: the fleet CA with TLS, else the system's)"
+    )
     mqtt_prefix: str = Field("posefleet", pattern=r"^[A-Za-z0-9_/-]{1,64}$", description="topic prefix")
     mqtt_queue: int = Field(1000, ge=1, le=100_000, description="messages waiting for the broker; beyond: dropped")
     mqtt_stats_interval_s: float = Field(10.0, gt=0, description="how often posefleet/stats is published")

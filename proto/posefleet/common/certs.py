@@ -98,6 +98,10 @@ def init_ca(directory: Path, name: str = "posefleet fleet CA", days: int = 3650)
     return directory / "ca.crt"
 
 
+#: Roles that serve TLS themselves (a broker: the MQTT broker the coordinators publish to, no gRPC rights).
+SERVER_ROLES = ("node", "coordinator", "broker")
+
+
 def issue(
     directory: Path,
     *,
@@ -125,7 +129,7 @@ def issue(
         except ValueError:
             sans.append(x509.DNSName(host))
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-    if role in ("node", "coordinator"):
+    if role in SERVER_ROLES:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
     key = ec.generate_private_key(ec.SECP256R1())
     start = not_before or datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)

@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 from posefleet.common.errors import PosefleetError
 
-ROLES = ("node", "coordinator", "camera", "subscriber", "admin")
+ROLES = ("node", "coordinator", "camera", "subscriber", "admin", "broker")
 DOMAIN = "posefleet"
 INSECURE_WARNING = (
     "WARNING: --insecure: no TLS and no authentication on this component's gRPC; anyone who can reach it may "
