@@ -302,6 +302,59 @@ def test_ultralytics_export_converts_and_a_folder_without_metadata_is_refused(as
     assert not (tmp_path / "out").exists()
 
 
+def ultralytics_onnx(path: Path, metadata: dict[str, object], size: tuple[int, int] | None = None) -> Path:
+    """An ONNX file shaped like an Ultralytics pose export (``images`` in, ``output0`` of 56 x 8 anchors out, the
+    exporter's ``metadata_props``) whose one person is fixed: anchor 0 at (160, 160), 100 x 200, score 0.9, keypoint
+    k at (150 + 3k, 80 + 8k) in network pixels. Built here: there is no real ONNX export among the assets."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = np.zeros((1, 56, 8), np.float32)
+    out[0, :5, 0] = 160, 160, 100, 200, 0.9
+    for k in range(17):
+        out[0, 5 + 3 * k : 8 + 3 * k, 0] = 150 + 3 * k, 80 + 8 * k, 0.8
+    dims: list[int | str] = [1, 3, *size] if size else [1, 3, "height", "width"]
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["images"], ["mean"], axes=[0, 1, 2, 3], keepdims=0),
+            helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+            helper.make_node("Add", ["person", "nothing"], ["output0"]),
+        ],
+        "pose",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 56, 8])],
+        [numpy_helper.from_array(np.zeros((), np.float32), "zero"), numpy_helper.from_array(out, "person")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    for key, value in metadata.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, str(value)  # as Ultralytics' exporter writes them
+    onnx.save(model, str(path))
+    return path
+
+
+def test_ultralytics_onnx_export_reads_its_own_metadata(tmp_path: Path) -> None:
+    meta = {"task": "pose", "stride": 32, "imgsz": [320, 320], "kpt_shape": [17, 3], "names": {0: "person"}}
+    card = convert(ultralytics_onnx(tmp_path / "yolo11n-pose.onnx", meta), tmp_path / "m")
+    assert card.family == "yolo-pose" and card.source.format == "ultralytics" and card.model_id == "yolo11n-pose"
+    assert card.input.size is None and card.input.default_size == (320, 320) and card.input.resize == "letterbox"
+    poses = PoseEngine(tmp_path / "m").infer(np.zeros((240, 320, 3), np.uint8)).poses
+    assert len(poses) == 1 and poses[0].score == pytest.approx(0.9, abs=1e-3)  # FP16 IR
+    expected = [(150 + 3 * k, 80 + 8 * k - 40) for k in range(17)]  # letterboxed: 40 px of grey above the image
+    np.testing.assert_allclose(poses[0].keypoints[:, :2], expected, atol=0.5)
+
+    fixed = convert(ultralytics_onnx(tmp_path / "fixed.onnx", meta, size=(320, 320)), tmp_path / "f")
+    assert fixed.input.size == (320, 320)  # exported without dynamic=True
+    with pytest.raises(ConversionError, match=r"fixed input 320x320; export it with dynamic=True"):
+        convert(tmp_path / "fixed.onnx", tmp_path / "f640", input_size=(640, 640))
+    detect = ultralytics_onnx(tmp_path / "detect.onnx", {**meta, "task": "detect", "kpt_shape": None})
+    with pytest.raises(ConversionError, match=r"detect\.onnx: not a 17-keypoint pose model \(task 'detect'"):
+        convert(detect, tmp_path / "d")
+    with pytest.raises(ConversionError, match=r"plain\.onnx: no Ultralytics metadata in the file"):
+        convert(ultralytics_onnx(tmp_path / "plain.onnx", {}), tmp_path / "p")
+    assert not (tmp_path / "f640").exists() and not (tmp_path / "d").exists() and not (tmp_path / "p").exists()
+
+
 def test_movenet_tflite_converts_keeps_a_crop_per_stream_and_an_impostor_is_refused(
     assets: Path, tmp_path: Path
 ) -> None:
