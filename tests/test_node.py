@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import openvino as ov
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nodes import NodeProcess, frame, jpeg
@@ -21,6 +22,7 @@ from posefleet.node.server.settings import NodeSettings
 from posefleet.node.tools.media import frames, read_image
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 from posefleet.v1.discovery import SERVICE_TYPE, NodeAdvert
+from pydantic import ValidationError
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
@@ -108,6 +110,8 @@ async def test_get_info_and_reflection(node: NodeServer) -> None:
         info = await node_stub.GetInfo(node_pb2.GetInfoRequest())
     assert info.model_family == "posenet" and (info.input_height, info.input_width) == SIZE
     assert info.capacity >= 1 and info.proto_version == "posefleet.v1" and len(info.keypoint_names) == 17
+    default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()  # bf16 on CPUs with it
+    assert info.precision == f"FP16, runs {default}"  # the kernels the compiled model reports
 
     def list_services() -> set[str]:  # the reflection client is synchronous: keep it off the server's loop
         with grpc.insecure_channel(f"127.0.0.1:{node.port}") as sync_channel:
@@ -115,6 +119,20 @@ async def test_get_info_and_reflection(node: NodeServer) -> None:
 
     services = await asyncio.get_running_loop().run_in_executor(None, list_services)
     assert {"posefleet.v1.PoseNode", "grpc.health.v1.Health"} <= services
+
+
+async def test_the_inference_precision_is_the_node_s_to_choose(models: dict[str, Path]) -> None:
+    server = NodeServer(settings(models["posenet075"], inference_precision="f32", advertise=False))
+    await server.start()
+    try:
+        channel, node_stub = stub(server)
+        async with channel:
+            info = await node_stub.GetInfo(node_pb2.GetInfoRequest())
+        assert info.precision == "FP16, runs f32"
+    finally:
+        await server.drain()
+    with pytest.raises(ValidationError, match="inference_precision"):
+        settings(models["posenet075"], inference_precision="f8")
 
 
 async def test_health_transitions(models: dict[str, Path]) -> None:
@@ -409,6 +427,7 @@ async def test_a_new_family_serves_through_the_node(models: dict[str, Path], ass
             info = await node.GetInfo(node_pb2.GetInfoRequest())
             result = await node.Estimate(frame(jpeg(read_image(assets / "images" / "two_on_bench.jpg"))))
         assert info.model_family == "yolo-pose" and (info.input_height, info.input_width) == (640, 640)
+        assert info.precision == "INT8 (as exported), runs I8"
         assert result.status == pose_pb2.RESULT_STATUS_OK and len(result.poses) >= 2
         assert all(p.score >= 0.5 for p in result.poses) and len(result.poses[0].keypoints) == 17
     finally:

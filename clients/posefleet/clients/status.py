@@ -101,7 +101,8 @@ def format_node_report(report: NodeReport) -> str:
     if report.info is not None:
         i = report.info
         line += (
-            f", {i.node_id}, {i.model_id} ({i.model_family}) {i.input_width}x{i.input_height} on {i.device},"
+            f", {i.node_id}, {i.model_id} ({i.model_family}) {i.input_width}x{i.input_height} on {i.device}"
+            f" ({i.precision}),"
             f" capacity {i.capacity}, posefleet {i.software_version}, OpenVINO {i.openvino_version}"
         )
     return line + (f" ({report.error})" if report.error else "")
@@ -111,8 +112,9 @@ def format_stats(address: str, stats: coordinator_pb2.Stats) -> str:
     lines = [f"coordinator {address}: {sum(n.healthy for n in stats.nodes)} of {len(stats.nodes)} nodes routed to"]
     for n in stats.nodes:
         state = "routed" if n.healthy else "out"
+        precision = f" ({n.info.precision})" if n.info.precision else ""
         line = (
-            f"  node {n.info.node_id or '?'} {n.address} [{n.source}] {state}: {n.info.model_id or '-'},"
+            f"  node {n.info.node_id or '?'} {n.address} [{n.source}] {state}: {n.info.model_id or '-'}{precision},"
             f" in flight {n.in_flight}/{n.info.capacity}, done {n.frames_done}, failed {n.frames_failed}"
         )
         lines.append(line + (f" ({n.last_error})" if n.last_error else ""))

@@ -90,6 +90,7 @@ class FleetView:
                     "healthy": link.available,
                     "model": link.info.model_id,
                     "device": link.info.device,
+                    "precision": link.info.precision,
                     "in_flight": link.in_flight,
                     "capacity": link.capacity,
                     "done": link.frames_done,

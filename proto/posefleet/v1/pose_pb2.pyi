@@ -406,6 +406,7 @@ class NodeInfo(_message.Message):
     capacity: _builtins.int
     """Frames the node keeps in flight before answering RESOURCE_EXHAUSTED."""
     precision: _builtins.str
+    """The model's precision and the convolution kernels the device runs it with, e.g. "FP16, runs bf16"."""
     software_version: _builtins.str
     openvino_version: _builtins.str
     proto_version: _builtins.str

@@ -117,7 +117,7 @@ function updateNodes(nodes) {
     const health = el("td", { class: n.healthy ? "ok health" : "bad health" }, n.healthy ? "healthy" : "unhealthy");
     const row = el("tr", { "data-node": n.id },
       el("td", {}, n.id), el("td", {}, n.address), health, el("td", {}, n.model || "–"), el("td", {}, n.device || "–"),
-      el("td", {}, `${n.in_flight}/${n.capacity}`), el("td", {}, fmt(n.fps)), el("td", {}, String(n.done)),
+      el("td", {}, n.precision || "–"), el("td", {}, `${n.in_flight}/${n.capacity}`), el("td", {}, fmt(n.fps)), el("td", {}, String(n.done)),
       el("td", {}, String(n.failed)), el("td", {}, n.last_error || ""));
     return row;
   }));

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 from posefleet.common.errors import PosefleetError
-from posefleet.node.devices import DEVICES, known_device
+from posefleet.node.devices import DEVICES, InferencePrecision, known_device
 from posefleet.node.engine.card import IR_XML, ModelCard, load_card
 from posefleet.node.engine.families import PoseModel, U8Image, create_model
 from posefleet.node.engine.ov_compat import CompiledModel, Core, InferRequest, Tensor, infer_in_place
@@ -37,8 +37,25 @@ class EngineOptions:
     #: Decoding parameters of the model's family (validated into its ``Params``).
     decode: Mapping[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
-    #: The device's ``INFERENCE_PRECISION_HINT`` (e.g. ``"f32"``); ``None`` keeps its default (bf16 on CPUs with it).
-    inference_precision: str | None = None
+    #: The device's ``INFERENCE_PRECISION_HINT``; ``None`` keeps its default (bf16 on CPUs with it).
+    inference_precision: InferencePrecision | None = None
+
+
+CONV_LAYERS = {"Convolution", "GroupConvolution"}
+
+
+def conv_kernels(compiled: CompiledModel) -> str:
+    """The precisions of a compiled model's convolution kernels as the device reports them, e.g. ``"I8"``
+    or ``"bf16"`` (``"unknown"`` from devices that do not say)."""
+    kinds = set()
+    try:
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if info["layerType"].astype(str) in CONV_LAYERS:
+                kinds.add(info["primitiveType"].astype(str).rsplit("_", 1)[-1])
+    except (RuntimeError, KeyError):
+        return "unknown"
+    return "/".join(sorted(kinds)) or "none"
 
 
 def valid_input_size(card: ModelCard, size: tuple[int, int]) -> tuple[int, int]:
@@ -95,6 +112,11 @@ class PoseEngine:
             return max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         except RuntimeError:
             return 1
+
+    @property
+    def kernels(self) -> str:
+        """The precisions of the convolution kernels the device chose (``I8``, ``bf16``, ``f32``...)."""
+        return conv_kernels(self.compiled)
 
     @property
     def model_id(self) -> str:

@@ -75,9 +75,15 @@ class NodeServer:
                 executor=self._executor,
             )
             card, (h, w), requests = self._engine.card, self._engine.input_size, s.sim_parallel
+            precision = f"{card.precision}, simulated"
         else:
             options = EngineOptions(
-                device=s.device, hint=s.hint, input_size=s.input_size, requests=s.infer_requests, decode=s.decode
+                device=s.device,
+                hint=s.hint,
+                input_size=s.input_size,
+                requests=s.infer_requests,
+                decode=s.decode,
+                inference_precision=s.inference_precision,
             )
             engine = await asyncio.get_running_loop().run_in_executor(None, PoseEngine, s.model, options)
             requests = s.infer_requests or 2 * engine.optimal_requests
@@ -85,6 +91,7 @@ class NodeServer:
             self._engine = AsyncEngine(engine, capacity, requests)
             card = engine.card
             h, w = engine.input_size
+            precision = f"{card.precision}, runs {engine.kernels}"  # e.g. "FP16, runs bf16"
         info = pose_pb2.NodeInfo(
             node_id=self.node_id,
             model_id=card.model_id,
@@ -93,7 +100,7 @@ class NodeServer:
             input_height=h,
             device=s.device,
             capacity=capacity,
-            precision=card.precision,
+            precision=precision,
             keypoint_names=card.keypoints,
             software_version=software_version(),
             max_message_bytes=s.max_message_bytes,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from posefleet.common import tls
 from posefleet.common.cli import parse_size
+from posefleet.node.devices import INFERENCE_PRECISIONS
 
 
 def decode_param(text: str) -> tuple[str, object]:
@@ -34,12 +35,22 @@ def add_decode_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_precision_flag(p: argparse.ArgumentParser) -> None:
+    """``--inference-precision``: the device's inference precision instead of its own choice."""
+    p.add_argument(
+        "--inference-precision",
+        choices=INFERENCE_PRECISIONS,
+        help="the device's inference precision (default: its own; CPUs with bfloat16 run FP16 IRs in bf16)",
+    )
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("node", help="serve pose inference over gRPC and advertise it with zeroconf")
     p.add_argument("--config", type=Path, help="TOML/JSON settings file (flags and POSEFLEET_NODE_* env override it)")
     p.add_argument("--model", type=Path, help="converted model directory")
     p.add_argument("--device", help="OpenVINO device (default CPU)")
     p.add_argument("--input-size", type=parse_size, help="network input HxW (dynamic PoseNet models)")
+    add_precision_flag(p)
     add_decode_flag(p)
     p.add_argument("--host", help="bind address (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="gRPC port (default 50051, 0 = any free port)")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from posefleet.common.settings import FileSettings
-from posefleet.node.devices import DEVICES, known_device
+from posefleet.node.devices import DEVICES, InferencePrecision, known_device
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -25,6 +25,9 @@ class NodeSettings(FileSettings):
     device: str = "CPU"
     hint: Literal["LATENCY", "THROUGHPUT"] = "THROUGHPUT"
     input_size: tuple[int, int] | None = None
+    inference_precision: InferencePrecision | None = Field(
+        None, description="f32, bf16 or f16 (default: the device's choice; CPUs with bfloat16 run FP16 IRs in bf16)"
+    )
     decode: dict[str, Any] = Field(default_factory=dict, description="decoding parameters of the model's family")
     host: str = Field("0.0.0.0", description="address the gRPC server binds")
     port: int = Field(50051, ge=0, le=65535, description="0 picks a free port")

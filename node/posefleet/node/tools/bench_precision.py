@@ -19,11 +19,11 @@ import numpy as np
 import numpy.typing as npt
 import openvino as ov
 from openvino import opset13 as ops
-from posefleet.node.engine.runtime import EngineOptions, PoseEngine
+from posefleet.node.devices import InferencePrecision
+from posefleet.node.engine.runtime import EngineOptions, PoseEngine, conv_kernels
 
 #: The runs of one row: the float model in f32, the float model in the device's default precision, INT8.
 RUNS = ("f32", "default", "INT8")
-CONV_LAYERS = {"Convolution", "GroupConvolution"}
 
 
 @dataclass
@@ -49,16 +49,6 @@ class CeilingRow:
             "int8_over_default": self.ratio("default"),
             "int8_over_f32": self.ratio("f32"),
         }
-
-
-def conv_kernels(compiled: ov.CompiledModel) -> str:
-    """The precisions of the convolution kernels the device chose, e.g. ``"I8"`` or ``"bf16"``."""
-    kinds = set()
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        info = op.get_rt_info()
-        if info["layerType"].astype(str) in CONV_LAYERS:
-            kinds.add(info["primitiveType"].astype(str).rsplit("_", 1)[-1])
-    return "/".join(sorted(kinds)) or "none"
 
 
 def raw_async_fps(compiled: ov.CompiledModel, tensor: npt.NDArray[Any], *, frames: int, seconds: float) -> float:
@@ -137,7 +127,11 @@ def measure_models(
     """A converted float model (in f32 and the default precision) against its INT8 twin, on one frame."""
     import cv2
 
-    runs = {"f32": (float_dir, "f32"), "default": (float_dir, None), "INT8": (int8_dir, None)}
+    runs: dict[str, tuple[Path, InferencePrecision | None]] = {
+        "f32": (float_dir, "f32"),
+        "default": (float_dir, None),
+        "INT8": (int8_dir, None),
+    }
     row: CeilingRow | None = None
     for name, (model_dir, precision) in runs.items():
         options = EngineOptions(hint="THROUGHPUT", input_size=input_size, inference_precision=precision)

@@ -11,7 +11,7 @@ from typing import Any
 
 from posefleet.common.cli import parse_size, positive_float, positive_int, report
 from posefleet.common.errors import PosefleetError
-from posefleet.node.server.cli import add_decode_flag
+from posefleet.node.server.cli import add_decode_flag, add_precision_flag
 
 
 def _size_or_native(text: str) -> tuple[int, int] | str:
@@ -23,11 +23,7 @@ def _engine_flags(p: argparse.ArgumentParser, *, native: bool) -> None:
     p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO (MYRIAD on 2022.3)")
     help_size = "network input HxW" + (" or 'native' (nearest valid size to each image)" if native else "")
     p.add_argument("--input-size", type=_size_or_native if native else parse_size, default=None, help=help_size)
-    p.add_argument(
-        "--inference-precision",
-        choices=("f32", "bf16", "f16"),
-        help="the device's inference precision (default: its own; CPUs with bfloat16 run FP16 IRs in bf16)",
-    )
+    add_precision_flag(p)
     add_decode_flag(p)
 
 
