@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -211,8 +212,11 @@ def test_unknown_format_and_unreadable_files(tmp_path: Path) -> None:
         detect_format(tmp_path / "nope.pb")
     garbage = tmp_path / "model.pb"
     garbage.write_bytes(b"this is not a protobuf" * 10)
+    root = logging.getLogger()
+    before = root.level, list(root.handlers)
     with pytest.raises(ConversionError, match=r"model.pb: cannot read TensorFlow frozen graph"):
         convert(garbage, tmp_path / "out")
+    assert (root.level, root.handlers) == before, "a failed ov.convert_model leaves the process's logging as it was"
     fake = tmp_path / "fake.tflite"
     fake.write_bytes(b"\x00" * 32)
     with pytest.raises(ConversionError, match="not a TFLite flatbuffer"):

@@ -6,13 +6,15 @@ failed conversion never leaves a half-written OUTDIR behind.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import os
 import pkgutil
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -92,6 +94,19 @@ def detect_format(source: Path) -> type[SourceFormat]:
             return fmt
     kinds = ", ".join(fmt.looks_like for fmt in formats.values())
     raise ConversionError(f"{source}: unknown model format (expected {kinds})")
+
+
+@contextlib.contextmanager
+def root_logging_kept() -> Iterator[None]:
+    """``ov.convert_model`` sets the root logger to ERROR (with a handler and a filter of its own) and puts it
+    back only when the conversion succeeds: a failed one would silence the process's logs from then on."""
+    root = logging.getLogger()
+    level, filters, handlers = root.level, list(root.filters), list(root.handlers)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.filters[:], root.handlers[:] = filters, handlers
 
 
 def first_line(exc: BaseException) -> str:

@@ -8,7 +8,14 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 from posefleet.node.convert import posenet_tfjs
-from posefleet.node.convert.core import ConversionError, Converted, SourceFormat, first_line, read_model
+from posefleet.node.convert.core import (
+    ConversionError,
+    Converted,
+    SourceFormat,
+    first_line,
+    read_model,
+    root_logging_kept,
+)
 from posefleet.node.engine.card import InputSpec, ModelCard, SourceSpec, sha256_of
 
 POSENET_ROLES = ("heatmap", "offsets", "displacement_fwd", "displacement_bwd")
@@ -83,7 +90,8 @@ class FrozenGraph(SourceFormat):
     @classmethod
     def read(cls, source: Path, size: tuple[int, int] | None, stride: int | None) -> Converted:
         try:
-            model = ov.convert_model(str(source))
+            with root_logging_kept():
+                model = ov.convert_model(str(source))
         except Exception as exc:
             raise ConversionError(f"{source}: cannot read TensorFlow frozen graph: {first_line(exc)}") from exc
         names = {o.get_any_name().split(":")[0]: o.get_any_name() for o in model.outputs}
