@@ -53,7 +53,7 @@ def conv_kernels(compiled: CompiledModel) -> str:
             info = op.get_rt_info()
             if info["layerType"].astype(str) in CONV_LAYERS:
                 kinds.add(info["primitiveType"].astype(str).rsplit("_", 1)[-1])
-    except (RuntimeError, KeyError):
+    except (RuntimeError, KeyError, AttributeError, TypeError):  # e.g. MYRIAD on OpenVINO 2022.3
         return "unknown"
     return "/".join(sorted(kinds)) or "none"
 
