@@ -3,9 +3,10 @@
 Two synthetic stacks bound the gain. 1x1 (pointwise) convolutions sum over channels, so they gain what
 the CPU's INT8 dot products (VNNI, which sum neighbouring channels) offer over its bf16 or f32 ones.
 3x3 depthwise convolutions never sum over channels and gain little. MobileNetV1, PoseNet's backbone,
-alternates the two, so its INT8 gain lies between them. Given converted models, the FP16 IR (in f32 and in the device's default precision) is
-measured against its INT8 twin the same way. Every figure names the convolution kernels that ran,
-read from the compiled model, so a row cannot claim INT8 that ran in bf16.
+alternates the two, so its INT8 gain lies between them. Given converted models, the FP16 IR (in f32
+and in the device's default precision) is measured against its INT8 twin the same way. Every figure
+names the convolution kernels that ran, read from the compiled model, so a row cannot claim INT8 that
+ran in bf16.
 """
 
 from __future__ import annotations
