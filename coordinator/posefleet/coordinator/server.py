@@ -8,10 +8,9 @@ import ctypes
 import gc
 import logging
 
-from posefleet.common.certs import peer_of_pem
+from posefleet.common.certs import own_peer
 from posefleet.common.grpc_server import SERVING, GrpcServer, run_until_signal
 from posefleet.common.metrics_http import serve_metrics
-from posefleet.common.settings import ConfigError
 from posefleet.coordinator.dashboard import Dashboard, Frames
 from posefleet.coordinator.links import NodeLink
 from posefleet.coordinator.metrics import CoordinatorMetrics
@@ -37,9 +36,7 @@ class CoordinatorServer:
         self.settings = settings
         self.tls = settings.tls_files(settings.name)
         if self.tls is not None:
-            own = peer_of_pem(self.tls.cert.read_bytes())
-            if own is None or own.role != "coordinator":
-                raise ConfigError(f"{self.tls.cert}: not a coordinator certificate (it is {own})")
+            own_peer(self.tls, "coordinator")
         self.registry = Registry(settings, link_factory, self.tls)
         self.metrics = CoordinatorMetrics(lambda: list(self.registry.links.values()))
         self.service = CoordinatorService(settings, self.registry, self.metrics, secure=self.tls is not None)

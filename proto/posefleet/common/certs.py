@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from posefleet.common.errors import PosefleetError
-from posefleet.common.tls import DOMAIN, ROLES, TlsFiles, role_name
+from posefleet.common.tls import DOMAIN, ROLES, TOKEN_ROLES, TlsFiles, role_name
 from posefleet.v1.ids import camera_id_problem
 
 CAMERA_URI = "urn:posefleet:camera:"
@@ -166,8 +166,6 @@ def throwaway_fleet(directory: Path, members: Sequence[tuple[str, str, Sequence[
 
 
 # -- dashboard login tokens -----------------------------------------------------------------------------
-#: Roles a login token may carry: people looking at the fleet, not machines in it.
-TOKEN_ROLES = ("admin", "subscriber")
 
 
 def _b64(data: bytes) -> str:
@@ -245,6 +243,16 @@ def peer_of_pem(pem: bytes) -> Peer | None:
     uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
     cameras = frozenset(u[len(CAMERA_URI) :] for u in uris if u.startswith(CAMERA_URI))
     return Peer(identity[0], identity[1], cameras)
+
+
+def own_peer(files: TlsFiles, role: str, name: str | None = None) -> Peer:
+    """A server's own certificate, which must be of ``role`` (and named ``name``, if given); else a
+    ``PkiError`` saying what it is instead."""
+    own = peer_of_pem(files.cert.read_bytes())
+    if own is None or own.role != role or (name is not None and own.name != name):
+        wanted = f"a {role} certificate" + (f" for {role} id {name!r}" if name is not None else "")
+        raise PkiError(f"{files.cert}: not {wanted} (it is {own})")
+    return own
 
 
 async def require(context: grpc.aio.ServicerContext, roles: tuple[str, ...], secure: bool) -> Peer:

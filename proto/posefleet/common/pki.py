@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from posefleet.common.tls import ROLES
+from posefleet.common.tls import ROLES, TOKEN_ROLES
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.set_defaults(func=cmd_issue)
     t = psub.add_parser("token", help="a dashboard login token (admin or subscriber), signed by the fleet CA")
     t.add_argument("--dir", type=Path, required=True)
-    t.add_argument("--role", required=True, choices=("admin", "subscriber"))
+    t.add_argument("--role", required=True, choices=TOKEN_ROLES)
     t.add_argument("--name", required=True)
     t.add_argument("--cameras", default="", metavar="ID,...", help="the cameras a subscriber may see")
     t.add_argument("--days", type=int, default=30)

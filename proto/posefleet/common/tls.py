@@ -3,7 +3,8 @@
 Every gRPC hop is mutual TLS against the fleet CA (``posefleet pki``). A certificate says who its holder is
 in DNS names that ordinary hostname verification checks, so no central database is needed:
 
-- ``NAME.ROLE.posefleet``: the holder's name and role (node, coordinator, camera, subscriber, admin);
+- ``NAME.ROLE.posefleet``: the holder's name and role (``ROLES``: node, coordinator, camera, subscriber, admin,
+  and broker, the MQTT broker coordinators publish to, which has no gRPC rights);
 - ``ROLE.posefleet``: any holder of the role (a client checks it talks to *a* coordinator, a coordinator
   that a static address is *a* node before it learns which);
 - camera ids a camera or subscriber may use: URIs ``urn:posefleet:camera:ID``.
@@ -27,6 +28,8 @@ import grpc
 from posefleet.common.errors import PosefleetError
 
 ROLES = ("node", "coordinator", "camera", "subscriber", "admin", "broker")
+#: Roles a dashboard login token may carry: people looking at the fleet, not machines in it.
+TOKEN_ROLES = ("admin", "subscriber")
 DOMAIN = "posefleet"
 INSECURE_WARNING = (
     "WARNING: --insecure: no TLS and no authentication on this component's gRPC; anyone who can reach it may "

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from posefleet.common.certs import peer_of_pem
+from posefleet.common.certs import own_peer
 from posefleet.common.grpc_server import NOT_SERVING, SERVING, GrpcServer, run_until_signal
 from posefleet.common.settings import ConfigError
 from posefleet.common.version import software_version
@@ -50,9 +50,7 @@ class NodeServer:
         self.port = server.bind(s.host, s.port, tls)
         self.node_id = s.node_id(self.port)
         if tls is not None:
-            own = peer_of_pem(tls.cert.read_bytes())
-            if own is None or own.role != "node" or own.name != self.node_id:
-                raise ConfigError(f"{tls.cert}: not a node certificate for node id {self.node_id!r} (it is {own})")
+            own_peer(tls, "node", self.node_id)
         self._service = PoseNodeService(
             self.node_id, self.metrics, s.max_image_side, s.max_image_pixels, secure=tls is not None
         )
