@@ -28,6 +28,12 @@ def frame(
     return pose_pb2.Frame(camera_id=camera, sequence=seq, image=image)
 
 
+def integer_kernels(kernels: str) -> bool:
+    """Every convolution ran an integer kernel, however this CPU's plugin spells it (``I8`` on AVX-512 VNNI,
+    ``I8/i8`` where AMX runs some of them, ``u8``...)."""
+    return bool(kernels) and all(kind.lower() in {"i8", "u8"} for kind in kernels.split("/"))
+
+
 _RUNNING: list[PosefleetProcess] = []
 
 

@@ -306,11 +306,8 @@ def _inventory(fleet: Fleet, assets: Path, wheelhouse: Path, wheel: Path) -> Pat
         "posefleet_pki_control_dir": str(fleet.tmp / "pki"),
         "models_source": str(assets / "models/posenet/tfjs_v1/mobilenet_v1_075"),
         "models_control_dir": str(fleet.tmp / "control-models"),
-        "posefleet_node_host": "{{ ansible_host }}",
-        "posefleet_node_zeroconf_interfaces": ["{{ ansible_host }}"],
+        # The roles' defaults for gRPC and zeroconf (all interfaces): the namespaces keep mDNS on their bridge.
         "posefleet_node_metrics_host": "{{ ansible_host }}",
-        "posefleet_coordinator_host": "{{ ansible_host }}",
-        "posefleet_coordinator_zeroconf_interfaces": ["{{ ansible_host }}"],
         "posefleet_coordinator_metrics_host": "{{ ansible_host }}",
     }
     inventory = {

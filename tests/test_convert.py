@@ -417,7 +417,7 @@ def test_int8_post_training_quantisation_records_its_calibration_set(assets: Pat
 def test_int8_ceiling_bench_measures_the_kernels_it_names(assets: Path, tmp_path: Path) -> None:
     """``bench --int8-ceiling``: each figure's convolutions really ran in the precision its column names."""
     import openvino as ov
-    from nodes import run_cli
+    from nodes import integer_kernels, run_cli
     from posefleet.node.tools.bench_precision import measure_models
 
     default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()  # bf16 on CPUs with it
@@ -428,15 +428,52 @@ def test_int8_ceiling_bench_measures_the_kernels_it_names(assets: Path, tmp_path
     image = read_image(assets / "video" / "pose.jpg")
     row = measure_models(tmp_path / "f", tmp_path / "q", image, None, frames=20, seconds=1)
     assert row.workload == "posenet-mobilenet-v1-075-s16 at 257x257"
-    assert {name: run.kernels for name, run in row.runs.items()} == {"f32": "f32", "default": default, "INT8": "I8"}
+    assert {name: run.kernels.lower() for name, run in row.runs.items() if name != "INT8"} == {
+        "f32": "f32",
+        "default": default.lower(),
+    }
+    assert integer_kernels(row.runs["INT8"].kernels)
     assert all(run.fps > 0 for run in row.runs.values())
     done = run_cli("bench", "--int8-ceiling", "--frames", "20", "--seconds", "1", "--json", tmp_path / "c.json")
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "c.json").read_text())
     assert f"default inference precision {default}" in report["device"]
     rows = report["rows"]
-    kernels = [(r["workload"].split()[0], r["f32_kernels"], r["default_kernels"], r["INT8_kernels"]) for r in rows]
-    assert kernels == [("pointwise", "f32", default, "I8"), ("depthwise", "f32", default, "I8")]
+    kernels = [(r["workload"].split()[0], r["f32_kernels"].lower(), r["default_kernels"].lower()) for r in rows]
+    assert kernels == [("pointwise", "f32", default.lower()), ("depthwise", "f32", default.lower())]
+    assert all(integer_kernels(r["INT8_kernels"]) for r in rows)
+
+
+def test_validate_records_whether_the_faster_precision_keeps_the_accuracy(assets: Path, tmp_path: Path) -> None:
+    """``convert --validate`` measures the CPU's own precision against f32 and records it in the card; a CPU runs
+    the model in its own precision by default only with a passing check (f32 otherwise, or where f32 is its own)."""
+    import openvino as ov
+    from nodes import run_cli
+    from posefleet.node.engine.card import PrecisionCheck
+
+    fast = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string().lower()
+    coco: list[str | Path] = [assets / "coco/person_keypoints_val2017_4img.json", "--images", assets / "coco/images"]
+    source = assets / "models/posenet/tfjs_v1/mobilenet_v1_075"
+    done = run_cli("convert", source, "-o", tmp_path / "m", "--input-size", "257x257", "--validate", *coco)
+    assert done.returncode == 0, done.stderr
+    card = load_card(tmp_path / "m")
+    if fast == "f32":  # nothing faster to check on this CPU
+        assert card.precision_checks == [] and PoseEngine(tmp_path / "m").kernels.lower() == "f32"
+        return
+    (check,) = card.precision_checks
+    assert check.precision == fast and check.metric.startswith("COCO AP") and 0.1 < check.f32 < 1  # 257x257: a low AP
+    assert f"COCO AP in f32 {check.f32:.3f}, in {fast} {check.value:.3f}" in done.stdout
+    expected = fast if check.keeps_accuracy else "f32"
+    assert PoseEngine(tmp_path / "m").kernels.lower() == expected
+    # Either verdict, written by hand: the default follows the card, an explicit precision overrides it.
+    for keeps, kernels in ((True, fast), (False, "f32")):
+        value = check.f32 if keeps else check.f32 - 0.1
+        card.precision_checks = [
+            PrecisionCheck(precision=fast, metric="m", f32=check.f32, value=value, tolerance=0.005)
+        ]
+        card.write(tmp_path / "m")
+        assert PoseEngine(tmp_path / "m").kernels.lower() == kernels
+    assert PoseEngine(tmp_path / "m", EngineOptions(inference_precision="f32")).kernels.lower() == "f32"
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -21,8 +20,8 @@ from posefleet.coordinator.jobs import Job
 from posefleet.coordinator.links import NodeLink
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.v1 import pose_pb2
-from posefleet.v1.discovery import SERVICE_TYPE, NodeAdvert
-from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+from posefleet.v1.discovery import SERVICE_TYPE, NodeAdvert, open_zeroconf
+from zeroconf import ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 log = logging.getLogger("posefleet.coordinator")
@@ -64,10 +63,7 @@ class Registry:
         for address in self.settings.nodes:
             self.add(address, address, "static")
         if self.settings.discover:
-            interfaces = self.settings.zeroconf_interfaces
-            v6 = any(ipaddress.ip_address(a).version == 6 for a in interfaces)
-            version = IPVersion.All if v6 or not interfaces else IPVersion.V4Only
-            self._zc = AsyncZeroconf(interfaces=interfaces or None, ip_version=version)  # type: ignore[arg-type]
+            self._zc = open_zeroconf(self.settings.zeroconf_interfaces)
             self._browser = AsyncServiceBrowser(self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_service])
         self._health_task = asyncio.create_task(self._health_loop(), name="node-health")
         self._straggler_task = asyncio.create_task(self._straggler_loop(), name="node-stragglers")

@@ -8,8 +8,9 @@ from typing import Literal, get_args
 DEVICES = ("CPU", "GPU", "NPU", "AUTO", "MYRIAD")
 #: Device prefixes that take a list of devices after the colon.
 MULTI_DEVICE_PREFIXES = ("AUTO:", "MULTI:", "HETERO:")
-#: ``INFERENCE_PRECISION_HINT`` values a user may ask for; by default a device picks its own (CPUs with
-#: bfloat16 run FP16 IRs in bf16), and one without the precision asked for runs its nearest.
+#: ``INFERENCE_PRECISION_HINT`` values a user may ask for (one without the precision asked for runs its
+#: nearest). By default a CPU runs f32 unless the model card records that its own default (bf16 on CPUs with
+#: bfloat16) keeps the model's accuracy; other devices run their own default.
 InferencePrecision = Literal["f32", "bf16", "f16"]
 INFERENCE_PRECISIONS: tuple[str, ...] = get_args(InferencePrecision)
 

@@ -79,6 +79,27 @@ class QuantizationSpec(BaseModel):
     validation: dict[str, float] = Field(default_factory=dict)
 
 
+class PrecisionCheck(BaseModel):
+    """Whether a faster inference precision keeps the model's accuracy (``posefleet convert --validate``).
+
+    Without a passing check a CPU runs the model in f32 (accuracy is the default); with one it runs in
+    the device's own precision (bf16 on CPUs with bfloat16)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The precision checked (``bf16``) against f32.
+    precision: str
+    #: What was measured, e.g. ``COCO AP on person_keypoints_val2017_4img.json``.
+    metric: str
+    f32: float
+    value: float
+    tolerance: float
+
+    @property
+    def keeps_accuracy(self) -> bool:
+        return self.value >= self.f32 - self.tolerance
+
+
 class SourceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -108,6 +129,12 @@ class ModelCard(BaseModel):
     source: SourceSpec
     converter: dict[str, str] = Field(default_factory=dict)
     quantization: QuantizationSpec | None = None
+    #: Faster inference precisions measured against f32 on an evaluation set.
+    precision_checks: list[PrecisionCheck] = Field(default_factory=list)
+
+    def keeps_accuracy_in(self, precision: str) -> bool:
+        """Whether a check recorded that running in ``precision`` keeps the model's accuracy."""
+        return any(c.precision == precision and c.keeps_accuracy for c in self.precision_checks)
 
     def write(self, directory: Path) -> Path:
         path = directory / CARD_FILE

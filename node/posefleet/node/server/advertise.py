@@ -5,8 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from posefleet.v1.discovery import SERVICE_TYPE, NodeAdvert, service_name
-from zeroconf import IPVersion
+from posefleet.v1.discovery import SERVICE_TYPE, NodeAdvert, open_zeroconf, service_name
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 log = logging.getLogger("posefleet.node.zeroconf")
@@ -16,12 +15,22 @@ def _packed(addresses: list[str]) -> list[bytes]:
     return [ipaddress.ip_address(a).packed for a in addresses]
 
 
+def host_addresses() -> list[str]:
+    """This host's IPv4 addresses for the record when no interface is named: every interface's but
+    loopback's (loopback's only when it has no other)."""
+    import ifaddr
+
+    found = [str(ip.ip) for adapter in ifaddr.get_adapters() for ip in adapter.ips if isinstance(ip.ip, str)]
+    outside = [a for a in found if not ipaddress.ip_address(a).is_loopback]
+    return outside or found
+
+
 class Advertiser:
     """Registers ``<node id>._posefleet._tcp.local.``, updates its TXT record, says goodbye on close."""
 
     def __init__(self, interfaces: list[str], addresses: list[str], port: int) -> None:
         self.interfaces = interfaces
-        self.addresses = addresses or interfaces
+        self.addresses = addresses or interfaces or host_addresses()
         self.port = port
         self._zc: AsyncZeroconf | None = None
         self._info: AsyncServiceInfo | None = None
@@ -37,12 +46,7 @@ class Advertiser:
         )
 
     async def start(self, advert: NodeAdvert) -> None:
-        v6 = any(ipaddress.ip_address(a).version == 6 for a in self.interfaces)
-        v4 = any(ipaddress.ip_address(a).version == 4 for a in self.interfaces)
-        version = (
-            IPVersion.All if (v6 and v4) or not self.interfaces else (IPVersion.V6Only if v6 else IPVersion.V4Only)
-        )
-        self._zc = AsyncZeroconf(interfaces=self.interfaces or None, ip_version=version)  # type: ignore[arg-type]
+        self._zc = open_zeroconf(self.interfaces)
         self._info = self._service_info(advert)
         # The zeroconf coroutines return the broadcast task: await it too, so the packets are out.
         await (await self._zc.async_register_service(self._info))

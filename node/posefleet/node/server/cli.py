@@ -40,7 +40,8 @@ def add_precision_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--inference-precision",
         choices=INFERENCE_PRECISIONS,
-        help="the device's inference precision (default: its own; CPUs with bfloat16 run FP16 IRs in bf16)",
+        help="the device's inference precision; bf16 is a speed choice (default: accuracy first, a CPU runs f32 "
+        "unless the model card records that its own bf16 keeps the model's accuracy: convert --validate)",
     )
 
 

@@ -26,7 +26,8 @@ class NodeSettings(FileSettings):
     hint: Literal["LATENCY", "THROUGHPUT"] = "THROUGHPUT"
     input_size: tuple[int, int] | None = None
     inference_precision: InferencePrecision | None = Field(
-        None, description="f32, bf16 or f16 (default: the device's choice; CPUs with bfloat16 run FP16 IRs in bf16)"
+        None,
+        description="f32, bf16 or f16 (default: a CPU runs f32 unless the model card says bf16 keeps its accuracy)",
     )
     decode: dict[str, Any] = Field(default_factory=dict, description="decoding parameters of the model's family")
     host: str = Field("0.0.0.0", description="address the gRPC server binds")

@@ -10,11 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from posefleet.node.devices import InferencePrecision
 from posefleet.node.engine.families import U8Image
 from posefleet.node.engine.ov_compat import AsyncInferQueue, InferRequest
 from posefleet.node.engine.runtime import EngineOptions, PoseEngine
@@ -28,6 +29,8 @@ class BenchResult:
     device: str
     input_size: str
     precision: str
+    #: The convolution kernels' precisions the device ran (``f32``, ``bf16``, ``I8``...).
+    kernels: str
     raw_sync_fps: float
     raw_latency_p50_ms: float
     raw_latency_p99_ms: float
@@ -141,9 +144,13 @@ def bench_model(
     input_size: tuple[int, int] | None = None,
     frames: int = 200,
     seconds: float = 8.0,
+    inference_precision: InferencePrecision | None = None,
 ) -> BenchResult:
-    """Measure one model at one input size; ``image`` is resized to the input size first."""
-    sync = PoseEngine(model_dir, EngineOptions(device=device, hint="LATENCY", input_size=input_size))
+    """Measure one model at one input size; ``image`` is resized to the input size first.
+
+    ``inference_precision``: as the node's (``None``: its default, accuracy first)."""
+    options = EngineOptions(device=device, input_size=input_size, inference_precision=inference_precision)
+    sync = PoseEngine(model_dir, replace(options, hint="LATENCY"))
     h, w = sync.input_size
     import cv2
 
@@ -157,7 +164,7 @@ def bench_model(
     decoded_results: list[PoseResult] = []
     decoded = _timed_loop(lambda: decoded_results.append(sync.infer(frame)), frames, seconds)
     decode_ms = [r.timings.decode_ms for r in decoded_results]
-    thr = PoseEngine(model_dir, EngineOptions(device=device, hint="THROUGHPUT", input_size=input_size))
+    thr = PoseEngine(model_dir, replace(options, hint="THROUGHPUT"))
     raw_async, jobs = async_throughput(thr, frame, frames * 2, seconds, decode=False)
     dec_async, _ = async_throughput(thr, frame, frames * 2, seconds, decode=True)
     ms = 1e3
@@ -167,6 +174,7 @@ def bench_model(
         device=device,
         input_size=f"{h}x{w}",
         precision=sync.card.precision,
+        kernels=sync.kernels,
         raw_sync_fps=len(raw) / sum(raw),
         raw_latency_p50_ms=float(np.percentile(raw, 50) * ms),
         raw_latency_p99_ms=float(np.percentile(raw, 99) * ms),
@@ -183,12 +191,12 @@ def bench_model(
 
 def markdown_table(results: list[BenchResult]) -> str:
     head = (
-        "| model | input | precision | raw FPS (sync) | raw FPS (async, requests) | FPS with decoding (sync) "
+        "| model | input | precision | runs | raw FPS (sync) | raw FPS (async, requests) | FPS with decoding (sync) "
         "| FPS with decoding (async) | latency p50 / p99 ms (sync, decoded) | decode p50 ms |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|---:|\n"
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|\n"
     )
     rows = [
-        f"| {r.model_id} | {r.input_size} | {r.precision} | {r.raw_sync_fps:.1f} "
+        f"| {r.model_id} | {r.input_size} | {r.precision} | {r.kernels} | {r.raw_sync_fps:.1f} "
         f"| {r.raw_async_fps:.1f} ({r.async_requests}) "
         f"| {r.decoded_sync_fps:.1f} | {r.decoded_async_fps:.1f} | {r.decoded_latency_p50_ms:.1f} / "
         f"{r.decoded_latency_p99_ms:.1f} | {r.decode_p50_ms:.2f} |"
@@ -211,7 +219,10 @@ def chart(results: list[BenchResult], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{short_name(r.model_id)}{' INT8' if 'NNCF' in r.precision else ''}\n{r.input_size}" for r in results]
+    labels = [
+        f"{short_name(r.model_id)}{' INT8' if 'NNCF' in r.precision else ''}\n{r.input_size} {r.kernels}"
+        for r in results
+    ]
     series = {
         "raw sync": [r.raw_sync_fps for r in results],
         "raw async": [r.raw_async_fps for r in results],

@@ -14,14 +14,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import openvino as ov
 from openvino import opset13 as ops
 from posefleet.node.devices import InferencePrecision
-from posefleet.node.engine.runtime import EngineOptions, PoseEngine, conv_kernels
+from posefleet.node.engine.runtime import EngineOptions, PoseEngine, conv_kernels, device_precision
 
 #: The runs of one row: the float model in f32, the float model in the device's default precision, INT8.
 RUNS = ("f32", "default", "INT8")
@@ -128,10 +128,11 @@ def measure_models(
     """A converted float model (in f32 and the default precision) against its INT8 twin, on one frame."""
     import cv2
 
-    runs: dict[str, tuple[Path, InferencePrecision | None]] = {
+    default = cast(InferencePrecision, device_precision(ov.Core(), "CPU") or "f32")  # bf16 on CPUs with it
+    runs: dict[str, tuple[Path, InferencePrecision]] = {
         "f32": (float_dir, "f32"),
-        "default": (float_dir, None),
-        "INT8": (int8_dir, None),
+        "default": (float_dir, default),
+        "INT8": (int8_dir, default),
     }
     row: CeilingRow | None = None
     for name, (model_dir, precision) in runs.items():
@@ -147,7 +148,7 @@ def measure_models(
 
 def device_line() -> str:
     core = ov.Core()
-    default = core.get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+    default = device_precision(core, "CPU")
     capabilities = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     return (
         f"CPU: {core.get_property('CPU', 'FULL_DEVICE_NAME')}; capabilities {capabilities}; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 from dataclasses import replace
@@ -53,15 +54,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=300,
         help="frames to calibrate on (default 300, at least 10; videos are sampled evenly)",
     )
-    q.add_argument(
+    v = p.add_argument_group("validation")
+    v.add_argument(
         "--validate",
         type=Path,
         metavar="GT.json",
-        help="COCO keypoints: refuse the INT8 model if its AP "
-        "falls more than --max-ap-drop below the float model's (needs --images)",
+        help="COCO keypoints (needs --images): refuse an INT8 model whose AP falls more than --max-ap-drop below "
+        "the float model's, and record whether the CPU's faster precision (bf16) keeps the AP of f32",
     )
-    q.add_argument("--images", type=Path, help="the --validate images")
-    q.add_argument("--max-ap-drop", type=float, default=0.02)
+    v.add_argument("--images", type=Path, help="the --validate images")
+    v.add_argument("--max-ap-drop", type=float, default=0.02, help="INT8 against float (default 0.02)")
+    v.add_argument(
+        "--max-precision-drop",
+        type=float,
+        default=0.005,
+        help="bf16 against f32: within it, CPU nodes run the model in bf16 by default (default 0.005)",
+    )
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("models", help="list or fetch official models")
@@ -97,6 +105,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--all", action="store_true", help="every model in $POSEFLEET_ASSETS at its benchmark sizes")
     p.add_argument("--device", default="CPU")
     p.add_argument("--input-size", type=parse_size)
+    add_precision_flag(p)
     p.add_argument("--image", type=Path, help="frame to run (default: an asset photo, else noise)")
     p.add_argument("--frames", type=positive_int, help="most frames per measurement (default 200; --node: 100000)")
     p.add_argument("--seconds", type=positive_float, help="time budget per measurement (default 8; --node: 6)")
@@ -162,53 +171,68 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _convert_validated(args: argparse.Namespace) -> int:
-    """INT8 with a check: the float and the INT8 model evaluated on COCO keypoints before anything is written."""
+    """Conversion checked on COCO keypoints before anything is written: an INT8 model against its float twin
+    (refused past --max-ap-drop), and the CPU's faster precision (bf16 where it has it) against f32, recorded in
+    the card (a CPU node runs the model in it by default only when it keeps the AP within --max-precision-drop)."""
     import os
     import shutil
 
     from posefleet.node.convert import ConversionError, convert
     from posefleet.node.engine import EngineOptions, NativeResolutionEngine, load_card
+    from posefleet.node.engine.card import PrecisionCheck
     from posefleet.node.engine.families import family
+    from posefleet.node.engine.ov_compat import Core
+    from posefleet.node.engine.runtime import device_precision
     from posefleet.node.tools.coco_eval import evaluate
 
-    if args.precision != "INT8" or args.images is None:
-        raise PosefleetError("--validate checks an INT8 conversion: it needs --precision INT8 and --images DIR")
+    if args.images is None:
+        raise PosefleetError("--validate needs --images DIR (the images its annotations describe)")
+
+    def ap(model_dir: Path, precision: Any) -> float:
+        decode = family(load_card(model_dir).family).eval_params
+        engine = NativeResolutionEngine(model_dir, EngineOptions(decode=decode, inference_precision=precision))
+        return float(evaluate(engine, args.validate, args.images).stats["AP"])
+
     common = {"input_size": args.input_size, "stride": args.stride, "log": print}
     args.outdir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{args.outdir.name}.validate-", dir=args.outdir.parent) as tmp:
-        reference = convert(args.source, Path(tmp) / "float", precision="FP16", **common)
-        quantised = convert(
+        out = Path(tmp) / "model"
+        card = convert(
             args.source,
-            Path(tmp) / "int8",
-            precision="INT8",
+            out,
+            precision=args.precision,
             calibration=args.calibration,
             calibration_size=args.calibration_size,
             **common,
         )
-        if quantised.quantization is None:  # quantised already: nothing to compare
-            shutil.copytree(Path(tmp) / "int8", args.outdir, dirs_exist_ok=True)
-            return 0
-        aps = {}
-        for name in ("float", "int8"):
-            decode = family(reference.family).eval_params
-            engine = NativeResolutionEngine(Path(tmp) / name, EngineOptions(decode=decode))
-            aps[name] = evaluate(engine, args.validate, args.images).stats["AP"]
-        drop = aps["float"] - aps["int8"]
-        print(
-            f"COCO AP: float {aps['float']:.3f}, INT8 {aps['int8']:.3f} (drop {drop:.3f}, allowed {args.max_ap_drop})"
-        )
-        if drop > args.max_ap_drop:
-            raise ConversionError(
-                f"INT8 refused: COCO AP {aps['int8']:.3f} against {aps['float']:.3f} for the float model on "
-                f"{args.validate} (drop {drop:.3f} > --max-ap-drop {args.max_ap_drop}); {args.outdir} not written"
+        f32 = ap(out, "f32")
+        if card.quantization is not None:  # quantised here: compare with the float model
+            convert(args.source, Path(tmp) / "float", precision="FP16", **common)
+            reference = ap(Path(tmp) / "float", "f32")
+            drop = reference - f32
+            print(f"COCO AP: float {reference:.3f}, INT8 {f32:.3f} (drop {drop:.3f}, allowed {args.max_ap_drop})")
+            if drop > args.max_ap_drop:
+                raise ConversionError(
+                    f"INT8 refused: COCO AP {f32:.3f} against {reference:.3f} for the float model on "
+                    f"{args.validate} (drop {drop:.3f} > --max-ap-drop {args.max_ap_drop}); {args.outdir} not written"
+                )
+            card.quantization.validation = {"ap_float": round(reference, 4), "ap_int8": round(f32, 4)}
+        fast = device_precision(Core(), "CPU")
+        if fast and fast != "f32":
+            check = PrecisionCheck(
+                precision=fast,
+                metric=f"COCO AP on {args.validate.name}",
+                f32=round(f32, 4),
+                value=round(ap(out, fast), 4),
+                tolerance=args.max_precision_drop,
             )
-        card = load_card(Path(tmp) / "int8")
-        assert card.quantization is not None
-        card.quantization.validation = {"ap_float": round(aps["float"], 4), "ap_int8": round(aps["int8"], 4)}
-        card.write(Path(tmp) / "int8")
+            card.precision_checks = [check]
+            verdict = "keeps" if check.keeps_accuracy else "loses"
+            print(f"COCO AP in f32 {check.f32:.3f}, in {fast} {check.value:.3f}: {fast} {verdict} the accuracy")
+        card.write(out)
         if args.outdir.exists():
             shutil.rmtree(args.outdir)
-        os.replace(Path(tmp) / "int8", args.outdir)
+        os.replace(out, args.outdir)
     print(f"{card.model_id}: {card.precision}, written to {args.outdir}")
     return 0
 
@@ -322,6 +346,8 @@ def _bench_image(args: argparse.Namespace) -> Any:
 def cmd_bench(args: argparse.Namespace) -> int:
     from posefleet.common.paths import assets_dir
     from posefleet.node.convert import Precision, convert
+    from posefleet.node.engine.ov_compat import Core
+    from posefleet.node.engine.runtime import device_precision
     from posefleet.node.tools.asset_models import ASSET_MODELS
     from posefleet.node.tools.bench import BenchResult, bench_model, chart, markdown_table
 
@@ -335,6 +361,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.all:
         assets = assets_dir()
         assert assets is not None
+        # The default (accuracy first: f32 on CPUs) and, where the device has a faster one (bf16), that too.
+        fast = device_precision(Core(), args.device) if args.device.upper().startswith("CPU") else ""
+        inferences: list[Any] = [None] if fast in ("", "f32") else [None, fast]
+        if args.inference_precision:
+            inferences = [args.inference_precision]
         with tempfile.TemporaryDirectory(prefix="posefleet-bench-") as tmp:
             calibration = [assets / "images", assets / "video" / "pose_1.mp4"]
             for label, asset in ASSET_MODELS.items():
@@ -343,17 +374,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     variants.append((Path(tmp) / f"{label}-int8", "INT8"))
                 for model_dir, precision in variants:
                     convert(assets / asset.path, model_dir, precision=precision, calibration=calibration)
-                    for size in asset.bench_sizes:
+                    for size, inference in itertools.product(asset.bench_sizes, inferences):
                         results.append(
                             bench_model(
-                                model_dir, image, device=args.device, input_size=size, frames=frames, seconds=seconds
+                                model_dir,
+                                image,
+                                device=args.device,
+                                input_size=size,
+                                frames=frames,
+                                seconds=seconds,
+                                inference_precision=inference,
                             )
                         )
-                    print(markdown_table(results[-1:]).splitlines()[-1], flush=True)
+                        print(markdown_table(results[-1:]).splitlines()[-1], flush=True)
     elif args.model:
         results.append(
             bench_model(
-                args.model, image, device=args.device, input_size=args.input_size, frames=frames, seconds=seconds
+                args.model,
+                image,
+                device=args.device,
+                input_size=args.input_size,
+                frames=frames,
+                seconds=seconds,
+                inference_precision=args.inference_precision,
             )
         )
     else:
