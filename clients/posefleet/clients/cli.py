@@ -20,8 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     from posefleet.common import pki
     from posefleet.coordinator import cli as coordinator_cli
     from posefleet.node.server import cli as node_cli
+    from posefleet.node.tools import bench_scene, fuse
     from posefleet.node.tools import cli as tools_cli
-    from posefleet.node.tools import fuse
 
     parser = argparse.ArgumentParser(
         prog="posefleet", description="Real-time human pose estimation on fleets of edge machines."
@@ -29,7 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"posefleet {software_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (tools_cli, fuse, node_cli, coordinator_cli, camera, status, subscribe, demo, bench_cluster, pki):
+    for module in (
+        tools_cli,
+        fuse,
+        bench_scene,
+        node_cli,
+        coordinator_cli,
+        camera,
+        status,
+        subscribe,
+        demo,
+        bench_cluster,
+        pki,
+    ):
         module.register(sub)
     return parser
 

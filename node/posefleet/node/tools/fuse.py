@@ -61,47 +61,59 @@ def _pose_json(path: Path) -> list[list[F32]]:
         raise PosefleetError(f"{path}: not a 'posefleet pose --json' file: {exc}") from None
 
 
-def _video_poses(args: argparse.Namespace, path: Path) -> tuple[list[list[F32]], list[Any], tuple[int, int], float]:
-    """The model's poses on every frame of a video, the frames (when rendering), the size and the rate."""
+def _video_poses(
+    model: Path | None, path: Path, device: str, input_size: tuple[int, int] | None, keep_frames: bool
+) -> tuple[list[list[F32]], list[Any], tuple[int, int], float]:
+    """The model's poses on every frame of a video, the frames (``keep_frames``), the size and the rate."""
     from posefleet.node.engine import EngineOptions, NativeResolutionEngine, PoseEngine
     from posefleet.node.tools import media
 
-    if args.model is None:
+    if model is None:
         raise PosefleetError(f"{path}: a video input needs --model (a converted model directory)")
-    options = EngineOptions(device=args.device, input_size=args.input_size)
-    engine = PoseEngine(args.model, options) if args.input_size else NativeResolutionEngine(args.model, options)
+    options = EngineOptions(device=device, input_size=input_size)
+    engine = PoseEngine(model, options) if input_size else NativeResolutionEngine(model, options)
     poses, images = [], []
     size = (0, 0)
     for frame in media.frames(path):
         size = (frame.shape[1], frame.shape[0])
         poses.append([p.keypoints for p in engine.infer(frame).poses])
-        if args.render:
+        if keep_frames:
             images.append(frame)
     return poses, images, size, media.video_fps(path)
 
 
-def _inputs(
-    args: argparse.Namespace, names: list[str]
+def read_inputs(
+    specs: list[str],
+    names: list[str],
+    model: Path | None,
+    calibration: Path,
+    *,
+    device: str = "CPU",
+    input_size: tuple[int, int] | None = None,
+    layout: str | None = None,
+    keep_frames: bool = False,
 ) -> Iterator[tuple[str, list[list[F32]], list[Any], tuple[int, int] | None, float | None]]:
+    """Each ``NAME=INPUT`` of ``specs``: the camera, its poses per frame, its frames (videos with
+    ``keep_frames``), its image size and frame rate where the input says."""
     from posefleet.merge.formats import read_openpose_folder
 
     seen = set()
-    for spec in args.cameras:
+    for spec in specs:
         name, sep, value = spec.partition("=")
         if not sep or not value:
             raise PosefleetError(f"--camera {spec!r}: expected NAME=INPUT")
         if name not in names:
-            raise PosefleetError(f"--camera {name}: not a camera of {args.calibration} (it has {', '.join(names)})")
+            raise PosefleetError(f"--camera {name}: not a camera of {calibration} (it has {', '.join(names)})")
         if name in seen:
             raise PosefleetError(f"--camera {name} is given twice")
         seen.add(name)
         path = Path(value)
         if path.is_dir():
-            yield name, read_openpose_folder(path, args.openpose_layout), [], None, None
+            yield name, read_openpose_folder(path, layout), [], None, None  # type: ignore[arg-type]
         elif path.suffix == ".json":
             yield name, _pose_json(path), [], None, None
         elif path.exists():
-            poses, images, size, fps = _video_poses(args, path)
+            poses, images, size, fps = _video_poses(model, path, device, input_size, keep_frames)
             yield name, poses, images, size, fps
         else:
             raise PosefleetError(f"--camera {name}: {path}: no such file or folder")
@@ -118,7 +130,17 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     images: dict[str, list[Any]] = {}
     fitted = {}
     rates = []
-    for name, poses, frames, size, fps in _inputs(args, list(calibration)):
+    inputs = read_inputs(
+        args.cameras,
+        list(calibration),
+        args.model,
+        args.calibration,
+        device=args.device,
+        input_size=args.input_size,
+        layout=args.openpose_layout,
+        keep_frames=args.render is not None,
+    )
+    for name, poses, frames, size, fps in inputs:
         views[name], images[name] = poses, frames
         fitted[name] = calibration[name].fit(*size) if size else calibration[name].fit(*calibration[name].size)
         if fps:

@@ -1,0 +1,303 @@
+"""``posefleet bench-scene``: how right live 3D fusion is, per person, against the naive rule.
+
+By default on the shared recordings: the four multi-person videos of the calibrated lab through PoseNet 0.75,
+human-pose-estimation-0001 and YOLOv8n-pose, and the OpenPose recording against Pose2Sim's reconstruction of
+its participants P1 and P2. Any other recording of a calibrated rig: ``--calibration``, ``--camera NAME=VIDEO``
+(or a ``pose --json`` file or OpenPose folder, as ``fuse`` reads them), ``--model`` and ``--reference`` TRCs.
+Each method's 3D people are measured by ``posefleet.merge.quality`` (people found from the outputs where no
+reference is given). The naive rule: the largest 2D person of each camera, triangulated by weighted DLT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from posefleet.common.cli import positive_float, report
+from posefleet.common.errors import PosefleetError
+from posefleet.common.keypoints import COCO_KEYPOINTS
+from posefleet.merge.calibration import Camera, load_calibration
+from posefleet.merge.quality import Frames3D, Output3D, People, PersonQuality, evaluate, people_from_outputs
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+Views = list[dict[str, list[F32]]]  # per frame: camera -> poses
+
+#: The shared recordings' models (asset path, input size for videos; None: the model's own size).
+MODELS = {
+    "PoseNet 0.75": ("models/posenet/tfjs_v1/mobilenet_v1_075", None),
+    "hpe-0001": ("models/human-pose-estimation-0001/FP16-INT8", None),
+    "YOLOv8n-pose": ("models/yolov8n-pose/yolov8n-pose_int8_openvino_model", None),
+}
+LAB = "multiview/pose2sim"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bench-scene", help="per-person quality of live 3D fusion against the naive rule")
+    p.add_argument("--calibration", type=Path, help="a rig's calibration TOML (default: the shared lab's)")
+    p.add_argument("--camera", action="append", dest="cameras", metavar="NAME=INPUT", help="as in 'fuse'")
+    p.add_argument("--model", type=Path, action="append", dest="models", help="converted model(s) for video inputs")
+    p.add_argument("--reference", type=Path, action="append", help="a TRC of one person (the people are then given)")
+    p.add_argument("--fps", type=positive_float, help="frame rate (default: the videos', else 60)")
+    p.add_argument("--cache", type=Path, help="keep the models' 2D poses here between runs")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--markdown", type=Path)
+    p.set_defaults(func=cmd_bench_scene)
+
+
+@dataclass
+class Recording:
+    name: str
+    cameras: dict[str, Camera]  # fitted to the 2D poses' pixels
+    views: dict[str, Views]  # source (model) -> per frame views
+    fps: float
+    reference: People | None = None
+
+
+def naive(cameras: Mapping[str, Camera], views: Views) -> list[list[Output3D]]:
+    """The largest 2D person of each camera (box of its keypoints scoring >= 0.3), triangulated by weighted DLT."""
+    from posefleet.merge.tracking import bbox
+    from posefleet.merge.triangulation import dlt, reproject
+
+    names = list(cameras)
+    P = np.stack([cameras[n].P for n in names])
+    out: list[list[Output3D]] = []
+    for frame in views:
+        xy = np.full((17, len(names), 2), np.nan)
+        w = np.zeros((17, len(names)))
+        for c, name in enumerate(names):
+            poses = frame.get(name, [])
+            if not poses:
+                continue
+            areas = [bbox(p)[2] * bbox(p)[3] for p in poses]
+            pose = np.asarray(poses[int(np.argmax(areas))], np.float64)
+            xy[:, c] = cameras[name].undistort(pose[:, :2])
+            w[:, c] = np.where(pose[:, 2] >= 0.3, pose[:, 2], 0.0)
+        points = dlt(P, np.nan_to_num(xy), w)
+        if np.isfinite(points).all(axis=1).sum() < 6:
+            out.append([])
+            continue
+        err = np.linalg.norm(reproject(P, points) - xy, axis=2)
+        used = (w > 0) & np.isfinite(err)
+        out.append([Output3D(1, points, float(np.median(err[used])) if used.any() else float("nan"))])
+    return out
+
+
+def fused(cameras: Mapping[str, Camera], views: Views, fps: float) -> tuple[list[list[Output3D]], list[float]]:
+    """The live fuser's 3D people per frame, and its milliseconds per window."""
+    from posefleet.merge.scene import SceneFuser
+
+    fuser = SceneFuser(dict(cameras))
+    out, times = [], []
+    for i, frame in enumerate(views):
+        t0 = time.perf_counter()
+        result = fuser.fuse(frame, i * 1000.0 / fps)
+        times.append((time.perf_counter() - t0) * 1e3)
+        out.append(
+            [
+                Output3D(p.id, p.points, float(np.nanmedian(p.error_px)) if np.isfinite(p.error_px).any() else np.nan)
+                for p in result.persons
+            ]
+        )
+    return out, times
+
+
+def _video_views(model_dir: Path, video: Path, cache: Path | None) -> tuple[list[list[F32]], tuple[int, int], float]:
+    from posefleet.node.engine import EngineOptions, NativeResolutionEngine, PoseEngine, load_card
+    from posefleet.node.tools import media
+
+    card = load_card(model_dir)
+    key = hashlib.sha256(f"{card.model_id}|{card.source.sha256}|{video.resolve()}".encode()).hexdigest()[:16]
+    path = cache / f"{video.stem}-{key}.json" if cache else None
+    if path is not None and path.is_file():
+        data = json.loads(path.read_text())
+        poses = [[np.array(p, np.float32) for p in frame] for frame in data["poses"]]
+        return poses, (int(data["size"][0]), int(data["size"][1])), float(data["fps"])
+    options = EngineOptions()
+    engine: Any = PoseEngine(model_dir, options) if card.input.size else NativeResolutionEngine(model_dir, options)
+    poses, size = [], (0, 0)
+    for frame in media.frames(video):
+        size = (frame.shape[1], frame.shape[0])
+        poses.append([p.keypoints for p in engine.infer(frame).poses])
+    fps = media.video_fps(video)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        listed = [[p.round(3).tolist() for p in frame] for frame in poses]
+        path.write_text(json.dumps({"poses": listed, "size": size, "fps": fps}))
+    return poses, size, fps
+
+
+def _per_frame(per_camera: Mapping[str, Sequence[list[F32]]]) -> Views:
+    count = max((len(v) for v in per_camera.values()), default=0)
+    return [{name: list(v[i]) if i < len(v) else [] for name, v in per_camera.items()} for i in range(count)]
+
+
+def reference_people(paths: Sequence[Path], frames: int) -> People:
+    """People given by TRC files (COCO keypoints they name; others NaN)."""
+    from posefleet.merge.formats import coco_name, read_trc
+
+    skeletons = np.full((len(paths), frames, len(COCO_KEYPOINTS), 3), np.nan)
+    for p, path in enumerate(paths):
+        markers, points = read_trc(path)
+        for m, marker in enumerate(markers):
+            if (name := coco_name(marker)) is not None:
+                n = min(frames, len(points))
+                skeletons[p, :n, COCO_KEYPOINTS.index(name)] = points[:n, m]
+    return People(
+        [path.stem.rsplit("_", 2)[-2] if "_P" in path.stem else path.stem for path in paths], skeletons, reference=True
+    )
+
+
+def lab_recordings(assets: Path, cache: Path | None) -> list[Recording]:
+    """The shared lab: the videos through each model, and the OpenPose recording with its reference."""
+    from posefleet.merge.formats import read_openpose_folder
+    from posefleet.node.convert import convert
+
+    lab = assets / LAB
+    calibration = load_calibration(lab / "calibration" / "Calib_qualisys.toml")
+    views: dict[str, Views] = {}
+    fitted: dict[str, Camera] = {}
+    fps = 60.0
+    work = cache or Path(tempfile_dir())
+    for label, (source, _) in MODELS.items():
+        model_dir = work / "models" / label.replace(" ", "-")
+        if not (model_dir / "model.json").is_file():
+            convert(assets / source, model_dir)
+        per_camera = {}
+        for name, camera in calibration.items():
+            poses, size, fps = _video_views(model_dir, lab / "videos" / f"{name.replace('_', '')}.mp4", cache)
+            per_camera[name] = poses
+            fitted[name] = camera.fit(*size)
+        views[label] = _per_frame(per_camera)
+    recordings = [Recording("lab videos (3 people, no reference)", fitted, views, fps)]
+    openpose = {n: read_openpose_folder(lab / "openpose-2d" / f"{n.replace('_', '')}_json") for n in calibration}
+    frames = _per_frame(openpose)
+    references = sorted((lab / "openpose-3d").glob("*.trc"))
+    full = {n: c.fit(*c.size) for n, c in calibration.items()}
+    recordings.append(
+        Recording(
+            "OpenPose recording (P1, P2 against Pose2Sim)",
+            full,
+            {"OpenPose": frames},
+            60.0,
+            reference_people(references, len(frames)),
+        )
+    )
+    return recordings
+
+
+def tempfile_dir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="posefleet-bench-scene-")
+
+
+def measure(recording: Recording) -> dict[str, Any]:
+    """Every source through the fuser and the naive rule; the people; each person's quality."""
+    outputs: dict[str, Frames3D] = {}
+    timings: dict[str, list[float]] = {}
+    for source, views in recording.views.items():
+        outputs[f"{source}, fused"], timings[source] = fused(recording.cameras, views, recording.fps)
+        outputs[f"{source}, naive"] = naive(recording.cameras, views)
+    frames = max(len(v) for v in recording.views.values())
+    people = recording.reference or people_from_outputs(outputs, frames)
+    rows = []
+    for method, output in outputs.items():
+        source = method.rsplit(", ", 1)[0]
+        for q in evaluate(people, output, recording.views[source], recording.cameras):
+            rows.append({"method": method, **q.to_dict()})
+    all_times = [t for ts in timings.values() for t in ts]
+    return {
+        "recording": recording.name,
+        "frames": frames,
+        "people": people.names,
+        "rows": rows,
+        "fusion_ms": {"p50": float(np.percentile(all_times, 50)), "p99": float(np.percentile(all_times, 99))},
+    }
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    lines = []
+    for r in results:
+        lines += [
+            f"### {r['recording']}: {r['frames']} frames; fusion p50 / p99 {r['fusion_ms']['p50']:.2f} / "
+            f"{r['fusion_ms']['p99']:.2f} ms per window",
+            "",
+            "| method | person | reconstructed / eligible | ids | duplicate frames | bone CV | reprojection px "
+            "| MPJPE mm |",
+            "|---|---|---:|---|---:|---:|---:|---:|",
+        ]
+        for row in r["rows"]:
+            share = f"{row['reconstructed']}/{row['eligible']}"
+            if row["reconstructed_share"] is not None:
+                share += f" ({row['reconstructed_share']:.0%})"
+            cv = "-" if row["bone_cv"] is None else f"{row['bone_cv']:.1%}"
+            rep = "-" if row["reprojection_px"] is None else f"{row['reprojection_px']:.1f}"
+            mpjpe = "-" if row["mpjpe_mm"] is None else f"{row['mpjpe_mm']:.0f}"
+            ids = ", ".join(map(str, row["ids"])) or "-"
+            cells = [row["method"], row["person"], share, ids, str(row["duplicates"]), cv, rep, mpjpe]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def cmd_bench_scene(args: argparse.Namespace) -> int:
+    from posefleet.common.paths import assets_dir
+
+    if args.calibration is None:
+        assets = assets_dir(required=False)
+        if assets is None or not (assets / LAB).is_dir():
+            raise PosefleetError("bench-scene needs --calibration and --camera, or POSEFLEET_ASSETS with the lab")
+        recordings = lab_recordings(assets, args.cache)
+    else:
+        recordings = [_given_recording(args)]
+    results = [measure(r) for r in recordings]
+    report(args, markdown(results), {"results": results})
+    return 0
+
+
+def _given_recording(args: argparse.Namespace) -> Recording:
+    from posefleet.node.tools.fuse import read_inputs
+
+    calibration = load_calibration(args.calibration)
+    if not args.cameras or len(args.cameras) < 2:
+        raise PosefleetError("bench-scene --calibration needs at least 2 --camera NAME=INPUT")
+    views: dict[str, Views] = {}
+    fitted: dict[str, Camera] = {}
+    fps = args.fps
+    for model in args.models or [None]:
+        per_camera = {}
+        for name, poses, _, size, rate in read_inputs(args.cameras, list(calibration), model, args.calibration):
+            per_camera[name] = poses
+            fitted[name] = calibration[name].fit(*size) if size else calibration[name].fit(*calibration[name].size)
+            fps = fps or rate
+        views[model.name if model else "2D input"] = _per_frame(per_camera)
+    frames = max(len(v) for v in views.values())
+    reference = reference_people(args.reference, frames) if args.reference else None
+    return Recording(str(args.calibration), fitted, views, fps or 60.0, reference)
+
+
+def quality_rows(results: Sequence[Mapping[str, Any]]) -> list[PersonQuality]:
+    """The rows of ``measure`` results as ``PersonQuality`` (tests)."""
+    return [
+        PersonQuality(
+            person=row["person"],
+            eligible=row["eligible"],
+            reconstructed=row["reconstructed"],
+            ids=row["ids"],
+            duplicates=row["duplicates"],
+            bone_cv=row["bone_cv"] if row["bone_cv"] is not None else float("nan"),
+            reprojection_px=row["reprojection_px"] if row["reprojection_px"] is not None else float("nan"),
+            mpjpe_mm=row["mpjpe_mm"],
+        )
+        for r in results
+        for row in r["rows"]
+    ]
