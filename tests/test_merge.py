@@ -176,7 +176,9 @@ def test_fusion_finds_each_person_keeps_ids_and_leaves_single_views_2d() -> None
         for p in frame.persons:
             match = min(range(2), key=lambda k: float(np.nanmean(np.linalg.norm(p.points - people[k], axis=1))))
             assert np.nanmean(np.linalg.norm(p.points - people[match], axis=1)) < 0.02
-            assert p.views.min() == 4 and max(p.camera_error_px.values()) < 3
+            # Nearly every joint from all 4 views (this body's bones vary by 1.4 cm a frame: now and then a joint
+            # breaks its learned length by more than the tolerance and is left out).
+            assert (p.views == 4).sum() >= 15 and max(p.camera_error_px.values()) < 3
             ids_seen[match].add(p.id)
     assert len(ids_seen[0]) == 1 and len(ids_seen[1]) == 1 and ids_seen[0] != ids_seen[1], ids_seen
 

@@ -1,10 +1,18 @@
-"""Which 2D poses of a scene's cameras show the same person, from geometry alone.
+"""Which 2D poses of a scene's cameras show the same person, from geometry and from the people already known.
 
-Two poses in two cameras are the same person when the rays through their corresponding joints pass
-close to each other in 3D: the cost of a pair is the median, over joints both see confidently, of the
-closest distance between the two rays (metres). Pairs are merged cheapest first into groups of at most
-one pose per camera, as long as every pair across the two groups stays under ``max_ray_distance_m``.
-A pose that joins no group is seen by one camera only and stays 2D.
+The rule is Pose2Sim's (``personAssociation.py``, after EasyMocap): two poses in two cameras are the same
+person when the rays through their corresponding joints pass close to each other in 3D. The cost of a pair
+is the confidence-weighted mean, over the joints both see, of the closest distance between the two rays
+(metres), each joint's weight the geometric mean of its two scores as Pose2Sim weighs them, and each
+distance capped at twice ``max_ray_distance_m`` so that one wrong joint cannot outweigh the rest; no pose
+is dropped for its overall score, only joints below ``min_score``. Pairs are merged cheapest first into
+groups of at most one pose per camera, as long as every pair across the two groups stays under
+``max_ray_distance_m``: groups grow to every camera that agrees, so hypotheses seen by more cameras win.
+
+People already tracked in 3D come first (``track_costs``): a pose whose rays pass near a track's predicted
+joints is that person's, which keeps weak but consistent evidence (a partial pose of low score) and stops
+two hypotheses of one person from forming (4D Association's temporal edges, Zhang et al. 2020, in their
+simplest form). A pose feeds at most one person. A pose that joins no group stays 2D.
 """
 
 from __future__ import annotations
@@ -43,24 +51,48 @@ def ray_distances(c1: F64, d1: F64, c2: F64, d2: F64) -> F64:
 
 
 def pair_costs(
-    refs: list[PoseRef], centers: F64, dirs: F64, seen: npt.NDArray[np.bool_], params: AssociationParams
+    refs: list[PoseRef], centers: F64, dirs: F64, scores: F64, params: AssociationParams
 ) -> dict[tuple[PoseRef, PoseRef], float]:
     """Cost of every cross-camera pair of the poses ``refs`` (only pairs under the distance limit are kept).
 
-    ``centers``: (N, 3) camera centre of each pose; ``dirs``: (N, J, 3) unit rays of its joints; ``seen``:
-    (N, J) its confident joints. One broadcast over all pairs; the median is the lower median.
+    ``centers``: (N, 3) camera centre of each pose; ``dirs``: (N, J, 3) unit rays of its joints; ``scores``:
+    (N, J) its keypoint scores (joints below ``min_score`` are not used). One broadcast over all pairs.
     """
     n = len(refs)
     if n < 2:
         return {}
     dist = ray_distances(centers[:, None, None], dirs[:, None], centers[None, :, None], dirs[None, :])  # (N, N, J)
+    seen = scores >= params.min_score
     both = seen[:, None] & seen[None, :]
+    weight = np.where(both, np.sqrt(np.clip(scores[:, None] * scores[None, :], 0.0, None)), 0.0)
+    capped = np.minimum(np.nan_to_num(dist, nan=np.inf), 2 * params.max_ray_distance_m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (weight * capped).sum(-1) / weight.sum(-1)
     count = both.sum(-1)
-    ordered = np.sort(np.where(both, dist, np.inf), axis=-1)
-    median = np.take_along_axis(ordered, np.maximum(count - 1, 0)[..., None] // 2, axis=-1)[..., 0]
     cams = np.array([c for c, _ in refs])
-    ok = (count >= params.min_joints) & (median <= params.max_ray_distance_m) & (cams[:, None] < cams[None, :])
-    return {(refs[a], refs[b]): float(median[a, b]) for a, b in zip(*np.nonzero(ok), strict=True)}
+    ok = (count >= params.min_joints) & (mean <= params.max_ray_distance_m) & (cams[:, None] < cams[None, :])
+    return {(refs[a], refs[b]): float(mean[a, b]) for a, b in zip(*np.nonzero(ok), strict=True)}
+
+
+def point_ray_distances(points: F64, centers: F64, dirs: F64) -> F64:
+    """Distance of 3D points (T, J, 3) to the rays of poses (N, J, 3) from their camera centres (N, 3) ->
+    (T, N, J); NaN where a point is missing."""
+    rel = points[:, None] - centers[None, :, None]  # (T, N, J, 3)
+    along = (rel * dirs[None]).sum(-1, keepdims=True)
+    return np.linalg.norm(rel - np.clip(along, 0.0, None) * dirs[None], axis=-1)  # type: ignore[no-any-return]
+
+
+def track_costs(predicted: F64, centers: F64, dirs: F64, scores: F64, params: AssociationParams) -> F64:
+    """(T, N) cost of pose n being tracked person t: the confidence-weighted mean distance (metres, each capped
+    at twice ``max_ray_distance_m``) of the person's predicted joints (T, J, 3) to the pose's rays, over the
+    joints both have; ``inf`` with fewer than ``min_joints`` of them."""
+    dist = point_ray_distances(predicted, centers, dirs)
+    usable = np.isfinite(dist) & (scores[None] >= params.min_score)
+    weight = np.where(usable, scores[None], 0.0)
+    capped = np.minimum(np.nan_to_num(dist, nan=0.0), 2 * params.max_ray_distance_m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (weight * capped).sum(-1) / weight.sum(-1)
+    return np.where(usable.sum(-1) >= params.min_joints, mean, np.inf)
 
 
 def group_poses(costs: dict[tuple[PoseRef, PoseRef], float], params: AssociationParams) -> list[list[PoseRef]]:

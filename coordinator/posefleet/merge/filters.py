@@ -40,17 +40,22 @@ class OneEuroFilter:
         self._t: float | None = None
 
     def __call__(self, value: npt.ArrayLike, t: float) -> F64:
+        """The filtered ``value``; NaN elements stay NaN and keep their state, and an element seen for the
+        first time (or after a NaN) starts from its value."""
         x = np.asarray(value, dtype=np.float64)
         if self._x is None or self._t is None or self._dx is None or self._x.shape != x.shape or t <= self._t:
             self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t
             return x
         dt = t - self._t
         p = self.params
-        dx = (x - self._x) / dt
+        seen = np.isfinite(x)
+        start = seen & ~np.isfinite(self._x)
+        prev = np.where(start, x, self._x)
+        dx = np.where(seen, (x - prev) / dt, 0.0)
         a_d = _alpha(p.derivative_cutoff, dt)
-        self._dx = self._dx + a_d * (dx - self._dx)
+        self._dx = np.where(start, 0.0, self._dx + a_d * (dx - self._dx))
         cutoff = p.min_cutoff + p.beta * np.abs(self._dx)
         a = _alpha(cutoff, dt)
-        self._x = self._x + a * (x - self._x)
+        self._x = np.where(seen, prev + a * (x - prev), self._x)
         self._t = t
-        return self._x.copy()
+        return np.where(seen, self._x, np.nan)

@@ -138,14 +138,20 @@ def people_from_outputs(
             for r, c in zip(rows, cols, strict=True):
                 if dist[r, c // reps] <= radius_m:
                     assigned[r] = c // reps
+        born: list[int] = []  # people started in this frame: other methods' outputs there join them
         for k, (method, points) in enumerate(found):
             if not np.isfinite(where[k]).all():
                 continue
             person = int(assigned[k])
             if person < 0:
-                last.append(where[k])
-                members.append({})
-                person = len(last) - 1
+                near = [b for b in born if np.linalg.norm(last[b] - where[k]) <= radius_m]
+                if near:
+                    person = min(near, key=lambda b: float(np.linalg.norm(last[b] - where[k])))
+                else:
+                    last.append(where[k])
+                    members.append({})
+                    person = len(last) - 1
+                    born.append(person)
             members[person].setdefault(f, {}).setdefault(method, []).append(points)
         for person, by_frame in enumerate(members):
             if f in by_frame:

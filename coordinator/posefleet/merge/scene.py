@@ -7,29 +7,52 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from posefleet.merge.association import AssociationParams, group_poses, pair_costs
+from posefleet.merge.association import AssociationParams, PoseRef, group_poses, pair_costs, track_costs
 from posefleet.merge.calibration import Camera
 from posefleet.merge.filters import OneEuroFilter, OneEuroParams
-from posefleet.merge.triangulation import reproject, triangulate
+from posefleet.merge.skeleton import MIRROR, BoneModel
+from posefleet.merge.triangulation import dlt, reproject, triangulate
+from scipy.optimize import linear_sum_assignment
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+#: People move at most this fast (m/s) in a track's prediction.
+MAX_SPEED = 3.0
+#: A track's joint unseen for this long no longer guides which 2D poses are the person's.
+STALE_MS = 400.0
+#: A pose is mirrored only when that fits its person this much better (metres of mean ray distance).
+MIRROR_MARGIN_M = 0.03
 
 
 @dataclass(frozen=True)
 class FusionParams:
     association: AssociationParams = field(default_factory=AssociationParams)
     #: A view whose joint reprojects farther than this (undistorted pixels) is excluded while >= 2 remain.
-    max_error_px: float = 15.0
-    #: A 3D person matches the track whose mean joint distance is below this (metres).
+    max_error_px: float = 25.0
+    #: A new 3D person continues an unmatched track whose prediction is within this mean joint distance (m).
     max_track_distance_m: float = 0.5
-    #: A track unseen for this long ends.
-    max_age_ms: float = 1000.0
+    #: A 2D pose belongs to a tracked person when the rays of its joints pass this close (confidence-weighted
+    #: mean, metres) to the person's predicted joints.
+    track_gate_m: float = 0.2
+    #: A track unseen for this long ends (a person occluded for less keeps their id).
+    max_age_ms: float = 1500.0
     #: Two poses of one camera whose confident keypoints lie within this fraction of the pose's size (median)
     #: are one person detected twice (bottom-up decoders do that); the weaker is left out.
     duplicate_distance: float = 0.1
-    #: 3D people with fewer triangulated joints are dropped (stray detections that happen to agree).
+    #: New 3D people with fewer triangulated joints are dropped (stray detections that happen to agree)...
     min_joints: int = 6
+    #: ... and a tracked person is published with this many (a partial view of someone already known).
+    min_tracked_joints: int = 3
+    #: Two 3D people whose shared joints lie this close (median, metres) are one person seen twice...
+    same_person_m: float = 0.1
+    #: ... and so are two whose trunks (shoulders and hips they both have) are closer than two bodies can be.
+    min_body_distance_m: float = 0.25
+    #: A joint whose bones are all off their learned length by more than this fraction is re-triangulated
+    #: without its worst view, or left out.
+    bone_tolerance: float = 0.12
+    #: Bone lengths are learned from this many windows of each track (median), trusted after ``bone_min_samples``.
+    bone_window: int = 120
+    bone_min_samples: int = 10
     #: Smooth each 3D person's joints with a One-Euro filter.
     smoothing: bool = False
     one_euro: OneEuroParams = field(default_factory=OneEuroParams)
@@ -60,11 +83,34 @@ class SceneFrame:
 
 
 @dataclass
+class _Window:
+    """The candidate 2D poses of one window: references, rows, cameras, rays and the poses (undistorted)."""
+
+    refs: list[PoseRef]
+    index: dict[PoseRef, int]
+    cams: npt.NDArray[np.int64]
+    centers: F64  # (N, 3) camera centre of each pose
+    dirs: F64  # (N, J, 3) unit rays of its joints
+    poses: F64  # (N, J, 3) undistorted x, y and score
+
+
+@dataclass
 class _Track:
     id: int
-    points: F64
+    points: F64  # (J, 3) last known position of each joint (NaN: never seen)
+    seen_ms: F64  # (J,) when each joint was last seen
     last_ms: float
+    bones: BoneModel
+    velocity: F64 = field(default_factory=lambda: np.zeros(3))  # of the body, m/s
     smoother: OneEuroFilter | None = None
+
+    def predict(self, t_ms: float) -> F64:
+        """Where its joints are expected at ``t_ms``: constant velocity of the body, for at most 0.5 s; joints
+        unseen for ``STALE_MS`` are left out while at least 4 recent ones remain."""
+        dt = min(max(t_ms - self.last_ms, 0.0), 500.0) / 1e3
+        recent = (t_ms - self.seen_ms) <= STALE_MS
+        points = np.where(recent[:, None], self.points, np.nan) if recent.sum() >= 4 else self.points
+        return points + self.velocity * dt
 
 
 def distinct_poses(poses: F64, cameras: npt.NDArray[np.int64], min_score: float, max_distance: float) -> list[int]:
@@ -91,7 +137,14 @@ def distinct_poses(poses: F64, cameras: npt.NDArray[np.int64], min_score: float,
 
 
 class SceneFuser:
-    """Fuses windows of one scene; ``cameras`` are already fitted to the streamed resolution."""
+    """Fuses windows of one scene; ``cameras`` are already fitted to the streamed resolution.
+
+    Per window: the tracked people claim the 2D poses that fit their predicted joints (one pose per person
+    and camera, optimal assignment per camera); the other poses are grouped across cameras by ray geometry;
+    every group is triangulated (views that reproject badly excluded); joints that break their person's
+    learned bone lengths are triangulated again without their worst view, or left out; 3D people that
+    coincide are merged; new people continue a recently lost track nearby, or start one.
+    """
 
     def __init__(self, cameras: dict[str, Camera], params: FusionParams | None = None) -> None:
         self.cameras = cameras
@@ -104,63 +157,222 @@ class SceneFuser:
     def fuse(self, views: dict[str, list[F32]], t_ms: float) -> SceneFrame:
         """``views``: camera name -> its poses ((J, 3) x, y, score in image pixels) of this window."""
         p = self.params
-        candidates: list[tuple[int, int]] = []
-        und: list[F64] = []  # per pose: (J, 3) undistorted x, y and score
-        for c, name in enumerate(self.names):
-            poses = views.get(name, [])
-            if not poses:
-                continue
-            arr = np.asarray(poses, np.float64)
-            xy = self.cameras[name].undistort(arr[..., :2].reshape(-1, 2)).reshape(arr.shape[0], arr.shape[1], 2)
-            und.extend(np.concatenate([xy, arr[..., 2:]], axis=2))
-            candidates.extend((c, i) for i in range(arr.shape[0]))
-        keep = (
-            distinct_poses(
-                np.stack(und), np.array([c for c, _ in candidates]), p.association.min_score, p.duplicate_distance
-            )
-            if und
-            else []
-        )
-        refs = [candidates[k] for k in keep]
-        und = [und[k] for k in keep]
-        persons: list[Person3D] = []
-        grouped: set[tuple[int, int]] = set()
-        if refs:
-            poses_arr = np.stack(und)  # (N, J, 3)
-            cams = np.array([c for c, _ in refs])
-            dirs = np.empty((len(refs), poses_arr.shape[1], 3))
-            for c in set(cams.tolist()):
-                rows = cams == c
-                cam = self.cameras[self.names[c]]
-                dirs[rows] = cam.rays(poses_arr[rows, :, :2].reshape(-1, 2)).reshape(int(rows.sum()), -1, 3)
-            centers = np.stack([self.cameras[self.names[c]].center for c in cams])
-            seen = poses_arr[..., 2] >= p.association.min_score
-            groups = group_poses(pair_costs(refs, centers, dirs, seen, p.association), p.association)
-            index = {ref: k for k, ref in enumerate(refs)}
-            persons = self._triangulate(groups, poses_arr, index)
-            kept = []
-            for person, group in zip(persons, groups, strict=True):
-                if int(np.isfinite(person.points).all(axis=1).sum()) >= p.min_joints:
-                    grouped.update(group)
-                    kept.append(person)
-            persons = kept
-        self._track(persons, t_ms)
+        self._tracks = [t for t in self._tracks if t_ms - t.last_ms <= p.max_age_ms]
+        refs, poses = self._candidates(views)
+        if not refs:
+            return SceneFrame([], [])
+        w = self._window(refs, poses)
+        # Track index -> pose rows; a track that claims a single view this window gives it back, so that the
+        # view may still pair with others (the new group then continues the track by 3D distance).
+        claimed = {t: rows for t, rows in self._claim(w, t_ms).items() if len(rows) >= 2}
+        free = sorted(set(range(len(refs))) - {k for rows in claimed.values() for k in rows})
+        free = self._unexplained(w, free, claimed, t_ms)
+        free_refs = [refs[k] for k in free]
+        costs = pair_costs(free_refs, w.centers[free], w.dirs[free], w.poses[free, :, 2], p.association)
+        fresh = group_poses(costs, p.association)
+        groups: list[list[PoseRef]] = []
+        owners: list[int | None] = []  # the track each group continues (None: new)
+        for t, rows in claimed.items():
+            groups.append(sorted(refs[k] for k in rows))
+            owners.append(t)
+        for group in fresh:
+            groups.append(group)
+            owners.append(None)
+        persons = self._triangulate(w, groups)
+        persons, groups, owners = self._keep_shape(w, persons, groups, owners)
+        persons, groups, owners = self._merge_coincident(w, persons, groups, owners)
+        self._track(persons, owners, t_ms)
+        grouped = {ref for person, group in zip(persons, groups, strict=True) for ref in group}
         unassigned = [(self.names[c], i) for c, i in refs if (c, i) not in grouped]
+        persons.sort(key=lambda person: person.id)
         return SceneFrame(persons, unassigned)
 
-    def _triangulate(
-        self, groups: list[list[tuple[int, int]]], poses: F64, index: dict[tuple[int, int], int]
-    ) -> list[Person3D]:
+    # -- the steps -------------------------------------------------------------------------
+    def _candidates(self, views: dict[str, list[F32]]) -> tuple[list[PoseRef], F64]:
+        """Every camera's poses with at least ``min_joints`` usable keypoints, undistorted, one per person."""
+        p = self.params.association
+        candidates: list[PoseRef] = []
+        und: list[F64] = []
+        for c, name in enumerate(self.names):
+            found = views.get(name, [])
+            if not found:
+                continue
+            arr = np.asarray(found, np.float64)
+            xy = self.cameras[name].undistort(arr[..., :2].reshape(-1, 2)).reshape(arr.shape[0], arr.shape[1], 2)
+            for i, pose in enumerate(np.concatenate([xy, arr[..., 2:]], axis=2)):
+                if int((pose[:, 2] >= p.min_score).sum()) >= p.min_joints:
+                    und.append(pose)
+                    candidates.append((c, i))
+        if not und:
+            return [], np.empty((0, 0, 3))
+        stacked = np.stack(und)
+        keep = distinct_poses(
+            stacked, np.array([c for c, _ in candidates]), p.min_score, self.params.duplicate_distance
+        )
+        return [candidates[k] for k in keep], stacked[keep]
+
+    def _window(self, refs: list[PoseRef], poses: F64) -> _Window:
+        cams = np.array([c for c, _ in refs])
+        dirs = np.empty((len(refs), poses.shape[1], 3))
+        for c in set(cams.tolist()):
+            rows = cams == c
+            cam = self.cameras[self.names[c]]
+            dirs[rows] = cam.rays(poses[rows, :, :2].reshape(-1, 2)).reshape(int(rows.sum()), -1, 3)
+        centers = np.stack([self.cameras[self.names[c]].center for c in cams])
+        return _Window(refs, {ref: k for k, ref in enumerate(refs)}, cams, centers, dirs, poses)
+
+    def _claim(self, w: _Window, t_ms: float) -> dict[int, list[int]]:
+        """Track index -> the pose rows (at most one per camera) whose rays fit the track's predicted joints.
+
+        A pose that fits its person better with left and right exchanged (models confuse the sides of a
+        person seen from behind) is mirrored in place, rays included."""
+        if not self._tracks:
+            return {}
+        p = self.params
+        predicted = np.stack([t.predict(t_ms) for t in self._tracks])  # (T, J, 3)
+        scores = w.poses[..., 2]
+        cost = track_costs(predicted, w.centers, w.dirs, scores, p.association)  # (T, N)
+        mirrored = track_costs(predicted, w.centers, w.dirs[:, MIRROR], scores[:, MIRROR], p.association)
+        flip = mirrored < cost - MIRROR_MARGIN_M
+        best = np.where(flip, mirrored, cost)
+        claimed: dict[int, list[int]] = {}
+        for c in np.unique(w.cams).tolist():
+            rows = np.flatnonzero(w.cams == c)
+            sub = best[:, rows]
+            ti, pi = linear_sum_assignment(np.where(np.isfinite(sub), sub, 1e6))
+            for t, k in zip(ti.tolist(), pi.tolist(), strict=True):
+                if sub[t, k] <= p.track_gate_m:
+                    row = int(rows[k])
+                    claimed.setdefault(t, []).append(row)
+                    if flip[t, row]:
+                        w.poses[row] = w.poses[row, MIRROR]
+                        w.dirs[row] = w.dirs[row, MIRROR]
+        return claimed
+
+    def _unexplained(self, w: _Window, free: list[int], claimed: dict[int, list[int]], t_ms: float) -> list[int]:
+        """The free poses that are not another detection of a person claimed in their camera (a model that
+        finds one person twice, as YOLO does in unusual poses): those would make a second hypothesis."""
+        if not free or not claimed:
+            return free
+        tracks = sorted(claimed)
+        predicted = np.stack([self._tracks[t].predict(t_ms) for t in tracks])
+        cost = track_costs(predicted, w.centers[free], w.dirs[free], w.poses[free, :, 2], self.params.association)
+        own = np.array([[w.cams[k] in {w.cams[r] for r in claimed[t]} for k in free] for t in tracks])
+        duplicate: npt.NDArray[np.bool_] = np.asarray((own & (cost <= self.params.track_gate_m)).any(axis=0))
+        return [k for k, dup in zip(free, duplicate.tolist(), strict=True) if not dup]
+
+    def _keep_shape(
+        self, w: _Window, persons: list[Person3D], groups: list[list[PoseRef]], owners: list[int | None]
+    ) -> tuple[list[Person3D], list[list[PoseRef]], list[int | None]]:
+        """Tracked people's joints that break their learned bone lengths: triangulated again without their
+        worst view, else left out; people with too few joints left are dropped."""
+        p = self.params
+        kept: tuple[list[Person3D], list[list[PoseRef]], list[int | None]] = ([], [], [])
+        for person, group, owner in zip(persons, groups, owners, strict=True):
+            if owner is not None:
+                self._fix_bones(w, person, self._tracks[owner].bones, group)
+            needed = p.min_joints if owner is None else p.min_tracked_joints
+            if int(np.isfinite(person.points).all(axis=1).sum()) >= needed:
+                kept[0].append(person)
+                kept[1].append(group)
+                kept[2].append(owner)
+        return kept
+
+    def _fix_bones(self, w: _Window, person: Person3D, bones: BoneModel, group: list[PoseRef]) -> None:
+        """Joints the bone model blames: without their worst view (3 views or more), else left out."""
+        for _ in range(2):
+            bad = bones.violations(person.points, person.error_px)
+            if not bad.any():
+                return
+            for j in np.flatnonzero(bad).tolist():
+                used = person.used[j].copy()
+                if used.sum() <= 2:
+                    self._drop_joint(person, j)
+                    continue
+                xy = np.full((len(self.names), 2), np.nan)
+                score = np.zeros(len(self.names))
+                for cam, i in group:
+                    xy[cam] = w.poses[w.index[(cam, i)], j, :2]
+                    score[cam] = w.poses[w.index[(cam, i)], j, 2]
+                err = np.where(
+                    used,
+                    np.linalg.norm(reproject(self.P, person.points[j : j + 1])[0] - np.nan_to_num(xy), axis=1),
+                    -np.inf,
+                )
+                used[int(err.argmax())] = False
+                weights = np.where(used, score, 0.0)
+                point = dlt(self.P, np.nan_to_num(xy)[None], weights[None])[0]
+                person.points[j] = point
+                person.used[j] = used
+                person.views[j] = int(used.sum())
+        for j in np.flatnonzero(bones.violations(person.points, person.error_px)).tolist():
+            self._drop_joint(person, j)
+
+    @staticmethod
+    def _drop_joint(person: Person3D, j: int) -> None:
+        person.points[j] = np.nan
+        person.used[j] = False
+        person.views[j] = 0
+        person.score[j] = 0.0
+        person.error_px[j] = np.nan
+
+    def _merge_coincident(
+        self, w: _Window, persons: list[Person3D], groups: list[list[PoseRef]], owners: list[int | None]
+    ) -> tuple[list[Person3D], list[list[PoseRef]], list[int | None]]:
+        """Two people whose shared joints (at least half of the fewer's) lie within ``same_person_m`` are one:
+        the tracked (else the one with more views) keeps the other's cameras it lacks, triangulated again."""
+        merged = True
+        while merged and len(persons) > 1:
+            merged = False
+            for a, b in itertools.combinations(range(len(persons)), 2):
+                if not self._same_person(persons[a].points, persons[b].points):
+                    continue
+                keep, drop = (
+                    (a, b) if self._rank(persons[a], owners[a]) >= self._rank(persons[b], owners[b]) else (b, a)
+                )
+                cams = {c for c, _ in groups[keep]}
+                group = sorted(groups[keep] + [r for r in groups[drop] if r[0] not in cams])
+                (person,) = self._triangulate(w, [group])
+                owner = owners[keep]
+                if owner is not None:
+                    self._fix_bones(w, person, self._tracks[owner].bones, group)
+                persons[keep], groups[keep] = person, group
+                for seq in (persons, groups, owners):
+                    del seq[drop]
+                merged = True
+                break
+        return persons, groups, owners
+
+    def _same_person(self, a: F64, b: F64) -> bool:
+        """Two skeletons are one person when most shared joints coincide (``same_person_m``), or when their
+        trunks are closer than two bodies can be (``min_body_distance_m``)."""
+        p = self.params
+        both: npt.NDArray[np.bool_] = np.asarray(np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1))
+        fewer = min(np.isfinite(a).all(axis=1).sum(), np.isfinite(b).all(axis=1).sum())
+        if both.sum() >= max(3, fewer // 2) and np.median(np.linalg.norm(a[both] - b[both], axis=1)) <= p.same_person_m:
+            return True
+        trunk = both.copy()
+        trunk[: min(5, len(trunk))] = False  # the head's keypoints say little about where a body is
+        trunk[[7, 8, 9, 10, 13, 14, 15, 16]] = False
+        if trunk.sum() < 2:
+            return False
+        return bool(np.linalg.norm(a[trunk].mean(axis=0) - b[trunk].mean(axis=0)) <= p.min_body_distance_m)
+
+    @staticmethod
+    def _rank(person: Person3D, owner: int | None) -> tuple[bool, int]:
+        return owner is not None, int(person.views.sum())
+
+    def _triangulate(self, w: _Window, groups: list[list[PoseRef]]) -> list[Person3D]:
         """All groups in one batched triangulation."""
         if not groups:
             return []
-        g, j, c = len(groups), poses.shape[1], len(self.names)
+        g, j, c = len(groups), w.poses.shape[1], len(self.names)
         xy = np.full((g, j, c, 2), np.nan)
         score = np.zeros((g, j, c))
         for k, group in enumerate(groups):
             for cam, i in group:
-                xy[k, :, cam] = poses[index[(cam, i)], :, :2]
-                score[k, :, cam] = poses[index[(cam, i)], :, 2]
+                xy[k, :, cam] = w.poses[w.index[(cam, i)], :, :2]
+                score[k, :, cam] = w.poses[w.index[(cam, i)], :, 2]
         p = self.params
         tri = triangulate(
             self.P,
@@ -193,40 +405,57 @@ class SceneFuser:
             )
         return persons
 
-    def _track(self, persons: list[Person3D], t_ms: float) -> None:
+    def _track(self, persons: list[Person3D], owners: list[int | None], t_ms: float) -> None:
+        """Ids: a person from a claimed track keeps it; a new person continues the nearest unmatched track
+        (optimal assignment on the mean joint distance to its prediction) or starts one."""
         p = self.params
-        self._tracks = [t for t in self._tracks if t_ms - t.last_ms <= p.max_age_ms]
-        pairs = []
-        if persons and self._tracks:
-            now = np.stack([person.points for person in persons])[:, None]  # (P, 1, J, 3)
-            before = np.stack([track.points for track in self._tracks])[None]  # (1, T, J, 3)
-            both = np.isfinite(now).all(-1) & np.isfinite(before).all(-1)  # (P, T, J)
+        taken = {o for o in owners if o is not None}
+        new = [k for k, o in enumerate(owners) if o is None]
+        lost = [t for t in range(len(self._tracks)) if t not in taken]
+        if new and lost:
+            now = np.stack([persons[k].points for k in new])[:, None]  # (P, 1, J, 3)
+            before = np.stack([self._tracks[t].predict(t_ms) for t in lost])[None]  # (1, T, J, 3)
+            both = np.isfinite(now).all(-1) & np.isfinite(before).all(-1)
             dist = np.where(both, np.linalg.norm(np.nan_to_num(now - before), axis=-1), 0.0)
-            mean = dist.sum(-1) / np.maximum(both.sum(-1), 1)
-            ok = (both.sum(-1) >= 3) & (mean <= p.max_track_distance_m)
-            pairs = [(float(mean[a, b]), int(a), int(b)) for a, b in zip(*np.nonzero(ok), strict=True)]
-        taken_p: set[int] = set()
-        taken_t: set[int] = set()
-        for _, pi, ti in sorted(pairs):
-            if pi in taken_p or ti in taken_t:
-                continue
-            taken_p.add(pi)
-            taken_t.add(ti)
-            self._follow(persons[pi], self._tracks[ti], t_ms)
-        for pi, person in enumerate(persons):
-            if pi not in taken_p:
-                track = _Track(next(self._ids), person.points, t_ms, OneEuroFilter(p.one_euro) if p.smoothing else None)
+            mean = np.where(both.sum(-1) >= 3, dist.sum(-1) / np.maximum(both.sum(-1), 1), np.inf)
+            rows, cols = linear_sum_assignment(np.where(np.isfinite(mean), mean, 1e6))
+            for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+                if mean[r, c] <= p.max_track_distance_m:
+                    owners[new[r]] = lost[c]
+        for k, person in enumerate(persons):
+            owner = owners[k]
+            if owner is None:
+                track = _Track(
+                    next(self._ids),
+                    np.full_like(person.points, np.nan),
+                    np.full(len(person.points), -np.inf),
+                    t_ms,
+                    BoneModel(p.bone_window, p.bone_min_samples, p.bone_tolerance),
+                    smoother=OneEuroFilter(p.one_euro) if p.smoothing else None,
+                )
                 self._tracks.append(track)
-                self._follow(person, track, t_ms)
-        persons.sort(key=lambda person: person.id)
+            else:
+                track = self._tracks[owner]
+            self._follow(person, track, t_ms)
 
     @staticmethod
     def _follow(person: Person3D, track: _Track, t_ms: float) -> None:
         person.id = track.id
+        fresh: npt.NDArray[np.bool_] = np.asarray(np.isfinite(person.points).all(axis=1))
+        track.bones.learn(np.where(fresh[:, None] & (person.views[:, None] >= 2), person.points, np.nan))
+        # Velocity: the median displacement of the joints seen now and before (a mean over different joint
+        # subsets would jump), over a short gap only, at most MAX_SPEED.
+        dt = (t_ms - track.last_ms) / 1e3
+        shared = fresh & np.isfinite(track.points).all(axis=1)
+        if shared.sum() >= 3 and 0 < dt < 0.5:
+            velocity = np.median(person.points[shared] - track.points[shared], axis=0) / dt
+            speed = float(np.linalg.norm(velocity))
+            velocity = velocity * min(1.0, MAX_SPEED / speed) if speed > 0 else velocity
+            track.velocity = 0.5 * track.velocity + 0.5 * velocity
+        else:
+            track.velocity = np.zeros(3)
         if track.smoother is not None:
-            filled = np.where(np.isfinite(person.points), person.points, track.points)
-            smooth = track.smoother(filled, t_ms / 1e3)
-            person.points = np.where(np.isfinite(person.points), smooth, np.nan)
-        fresh = np.isfinite(person.points)
-        track.points = np.where(fresh, person.points, track.points)
+            person.points = track.smoother(person.points, t_ms / 1e3)
+        track.points = np.where(fresh[:, None], person.points, track.points)
+        track.seen_ms = np.where(fresh, t_ms, track.seen_ms)
         track.last_ms = t_ms

@@ -13,10 +13,21 @@ F64 = npt.NDArray[np.float64]
 LIMB_BONES: tuple[tuple[int, int], ...] = ((5, 7), (7, 9), (6, 8), (8, 10), (11, 13), (13, 15), (12, 14), (14, 16))
 #: Every bone whose length a person keeps: the limbs, plus shoulders, hips and the trunk's sides.
 BONES: tuple[tuple[int, int], ...] = (*LIMB_BONES, (5, 6), (11, 12), (5, 11), (6, 12))
+#: Each bone's twin on the other side (a person's left and right bones are learned as one length).
+TWIN = (2, 3, 0, 1, 6, 7, 4, 5, 8, 9, 11, 10)
+#: Lengths no person's bone has (metres; generous: children to tall adults), in ``BONES`` order.
+PLAUSIBLE = np.array(
+    [(0.12, 0.45), (0.10, 0.40)] * 2 + [(0.18, 0.62), (0.18, 0.62)] * 2 + [(0.12, 0.55), (0.06, 0.45)]
+    + [(0.20, 0.80)] * 2
+)  # fmt: skip
+#: Limb bone lengths as a fraction of body height (Drillis and Contini's segment proportions, as in Winter's
+#: Biomechanics): upper arm, forearm, thigh, shank; a bone not yet learned is expected at its share of the
+#: height its learned bones imply, with twice the tolerance (people's proportions vary).
+PROPORTION = np.array([0.186, 0.146, 0.186, 0.146, 0.245, 0.246, 0.245, 0.246] + [np.nan] * 4)
+#: COCO keypoint order with left and right exchanged (a 2D pose whose sides a model mixed up).
+MIRROR = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
 _A = np.array([a for a, _ in BONES])
 _B = np.array([b for _, b in BONES])
-_LIMB_A = np.array([a for a, _ in LIMB_BONES])
-_LIMB_B = np.array([b for _, b in LIMB_BONES])
 
 
 def bone_lengths(points: F64, bones: tuple[tuple[int, int], ...] = LIMB_BONES) -> F64:
@@ -27,12 +38,13 @@ def bone_lengths(points: F64, bones: tuple[tuple[int, int], ...] = LIMB_BONES) -
 
 
 class BoneModel:
-    """One person's bone lengths, learned online: the median of the last ``window`` measurements of each bone.
+    """One person's bone lengths, learned online: the median of the last ``window`` plausible measurements of
+    each bone and its twin on the other side, trusted once there are ``min_samples`` of them.
 
-    A bone is trusted once it has ``min_samples`` measurements; ``violations`` names the joints whose bones
-    break that shape by more than ``tolerance`` (a fraction of the learned length)."""
+    ``violations`` names the joints whose bones break that shape by more than ``tolerance`` (a fraction of
+    the learned length) or have a length no person has."""
 
-    def __init__(self, window: int = 120, min_samples: int = 10, tolerance: float = 0.25) -> None:
+    def __init__(self, window: int = 120, min_samples: int = 10, tolerance: float = 0.2) -> None:
         self.window = window
         self.min_samples = min_samples
         self.tolerance = tolerance
@@ -40,30 +52,63 @@ class BoneModel:
 
     def lengths(self) -> F64:
         """The learned length of each bone of ``BONES`` (NaN until trusted)."""
-        return np.array(
-            [float(np.median(s)) if len(s) >= self.min_samples else np.nan for s in self._samples], np.float64
-        )
+        out = np.full(len(BONES), np.nan)
+        for b, twin in enumerate(TWIN):
+            both = [*self._samples[b], *self._samples[twin]]
+            if len(both) >= self.min_samples:
+                out[b] = float(np.median(both))
+        return out
 
-    def violations(self, points: F64) -> npt.NDArray[np.bool_]:
-        """(J,) joints at an end of a bone whose length is off by more than the tolerance; a joint is blamed
-        only when every trusted bone it has is off, or its only trusted bone is (so a wrong elbow does not
-        take the shoulder with it)."""
+    def expected(self) -> tuple[F64, F64]:
+        """Each bone's expected length and tolerance: learned, else its share of the height the learned limb
+        bones imply (twice the tolerance), else NaN."""
         learned = self.lengths()
+        tolerance = np.full(len(BONES), self.tolerance)
+        known = np.isfinite(learned) & np.isfinite(PROPORTION)
+        if known.any():
+            height = float(np.median(learned[known] / PROPORTION[known]))
+            guess = ~np.isfinite(learned) & np.isfinite(PROPORTION)
+            learned[guess] = PROPORTION[guess] * height
+            tolerance[guess] = 2 * self.tolerance
+        return learned, tolerance
+
+    def off(self, points: F64) -> npt.NDArray[np.bool_]:
+        """(B,) bones measured now whose length breaks the learned shape or is implausible."""
+        learned, tolerance = self.expected()
         now = bone_lengths(points, BONES)
         with np.errstate(invalid="ignore"):
-            off = np.abs(now - learned) > self.tolerance * learned  # NaN compares False
-        checked = np.isfinite(learned) & np.isfinite(now)
-        joints = points.shape[0]
-        bad = np.zeros(joints, int)
-        total = np.zeros(joints, int)
-        np.add.at(bad, _A[off], 1)
-        np.add.at(bad, _B[off], 1)
-        np.add.at(total, _A[checked], 1)
-        np.add.at(total, _B[checked], 1)
-        return (total > 0) & (bad == total)  # type: ignore[no-any-return]
+            implausible = (now < PLAUSIBLE[:, 0]) | (now > PLAUSIBLE[:, 1])
+            wrong = np.abs(now - learned) > tolerance * learned  # NaN compares False
+        return implausible | wrong
+
+    def violations(self, points: F64, error_px: F64 | None = None) -> npt.NDArray[np.bool_]:
+        """(J,) the joints to blame for the bones that are off: a limb bone's outer end (the elbow, not the
+        shoulder the trunk holds in place); a trunk bone's end with more bones off, else the one that
+        reprojects worse (``error_px``, per joint)."""
+        off = self.off(points)
+        blamed = np.zeros(points.shape[0], bool)
+        if not off.any():
+            return blamed
+        count = np.zeros(points.shape[0], int)
+        np.add.at(count, _A[off], 1)
+        np.add.at(count, _B[off], 1)
+        errors = np.zeros(points.shape[0]) if error_px is None else np.nan_to_num(error_px)
+        for b in np.flatnonzero(off).tolist():
+            a, z = BONES[b]
+            if b < len(LIMB_BONES):
+                blamed[z] = True
+            else:
+                blamed[a if (count[a], errors[a]) >= (count[z], errors[z]) else z] = True
+        return blamed
 
     def learn(self, points: F64) -> None:
-        """Add this skeleton's bones (those with both ends) to the samples."""
-        for samples, length in zip(self._samples, bone_lengths(points, BONES).tolist(), strict=True):
-            if np.isfinite(length) and length > 0:
+        """Add this skeleton's plausible bones (those with both ends), unless far (twice the tolerance) from a
+        length already learned: a person whose shape was learned wrong still converges, slowly."""
+        now = bone_lengths(points, BONES)
+        learned = self.lengths()
+        with np.errstate(invalid="ignore"):
+            far = np.abs(now - learned) > 2 * self.tolerance * learned
+            plausible = (now >= PLAUSIBLE[:, 0]) & (now <= PLAUSIBLE[:, 1])
+        for samples, length, ok in zip(self._samples, now.tolist(), (plausible & ~far).tolist(), strict=True):
+            if ok:
                 samples.append(length)

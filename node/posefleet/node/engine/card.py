@@ -51,6 +51,18 @@ class InputSpec(BaseModel):
         h, w = (max(1, round((d - o) / m)) * m + o for d in size)
         return h, w
 
+    def size_for(self, image: tuple[int, int]) -> tuple[int, int]:
+        """The input size for images of ``image`` (height, width): the fixed size; the default size where the
+        model letterboxes; else the default size's area at the image's aspect ratio (a portrait camera gets a
+        portrait input instead of a stretched one), snapped to a valid size."""
+        if self.size is not None:
+            return self.size
+        if self.resize == "letterbox":
+            return self.default_size
+        area = self.default_size[0] * self.default_size[1]
+        aspect = image[0] / max(image[1], 1)
+        return self.nearest_size((round((area * aspect) ** 0.5), round((area / aspect) ** 0.5)))
+
     def check_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """``size`` if the network accepts it; ``ValueError`` saying the rule and the nearest valid size."""
         if self.size is not None and tuple(self.size) != tuple(size):

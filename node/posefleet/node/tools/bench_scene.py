@@ -111,23 +111,18 @@ def fused(cameras: Mapping[str, Camera], views: Views, fps: float) -> tuple[list
 
 
 def _video_views(model_dir: Path, video: Path, cache: Path | None) -> tuple[list[list[F32]], tuple[int, int], float]:
-    from posefleet.node.engine import EngineOptions, NativeResolutionEngine, PoseEngine, load_card
-    from posefleet.node.tools import media
+    """A model's poses on a video as ``fuse`` runs it (the model's size at the video's aspect ratio), cached."""
+    from posefleet.node.engine import load_card
+    from posefleet.node.tools.fuse import video_poses
 
     card = load_card(model_dir)
-    key = hashlib.sha256(f"{card.model_id}|{card.source.sha256}|{video.resolve()}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{card.model_id}|{card.source.sha256}|{video.resolve()}|v2".encode()).hexdigest()[:16]
     path = cache / f"{video.stem}-{key}.json" if cache else None
     if path is not None and path.is_file():
         data = json.loads(path.read_text())
         poses = [[np.array(p, np.float32) for p in frame] for frame in data["poses"]]
         return poses, (int(data["size"][0]), int(data["size"][1])), float(data["fps"])
-    options = EngineOptions()
-    engine: Any = PoseEngine(model_dir, options) if card.input.size else NativeResolutionEngine(model_dir, options)
-    poses, size = [], (0, 0)
-    for frame in media.frames(video):
-        size = (frame.shape[1], frame.shape[0])
-        poses.append([p.keypoints for p in engine.infer(frame).poses])
-    fps = media.video_fps(video)
+    poses, _, size, fps = video_poses(model_dir, video, "CPU", None, keep_frames=False)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         listed = [[p.round(3).tolist() for p in frame] for frame in poses]
@@ -208,7 +203,10 @@ def measure(recording: Recording) -> dict[str, Any]:
         outputs[f"{source}, fused"], timings[source] = fused(recording.cameras, views, recording.fps)
         outputs[f"{source}, naive"] = naive(recording.cameras, views)
     frames = max(len(v) for v in recording.views.values())
-    people = recording.reference or people_from_outputs(outputs, frames)
+    # Without a reference, the people are where the fused outputs of the sources agree (the naive rule's
+    # mismatched triangulations would otherwise make people of their own).
+    fused_only = {method: out for method, out in outputs.items() if method.endswith(", fused")}
+    people = recording.reference or people_from_outputs(fused_only, frames)
     rows = []
     for method, output in outputs.items():
         source = method.rsplit(", ", 1)[0]

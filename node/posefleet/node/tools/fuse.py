@@ -34,7 +34,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--model", type=Path, help="converted model for video inputs")
     p.add_argument("--device", default="CPU")
-    p.add_argument("--input-size", type=parse_size, help="network input HxW for video inputs")
+    p.add_argument(
+        "--input-size",
+        type=parse_size,
+        help="network input HxW for video inputs (default: the model's size at the videos' aspect ratio)",
+    )
     p.add_argument(
         "--openpose-layout",
         choices=("body25b", "body25", "coco18"),
@@ -61,21 +65,24 @@ def _pose_json(path: Path) -> list[list[F32]]:
         raise PosefleetError(f"{path}: not a 'posefleet pose --json' file: {exc}") from None
 
 
-def _video_poses(
+def video_poses(
     model: Path | None, path: Path, device: str, input_size: tuple[int, int] | None, keep_frames: bool
 ) -> tuple[list[list[F32]], list[Any], tuple[int, int], float]:
     """The model's poses on every frame of a video, the frames (``keep_frames``), the size and the rate."""
-    from posefleet.node.engine import EngineOptions, NativeResolutionEngine, PoseEngine
+    from posefleet.node.engine import EngineOptions, PoseEngine, load_card
     from posefleet.node.tools import media
 
     if model is None:
         raise PosefleetError(f"{path}: a video input needs --model (a converted model directory)")
-    options = EngineOptions(device=device, input_size=input_size)
-    engine = PoseEngine(model, options) if input_size else NativeResolutionEngine(model, options)
     poses, images = [], []
     size = (0, 0)
+    engine: PoseEngine | None = None
     for frame in media.frames(path):
         size = (frame.shape[1], frame.shape[0])
+        if engine is None:  # the model's own size at the video's aspect ratio, unless one is given
+            card = load_card(model)
+            fitted = input_size or card.input.size_for((frame.shape[0], frame.shape[1]))
+            engine = PoseEngine(model, EngineOptions(device=device, input_size=fitted))
         poses.append([p.keypoints for p in engine.infer(frame).poses])
         if keep_frames:
             images.append(frame)
@@ -113,7 +120,7 @@ def read_inputs(
         elif path.suffix == ".json":
             yield name, _pose_json(path), [], None, None
         elif path.exists():
-            poses, images, size, fps = _video_poses(model, path, device, input_size, keep_frames)
+            poses, images, size, fps = video_poses(model, path, device, input_size, keep_frames)
             yield name, poses, images, size, fps
         else:
             raise PosefleetError(f"--camera {name}: {path}: no such file or folder")
