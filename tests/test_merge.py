@@ -287,3 +287,115 @@ def test_trc_round_trip_is_y_up_on_disk(tmp_path: Path) -> None:
     names, back = read_trc(path)
     assert names[0] == "Nose" and names[-1] == "RAnkle" and np.allclose(back[0], points)
     assert np.isnan(back[1, 4]).all() and np.isnan(back[2]).all()
+
+
+# -- live 3D on hard footage: weak evidence, mirrored and doubled detections, occlusions, bone lengths -------
+def walk(t: int, rng: np.random.Generator, speed: float = 0.02) -> np.ndarray:
+    """A person walking along x, one frame ``t`` at 30 fps (a fixed body: its bones keep their lengths)."""
+    body = person((0.0, 0.0), np.random.default_rng(0))
+    return body + np.array([-0.8 + speed * t, 0.3, 0.0]) + rng.normal(0, 0.002, body.shape)
+
+
+def test_a_partial_pose_of_low_score_still_feeds_its_person() -> None:
+    """Per-keypoint confidences, not the pose's score: a camera that sees 6 joints faintly (0.35) contributes."""
+    rng = np.random.default_rng(11)
+    cams = ring(4)
+    fuser = SceneFuser(cams, FusionParams())
+    for t in range(10):
+        views = {n: [v] for n, v in project(cams, walk(t, rng), 0.5, rng).items()}
+        faint = views["c2"][0]
+        faint[:, 2] = 0.05
+        faint[[5, 6, 11, 12, 13, 14], 2] = 0.35  # a partial pose: its mean score is 0.16
+        frame = fuser.fuse(views, t * 33.3)
+        assert len(frame.persons) == 1 and "c2" in frame.persons[0].cameras
+        assert frame.persons[0].used[[5, 6, 11, 12, 13, 14], 2].all() and not frame.persons[0].used[0, 2]
+
+
+def test_a_pose_with_left_and_right_exchanged_is_recognised() -> None:
+    """Models confuse the sides of a person seen from behind: that camera's pose is mirrored, not thrown away."""
+    from posefleet.merge.skeleton import MIRROR
+
+    rng = np.random.default_rng(12)
+    cams = ring(4)
+    fuser = SceneFuser(cams, FusionParams())
+    for t in range(20):
+        truth = walk(t, rng)
+        views = {n: [v] for n, v in project(cams, truth, 0.5, rng).items()}
+        if t >= 5:
+            views["c1"] = [views["c1"][0][MIRROR]]
+        frame = fuser.fuse(views, t * 33.3)
+        (p,) = frame.persons
+        assert p.id == 1 and np.nanmax(np.linalg.norm(p.points - truth, axis=1)) < 0.03
+        if t >= 5:
+            assert p.used[:, 1].sum() >= 15, "the mirrored camera still contributes"
+
+
+def test_a_second_detection_of_a_tracked_person_is_not_a_second_person() -> None:
+    """YOLO in unusual poses finds one person twice: the extra detections (partial, shifted) in two cameras
+    agree with each other, yet make no second 3D person and no duplicate frame."""
+    rng = np.random.default_rng(13)
+    cams = ring(4)
+    fuser = SceneFuser(cams, FusionParams())
+    for t in range(20):
+        views = {n: [v] for n, v in project(cams, walk(t, rng), 0.5, rng).items()}
+        if t >= 3:
+            for n in ("c2", "c3"):
+                extra = views[n][0] + np.array([12.0, -8.0, -0.3], np.float32)
+                extra[:5, 2] = 0.0  # no head: a partial second box
+                views[n].append(extra)
+        frame = fuser.fuse(views, t * 33.3)
+        assert [p.id for p in frame.persons] == [1]
+
+
+def test_ids_survive_a_one_second_occlusion_and_two_camera_windows_not_a_long_absence() -> None:
+    rng = np.random.default_rng(14)
+    cams = ring(4)
+    fuser = SceneFuser(cams, FusionParams())
+    ids = []
+    for t in range(100):
+        views = {n: [v] for n, v in project(cams, walk(t, rng, speed=0.01), 0.5, rng).items()}
+        if 20 <= t < 50:  # hidden for a second
+            views = {}
+        elif 50 <= t < 70:  # then seen by two cameras only
+            views = {n: views[n] for n in ("c0", "c1")}
+        frame = fuser.fuse(views, t * 33.3)
+        ids.extend(p.id for p in frame.persons)
+        assert len(frame.persons) == (0 if 20 <= t < 50 else 1)
+    assert set(ids) == {1}
+    later = fuser.fuse({n: [v] for n, v in project(cams, walk(100, rng), 0.5, rng).items()}, 99 * 33.3 + 3000)
+    assert [p.id for p in later.persons] == [2], "back after 3 s: a new id"
+
+
+def test_a_joint_that_breaks_its_learned_bones_is_not_published() -> None:
+    """A wrist that all views put 25 cm off (a 2D model's consistent mistake) breaks the forearm's learned length:
+    with no view to leave out that fixes it, the wrist is left out; the rest of the person is published."""
+    rng = np.random.default_rng(15)
+    cams = ring(4)
+    fuser = SceneFuser(cams, FusionParams())
+    for t in range(30):
+        truth = walk(t, rng)
+        if t == 29:
+            truth[9] += np.array([0.0, 0.0, -0.25])  # the left wrist, 25 cm lower
+        frame = fuser.fuse({n: [v] for n, v in project(cams, truth, 0.5, rng).items()}, t * 33.3)
+    (p,) = frame.persons
+    assert np.isnan(p.points[9]).all() and p.views[9] == 0
+    assert np.isfinite(p.points[[5, 7, 11, 13, 15]]).all(), "the elbow and the rest stay"
+
+
+def test_the_bone_model_blames_the_outer_joint_and_learns_both_sides_as_one() -> None:
+    from posefleet.merge.skeleton import BONES, BoneModel
+
+    model = BoneModel(min_samples=10, tolerance=0.12)
+    body = person((0, 0), np.random.default_rng(0))
+    for _ in range(5):  # 5 skeletons: 10 samples of each bone with its twin
+        model.learn(body)
+    lengths = model.lengths()
+    upper_left, upper_right = BONES.index((5, 7)), BONES.index((6, 8))
+    assert lengths[upper_left] == pytest.approx(lengths[upper_right], abs=0.01)
+    bent = body.copy()
+    bent[7] += np.array([0.0, 0.25, 0.0])  # the left elbow off: upper arm and forearm both change
+    blamed = model.violations(bent)
+    assert blamed[7] and not blamed[5], "the elbow, not the shoulder the trunk holds"
+    giant = body.copy()
+    giant[15] = giant[13] + np.array([0.0, 0.0, -1.5])  # a 1.5 m shin: no person has one
+    assert BoneModel().violations(giant)[15], "implausible lengths are refused before anything is learned"

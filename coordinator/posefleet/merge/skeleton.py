@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 import numpy.typing as npt
 
@@ -48,20 +46,26 @@ class BoneModel:
         self.window = window
         self.min_samples = min_samples
         self.tolerance = tolerance
-        self._samples: list[deque[float]] = [deque(maxlen=window) for _ in BONES]
+        self._samples = np.full((len(BONES), window), np.nan)  # a ring buffer per bone
+        self._next = np.zeros(len(BONES), np.int64)
+        self._lengths: F64 | None = None
+        self._expected: tuple[F64, F64] | None = None
 
     def lengths(self) -> F64:
         """The learned length of each bone of ``BONES`` (NaN until trusted)."""
-        out = np.full(len(BONES), np.nan)
-        for b, twin in enumerate(TWIN):
-            both = [*self._samples[b], *self._samples[twin]]
-            if len(both) >= self.min_samples:
-                out[b] = float(np.median(both))
-        return out
+        if self._lengths is None:
+            both = np.sort(np.concatenate([self._samples, self._samples[list(TWIN)]], axis=1), axis=1)  # NaN last
+            count = np.isfinite(both).sum(axis=1)
+            low = np.take_along_axis(both, np.maximum(count - 1, 0)[:, None] // 2, axis=1)[:, 0]
+            high = np.take_along_axis(both, np.minimum(count // 2, both.shape[1] - 1)[:, None], axis=1)[:, 0]
+            self._lengths = np.where(count >= self.min_samples, (low + high) / 2, np.nan)
+        return self._lengths.copy()
 
     def expected(self) -> tuple[F64, F64]:
         """Each bone's expected length and tolerance: learned, else its share of the height the learned limb
-        bones imply (twice the tolerance), else NaN."""
+        bones imply (twice the tolerance), else NaN. Computed once per ``learn``."""
+        if self._expected is not None:
+            return self._expected
         learned = self.lengths()
         tolerance = np.full(len(BONES), self.tolerance)
         known = np.isfinite(learned) & np.isfinite(PROPORTION)
@@ -70,7 +74,8 @@ class BoneModel:
             guess = ~np.isfinite(learned) & np.isfinite(PROPORTION)
             learned[guess] = PROPORTION[guess] * height
             tolerance[guess] = 2 * self.tolerance
-        return learned, tolerance
+        self._expected = (learned, tolerance)
+        return self._expected
 
     def off(self, points: F64) -> npt.NDArray[np.bool_]:
         """(B,) bones measured now whose length breaks the learned shape or is implausible."""
@@ -108,7 +113,8 @@ class BoneModel:
         learned = self.lengths()
         with np.errstate(invalid="ignore"):
             far = np.abs(now - learned) > 2 * self.tolerance * learned
-            plausible = (now >= PLAUSIBLE[:, 0]) & (now <= PLAUSIBLE[:, 1])
-        for samples, length, ok in zip(self._samples, now.tolist(), (plausible & ~far).tolist(), strict=True):
-            if ok:
-                samples.append(length)
+            ok = (now >= PLAUSIBLE[:, 0]) & (now <= PLAUSIBLE[:, 1]) & ~far
+        rows = np.flatnonzero(ok)
+        self._samples[rows, self._next[rows] % self.window] = now[rows]
+        self._next[rows] += 1
+        self._lengths = self._expected = None
