@@ -293,7 +293,8 @@ def test_trc_round_trip_is_y_up_on_disk(tmp_path: Path) -> None:
 def walk(t: int, rng: np.random.Generator, speed: float = 0.02) -> np.ndarray:
     """A person walking along x, one frame ``t`` at 30 fps (a fixed body: its bones keep their lengths)."""
     body = person((0.0, 0.0), np.random.default_rng(0))
-    return body + np.array([-0.8 + speed * t, 0.3, 0.0]) + rng.normal(0, 0.002, body.shape)
+    out: np.ndarray = body + np.array([-0.8 + speed * t, 0.3, 0.0]) + rng.normal(0, 0.002, body.shape)
+    return out
 
 
 def test_a_partial_pose_of_low_score_still_feeds_its_person() -> None:
@@ -351,7 +352,7 @@ def test_ids_survive_a_one_second_occlusion_and_two_camera_windows_not_a_long_ab
     rng = np.random.default_rng(14)
     cams = ring(4)
     fuser = SceneFuser(cams, FusionParams())
-    ids = []
+    ids: list[int] = []
     for t in range(100):
         views = {n: [v] for n, v in project(cams, walk(t, rng, speed=0.01), 0.5, rng).items()}
         if 20 <= t < 50:  # hidden for a second
