@@ -88,6 +88,27 @@ def test_fuse_cli_writes_jsonl_trc_and_render(scene: Path, tmp_path: Path) -> No
     cap = cv2.VideoCapture(str(out / "p.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 100 and int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) > 1000
     cap.release()
+    # Offline filtering as Pose2Sim does: smoother (less frame-to-frame motion), the same people, closer to or
+    # as close to Pose2Sim's own (Butterworth-filtered) reconstruction of participant 1.
+    calibration = scene / "calibration" / "Calib_qualisys.toml"
+    filtered = run_cli("fuse", "--calibration", calibration, *openpose_cameras(scene), "--jsonl", out / "f.jsonl",
+                       "--trc", out / "f.trc", "--fps", "60", "--filter", "butterworth")  # fmt: skip
+    assert filtered.returncode == 0, filtered.stderr
+    _, smooth = read_trc(out / "f.trc")
+    jitter = [float(np.nanmean(np.linalg.norm(np.diff(x, axis=0), axis=2))) for x in (trc, smooth)]
+    assert jitter[1] < jitter[0], jitter
+    markers, reference = read_trc(next((scene / "openpose-3d").glob("*_P1_*.trc")))
+    shared = [(m, COCO_KEYPOINTS.index(name)) for m, marker in enumerate(markers) if (name := coco_name(marker))]
+    errors = [
+        float(
+            np.nanmean(np.linalg.norm(x[:, [c for _, c in shared]] - reference[:100, [m for m, _ in shared]], axis=2))
+        )
+        for x in (trc, smooth)
+    ]
+    assert errors[1] <= errors[0] + 0.002, errors
+    bad = run_cli("fuse", "--calibration", calibration, *openpose_cameras(scene), "--jsonl", out / "g.jsonl",
+                  "--fps", "10", "--filter", "butterworth")  # fmt: skip
+    assert bad.returncode == 2 and "half the frame rate" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_fuse_cli_runs_the_model_on_videos(scene: Path, models: dict[str, Path], tmp_path: Path) -> None:

@@ -400,3 +400,22 @@ def test_the_bone_model_blames_the_outer_joint_and_learns_both_sides_as_one() ->
     giant = body.copy()
     giant[15] = giant[13] + np.array([0.0, 0.0, -1.5])  # a 1.5 m shin: no person has one
     assert BoneModel().violations(giant)[15], "implausible lengths are refused before anything is learned"
+
+
+def test_butterworth_filters_each_seen_run_and_keeps_gaps() -> None:
+    """Zero-phase low-pass: a slow motion passes unchanged in phase, jitter is removed, gaps stay gaps."""
+    from posefleet.merge.filters import butterworth
+
+    rate, t = 60.0, np.arange(240) / 60.0
+    rng = np.random.default_rng(16)
+    truth = np.sin(2 * np.pi * 0.5 * t)  # 0.5 Hz
+    points = np.repeat((truth + rng.normal(0, 0.02, t.shape))[:, None, None], 3, axis=2).repeat(2, axis=1)
+    points[100:110, 0] = np.nan  # joint 0 unseen for 10 frames
+    out = butterworth(points, rate)
+    assert np.isnan(out[100:110, 0]).all() and np.isfinite(out[:, 1]).all()
+    inner = np.r_[10:90, 120:230]  # away from the runs' ends
+    rms = [float(np.sqrt(np.mean((x[inner, 0, 0] - truth[inner]) ** 2))) for x in (out, points)]
+    assert rms[0] < 0.5 * rms[1], rms
+    assert abs(np.argmax(np.correlate(out[:, 1, 0], truth, "full")) - (len(t) - 1)) <= 1, "no lag"
+    with pytest.raises(ValueError, match="half the frame rate"):
+        butterworth(points, 10.0, cutoff_hz=6.0)

@@ -45,7 +45,7 @@ class SceneSettings(BaseModel):
     max_wait_ms: float = Field(500.0, gt=0, le=10_000)
     #: 3D people with fewer triangulated joints are not reported (stray 2D detections that happen to agree).
     min_joints: int = Field(6, ge=1, le=17)
-    max_reprojection_error_px: float = Field(15.0, gt=0, description="views beyond this are excluded")
+    max_reprojection_error_px: float = Field(25.0, gt=0, description="views beyond this are excluded")
     max_ray_distance_m: float = Field(0.15, gt=0, description="2D poses whose rays pass farther apart differ")
     min_keypoint_score: float = Field(0.3, ge=0, le=1)
     max_track_distance_m: float = Field(0.5, gt=0, description="3D persons move at most this between windows")

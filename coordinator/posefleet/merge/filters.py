@@ -59,3 +59,24 @@ class OneEuroFilter:
         self._x = np.where(seen, prev + a * (x - prev), self._x)
         self._t = t
         return np.where(seen, self._x, np.nan)
+
+
+def butterworth(points: F64, rate: float, cutoff_hz: float = 6.0, order: int = 4) -> F64:
+    """Zero-phase low-pass Butterworth filtering of one person's joints over a recording, as Pose2Sim filters
+    its 3D output (defaults: 4th order, 6 Hz). ``points``: (T, J, 3), NaN where a joint is missing; each run of
+    consecutive frames a joint is seen in is filtered on its own (runs too short for the filter's padding are
+    left as they are), and missing frames stay missing."""
+    from scipy.signal import butter, filtfilt
+
+    if not 0 < cutoff_hz < rate / 2:
+        raise ValueError(f"the cut-off ({cutoff_hz} Hz) must lie between 0 and half the frame rate ({rate / 2} Hz)")
+    b, a = butter(order, cutoff_hz / (rate / 2))
+    pad = 3 * max(len(a), len(b))
+    out = points.copy()
+    seen: npt.NDArray[np.bool_] = np.asarray(np.isfinite(points).all(axis=2))  # (T, J)
+    for j in range(points.shape[1]):
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], seen[:, j].astype(np.int8), [0]])))
+        for start, stop in zip(edges[::2], edges[1::2], strict=True):
+            if stop - start > pad:
+                out[start:stop, j] = filtfilt(b, a, points[start:stop, j], axis=0)
+    return out

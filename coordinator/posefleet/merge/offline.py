@@ -37,6 +37,21 @@ def fuse_frames(fuser: SceneFuser, views: Mapping[str, Sequence[list[F32]]], fps
         yield FusedFrame(i, frame_views, fuser.fuse(frame_views, i * 1000.0 / fps))
 
 
+def filter_people(frames: list[FusedFrame], rate: float, cutoff_hz: float = 6.0, order: int = 4) -> None:
+    """Each 3D person's joints over the recording, Butterworth-filtered in place (``filters.butterworth``)."""
+    from posefleet.merge.filters import butterworth
+
+    ids = sorted({p.id for f in frames for p in f.scene.persons})
+    for person_id in ids:
+        found = [(k, p) for k, f in enumerate(frames) for p in f.scene.persons if p.id == person_id]
+        track = np.full((len(frames), *found[0][1].points.shape), np.nan)
+        for k, p in found:
+            track[k] = p.points
+        smooth = butterworth(track, rate, cutoff_hz, order)
+        for k, p in found:
+            p.points = smooth[k]
+
+
 def _num(value: float) -> float | None:
     return round(float(value), 4) if math.isfinite(value) else None
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from posefleet.common.cli import parse_size, positive_float
+from posefleet.common.cli import parse_size, positive_float, positive_int
 from posefleet.common.errors import PosefleetError
 
 F32 = npt.NDArray[np.float32]
@@ -48,8 +48,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--trc", type=Path, help="TRC of the main person (others beside it, _P<id>)")
     p.add_argument("--render", type=Path, help="side-by-side camera views with the 3D people reprojected (mp4)")
     p.add_argument("--fps", type=positive_float, help="frame rate (default: the videos', else 30)")
-    p.add_argument("--max-reprojection-error-px", type=positive_float, default=15.0)
+    p.add_argument("--max-reprojection-error-px", type=positive_float, default=25.0)
     p.add_argument("--max-ray-distance-m", type=positive_float, default=0.15)
+    p.add_argument(
+        "--filter",
+        choices=("none", "butterworth"),
+        default="none",
+        help="butterworth: zero-phase low-pass of each person's joints over the recording, as Pose2Sim filters",
+    )
+    p.add_argument("--cutoff-hz", type=positive_float, default=6.0, help="--filter butterworth cut-off (Hz)")
+    p.add_argument("--order", type=positive_int, default=4, help="--filter butterworth order")
     p.set_defaults(func=cmd_fuse)
 
 
@@ -129,7 +137,7 @@ def read_inputs(
 def cmd_fuse(args: argparse.Namespace) -> int:
     from posefleet.merge.association import AssociationParams
     from posefleet.merge.calibration import load_calibration
-    from posefleet.merge.offline import Renderer, frame_json, fuse_frames, write_trcs
+    from posefleet.merge.offline import Renderer, filter_people, frame_json, fuse_frames, write_trcs
     from posefleet.merge.scene import FusionParams, SceneFuser
 
     calibration = load_calibration(args.calibration)
@@ -161,12 +169,16 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     )
     fuser = SceneFuser(fitted, params)
     renderer = Renderer(args.render, fitted, fps) if args.render else None
+    frames = list(fuse_frames(fuser, views, fps))
+    if args.filter == "butterworth":
+        try:
+            filter_people(frames, fps, args.cutoff_hz, args.order)
+        except ValueError as exc:
+            raise PosefleetError(f"--filter butterworth: {exc}") from None
     args.jsonl.parent.mkdir(parents=True, exist_ok=True)
-    frames = []
     with args.jsonl.open("w") as out:
-        for frame in fuse_frames(fuser, views, fps):
+        for frame in frames:
             out.write(json.dumps(frame_json(frame)) + "\n")
-            frames.append(frame)
             if renderer is not None:
                 shown = {n: imgs[frame.index] for n, imgs in images.items() if frame.index < len(imgs)}
                 renderer.add(frame, shown)
