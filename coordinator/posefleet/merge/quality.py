@@ -11,6 +11,7 @@ person that one method never reconstructs still counts against it. Per person an
 - ``ids``: distinct ids the method gave the person; ``duplicates``: frames where it shows the person twice;
 - ``bone_cv``: coefficient of variation over time of each of the 8 limb bones, averaged;
 - ``reprojection_px``: median reprojection error of its joints in the views used;
+- ``joints``: how many of its 17 joints are published, on average (bone checks leave joints out);
 - ``mpjpe_mm`` against the reference, where there is one.
 """
 
@@ -55,6 +56,8 @@ class PersonQuality:
     reprojection_px: float
     mpjpe_mm: float | None = None
     frames: int = 0
+    #: Mean joints (of 17) published per frame the person is reconstructed in.
+    joints: float = float("nan")
 
     @property
     def reconstructed_share(self) -> float:
@@ -72,6 +75,7 @@ class PersonQuality:
             "bone_cv": round(self.bone_cv, 4) if np.isfinite(self.bone_cv) else None,
             "reprojection_px": round(self.reprojection_px, 2) if np.isfinite(self.reprojection_px) else None,
             "mpjpe_mm": None if self.mpjpe_mm is None else round(self.mpjpe_mm, 1),
+            "joints": round(self.joints, 1) if np.isfinite(self.joints) else None,
         }
 
 
@@ -263,6 +267,7 @@ def evaluate(
                 bone_cv=bone_variation(points),
                 reprojection_px=float(np.median(errors)) if errors else float("nan"),
                 mpjpe_mm=mpjpe,
+                joints=float(np.isfinite(points).all(axis=2).sum(axis=1).mean()) if mine else float("nan"),
             )
         )
     return quality

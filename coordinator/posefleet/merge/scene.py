@@ -53,9 +53,11 @@ class FusionParams:
     #: Bone lengths are learned from this many windows of each track (median), trusted after ``bone_min_samples``.
     bone_window: int = 120
     bone_min_samples: int = 10
-    #: Smooth each 3D person's joints with a One-Euro filter.
+    #: Smooth each 3D person's joints with a One-Euro filter (off: no lag). Its 3D defaults (1 Hz, beta 2 per
+    #: m/s) lag 33-67 ms at 60 fps on the OpenPose recording and take 8% of the frame-to-frame jitter
+    #: (``bench-scene``); beta 0 (MediaPipe's 2D default) lags 130-150 ms.
     smoothing: bool = False
-    one_euro: OneEuroParams = field(default_factory=OneEuroParams)
+    one_euro: OneEuroParams = field(default_factory=lambda: OneEuroParams(min_cutoff=1.0, beta=2.0))
 
 
 @dataclass

@@ -222,6 +222,45 @@ def measure(recording: Recording) -> dict[str, Any]:
     }
 
 
+def smoothing(recording: Recording) -> dict[str, Any]:
+    """What live One-Euro smoothing of the 3D joints does on ``recording``'s first source: its lag (the shift
+    that best aligns the smoothed joints with the raw ones), the frame-to-frame motion it takes away, and the
+    MPJPE against the reference with and without it."""
+    from posefleet.merge.scene import FusionParams, SceneFuser
+
+    source, views = next(iter(recording.views.items()))
+
+    def run(on: bool) -> dict[int, F64]:
+        fuser = SceneFuser(dict(recording.cameras), FusionParams(smoothing=on))
+        tracks: dict[int, F64] = {}
+        for i, frame in enumerate(views):
+            for p in fuser.fuse(frame, i * 1000.0 / recording.fps).persons:
+                tracks.setdefault(p.id, np.full((len(views), *p.points.shape), np.nan))[i] = p.points
+        return tracks
+
+    raw, smooth = run(False), run(True)
+    lags, motion = [], []
+    for pid, a in raw.items():
+        if pid not in smooth:
+            continue
+        b = smooth[pid]
+        shifts = [float(np.nanmean(np.linalg.norm(b[s:] - a[: len(a) - s], axis=2))) for s in range(0, 30)]
+        lags.append(int(np.nanargmin(shifts)) * 1000.0 / recording.fps)
+        motion.append([float(np.nanmean(np.linalg.norm(np.diff(x, axis=0), axis=2))) for x in (a, b)])
+    out: dict[str, Any] = {
+        "source": source,
+        "lag_ms": lags,
+        "jitter_reduction": [1 - m[1] / m[0] for m in motion if m[0] > 0],
+    }
+    if recording.reference is not None:
+        people = recording.reference
+        for name, tracks in (("mpjpe_mm_raw", raw), ("mpjpe_mm_smoothed", smooth)):
+            output = [[Output3D(pid, t[i]) for pid, t in tracks.items() if np.isfinite(t[i]).any()]
+                      for i in range(len(views))]  # fmt: skip
+            out[name] = [q.mpjpe_mm for q in evaluate(people, output, views, recording.cameras)]
+    return out
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = []
     for r in results:
@@ -229,9 +268,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
             f"### {r['recording']}: {r['frames']} frames; fusion p50 / p99 {r['fusion_ms']['p50']:.2f} / "
             f"{r['fusion_ms']['p99']:.2f} ms per window",
             "",
-            "| method | person | reconstructed / eligible | ids | duplicate frames | bone CV | reprojection px "
-            "| MPJPE mm |",
-            "|---|---|---:|---|---:|---:|---:|---:|",
+            "| method | person | reconstructed / eligible | ids | duplicate frames | joints | bone CV "
+            "| reprojection px | MPJPE mm |",
+            "|---|---|---:|---|---:|---:|---:|---:|---:|",
         ]
         for row in r["rows"]:
             share = f"{row['reconstructed']}/{row['eligible']}"
@@ -241,7 +280,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
             rep = "-" if row["reprojection_px"] is None else f"{row['reprojection_px']:.1f}"
             mpjpe = "-" if row["mpjpe_mm"] is None else f"{row['mpjpe_mm']:.0f}"
             ids = ", ".join(map(str, row["ids"])) or "-"
-            cells = [row["method"], row["person"], share, ids, str(row["duplicates"]), cv, rep, mpjpe]
+            joints = "-" if row["joints"] is None else f"{row['joints']:.1f}"
+            cells = [row["method"], row["person"], share, ids, str(row["duplicates"]), joints, cv, rep, mpjpe]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -258,7 +298,18 @@ def cmd_bench_scene(args: argparse.Namespace) -> int:
     else:
         recordings = [_given_recording(args)]
     results = [measure(r) for r in recordings]
-    report(args, markdown(results), {"results": results})
+    smoothed = smoothing(recordings[-1])
+    text = markdown(results) + (
+        f"\nLive One-Euro smoothing (`smoothing = true`, 1 Hz, beta 2) on {recordings[-1].name}, "
+        f"{smoothed['source']}: lag {', '.join(f'{x:.0f}' for x in smoothed['lag_ms'])} ms per person, "
+        f"frame-to-frame motion {', '.join(f'-{x:.0%}' for x in smoothed['jitter_reduction'])}"
+    )
+    if "mpjpe_mm_raw" in smoothed:
+        text += (
+            f"; MPJPE {', '.join(f'{x:.0f}' for x in smoothed['mpjpe_mm_raw'] if x is not None)} mm without, "
+            f"{', '.join(f'{x:.0f}' for x in smoothed['mpjpe_mm_smoothed'] if x is not None)} mm with"
+        )
+    report(args, text + ".\n", {"results": results, "smoothing": smoothed})
     return 0
 
 
