@@ -112,6 +112,9 @@ def test_the_dashboard_in_a_real_browser(models: dict[str, Path], assets: Path, 
                 fps.append(cells[0].text)
             time.sleep(0.5)
         assert len(set(fps)) >= 2 and float(fps[-1]) > 0, f"the FPS number updates: {fps}"
+        people = driver.find_element(By.CSS_SELECTOR, '[data-camera="door"] .people').text
+        assert people == "1", f"one person in the clip: {people}"  # tracked poses, not the decoder's fragments
+        assert not driver.find_element(By.ID, "weak").is_selected(), "untracked poses hidden by default"
         row = driver.find_element(By.CSS_SELECTOR, '[data-node="dash-node-1"]').text
         assert "FP16, runs " in row, row  # the precision the node's device runs the model in
         cluster.nodes["dash-node-1"].proc.kill()

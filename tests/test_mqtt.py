@@ -310,3 +310,55 @@ async def test_mqtts_with_the_fleet_ca_a_client_certificate_and_a_password(
         listener.task.cancel()
         for server in servers:
             await server.stop()
+
+
+async def test_a_one_person_clip_through_posenet_counts_one_person(
+    broker: Broker, models: dict[str, Path], assets: Path
+) -> None:
+    """A real PoseNet node with its serving defaults: the decoder's faint fragments of the one person are not
+    people. MQTT's ``people`` (tracked poses) says 1 in >= 95% of the clip's messages."""
+    from nodes import NodeProcess, jpeg
+    from posefleet.clients.sdk import PosefleetClient
+    from posefleet.node.tools.media import frames
+
+    node = NodeProcess(models["posenet075"])
+    config = CoordinatorSettings(
+        host="127.0.0.1",
+        port=0,
+        discover=False,
+        insecure=True,
+        nodes=[node.address],
+        mqtt=f"mqtt://127.0.0.1:{broker.port}",
+        camera_queue=16,
+    )
+    server = CoordinatorServer(config)
+    await server.start()
+    listener = Listener(broker.port)
+    try:
+        await asyncio.sleep(1.0)
+        clip = [jpeg(image) for image in frames(assets / "video" / "pose_1.mp4")]
+        async with PosefleetClient(f"127.0.0.1:{server.port}", tls=None) as client:
+            await client.wait_for_nodes(1)
+
+            async def gen() -> AsyncIterator[pose_pb2.Frame]:
+                for seq, data in enumerate(clip):
+                    frame = pose_pb2.Frame(camera_id="cam1", sequence=seq)
+                    frame.image.encoding = pose_pb2.IMAGE_ENCODING_JPEG
+                    frame.image.data = data
+                    frame.capture_time.FromMilliseconds(int(time.time() * 1000))
+                    yield frame
+                    await asyncio.sleep(1 / 30)
+
+            results = [r async for r in client.stream_camera(gen())]
+        await asyncio.sleep(1.0)
+        assert sum(r.status == pose_pb2.RESULT_STATUS_OK for r in results) == len(clip) == 120
+        people = [m["people"] for m in listener.poses()]
+        assert len(people) == 120
+        share = sum(n == 1 for n in people) / len(people)
+        poses = sum(len(r.poses) for r in results) / len(results)
+        print(f"people = 1 in {share:.0%} of {len(people)} messages; {poses:.2f} poses per frame served")
+        assert share >= 0.95, people
+    finally:
+        listener.task.cancel()
+        await server.stop()
+        node.stop()

@@ -2,7 +2,8 @@
 
 Topics under ``mqtt_prefix`` (``posefleet`` by default):
 
-- ``<prefix>/<camera>/poses``: one JSON message per frame result (sequence, capture time, status, poses
+- ``<prefix>/<camera>/poses``: one JSON message per frame result (sequence, capture time, status, ``people``
+  (the tracked poses: a person is a pose the camera's tracker follows; weaker ones are not counted), poses
   with track ids); QoS 0, not retained.
 - ``<prefix>/<scene>/persons``: one per fused window of a calibrated scene (3D people); QoS 0.
 - ``<prefix>/stats``: cameras, nodes and scenes every ``mqtt_stats_interval_s``; QoS 1, retained.
@@ -140,7 +141,7 @@ class MqttPublisher:
             "sequence": result.sequence,
             "capture_time_ms": result.capture_time.ToMilliseconds(),
             "status": _STATUS.get(result.status, "failed"),
-            "people": len(result.poses),
+            "people": sum(1 for pose in result.poses if pose.track_id),  # a person is a tracked pose
             "poses": poses_of(result),
         }
         if result.error:

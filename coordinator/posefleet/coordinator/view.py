@@ -76,6 +76,8 @@ class FleetView:
                     "width": latest.image_width if latest is not None else 0,
                     "height": latest.image_height if latest is not None else 0,
                     "poses": result_poses(latest) if latest is not None else [],
+                    # a person is a tracked pose; the decoder's weak leftovers are not people
+                    "people": sum(1 for p in latest.poses if p.track_id) if latest is not None else 0,
                 }
             )
         nodes = []

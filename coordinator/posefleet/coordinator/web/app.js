@@ -37,10 +37,21 @@ function tileFor(cam) {
   return tile;
 }
 
+// People are tracked poses. Untracked ones (a decoder's weak fragments, track id 0) are drawn only when the
+// "untracked poses" box is ticked, and then faintly.
+const weakBox = document.getElementById("weak");
+weakBox.checked = localStorage.getItem("posefleet.weak") === "1";
+weakBox.addEventListener("change", () => {
+  localStorage.setItem("posefleet.weak", weakBox.checked ? "1" : "0");
+  for (const tile of tiles.values()) paintTile(tile);
+});
+
 function drawPoses(ctx, poses, scale) {
-  ctx.lineWidth = 3;
   for (const pose of poses) {
+    if (!pose.track_id && !weakBox.checked) continue;
     const colour = trackColour(pose.track_id);
+    ctx.globalAlpha = pose.track_id ? 1 : 0.35;
+    ctx.lineWidth = pose.track_id ? 3 : 1;
     ctx.strokeStyle = colour;
     ctx.fillStyle = colour;
     const k = pose.keypoints;
@@ -58,6 +69,7 @@ function drawPoses(ctx, poses, scale) {
       ctx.fill();
     }
   }
+  ctx.globalAlpha = 1;
 }
 
 function paintTile(tile) {
@@ -76,6 +88,7 @@ function updateTile(cam) {
   const tile = tileFor(cam);
   tile.cam = cam;
   tile.stats.innerHTML =
+    `people <b class="people">${cam.people}</b> · ` +
     `in <b class="fps-in">${fmt(cam.input_fps)}</b> FPS · processed <b class="fps">${fmt(cam.processed_fps)}</b> FPS<br>` +
     `ok <b>${cam.ok}</b> · dropped <b>${cam.dropped}</b> · failed <b>${cam.failed}</b> · ` +
     `p50 <b>${fmt(cam.latency_p50_ms)}</b> ms · p99 <b>${fmt(cam.latency_p99_ms)}</b> ms`;

@@ -113,10 +113,13 @@ def fused(cameras: Mapping[str, Camera], views: Views, fps: float) -> tuple[list
 def _video_views(model_dir: Path, video: Path, cache: Path | None) -> tuple[list[list[F32]], tuple[int, int], float]:
     """A model's poses on a video as ``fuse`` runs it (the model's size at the video's aspect ratio), cached."""
     from posefleet.node.engine import load_card
+    from posefleet.node.engine.families import family
     from posefleet.node.tools.fuse import video_poses
 
     card = load_card(model_dir)
-    key = hashlib.sha256(f"{card.model_id}|{card.source.sha256}|{video.resolve()}|v2".encode()).hexdigest()[:16]
+    decode = family(card.family).Params()  # the serving defaults are part of what is measured
+    key = f"{card.model_id}|{card.source.sha256}|{video.resolve()}|{decode}|v2"
+    key = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = cache / f"{video.stem}-{key}.json" if cache else None
     if path is not None and path.is_file():
         data = json.loads(path.read_text())

@@ -56,8 +56,11 @@ class PoseNetDecodeParams:
     nms_radius: float = 20.0
     local_max_radius: int = 1
     offset_refine_steps: int = 2
-    #: Poses scoring below this are dropped.
-    min_pose_score: float = 0.0
+    #: Poses scoring below this are dropped: 0.1, the minimum pose confidence of tfjs-models' PoseNet demos
+    #: (weaker ones are the decoder's stray fragments of a person: 3 to 7 of them on a one-person frame). The
+    #: multi-pose demo's 0.15 cost live 3D the partial poses of a hard pose (bench-scene: the participant in
+    #: 91 of 96 frames instead of 97 of 100). ``posefleet eval`` keeps every pose.
+    min_pose_score: float = 0.1
     #: How many candidate roots the NumPy decoder decodes at once.
     chunk: int = 128
     #: Use the Numba-compiled decoder when Numba is installed.

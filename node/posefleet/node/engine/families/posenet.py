@@ -14,7 +14,8 @@ from posefleet.node.engine.types import Pose
 class PoseNetModel(PoseModel):
     family = "posenet"
     Params = decoder.PoseNetDecodeParams
-    eval_params: ClassVar[Mapping[str, Any]] = {"max_poses": 20}
+    #: COCO AP counts faint poses too: every pose is kept for ``posefleet eval``.
+    eval_params: ClassVar[Mapping[str, Any]] = {"max_poses": 20, "min_pose_score": 0.0}
     params: decoder.PoseNetDecodeParams
 
     def warm_up(self) -> None:
