@@ -70,7 +70,9 @@ def test_decoders_equal_plain_tfjs_port(
     engine = PoseEngine(models["posenet075"])
     out = _outputs(engine, read_image(assets / "images" / photo))
     # Small NumPy chunks: several rounds of suppression across chunks.
-    params = pd.PoseNetDecodeParams(score_threshold=threshold, max_poses=15, chunk=7, compiled=compiled)
+    params = pd.PoseNetDecodeParams(
+        score_threshold=threshold, max_poses=15, chunk=7, compiled=compiled, min_pose_score=0.0
+    )  # the reference port keeps every pose
     fast = pd.decode_multiple(out, 16, params)
     slow = decode_multiple_reference(out, 16, params)
     assert len(fast) == len(slow) > 0
