@@ -168,15 +168,76 @@ def bomb_jpeg(width: int, height: int) -> bytes:
         i += 2 + length
 
 
+def png_labelled_jpeg(side: int) -> bytes:
+    """A grey ``side`` x ``side`` PNG (tens of KB of compressed zeros) with a fake small JPEG SOF in a text chunk
+    and a JPEG end marker after its end: sent as a JPEG, it passes a JPEG header check that trusts the label,
+    and OpenCV, which decodes whatever the bytes are, fills ``side`` x ``side`` x 3 bytes."""
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    rows = zlib.compressobj(9)
+    raw = b"".join(rows.compress(b"\0" * (side + 1)) for _ in range(side)) + rows.flush()
+    fake_sof = b"\xff\xc0\x00\x11\x08\x00\x10\x00\x10\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+        + chunk(b"tEXt", b"Comment\0" + fake_sof)
+        + chunk(b"IDAT", raw)
+        + chunk(b"IEND", b"")
+        + b"\xff\xd9"
+    )
+
+
+def test_a_png_labelled_jpeg_and_oversized_images_are_refused_before_decoding() -> None:
+    """The mislabelled PNG (8192 x 8192: 201 MB once decoded) is refused by its signature, on the node and for
+    the dashboard's thumbnails alike; and the decoders' own cap refuses what a header understates."""
+    import subprocess
+    import sys
+
+    from posefleet.common.images import EncodedImageError, decode_encoded
+    from posefleet.coordinator.dashboard import _thumbnail
+    from posefleet.node.server.images import ImageError, decode_image
+
+    bomb = png_labelled_jpeg(8192)
+    assert len(bomb) < 200_000
+    t0 = time.perf_counter()
+    with pytest.raises(ImageError, match="declared JPEG but the bytes are a PNG"):
+        decode_image(pose_pb2.Image(encoding=pose_pb2.IMAGE_ENCODING_JPEG, data=bomb), 4096, 4096 * 4096)
+    with pytest.raises(ImageError, match=r"image size 8192x8192 is beyond this node's limits"):
+        decode_image(pose_pb2.Image(encoding=pose_pb2.IMAGE_ENCODING_PNG, data=bomb), 4096, 4096 * 4096)
+    assert _thumbnail(("JPEG", bomb)) is None and _thumbnail(("PNG", bomb)) is None
+    assert time.perf_counter() - t0 < 0.05, "refused from the first bytes"
+    with pytest.raises(EncodedImageError, match="not a JPEG or PNG"):
+        decode_encoded(b"GIF89a" + bytes(100), "JPEG", 4096, 4096 * 4096)
+    # A header that understates the size (here: made to) still meets the decoder's own cap, in a fresh process
+    # (OpenCV reads its cap once).
+    script = (
+        "import posefleet.common.images as im, struct, sys\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_hostile import png_labelled_jpeg\n"
+        "im.header_size = lambda data, kind: (16, 16)\n"
+        "im.cap_decoder_pixels(4096 * 4096)\n"
+        "try:\n"
+        "    im.decode_encoded(png_labelled_jpeg(5000)[:-2], 'PNG', 4096, 4096 * 4096)\n"
+        "except im.EncodedImageError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert "refused: PNG refused by the decoder's pixel cap" in done.stdout, done.stdout + done.stderr
+
+
 async def test_bomb_jpegs_from_one_camera_leave_another_camera_served(models: dict[str, Path], assets: Path) -> None:
-    """One camera sends 15 bomb JPEGs a second (629 bytes each, headers claiming 8000x5000 or 4096x4096, which
-    libjpeg would fill in 0.35 s / 0.14 s and 120 / 50 MB); another streams the sample clip at 15 FPS through
-    the same two real PoseNet nodes. Every bomb is refused from its header; the clip camera keeps >= 99% OK."""
+    """One camera sends 15 bombs a second (629-byte JPEGs whose headers claim 8000x5000 or 4096x4096, which
+    libjpeg would fill in 0.35 s / 0.14 s and 120 / 50 MB, and an 8192x8192 PNG labelled JPEG); another streams
+    the sample clip at 15 FPS through the same two real PoseNet nodes. Every bomb is refused before decoding
+    (node RSS stays within 50 MB); the clip camera keeps >= 99% OK."""
     small = [
         jpeg(cv2.resize(f, (257, 257), interpolation=cv2.INTER_AREA)) for f in frames(assets / "video" / "pose_1.mp4")
     ]
     clip = (small * 3)[:150]  # 10 s at 15 FPS
-    bombs = [bomb_jpeg(8000, 5000), bomb_jpeg(4096, 4096)]
+    bombs = [bomb_jpeg(8000, 5000), bomb_jpeg(4096, 4096), png_labelled_jpeg(8192)]
     nodes = [
         NodeProcess(models["posenet075"], "--input-size", "257x257", "--no-advertise", name=f"bomb-{i}")
         for i in range(2)
@@ -193,7 +254,9 @@ async def test_bomb_jpegs_from_one_camera_leave_another_camera_served(models: di
                 start = time.perf_counter()
                 for i, data in enumerate(payloads):
                     await asyncio.sleep(max(0.0, start + i / fps - time.perf_counter()))
-                    yield encode_frame(data, camera_id=camera, sequence=i)
+                    frame = encode_frame(data, camera_id=camera, sequence=i)
+                    frame.image.encoding = pose_pb2.IMAGE_ENCODING_JPEG  # whatever the bytes are
+                    yield frame
 
             async with PosefleetClient(address, tls=None) as client:
                 return [r async for r in client.stream_camera(gen())]
@@ -206,7 +269,7 @@ async def test_bomb_jpegs_from_one_camera_leave_another_camera_served(models: di
 
         watcher = asyncio.create_task(watch())
         victim, attack = await asyncio.gather(
-            paced("clip", clip, 15.0), paced("bombs", [bombs[i % 2] for i in range(150)], 15.0)
+            paced("clip", clip, 15.0), paced("bombs", [bombs[i % 3] for i in range(150)], 15.0)
         )
         watcher.cancel()
         ok = [r for r in victim if r.status == pose_pb2.RESULT_STATUS_OK]
@@ -220,6 +283,7 @@ async def test_bomb_jpegs_from_one_camera_leave_another_camera_served(models: di
         assert all(r.error_code == grpc.StatusCode.INVALID_ARGUMENT.value[0] for r in attack)
         assert any("image size 8000x5000 is beyond this node's limits" in r.error for r in attack)
         assert any("4096x4096 pixels in only 629 bytes" in r.error for r in attack)
+        assert any("declared JPEG but the bytes are a PNG" in r.error for r in attack)
         assert max(p - r for p, r in zip(peaks, node_rss, strict=True)) < 50 * MB, "no bomb was decoded"
     finally:
         coord.stop()

@@ -28,7 +28,7 @@ from posefleet.node.server.advertise import Advertiser
 from posefleet.node.tools.media import read_image
 from posefleet.v1 import coordinator_pb2, node_pb2, node_pb2_grpc, pose_pb2
 from posefleet.v1.discovery import NODE_HEALTH_SERVICE, SERVICE_TYPE, NodeAdvert, service_name
-from zeroconf import const
+from zeroconf import IPVersion, const
 from zeroconf._dns import DNSPointer
 from zeroconf._protocol.outgoing import DNSOutgoing
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
@@ -80,11 +80,14 @@ def fake_advert(node_id: str) -> NodeAdvert:
 class RogueNode(node_pb2_grpc.PoseNodeServicer):
     """A fake node advertised on 127.0.0.1: SERVING, answering every frame with a made-up pose."""
 
-    def __init__(self, node_id: str, tls: TlsFiles | None) -> None:
-        self.node_id, self.tls = node_id, tls
+    def __init__(self, node_id: str, tls: TlsFiles | None, instance: str | None = None) -> None:
+        """``instance``: the mDNS instance name, when it differs from the node id its TXT record and GetInfo
+        state (an empty id, say)."""
+        self.node_id, self.tls, self.instance = node_id, tls, instance
         self.frames = 0
         self.server = grpc.aio.server()
         self.advertiser: Advertiser | None = None
+        self._zc: AsyncZeroconf | None = None
 
     async def start(self, advertise: bool = True) -> int:
         node_pb2_grpc.add_PoseNodeServicer_to_server(self, self.server)
@@ -99,7 +102,18 @@ class RogueNode(node_pb2_grpc.PoseNodeServicer):
             creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=False)
             port = self.server.add_secure_port("127.0.0.1:0", creds)
         await self.server.start()
-        if advertise:
+        if advertise and self.instance is not None:
+            self._zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+            info = AsyncServiceInfo(
+                SERVICE_TYPE,
+                f"{self.instance}.{SERVICE_TYPE}",
+                addresses=[socket.inet_aton("127.0.0.1")],
+                port=port,
+                properties=fake_advert(self.node_id).to_txt(),
+                server=f"{self.instance}.local.",
+            )
+            await (await self._zc.async_register_service(info))
+        elif advertise:
             self.advertiser = Advertiser(["127.0.0.1"], [], port)
             await self.advertiser.start(fake_advert(self.node_id))
         return int(port)
@@ -107,6 +121,8 @@ class RogueNode(node_pb2_grpc.PoseNodeServicer):
     async def stop(self) -> None:
         if self.advertiser is not None:
             await self.advertiser.close()
+        if self._zc is not None:
+            await self._zc.async_close()
         await self.server.stop(None)
 
     async def GetInfo(self, request: node_pb2.GetInfoRequest, context: grpc.aio.ServicerContext) -> pose_pb2.NodeInfo:
@@ -130,9 +146,10 @@ async def test_rogue_nodes_get_no_frames_while_every_camera_is_served(
     other_ca: dict[str, TlsFiles],
     small_jpeg: bytes,
 ) -> None:
-    """Four rogues advertise _posefleet._tcp on 127.0.0.1 next to a real node: no certificate, another CA's
-    certificate, a fleet certificate of role camera, a fleet node certificate for another node id. The
-    coordinator dials each as the node id it claims and the handshake fails: 0 frames reach them."""
+    """Five rogues advertise _posefleet._tcp on 127.0.0.1 next to a real node: no certificate, another CA's
+    certificate, a fleet certificate of role camera, a fleet node certificate for another node id, and a fleet
+    node certificate behind an empty node id (which every node certificate would prove: refused by the one
+    node-id rule, in the advert and in GetInfo). 0 frames reach them."""
     coord, node = cluster
     address = f"127.0.0.1:{coord.port}"
     rogues = [
@@ -140,6 +157,7 @@ async def test_rogue_nodes_get_no_frames_while_every_camera_is_served(
         RogueNode("rogue-self", other_ca["rogue-self"]),
         RogueNode("cam-a", fleet["cam-a"]),
         RogueNode("node-c", fleet["node-b"]),
+        RogueNode("", fleet["node-b"], instance="rogue-empty"),
     ]
     for rogue in rogues:
         await rogue.start()
@@ -156,7 +174,7 @@ async def test_rogue_nodes_get_no_frames_while_every_camera_is_served(
         for rogue in rogues:
             await rogue.stop()
     print("rogues:", {r.node_id: r.frames for r in rogues}, "camera OK", statuses.count(OK), "of", len(statuses))
-    assert [r.frames for r in rogues] == [0, 0, 0, 0]
+    assert [r.frames for r in rogues] == [0, 0, 0, 0, 0]
     assert statuses.count(OK) >= 0.99 * 150
     assert [n for n in nodes.values() if n.healthy] == [nodes["node-a"]], nodes.keys()
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -409,3 +427,84 @@ async def test_a_rotated_server_certificate_is_served_without_a_restart(
         assert [r.status for r in await _one_frame(f"127.0.0.1:{server.port}", fleet["cam-a"], "cam-a")] == [OK]
     finally:
         await server.stop()
+
+
+def test_pki_refuses_fleet_names_and_wildcards_as_hosts_and_servers_refuse_two_identities(tmp_path: Path) -> None:
+    """``--host ops.admin.posefleet`` made a camera an admin, ``--host '*.node.posefleet'`` a wildcard node:
+    both refused at issue; a certificate whose names claim two roles or two holders (whoever issued it) has no
+    fleet identity, so servers refuse it."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from posefleet.common.certs import PkiError, init_ca, peer_of_pem
+
+    pki = tmp_path / "pki"
+    init_ca(pki)
+    for host, message in [
+        ("ops.admin.posefleet", "only --role/--name set them"),
+        ("posefleet", "only --role/--name set them"),
+        ("*.node.posefleet", "wildcard"),
+        ("*.example.org", "wildcard"),
+        ("bad_name!", "not a DNS name"),
+    ]:
+        with pytest.raises(PkiError, match=message):
+            issue(pki, role="camera", name="door", cameras=["door"], hosts=[host])
+        done = run_cli("pki", "issue", "--dir", pki, "--role", "camera", "--name", "door", "--host", host)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    crt, _ = issue(pki, role="node", name="pi-1", hosts=["pi-1.lan", "192.0.2.7"])
+    assert peer_of_pem(crt.read_bytes()) is not None
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+
+    def forged(*names: str) -> bytes:
+        now = dt.datetime.now(dt.UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([]))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    assert peer_of_pem(forged("door.camera.posefleet", "camera.posefleet")) is not None
+    for names in [
+        ("door.camera.posefleet", "camera.posefleet", "ops.admin.posefleet"),  # two roles
+        ("a.node.posefleet", "b.node.posefleet", "node.posefleet"),  # two holders
+        ("door.camera.posefleet", "admin.posefleet"),  # a holder of one role, the bare name of another
+        ("*.node.posefleet", "node.posefleet"),  # a wildcard
+    ]:
+        assert peer_of_pem(forged(*names)) is None, names
+
+
+def test_pki_keys_are_private_from_the_start_and_never_written_through_a_symlink(tmp_path: Path) -> None:
+    """A leftover world-readable temporary file or a symlink at the key's path used to receive ca.key."""
+    import os
+    import stat
+
+    from posefleet.common.certs import PkiError, init_ca
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    leftover = pki / ".ca.key.tmp"
+    leftover.write_text("")
+    leftover.chmod(0o644)
+    init_ca(pki)
+    assert stat.S_IMODE(os.stat(pki / "ca.key").st_mode) == 0o600
+    assert leftover.read_text() == "", "the old temporary name is not reused"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "ca.key").symlink_to(tmp_path / "stolen.key")
+    with pytest.raises(PkiError, match="symlink"):
+        init_ca(other)
+    assert not (tmp_path / "stolen.key").exists()
+    issue(pki, role="camera", name="door", cameras=["door"])
+    assert stat.S_IMODE(os.stat(pki / "door.key").st_mode) == 0o600

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 from aiohttp import web
 from posefleet.common.certs import ANYONE, Peer, peer_of_pem, peer_of_token
+from posefleet.common.images import EncodedImageError, decode_encoded
 from posefleet.common.keypoints import SKELETON
 from posefleet.common.tls import TlsFiles
 from posefleet.v1 import pose_pb2
@@ -34,6 +34,8 @@ WEB = Path(__file__).parent / "web"
 #: Thumbnails are this wide (height by the frame's aspect); made on request, at most every THUMB_EVERY_S per
 #: camera (a newer request within that time gets the last one made).
 THUMB_WIDTH = 320
+#: Frames beyond the nodes' default limits get no thumbnail.
+THUMB_MAX_SIDE, THUMB_MAX_PIXELS = 4096, 4096 * 4096
 THUMB_EVERY_S = 0.5
 #: The page's update period, the sparkline sample period and how many samples it keeps (5 minutes).
 TICK_S = 0.5
@@ -53,16 +55,18 @@ class Frames:
 
     def __init__(self) -> None:
         self.watchers = 0
-        self._recent: dict[str, collections.OrderedDict[int, bytes]] = {}  # camera -> sequence -> JPEG/PNG
-        self.shown: dict[str, tuple[int, bytes]] = {}  # camera -> (sequence, image) of its latest result
+        # camera -> sequence -> (declared format, JPEG/PNG bytes)
+        self._recent: dict[str, collections.OrderedDict[int, tuple[str, bytes]]] = {}
+        self.shown: dict[str, tuple[int, tuple[str, bytes]]] = {}  # camera -> (sequence, image) of its latest result
         self._thumbs: dict[str, tuple[int, bytes, float]] = {}  # camera -> (sequence, JPEG, made at)
 
     def offer(self, frame: pose_pb2.Frame) -> None:
         """A frame on its way to a node (only JPEG/PNG frames get thumbnails)."""
-        if not self.watchers or frame.image.encoding == pose_pb2.IMAGE_ENCODING_RAW:
+        kind = {pose_pb2.IMAGE_ENCODING_JPEG: "JPEG", pose_pb2.IMAGE_ENCODING_PNG: "PNG"}.get(frame.image.encoding)
+        if not self.watchers or kind is None:
             return
         recent = self._recent.setdefault(frame.camera_id, collections.OrderedDict())
-        recent[frame.sequence] = frame.image.data
+        recent[frame.sequence] = (kind, frame.image.data)
         while len(recent) > 32:  # frames in flight for this camera; older ones were answered or dropped
             recent.popitem(last=False)
 
@@ -98,9 +102,12 @@ class Frames:
         return data
 
 
-def _thumbnail(image: bytes) -> bytes | None:
-    pixels = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
-    if pixels is None:
+def _thumbnail(image: tuple[str, bytes]) -> bytes | None:
+    """A small JPEG of a frame, decoded with the same checks as on a node (format, size, bomb, decoder cap)."""
+    try:
+        pixels = decode_encoded(image[1], image[0], THUMB_MAX_SIDE, THUMB_MAX_PIXELS)
+    except EncodedImageError as exc:
+        log.debug("no thumbnail: %s", exc)
         return None
     h, w = pixels.shape[:2]
     small = cv2.resize(pixels, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA)

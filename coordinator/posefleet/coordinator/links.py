@@ -22,6 +22,7 @@ from posefleet.coordinator.jobs import Job
 from posefleet.coordinator.validation import result_problem
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 from posefleet.v1.discovery import NODE_HEALTH_SERVICE
+from posefleet.v1.ids import node_id_problem
 
 log = logging.getLogger("posefleet.coordinator")
 #: A node that served this long without failing starts its backoff afresh at its next failure.
@@ -152,6 +153,9 @@ class NodeLink:
         """
         info = await self._info()
         if info is None:
+            return False
+        if (problem := node_id_problem(info.node_id)) is not None:
+            self.mark_down(f"GetInfo: {problem}")  # e.g. an empty id, which every node certificate would prove
             return False
         if self.claimed_id is None and self._tls is not None:
             self.claimed_id = info.node_id

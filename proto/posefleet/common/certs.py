@@ -14,8 +14,8 @@ import datetime
 import ipaddress
 import json
 import os
-import re
 import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,10 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from posefleet.common.errors import PosefleetError
 from posefleet.common.tls import DOMAIN, ROLES, TOKEN_ROLES, TlsFiles, role_name
-from posefleet.v1.ids import camera_id_problem
+from posefleet.v1.ids import NODE_ID, camera_id_problem, node_id_problem
 
 CAMERA_URI = "urn:posefleet:camera:"
-_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
 class PkiError(PosefleetError):
@@ -41,11 +40,19 @@ class PkiError(PosefleetError):
 
 
 def _write(path: Path, data: bytes, private: bool) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
+    """Write ``path`` atomically: a new temporary file of its own (created 0600, never an existing file or a
+    symlink someone left), then renamed over ``path``, which may not be a symlink."""
+    if path.is_symlink():
+        raise PkiError(f"{path} is a symlink: refusing to write a {'key' if private else 'certificate'} through it")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600 if private else 0o644)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _fleet_ca(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -62,11 +69,26 @@ def _fleet_ca(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certifi
 
 def _check_holder(name: str, cameras: list[str]) -> None:
     """A holder's name becomes a DNS label; its camera ids must be camera ids."""
-    if not _NAME.match(name):
-        raise PkiError(f"name {name!r}: 1-63 letters, digits and '-' (it becomes a DNS label)")
+    if (problem := node_id_problem(name)) is not None:
+        raise PkiError(f"name: {problem.replace('node id ', '', 1)}")
     for camera in cameras:
         if (problem := camera_id_problem(camera)) is not None:
             raise PkiError(f"--cameras: {problem}")
+
+
+def _check_host(host: str) -> str:
+    """An extra host name of a certificate: a plain DNS name outside the fleet's own names (``*.posefleet``
+    says who a holder is, and only ``issue`` writes those) and no wildcard."""
+    name = host.rstrip(".").lower()
+    if "*" in name:
+        raise PkiError(f"--host {host!r}: wildcard names are refused (one certificate, one holder)")
+    if name == DOMAIN or name.endswith("." + DOMAIN):
+        raise PkiError(
+            f"--host {host!r}: names under .{DOMAIN} say a holder's role and name, and only --role/--name set them"
+        )
+    if len(name) > 253 or not all(NODE_ID.fullmatch(label) for label in name.split(".")):
+        raise PkiError(f"--host {host!r}: not a DNS name or an IP address")
+    return name
 
 
 def init_ca(directory: Path, name: str = "posefleet fleet CA", days: int = 3650) -> Path:
@@ -127,7 +149,7 @@ def issue(
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
-            sans.append(x509.DNSName(host))
+            sans.append(x509.DNSName(_check_host(host)))
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
     if role in SERVER_ROLES:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
@@ -233,13 +255,22 @@ def peer_of_pem(pem: bytes) -> Peer | None:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return None
-    identity = None
+    identities, roles = set(), set()
     for dns in sans.get_values_for_type(x509.DNSName):
-        parts = dns.split(".")
-        if len(parts) == 3 and parts[2] == DOMAIN and parts[1] in ROLES:
-            identity = (parts[1], parts[0])
-    if identity is None:
-        return None
+        name = dns.rstrip(".").lower()
+        if name != DOMAIN and not name.endswith("." + DOMAIN):
+            continue  # a host name it is dialled by
+        parts = name.split(".")
+        if len(parts) == 3 and parts[1] in ROLES and node_id_problem(parts[0]) is None:
+            identities.add((parts[1], parts[0]))
+            roles.add(parts[1])
+        elif len(parts) == 2 and parts[0] in ROLES:
+            roles.add(parts[0])
+        else:
+            return None  # a wildcard or another name in the fleet's namespace: no identity at all
+    if len(identities) != 1 or len(roles) != 1:
+        return None  # two roles or two holders in one certificate: whoever issued it, it says nobody
+    (identity,) = identities
     uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
     cameras = frozenset(u[len(CAMERA_URI) :] for u in uris if u.startswith(CAMERA_URI))
     return Peer(identity[0], identity[1], cameras)

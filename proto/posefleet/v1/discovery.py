@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from posefleet.v1.ids import node_id_problem
+
 if TYPE_CHECKING:
     from zeroconf.asyncio import AsyncZeroconf
 
@@ -67,6 +69,8 @@ class NodeAdvert:
             capacity = int(values["capacity"])
         except ValueError as exc:
             raise ValueError(f"malformed TXT record: {exc}") from exc
+        if (problem := node_id_problem(values["node_id"])) is not None:
+            raise ValueError(f"TXT record: {problem}")
         return cls(
             node_id=values["node_id"],
             model_id=values["model_id"],

@@ -1,4 +1,4 @@
-"""Identifiers of the posefleet.v1 contract: what a camera id may be."""
+"""Identifiers of the posefleet.v1 contract: what a camera id and a node id (a holder's name) may be."""
 
 from __future__ import annotations
 
@@ -18,4 +18,16 @@ def camera_id_problem(camera_id: str) -> str | None:
             f"camera_id {shown!r}{'...' if len(camera_id) > 40 else ''} is not 1-128 of the characters "
             "A-Z a-z 0-9 . _ : @ / + = -"
         )
+    return None
+
+
+#: Node ids (and every fleet certificate holder's name): a DNS label, as they become ``NAME.ROLE.posefleet``.
+NODE_ID = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def node_id_problem(node_id: str) -> str | None:
+    """Why ``node_id`` cannot name a node (or a certificate's holder), or None."""
+    if not NODE_ID.fullmatch(node_id):
+        shown = node_id[:40].encode("unicode_escape").decode()
+        return f"node id {shown!r}: 1-63 letters, digits and '-', not starting or ending with '-' (a DNS label)"
     return None

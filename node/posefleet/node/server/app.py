@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from posefleet.common.certs import own_peer
 from posefleet.common.grpc_server import NOT_SERVING, SERVING, GrpcServer, run_until_signal
+from posefleet.common.images import cap_decoder_pixels
 from posefleet.common.settings import ConfigError
 from posefleet.common.version import software_version
 from posefleet.node.engine.ov_compat import openvino_version
@@ -45,6 +46,7 @@ class NodeServer:
 
     async def start(self) -> None:
         s = self.settings
+        cap_decoder_pixels(s.max_image_pixels)  # the decoders' own cap, before this process decodes anything
         tls = s.tls_files(s.name)
         self._grpc = server = GrpcServer(s.max_message_bytes, [NODE_HEALTH_SERVICE])
         self.port = server.bind(s.host, s.port, tls)

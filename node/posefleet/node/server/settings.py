@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from posefleet.common.settings import FileSettings
 from posefleet.node.devices import DEVICES, InferencePrecision, known_device
+from posefleet.v1.ids import node_id_problem
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -72,6 +74,13 @@ class NodeSettings(FileSettings):
             ipaddress.ip_address(value)  # raises ValueError with the bad value
         return values
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and (problem := node_id_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
+
     @field_validator("model")
     @classmethod
     def _model(cls, value: Path) -> Path:
@@ -84,4 +93,6 @@ class NodeSettings(FileSettings):
         return int(self.max_message_mb * MiB)
 
     def node_id(self, port: int) -> str:
-        return self.name or f"{socket.gethostname()}-{port}"
+        """The name, else ``<host>-<port>`` (the host name's first label, cut to fit a DNS label)."""
+        host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]).strip("-") or "node"
+        return self.name or f"{host[: 62 - len(str(port))]}-{port}"
