@@ -9,7 +9,7 @@ LOADGEN_IF_BUILT = $$([ -x $(LOADGEN) ] && echo $(LOADGEN))
 POSEFLEET_ASSETS ?= $(shell [ -d ../shared/assets ] && cd ../shared/assets && pwd)
 export POSEFLEET_ASSETS
 
-.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-int8 bench-node soak loadgen dashboard-screenshot clean
+.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-int8 bench-node bench-scene soak loadgen dashboard-screenshot clean
 
 setup: $(VENV)/.installed
 
@@ -84,6 +84,11 @@ loadgen: system-deps
 $(LOADGEN): clients/loadgen/estimate_stream_load.cc
 	@mkdir -p $(@D)
 	g++ -O2 -std=c++17 -Wall -Wextra -o $@ $< $$(pkg-config --cflags --libs grpc++)
+
+# Live 3D quality per person on the shared lab recordings (PoseNet 0.75, hpe-0001, YOLOv8n-pose and the OpenPose
+# recording against Pose2Sim's), fusion against the naive rule (a few minutes: the models run on 4 x 100 frames).
+bench-scene: setup
+	$(BIN)/posefleet bench-scene --markdown bench/scene-quality.md --json bench/scene-quality.json
 
 bench-node: setup loadgen
 	POSEFLEET_LOADGEN=$(LOADGEN_IF_BUILT) $(BIN)/posefleet bench --all --node --rounds 5 --markdown bench/node.md --json bench/node.json

@@ -182,7 +182,12 @@ def people_from_outputs(
             if f not in by_frame and seen:
                 nearest = min(seen, key=lambda s: abs(s - f))
                 skeletons[p, f] = skeletons[p, nearest]
-    return People([f"person {p + 1}" for p in range(len(kept))], skeletons)
+    names = []
+    for p in range(len(kept)):
+        with _quiet():
+            x, y = np.nanmedian(root(skeletons[p])[:, :2], axis=0)
+        names.append(f"person {p + 1} (at {x:.1f}, {y:.1f} m)")
+    return People(names, skeletons)
 
 
 def visible_cameras(
