@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import cv2
 import numpy as np
+import pytest
 from browser import chromium, dashboard_cluster, track_rgb
 from posefleet.clients.sdk import PosefleetClient
 from posefleet.common.certs import issue_token, throwaway_fleet
@@ -37,6 +38,23 @@ async def _get(url: str, context: ssl.SSLContext, headers: dict[str, str] | None
         session.get(url, ssl=context, allow_redirects=False, headers=headers) as reply,
     ):
         return reply.status, await reply.text()
+
+
+def signed_token(pki: Path, **claims: object) -> str:
+    """A token with these claims, signed by the fleet CA of ``pki`` (as an attacker holding it could)."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    payload = json.dumps({"cameras": [], **claims}, separators=(",", ":"), sort_keys=True).encode()
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    return f"{b64(payload)}.{b64(key.sign(payload, ec.ECDSA(hashes.SHA256())))}"
 
 
 async def test_the_dashboard_wants_an_admin_or_subscriber_login(fleet: dict[str, TlsFiles], tmp_path: Path) -> None:
@@ -71,9 +89,16 @@ async def test_the_dashboard_wants_an_admin_or_subscriber_login(fleet: dict[str,
         for garbage in ("not-a-token", "a.b.c", "%00%ff." * 50, "eyJ9.eyJ9"):  # not even a token: 401, no crash
             status, text = await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {garbage}"})
             assert status == 401 and "not one this fleet's CA signed" in text, (garbage, status, text)
-        expired = issue_token(pki, role="admin", name="old", days=-1)
+        now = int(time.time())
+        expired = signed_token(pki, role="admin", name="old", iat=now - 7200, exp=now - 3600, id="a1")
         status, text = await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {expired}"})
         assert status == 401 and "expired" in text
+        until_2300 = signed_token(pki, role="admin", name="old", iat=now, exp=10_413_792_000, id="a2")
+        status, text = await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {until_2300}"})
+        assert status == 401 and "longer than 90 days" in text, text
+        no_id = signed_token(pki, role="admin", name="old", exp=now + 3600)  # made before tokens had ids
+        status, text = await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {no_id}"})
+        assert status == 401 and "no id or lifetime" in text
         # A subscriber's token: once in the address, then a cookie; it sees its camera only.
         token = issue_token(pki, role="subscriber", name="wall", cameras=["cam-a"])
         async with aiohttp.ClientSession() as session:
@@ -157,3 +182,77 @@ def test_the_dashboard_in_a_real_browser(models: dict[str, Path], assets: Path, 
     print(f"skeleton pixels: {matched} of {checked} keypoints in their track colour; node out on the page after "
           f"{seen_after:.1f} s; FPS readings {fps}")  # fmt: skip
     assert checked >= 8 and matched >= 0.8 * checked
+
+
+async def test_revoked_certificates_and_tokens_are_refused_without_a_restart(tmp_path: Path) -> None:
+    """``posefleet pki revoke``: a revoked camera certificate can no longer stream (UNAUTHENTICATED, saying so)
+    while another camera goes on; a revoked token and a revoked admin certificate no longer open the
+    dashboard. The coordinator reads ``ca.crl`` again when it changes; a list the CA did not sign is ignored."""
+    import grpc
+    from nodes import run_cli
+
+    pki = tmp_path / "pki"
+    members = [("coordinator", "coordinator", []), ("admin", "ops", []), ("camera", "cam-a", ["cam-a"]),
+               ("camera", "cam-b", ["cam-b"])]  # fmt: skip
+    fleet = throwaway_fleet(pki, members)
+    LoopbackLink.nodes = {"n0": {"capacity": 8}}
+    files = fleet["coordinator"]
+    settings = CoordinatorSettings(
+        host="127.0.0.1", port=0, discover=False, ca=files.ca, cert=files.cert, key=files.key, http_port=0
+    )
+    server = CoordinatorServer(settings, link_factory=LoopbackLink)
+    await server.start()
+    server.registry.add("n0", "loopback-n0", "static")
+
+    async def stream(camera: str) -> list[int]:
+        async def one() -> AsyncIterator[pose_pb2.Frame]:
+            yield pose_pb2.Frame(camera_id=camera, sequence=0)
+
+        async with PosefleetClient(f"127.0.0.1:{server.port}", tls=fleet[camera]) as client:
+            return [r.status async for r in client.stream_camera(one())]
+
+    try:
+        base = f"https://127.0.0.1:{server.http_port}"
+        anonymous = _context(None, pki / "ca.crt")
+        admin = _context(fleet["ops"], pki / "ca.crt")
+        token = issue_token(pki, role="admin", name="wall")
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert await stream("cam-a") == await stream("cam-b") == [pose_pb2.RESULT_STATUS_OK]
+        assert (await _get(base + "/api/state", anonymous, headers=bearer))[0] == 200
+        assert (await _get(base + "/api/state", admin))[0] == 200
+
+        done = run_cli("pki", "revoke", "--dir", pki, "cam-a")
+        assert done.returncode == 0 and "revoked" in done.stdout, done.stderr
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stream("cam-a")
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "camera 'cam-a': its certificate" in (refused.value.details() or "") and "revoked" in (
+            refused.value.details() or ""
+        )
+        assert await stream("cam-b") == [pose_pb2.RESULT_STATUS_OK]
+
+        token_id = run_cli("pki", "token", "--dir", pki, "--role", "admin", "--name", "x").stdout  # prints its id
+        assert "token id " in token_id
+        for what in (_token_id(token), "ops"):
+            assert run_cli("pki", "revoke", "--dir", pki, what).returncode == 0
+        status, text = await _get(base + "/api/state", anonymous, headers=bearer)
+        assert status == 401 and "revoked" in text
+        status, text = await _get(base + "/api/state", admin)
+        assert status == 401 and "revoked" in text
+
+        (pki / "ca.crl").write_bytes(b"not a CRL")
+        assert await stream("cam-b") == [pose_pb2.RESULT_STATUS_OK]  # a broken list: the last good one stays
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stream("cam-a")
+        bad = run_cli("pki", "revoke", "--dir", pki, "nobody-known")
+        assert bad.returncode == 2 and "neither a certificate issued" in bad.stderr
+        too_long = run_cli("pki", "token", "--dir", pki, "--role", "admin", "--name", "x", "--days", "400")
+        assert too_long.returncode == 2 and "1 to 90 days" in too_long.stderr
+    finally:
+        await server.stop()
+
+
+def _token_id(token: str) -> str:
+    from posefleet.common.certs import token_id
+
+    return token_id(token)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from nodes import NodeProcess, jpeg, run_cli
@@ -508,3 +509,42 @@ def test_pki_keys_are_private_from_the_start_and_never_written_through_a_symlink
     assert not (tmp_path / "stolen.key").exists()
     issue(pki, role="camera", name="door", cameras=["door"])
     assert stat.S_IMODE(os.stat(pki / "door.key").st_mode) == 0o600
+
+
+async def test_a_revoked_node_certificate_gets_no_more_frames(models: dict[str, Path], tmp_path: Path) -> None:
+    """Two real nodes serve a camera; `posefleet pki revoke NODE` and, with the list copied beside each
+    coordinator's ca.crt (the same folder here), that node is out at the coordinator's next health tick: the
+    camera goes on through the other node, and the revoked one gets 0 frames from then on (the coordinator
+    checks the certificate a node presents when it joins, and the list whenever it changes)."""
+    fleet = throwaway_fleet(
+        tmp_path / "pki",
+        [("coordinator", "coordinator", []), ("admin", "ops", []), ("camera", "cam-a", ["cam-a"]),
+         ("node", "keep", []), ("node", "stolen", [])],
+    )  # fmt: skip
+    coord = start_coordinator(None, tls=fleet["coordinator"])
+    nodes = {
+        name: NodeProcess(models["posenet050"], "--input-size", "257x257", name=name, tls=fleet[name])
+        for name in ("keep", "stolen")
+    }
+    address = f"127.0.0.1:{coord.port}"
+    payload = jpeg(np.zeros((257, 257, 3), np.uint8))
+    try:
+        async with PosefleetClient(address, tls=fleet["ops"]) as admin:
+            await admin.wait_for_nodes(2, timeout=60)
+            await stream(address, fleet["cam-a"], "cam-a", payload, frames=20, fps=20.0)
+            before = {n.info.node_id: n.frames_done for n in await admin.list_nodes()}
+            assert before["stolen"] > 0, before
+            done = run_cli("pki", "revoke", "--dir", tmp_path / "pki", "stolen")
+            assert done.returncode == 0, done.stderr
+            await asyncio.sleep(1.5)  # three health ticks
+            listed = {n.info.node_id: n for n in await admin.list_nodes()}
+            assert not listed["stolen"].healthy and "revoked" in listed["stolen"].last_error, listed["stolen"]
+            statuses = await stream(address, fleet["cam-a"], "cam-a", payload, frames=40, fps=20.0)
+            after = {n.info.node_id: n.frames_done for n in await admin.list_nodes()}
+        assert statuses.count(OK) == 40
+        assert after["stolen"] == listed["stolen"].frames_done, "no frame after the revocation"
+        assert after["keep"] >= before["keep"] + 40
+    finally:
+        for node in nodes.values():
+            node.stop()
+        coord.stop()

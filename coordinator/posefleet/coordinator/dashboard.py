@@ -23,7 +23,7 @@ from typing import Any
 
 import cv2
 from aiohttp import web
-from posefleet.common.certs import ANYONE, Peer, peer_of_pem, peer_of_token
+from posefleet.common.certs import ANYONE, MAX_TOKEN_DAYS, Peer, Revocations, peer_of_pem, peer_of_token
 from posefleet.common.images import EncodedImageError, decode_encoded
 from posefleet.common.keypoints import SKELETON
 from posefleet.common.tls import TlsFiles
@@ -118,12 +118,16 @@ def _thumbnail(image: tuple[str, bytes]) -> bytes | None:
 class Dashboard:
     """The aiohttp application: pages, the JSON state, the event stream, thumbnails; and who may see them."""
 
-    def __init__(self, snapshot: Snapshot, frames: Frames, tls: TlsFiles | None) -> None:
+    def __init__(
+        self, snapshot: Snapshot, frames: Frames, tls: TlsFiles | None, *, max_token_days: float = MAX_TOKEN_DAYS
+    ) -> None:
         self.snapshot = snapshot
         self._snapshot: tuple[float, dict[str, Any]] = (-math.inf, {})  # (made at, state): shared by viewers
         self.frames = frames
         self.tls = tls
         self._ca = tls.ca.read_bytes() if tls is not None else b""
+        self._revocations = Revocations(tls.ca) if tls is not None else None
+        self.max_token_days = max_token_days
         self.history: dict[str, collections.deque[list[float]]] = {}
         self._runner: web.AppRunner | None = None
         self._sampler: asyncio.Task[None] | None = None
@@ -185,6 +189,8 @@ class Dashboard:
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if der:
             peer = peer_of_pem(ssl.DER_cert_to_PEM_cert(der).encode())
+            if peer is not None and self._revocations is not None and self._revocations.revoked(peer.serial):
+                return None, f"{peer}: its certificate is revoked"
             if peer is not None:
                 return peer, ""
         token = request.query.get("token") or request.cookies.get(COOKIE) or ""
@@ -192,7 +198,7 @@ class Dashboard:
             token = request.headers["Authorization"].removeprefix("Bearer ")
         if not token:
             return None, "log in with an admin or subscriber certificate, or a token from `posefleet pki token`"
-        return peer_of_token(token, self._ca)
+        return peer_of_token(token, self._ca, self._revocations, self.max_token_days)
 
     @web.middleware
     async def _login(

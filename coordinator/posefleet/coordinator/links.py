@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from posefleet.common.certs import Revocations
 from posefleet.common.grpc_server import message_options
-from posefleet.common.tls import TlsFiles, aio_channel, role_name
+from posefleet.common.tls import TlsError, TlsFiles, aio_channel, peer_certificate, role_name
 from posefleet.coordinator.jobs import Job
 from posefleet.coordinator.validation import result_problem
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
@@ -76,6 +79,9 @@ class NodeLink:
         self._send: asyncio.Queue[pose_pb2.Frame | None] = asyncio.Queue()
         self._stream_task: asyncio.Task[None] | None = None
         self._tls = tls
+        self._revocations = Revocations(tls.ca) if tls is not None else None
+        #: The serial of the certificate the node presented when it (re)joined (checked against ``ca.crl``).
+        self.cert_serial: int | None = None
         #: The node id this node must prove (its certificate's name): what its advert claims, or, for a static
         #: address, what it says in GetInfo (until then any fleet node certificate will do).
         self.claimed_id = node_id
@@ -91,6 +97,14 @@ class NodeLink:
         self._channel = aio_channel(self.address, self._tls, server, options)
         self._stub = node_pb2_grpc.PoseNodeStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def revoked(self) -> bool:
+        """Whether the certificate this node presented is in the fleet's revocation list now."""
+        return (
+            self._revocations is not None
+            and self.cert_serial is not None
+            and self._revocations.revoked(self.cert_serial)
+        )
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -169,6 +183,16 @@ class NodeLink:
         elif self.claimed_id is not None and info.node_id != self.claimed_id:
             self.mark_down(f"it says node id {info.node_id!r} where {self.claimed_id!r} was expected")
             return False
+        if self._tls is not None:
+            try:
+                der = await peer_certificate(self.address, self._tls, role_name("node", info.node_id))
+                self.cert_serial = x509.load_der_x509_certificate(der).serial_number
+            except (TimeoutError, OSError, ssl.SSLError, TlsError, ValueError) as exc:
+                self.mark_down(f"its certificate could not be read: {exc}")
+                return False
+            if self.revoked():
+                self.mark_down(f"its certificate (serial {self.cert_serial:x}) is revoked")
+                return False
         self.info = info
         self.capacity = max(1, self.info.capacity)
         # What the node accepts, within what this link's channel may send.

@@ -200,7 +200,9 @@ class Registry:
             now = time.monotonic()
             for link in list(self.links.values()):
                 overdue = link.oldest_pending_s(now) if link.healthy else 0.0
-                if overdue > self.settings.node_answer_timeout_s:
+                if link.healthy and link.revoked():  # the revocation list changed: out before its next frame
+                    link.mark_down(f"its certificate (serial {link.cert_serial:x}) is revoked")
+                elif overdue > self.settings.node_answer_timeout_s:
                     # Healthy by its own word, but not answering: out, its frames to other nodes.
                     link.mark_down(f"no answer to a frame for {overdue:.1f} s")
                 elif link.healthy:

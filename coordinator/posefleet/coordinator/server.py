@@ -8,7 +8,7 @@ import ctypes
 import gc
 import logging
 
-from posefleet.common.certs import own_peer
+from posefleet.common.certs import Guard, own_peer
 from posefleet.common.grpc_server import SERVING, GrpcServer, run_until_signal
 from posefleet.common.metrics_http import serve_metrics
 from posefleet.coordinator.dashboard import Dashboard, Frames
@@ -39,7 +39,7 @@ class CoordinatorServer:
             own_peer(self.tls, "coordinator")
         self.registry = Registry(settings, link_factory, self.tls)
         self.metrics = CoordinatorMetrics(lambda: list(self.registry.links.values()))
-        self.service = CoordinatorService(settings, self.registry, self.metrics, secure=self.tls is not None)
+        self.service = CoordinatorService(settings, self.registry, self.metrics, guard=Guard(self.tls))
         self.port = 0
         self.metrics_port: int | None = None
         self.http_port: int | None = None
@@ -70,7 +70,7 @@ class CoordinatorServer:
             self.service.on_frame.append(frames.offer)
             self.service.on_result.append(frames.answered)
             self.service.on_forget.append(frames.forget)
-            self.dashboard = Dashboard(self.service.view, frames, self.tls)
+            self.dashboard = Dashboard(self.service.view, frames, self.tls, max_token_days=s.max_token_days)
             self.http_port = await self.dashboard.start(s.http_host, s.http_port)
         if self.mqtt is not None:
             self.mqtt.start(self.service)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-from posefleet.common.certs import Peer, require
+from posefleet.common.certs import Guard, Peer, require
 from posefleet.common.grpc_server import Malformed, status_code
 from posefleet.coordinator.cameras import CameraSession, CameraStats
 from posefleet.coordinator.hub import Hub
@@ -47,9 +47,9 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     ListNodes and GetStats need a subscriber or admin; admins may do everything."""
 
     def __init__(
-        self, settings: CoordinatorSettings, registry: Registry, metrics: CoordinatorMetrics, *, secure: bool
+        self, settings: CoordinatorSettings, registry: Registry, metrics: CoordinatorMetrics, *, guard: Guard
     ) -> None:
-        self.secure = secure
+        self.guard = guard
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -80,7 +80,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def StreamCamera(
         self, request_iterator: AsyncIterator[pose_pb2.Frame], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pose_pb2.PoseResult]:
-        peer = await require(context, ("camera", "admin"), self.secure)
+        peer = await require(context, ("camera", "admin"), self.guard)
         first = await anext(aiter(request_iterator), None)
         if first is None:
             return
@@ -136,7 +136,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         return len(gone)
 
     async def Estimate(self, request: pose_pb2.Frame, context: grpc.aio.ServicerContext) -> pose_pb2.PoseResult:
-        peer = await require(context, ("camera", "admin"), self.secure)
+        peer = await require(context, ("camera", "admin"), self.guard)
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
         if not _may(peer, {request.camera_id}):
@@ -162,7 +162,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def Subscribe(  # type: ignore[override]
         self, request: coordinator_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> None:
-        peer = await require(context, ("subscriber", "admin"), self.secure)
+        peer = await require(context, ("subscriber", "admin"), self.guard)
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
         if peer.role != "admin":  # a subscriber reads its cameras: all of them unless it names some of them
@@ -179,7 +179,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def SubscribeScene(  # type: ignore[override]
         self, request: coordinator_pb2.SubscribeSceneRequest, context: grpc.aio.ServicerContext
     ) -> None:
-        peer = await require(context, ("subscriber", "admin"), self.secure)
+        peer = await require(context, ("subscriber", "admin"), self.guard)
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
         scene = self.merger.scenes.get(request.scene)
@@ -209,7 +209,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     ) -> coordinator_pb2.ListNodesResponse:
         """Every node for subscribers and admins. A camera sees only the healthy nodes' models and input sizes
         (what it needs to resize its frames): no addresses, errors or counters."""
-        peer = await require(context, ("camera", "subscriber", "admin"), self.secure)
+        peer = await require(context, ("camera", "subscriber", "admin"), self.guard)
         nodes = [self._node_status(link) for link in self.registry.links.values()]
         if peer.role == "camera":
             nodes = [
@@ -231,7 +231,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self, request: coordinator_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> coordinator_pb2.Stats:
         """Everything for an admin; a subscriber sees the cameras and scenes it may read."""
-        peer = await require(context, ("subscriber", "admin"), self.secure)
+        peer = await require(context, ("subscriber", "admin"), self.guard)
         return coordinator_pb2.Stats(
             cameras=[s.to_proto() for c, s in self.cameras.items() if _may(peer, {c})],
             nodes=[self._node_status(link) for link in self.registry.links.values()],

@@ -104,6 +104,7 @@ class CoordinatorSettings(FileSettings):
     metrics_host: str = "127.0.0.1"
     http_port: int | None = Field(None, ge=0, le=65535, description="the web dashboard (HTTPS with the fleet TLS)")
     http_host: str = Field("127.0.0.1", description="address the dashboard binds")
+    max_token_days: float = Field(90.0, gt=0, le=365, description="dashboard tokens made to live longer are refused")
     mqtt: str | None = Field(
         None, description="publish results to this broker: mqtt://[USER:PASSWORD@]HOST[:PORT] or mqtts://..."
     )

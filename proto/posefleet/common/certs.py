@@ -13,6 +13,7 @@ import binascii
 import datetime
 import ipaddress
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -33,6 +34,7 @@ from posefleet.common.tls import DOMAIN, ROLES, TOKEN_ROLES, TlsFiles, role_name
 from posefleet.v1.ids import NODE_ID, camera_id_problem, node_id_problem
 
 CAMERA_URI = "urn:posefleet:camera:"
+log = logging.getLogger("posefleet.pki")
 
 
 class PkiError(PosefleetError):
@@ -198,21 +200,46 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+#: A dashboard token lives at most this long (``pki token --days``); coordinators refuse longer ones.
+MAX_TOKEN_DAYS = 90
+
+
 def issue_token(directory: Path, *, role: str, name: str, cameras: list[str] | None = None, days: int = 30) -> str:
     """A login token for the dashboard, signed with the fleet CA's key: any coordinator of the fleet checks it
-    against ``ca.crt`` alone."""
+    against ``ca.crt`` alone. It carries an id (``pki revoke ID`` revokes it) and lives at most
+    ``MAX_TOKEN_DAYS``."""
     if role not in TOKEN_ROLES:
         raise PkiError(f"a token's role is {' or '.join(TOKEN_ROLES)}, not {role!r}")
+    if not 0 < days <= MAX_TOKEN_DAYS:
+        raise PkiError(f"--days {days}: a token lives 1 to {MAX_TOKEN_DAYS} days")
     _check_holder(name, cameras or [])
     ca_key, _ = _fleet_ca(directory)
-    expires = int(time.time() + days * 86400)
-    claims = {"role": role, "name": name, "cameras": sorted(cameras or []), "exp": expires}
+    now = int(time.time())
+    claims = {
+        "role": role,
+        "name": name,
+        "cameras": sorted(cameras or []),
+        "iat": now,
+        "exp": now + days * 86400,
+        "id": format(x509.random_serial_number(), "x"),
+    }
     payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
     return f"{_b64(payload)}.{_b64(ca_key.sign(payload, ec.ECDSA(hashes.SHA256())))}"
 
 
-def peer_of_token(token: str, ca_pem: bytes) -> tuple[Peer | None, str]:
-    """The holder of a dashboard token signed by the CA of ``ca_pem``, or None and why not."""
+def token_id(token: str) -> str:
+    """The id a token carries (what ``pki revoke`` takes), without checking it."""
+    try:
+        return str(json.loads(_unb64(token.split(".", maxsplit=1)[0]))["id"])
+    except (ValueError, KeyError, IndexError, TypeError, binascii.Error):
+        raise PkiError("not a posefleet token") from None
+
+
+def peer_of_token(
+    token: str, ca_pem: bytes, revocations: Revocations | None = None, max_days: float = MAX_TOKEN_DAYS
+) -> tuple[Peer | None, str]:
+    """The holder of a dashboard token signed by the CA of ``ca_pem``, or None and why not: unsigned, expired,
+    revoked, without an id, or made to live longer than ``max_days``."""
     try:
         payload_text, signature_text = token.split(".")
         payload, signature = _unb64(payload_text), _unb64(signature_text)
@@ -225,9 +252,19 @@ def peer_of_token(token: str, ca_pem: bytes) -> tuple[Peer | None, str]:
         return None, "the token is not one this fleet's CA signed"
     if not isinstance(claims, dict) or claims.get("role") not in TOKEN_ROLES:
         return None, "the token carries no dashboard role"
-    if float(claims.get("exp", 0)) < time.time():
+    try:
+        serial = int(str(claims["id"]), 16)
+        issued, expires = float(claims["iat"]), float(claims["exp"])
+    except (KeyError, ValueError, TypeError):
+        return None, "the token has no id or lifetime (issue a new one with `posefleet pki token`)"
+    if expires < time.time():
         return None, "the token has expired"
-    return Peer(str(claims["role"]), str(claims.get("name", "")), frozenset(map(str, claims.get("cameras", [])))), ""
+    if expires - issued > max_days * 86400:
+        return None, f"the token lives longer than {max_days:g} days, the most this coordinator accepts"
+    if revocations is not None and revocations.revoked(serial):
+        return None, "the token is revoked"
+    role, name = str(claims["role"]), str(claims.get("name", ""))
+    return Peer(role, name, frozenset(map(str, claims.get("cameras", []))), serial), ""
 
 
 # -- who a peer is ----------------------------------------------------------------------------------
@@ -238,6 +275,8 @@ class Peer:
     role: str
     name: str
     cameras: frozenset[str]
+    #: The certificate's serial number, or a token's id: what a revocation list names.
+    serial: int = 0
 
     def __str__(self) -> str:
         return f"{self.role} {self.name!r}"
@@ -273,7 +312,7 @@ def peer_of_pem(pem: bytes) -> Peer | None:
     (identity,) = identities
     uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
     cameras = frozenset(u[len(CAMERA_URI) :] for u in uris if u.startswith(CAMERA_URI))
-    return Peer(identity[0], identity[1], cameras)
+    return Peer(identity[0], identity[1], cameras, cert.serial_number)
 
 
 def own_peer(files: TlsFiles, role: str, name: str | None = None) -> Peer:
@@ -286,10 +325,61 @@ def own_peer(files: TlsFiles, role: str, name: str | None = None) -> Peer:
     return own
 
 
-async def require(context: grpc.aio.ServicerContext, roles: tuple[str, ...], secure: bool) -> Peer:
-    """The caller, if its certificate has one of ``roles``; else the call ends with UNAUTHENTICATED (no
-    fleet certificate) or PERMISSION_DENIED (the wrong role), saying what was missing."""
-    if not secure:
+class Revocations:
+    """The fleet's revocation list, ``ca.crl`` beside ``ca.crt`` (``posefleet pki revoke`` writes it): the
+    revoked certificate serials and token ids. Read again when the file changes (one ``stat`` per check); a
+    list the fleet CA did not sign, or that cannot be read, is logged and the last good one kept."""
+
+    def __init__(self, ca: Path) -> None:
+        self.ca = ca
+        self.path = ca.with_name(CRL_FILE)
+        self._stamp: tuple[int, float] | None = None
+        self._serials: frozenset[int] = frozenset()
+
+    def serials(self) -> frozenset[int]:
+        try:
+            st = self.path.stat()
+            stamp = (st.st_size, st.st_mtime)
+        except OSError:
+            stamp = None
+        if stamp != self._stamp:
+            self._stamp = stamp
+            if stamp is None:
+                self._serials = frozenset()
+            else:
+                try:
+                    self._serials = read_crl(self.path, self.ca)
+                except PkiError as exc:
+                    log.error("%s; keeping the last revocation list (%d entries)", exc, len(self._serials))
+        return self._serials
+
+    def revoked(self, serial: int) -> bool:
+        return serial in self.serials()
+
+
+@dataclass
+class Guard:
+    """Who may call a server: anyone on an ``--insecure`` one, else holders of a fleet certificate that is not
+    revoked, with the role the call needs."""
+
+    tls: TlsFiles | None
+
+    def __post_init__(self) -> None:
+        self.revocations = Revocations(self.tls.ca) if self.tls is not None else None
+
+    @property
+    def secure(self) -> bool:
+        return self.tls is not None
+
+    def revoked(self, peer: Peer) -> bool:
+        return self.revocations is not None and self.revocations.revoked(peer.serial)
+
+
+async def require(context: grpc.aio.ServicerContext, roles: tuple[str, ...], guard: Guard) -> Peer:
+    """The caller, if its certificate has one of ``roles`` and is not revoked; else the call ends with
+    UNAUTHENTICATED (no fleet certificate, or a revoked one) or PERMISSION_DENIED (the wrong role), saying
+    what was missing."""
+    if not guard.secure:
         return ANYONE
     pems = context.auth_context().get("x509_pem_cert") or []
     peer = peer_of_pem(bytes(pems[0])) if pems else None
@@ -298,8 +388,61 @@ async def require(context: grpc.aio.ServicerContext, roles: tuple[str, ...], sec
             grpc.StatusCode.UNAUTHENTICATED, "no posefleet fleet certificate (issue one with `posefleet pki issue`)"
         )
         raise AssertionError  # abort raises
+    if guard.revoked(peer):
+        await context.abort(
+            grpc.StatusCode.UNAUTHENTICATED,
+            f"{peer}: its certificate (serial {peer.serial:x}) is revoked; issue a new one with `posefleet pki issue`",
+        )
     if peer.role not in roles:
         await context.abort(
             grpc.StatusCode.PERMISSION_DENIED, f"{peer} may not call this: it needs the role {' or '.join(roles)}"
         )
     return peer
+
+
+# -- revocation -------------------------------------------------------------------------------------
+CRL_FILE = "ca.crl"
+
+
+def read_crl(path: Path, ca: Path) -> frozenset[int]:
+    """The serials a CRL revokes, once its signature checks out against the fleet CA's certificate."""
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+        public = x509.load_pem_x509_certificate(ca.read_bytes()).public_key()
+    except (OSError, ValueError) as exc:
+        raise PkiError(f"{path}: not a readable revocation list ({exc})") from None
+    if not isinstance(public, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(public):
+        raise PkiError(f"{path}: a revocation list the fleet CA did not sign: refused")
+    return frozenset(entry.serial_number for entry in crl)
+
+
+def revoke(directory: Path, what: str) -> tuple[int, Path]:
+    """Revoke a certificate (``NAME``: the ``NAME.crt`` issued in ``directory``; or a hexadecimal serial) or a
+    token (its id, as ``pki token`` prints it): the fleet's ``ca.crl`` gains it, signed by the CA, valid 30
+    days after each change (nodes and coordinators read the file again when it changes)."""
+    ca_key, ca_cert = _fleet_ca(directory)
+    crt = directory / f"{what}.crt"
+    if node_id_problem(what) is None and crt.is_file():
+        serial = x509.load_pem_x509_certificate(crt.read_bytes()).serial_number
+    else:
+        try:
+            serial = int(what.removeprefix("0x"), 16)
+        except ValueError:
+            raise PkiError(
+                f"{what!r}: neither a certificate issued in {directory} nor a serial in hexadecimal"
+            ) from None
+    crl_path = directory / CRL_FILE
+    known = read_crl(crl_path, directory / "ca.crt") if crl_path.exists() else frozenset()
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - datetime.timedelta(minutes=5))
+        .next_update(now + datetime.timedelta(days=30))
+    )
+    for number in sorted(known | {serial}):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(number).revocation_date(now).build()
+        )
+    _write(crl_path, builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), private=False)
+    return serial, crl_path

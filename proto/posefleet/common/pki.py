@@ -1,4 +1,5 @@
-"""``posefleet pki``: the fleet's certificate authority (``init``) and certificates (``issue``).
+"""``posefleet pki``: the fleet's certificate authority (``init``), certificates (``issue``), dashboard tokens
+(``token``) and their revocation (``revoke``).
 
 Only argparse here: the parser builds on a camera machine; the work is in ``posefleet.common.certs``.
 """
@@ -12,7 +13,7 @@ from posefleet.common.tls import ROLES, TOKEN_ROLES
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("pki", help="the fleet's certificate authority: init, issue")
+    p = sub.add_parser("pki", help="the fleet's certificate authority: init, issue, token, revoke")
     psub = p.add_subparsers(dest="pki_command", required=True, metavar="ACTION")
     i = psub.add_parser("init", help="create a fleet CA in DIR (ca.crt, ca.key)")
     i.add_argument("--dir", type=Path, required=True)
@@ -33,8 +34,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--role", required=True, choices=TOKEN_ROLES)
     t.add_argument("--name", required=True)
     t.add_argument("--cameras", default="", metavar="ID,...", help="the cameras a subscriber may see")
-    t.add_argument("--days", type=int, default=30)
+    t.add_argument("--days", type=int, default=30, help="1 to 90 (coordinators refuse longer-lived tokens)")
     t.set_defaults(func=cmd_token)
+    r = psub.add_parser("revoke", help="revoke a certificate (NAME or SERIAL) or a token (its id): DIR/ca.crl")
+    r.add_argument("--dir", type=Path, required=True)
+    r.add_argument("what", metavar="NAME|SERIAL|TOKEN-ID", help="a name issued in DIR, a serial or a token id (hex)")
+    r.set_defaults(func=cmd_revoke)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -55,8 +60,18 @@ def cmd_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from posefleet.common.certs import issue_token
+    from posefleet.common.certs import issue_token, token_id
 
     cameras = [c for c in args.cameras.split(",") if c]
-    print(issue_token(args.dir, role=args.role, name=args.name, cameras=cameras, days=args.days))
+    token = issue_token(args.dir, role=args.role, name=args.name, cameras=cameras, days=args.days)
+    print(token)
+    print(f"token id {token_id(token)} (`posefleet pki revoke --dir {args.dir} {token_id(token)}` revokes it)")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from posefleet.common.certs import revoke
+
+    serial, crl = revoke(args.dir, args.what)
+    print(f"revoked {serial:x} in {crl}: copy it beside ca.crt on every node and coordinator (read on change)")
     return 0

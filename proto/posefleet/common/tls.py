@@ -18,6 +18,8 @@ TLS, no authentication, a warning at every start; it is never the default. This 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import ssl
 from dataclasses import dataclass
@@ -106,6 +108,29 @@ class TlsFiles:
     def channel_credentials(self) -> grpc.ChannelCredentials:
         ca, cert, key = self.read()
         return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+async def peer_certificate(address: str, tls: TlsFiles, server: str, timeout: float = 5.0) -> bytes:
+    """The DER certificate a TLS server at ``address`` presents (proving ``server``, with this component's own
+    certificate offered): what a gRPC client cannot ask its channel for, to check it against a revocation
+    list."""
+    host, _, port = address.rpartition(":")
+    context = ssl.create_default_context(cafile=str(tls.ca))
+    context.load_cert_chain(str(tls.cert), str(tls.key))
+    context.set_alpn_protocols(["h2"])
+    _, writer = await asyncio.wait_for(
+        asyncio.open_connection(host.strip("[]"), int(port), ssl=context, server_hostname=server), timeout
+    )
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    if not der:
+        raise TlsError(f"{address}: presented no certificate")
+    return bytes(der)
 
 
 def aio_channel(

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from posefleet.common.certs import own_peer
+from posefleet.common.certs import Guard, own_peer
 from posefleet.common.grpc_server import NOT_SERVING, SERVING, GrpcServer, run_until_signal
 from posefleet.common.images import cap_decoder_pixels
 from posefleet.common.settings import ConfigError
@@ -54,7 +54,7 @@ class NodeServer:
         if tls is not None:
             own_peer(tls, "node", self.node_id)
         self._service = PoseNodeService(
-            self.node_id, self.metrics, s.max_image_side, s.max_image_pixels, secure=tls is not None
+            self.node_id, self.metrics, s.max_image_side, s.max_image_pixels, guard=Guard(tls)
         )
         server.add(self._service, node_pb2.DESCRIPTOR.services_by_name["PoseNode"])
         await server.set_health(NOT_SERVING)

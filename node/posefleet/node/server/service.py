@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from functools import partial
 
 import grpc
-from posefleet.common.certs import require
+from posefleet.common.certs import Guard, require
 from posefleet.common.grpc_server import Malformed, status_code
 from posefleet.common.keypoints import COCO_KEYPOINTS
 from posefleet.node.engine.types import PoseResult
@@ -36,9 +36,9 @@ CALLERS = ("coordinator", "admin")
 class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
     """Answers every frame: poses, or a FAILED result (stream) / gRPC error (unary) saying why."""
 
-    def __init__(self, node_id: str, metrics: NodeMetrics, max_side: int, max_pixels: int, *, secure: bool) -> None:
+    def __init__(self, node_id: str, metrics: NodeMetrics, max_side: int, max_pixels: int, *, guard: Guard) -> None:
         self.node_id = node_id
-        self.secure = secure  # mutual TLS: only coordinators (and admins) may call
+        self.guard = guard  # mutual TLS: only coordinators (and admins) may call
         self.metrics = metrics
         self.max_side = max_side
         self.max_pixels = max_pixels
@@ -134,7 +134,7 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
 
     # -- RPCs --------------------------------------------------------------------------------
     async def Estimate(self, request: pose_pb2.Frame, context: grpc.aio.ServicerContext) -> pose_pb2.PoseResult:
-        await require(context, CALLERS, self.secure)
+        await require(context, CALLERS, self.guard)
         if isinstance(request, Malformed):
             self.metrics.errors.labels(grpc.StatusCode.INVALID_ARGUMENT.name).inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
@@ -159,7 +159,7 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
         self, request_iterator: AsyncIterator[pose_pb2.Frame], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pose_pb2.PoseResult]:
         """Frames in, results out in completion order; no per-frame task, one callback per frame."""
-        await require(context, CALLERS, self.secure)
+        await require(context, CALLERS, self.guard)
         out: asyncio.Queue[pose_pb2.PoseResult | None] = asyncio.Queue()
         pending = 0
         reading_done = asyncio.Event()
@@ -216,5 +216,5 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
             drainer.cancel()
 
     async def GetInfo(self, request: node_pb2.GetInfoRequest, context: grpc.aio.ServicerContext) -> pose_pb2.NodeInfo:
-        await require(context, CALLERS, self.secure)
+        await require(context, CALLERS, self.guard)
         return self.info
