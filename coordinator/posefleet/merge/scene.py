@@ -200,14 +200,16 @@ class SceneFuser:
             if not found:
                 continue
             arr = np.asarray(found, np.float64)
+            usable = np.flatnonzero((arr[..., 2] >= p.min_score).sum(axis=1) >= p.min_joints)
+            if not len(usable):
+                continue
+            arr = arr[usable]
             xy = self.cameras[name].undistort(arr[..., :2].reshape(-1, 2)).reshape(arr.shape[0], arr.shape[1], 2)
-            for i, pose in enumerate(np.concatenate([xy, arr[..., 2:]], axis=2)):
-                if int((pose[:, 2] >= p.min_score).sum()) >= p.min_joints:
-                    und.append(pose)
-                    candidates.append((c, i))
+            und.append(np.concatenate([xy, arr[..., 2:]], axis=2))
+            candidates.extend((c, int(i)) for i in usable)
         if not und:
             return [], np.empty((0, 0, 3))
-        stacked = np.stack(und)
+        stacked = np.concatenate(und)
         keep = distinct_poses(
             stacked, np.array([c for c, _ in candidates]), p.min_score, self.params.duplicate_distance
         )

@@ -80,11 +80,12 @@ class BoneModel:
     def off(self, points: F64) -> npt.NDArray[np.bool_]:
         """(B,) bones measured now whose length breaks the learned shape or is implausible."""
         learned, tolerance = self.expected()
-        now = bone_lengths(points, BONES)
-        with np.errstate(invalid="ignore"):
-            implausible = (now < PLAUSIBLE[:, 0]) | (now > PLAUSIBLE[:, 1])
-            wrong = np.abs(now - learned) > tolerance * learned  # NaN compares False
-        return implausible | wrong
+        now = np.linalg.norm(points[_A] - points[_B], axis=1)
+        with np.errstate(invalid="ignore"):  # NaN compares False
+            off: npt.NDArray[np.bool_] = (
+                (now < PLAUSIBLE[:, 0]) | (now > PLAUSIBLE[:, 1]) | (np.abs(now - learned) > tolerance * learned)
+            )
+        return off
 
     def violations(self, points: F64, error_px: F64 | None = None) -> npt.NDArray[np.bool_]:
         """(J,) the joints to blame for the bones that are off: a limb bone's outer end (the elbow, not the
@@ -117,4 +118,4 @@ class BoneModel:
         rows = np.flatnonzero(ok)
         self._samples[rows, self._next[rows] % self.window] = now[rows]
         self._next[rows] += 1
-        self._lengths = self._expected = None
+        self._lengths = self._expected = None  # (computing them every few windows only lost frames: measured)
