@@ -14,9 +14,10 @@ import numpy as np
 import numpy.typing as npt
 from posefleet.common.errors import PosefleetError
 from posefleet.node.devices import DEVICES, InferencePrecision, known_device
+from posefleet.node.engine.adapters import AdapterError, OpenVINOAdapter, Request, adapter_for
 from posefleet.node.engine.card import IR_XML, ModelCard, load_card
 from posefleet.node.engine.families import PoseModel, U8Image, create_model
-from posefleet.node.engine.ov_compat import CompiledModel, Core, InferRequest, Tensor, infer_in_place
+from posefleet.node.engine.ov_compat import CompiledModel, Core, InferRequest
 from posefleet.node.engine.types import PoseResult, Timings
 
 Hint = Literal["LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"]
@@ -37,6 +38,10 @@ class EngineOptions:
     #: Decoding parameters of the model's family (validated into its ``Params``).
     decode: Mapping[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
+    #: Run inference in a legacy-OpenVINO worker under this interpreter (NCS2: OpenVINO 2022.3, Python
+    #: 3.7-3.10), its environment plus ``legacy_env``; ``None``: this process's OpenVINO.
+    legacy_python: str | None = None
+    legacy_env: Mapping[str, str] = field(default_factory=dict)
     #: The device's ``INFERENCE_PRECISION_HINT``; ``None`` is posefleet's default, accuracy first: a CPU
     #: runs f32 unless the model card records that the CPU's own default (bf16 where it has bfloat16) keeps
     #: the model's accuracy (``accurate_precision``); other devices keep their own default.
@@ -104,14 +109,14 @@ class PoseEngine:
         self.input_size: tuple[int, int] = valid_input_size(self.card, size)  # type: ignore[arg-type]
         self.model = create_model(self.card, self.input_size, self.options.decode)
         self.model.warm_up()
-        self.compiled = self._compile(self.model)
-        self._outputs = [(out.get_any_name(), out) for out in self.compiled.outputs]
-        self._request = self.compiled.create_infer_request()  # infer_raw: inputs copied in
-        self._run_request = self.compiled.create_infer_request()  # infer: only ever used through run()
+        self.adapter = adapter_for(self.core, self.options.legacy_python, self.options.legacy_env)
+        self._compile(self.model)
+        self._request = self.adapter.new_request()  # infer_raw
+        self._run_request = self.adapter.new_request()  # infer: only ever used through run()
         self._lock = threading.Lock()
 
     # -- set-up -----------------------------------------------------------------------------
-    def _compile(self, wrapper: PoseModel) -> CompiledModel:
+    def _compile(self, wrapper: PoseModel) -> None:
         device = self.options.device
         if not known_device(device):
             raise EngineError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
@@ -125,7 +130,9 @@ class PoseEngine:
             self.core.set_property({"CACHE_DIR": self.options.cache_dir})
         try:
             model = wrapper.configure(self.core.read_model(str(self.model_dir / IR_XML)))
-            return self.core.compile_model(model, device, config)
+            self.adapter.load(model, device, config)
+        except AdapterError as exc:
+            raise EngineError(f"cannot run {self.card.model_id}: {exc}") from exc
         except RuntimeError as exc:
             available = ", ".join(self.core.available_devices)
             raise EngineError(
@@ -134,16 +141,27 @@ class PoseEngine:
             ) from exc
 
     @property
+    def compiled(self) -> CompiledModel:
+        """The in-process compiled model (benchmarks drive OpenVINO's own queues on it)."""
+        if not isinstance(self.adapter, OpenVINOAdapter) or self.adapter.compiled is None:
+            raise EngineError(f"{self.card.model_id} runs in a legacy-OpenVINO worker: no in-process model")
+        return self.adapter.compiled
+
+    def new_request(self) -> Request:
+        """An infer request of its own for one thread (``run``)."""
+        return self.adapter.new_request()
+
+    def close(self) -> None:
+        self.adapter.close()
+
+    @property
     def optimal_requests(self) -> int:
-        try:
-            return max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        except RuntimeError:
-            return 1
+        return self.adapter.optimal_requests
 
     @property
     def kernels(self) -> str:
         """The precisions of the convolution kernels the device chose (``I8``, ``bf16``, ``f32``...)."""
-        return conv_kernels(self.compiled)
+        return self.adapter.kernels
 
     @property
     def model_id(self) -> str:
@@ -151,25 +169,25 @@ class PoseEngine:
 
     # -- inference ---------------------------------------------------------------------------
     def outputs_of(self, request: InferRequest) -> dict[str, npt.NDArray[Any]]:
-        """The outputs left in ``request``, by name: views of its memory, valid until it runs again."""
-        return {name: request.get_tensor(out).data for name, out in self._outputs}
+        """The outputs left in an in-process OpenVINO ``request``, by name: views of its memory, valid until it
+        runs again (benchmarks on OpenVINO's own queues)."""
+        return {out.get_any_name(): request.get_tensor(out).data for out in self.compiled.outputs}
 
     def infer_raw(self, tensor: U8Image, *, copy: bool = True) -> dict[str, npt.NDArray[Any]]:
         """One inference on an already prepared NHWC uint8 tensor, outputs by name.
 
         With ``copy=False`` the outputs are views valid until the next ``infer_raw`` (benchmarks).
         """
-        self._request.infer({0: tensor})
-        outputs = self.outputs_of(self._request)
+        outputs = self._request.infer(np.ascontiguousarray(tensor))
         return {name: data.copy() for name, data in outputs.items()} if copy else outputs
 
-    def run(self, request: InferRequest, image: U8Image, stream: str | None = None) -> PoseResult:
+    def run(self, request: Request, image: U8Image, stream: str | None = None) -> PoseResult:
         """Poses in one BGR image on ``request``, which the caller uses from one thread at a time.
 
         ``stream`` names the camera or video the image is a frame of (families that follow a person from
         frame to frame keep their state per stream).
 
-        The request reads the pre-processed pixels in place (no copy) and its outputs are decoded
+        An in-process request reads the pre-processed pixels in place (no copy) and its outputs are decoded
         where they lie. Afterwards its input tensor still points at the freed pixels, so a request
         given to ``run`` must only ever be used through ``run`` (which sets the input first).
         """
@@ -177,10 +195,9 @@ class PoseEngine:
         tensor, meta = self.model.preprocess(image, stream)
         pixels = np.ascontiguousarray(tensor)  # alive until inference ends (a Tensor does not keep it)
         t1 = time.perf_counter()
-        request.set_input_tensor(Tensor(pixels, shared_memory=True))
-        infer_in_place(request)
+        outputs = request.infer(pixels)
         t2 = time.perf_counter()
-        poses = self.model.decode(self.outputs_of(request), meta)
+        poses = self.model.decode(outputs, meta)
         t3 = time.perf_counter()
         return PoseResult(poses, meta.source_size, Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
 

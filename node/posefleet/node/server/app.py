@@ -84,6 +84,8 @@ class NodeServer:
                 requests=s.infer_requests,
                 decode=s.decode,
                 inference_precision=s.inference_precision,
+                legacy_python=s.legacy_python,
+                legacy_env=s.legacy_env,
             )
             engine = await asyncio.get_running_loop().run_in_executor(None, PoseEngine, s.model, options)
             requests = s.infer_requests or 2 * engine.optimal_requests

@@ -22,6 +22,14 @@ def decode_param(text: str) -> tuple[str, object]:
         return name, value
 
 
+def _pair(text: str) -> tuple[str, str]:
+    """An argparse type: ``NAME=VALUE`` of an environment variable."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def add_decode_flag(p: argparse.ArgumentParser) -> None:
     """``--decode NAME=VALUE``: the model family's own decoding parameters, validated by the family."""
     p.add_argument(
@@ -68,6 +76,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-advertise", action="store_false", dest="advertise", default=None)
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = any free port)")
     p.add_argument("--metrics-host", help="Prometheus bind address (default 127.0.0.1)")
+    legacy = p.add_argument_group("NCS2 (MYRIAD): inference in an OpenVINO 2022.3 worker")
+    legacy.add_argument("--legacy-python", help="its interpreter (Python 3.7-3.10 with openvino 2022.3)")
+    legacy.add_argument(
+        "--legacy-env",
+        action="append",
+        type=_pair,
+        metavar="NAME=VALUE",
+        help="extra environment of the worker (repeatable), e.g. LD_LIBRARY_PATH=/opt/intel/openvino_2022/...",
+    )
     tls.add_arguments(p, name=False)
     sim = p.add_argument_group("simulated accelerator (cluster scale benchmark only; never a default)")
     sim.add_argument("--backend", choices=("openvino", "simulated-accelerator"))
@@ -86,4 +103,6 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     if args.decode is not None:
         args.decode = dict(args.decode)
+    if args.legacy_env is not None:
+        args.legacy_env = dict(args.legacy_env)
     return asyncio.run(serve(NodeSettings.from_args(args)))

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from posefleet.node.engine.adapters import Request
 from posefleet.node.engine.families import U8Image
-from posefleet.node.engine.ov_compat import InferRequest
 from posefleet.node.engine.runtime import PoseEngine
 from posefleet.node.engine.types import PoseResult
 
@@ -77,7 +77,7 @@ class AsyncEngine(Admission):
         self._threads = [
             threading.Thread(
                 target=self._serve,
-                args=(engine.compiled.create_infer_request(),),
+                args=(engine.new_request(),),
                 name=f"posefleet-infer-{i}",
                 daemon=True,
             )
@@ -92,7 +92,7 @@ class AsyncEngine(Admission):
         self._frames.put(_Frame(load, future, time.perf_counter(), stream))
         return future
 
-    def _serve(self, request: InferRequest) -> None:
+    def _serve(self, request: Request) -> None:
         """One infer request's thread: frames in FIFO order until ``close``."""
         while (frame := self._frames.get()) is not None:
             try:
@@ -101,7 +101,7 @@ class AsyncEngine(Admission):
                 payload = exc
             self._post(frame.future, payload)
 
-    def _run(self, request: InferRequest, frame: _Frame) -> PoseResult:
+    def _run(self, request: Request, frame: _Frame) -> PoseResult:
         t0 = time.perf_counter()
         image = frame.load()
         t1 = time.perf_counter()
@@ -141,6 +141,7 @@ class AsyncEngine(Admission):
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self.engine.close()  # its inference backend (a legacy worker process: ended)
 
 
 @dataclass

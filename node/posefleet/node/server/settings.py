@@ -52,6 +52,12 @@ class NodeSettings(FileSettings):
     max_image_side: int = Field(4096, ge=16)
     max_image_pixels: int = Field(4096 * 4096, ge=256)
     drain_seconds: float = Field(8.0, ge=0, le=60, description="SIGTERM: time allowed for in-flight frames")
+    #: NCS2 (MYRIAD): inference in a legacy-OpenVINO worker under this interpreter (Python 3.7-3.10 with
+    #: `pip install 'openvino==2022.3.*'`, or the OS's own with the 2022.3 archive); the node keeps the rest.
+    legacy_python: str | None = Field(None, description="interpreter of the OpenVINO 2022.3 worker (NCS2)")
+    legacy_env: dict[str, str] = Field(
+        default_factory=dict, description="extra environment of the worker (e.g. LD_LIBRARY_PATH of the archive)"
+    )
     decode_workers: int = Field(2, ge=1, le=64, description="image-decoding threads of the simulated backend")
     #: "openvino", or "simulated-accelerator" for the cluster scale benchmark only (see node/simulated.py).
     backend: Literal["openvino", "simulated-accelerator"] = "openvino"

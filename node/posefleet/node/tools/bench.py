@@ -242,3 +242,44 @@ def chart(results: list[BenchResult], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def legacy_hop(
+    model_dir: Path,
+    image: U8Image,
+    legacy_python: str,
+    *,
+    device: str = "CPU",
+    input_size: tuple[int, int] | None = None,
+    frames: int = 300,
+    seconds: float = 8.0,
+    rounds: int = 3,
+) -> dict[str, Any]:
+    """What the legacy-OpenVINO worker's process hop costs per frame: sequential frames with decoding through
+    this process's OpenVINO and through the worker (OpenVINO 2022.3 under ``legacy_python``), alternating in
+    ``rounds``; medians of the per-round p50 latencies, and the difference."""
+    import cv2
+
+    options = EngineOptions(device=device, hint="LATENCY", input_size=input_size, inference_precision="f32")
+    engines = {
+        "in-process": PoseEngine(model_dir, options),
+        "worker": PoseEngine(model_dir, replace(options, legacy_python=legacy_python, inference_precision=None)),
+    }
+    h, w = engines["in-process"].input_size
+    frame = cv2.resize(image, (w, h)) if image.shape[:2] != (h, w) else image
+    p50: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(rounds):
+        for name, engine in engines.items():
+            times = _timed_loop(lambda engine=engine: engine.infer(frame), frames, seconds / rounds)  # type: ignore[misc]
+            p50[name].append(float(np.percentile(times, 50) * 1e3))
+    for engine in engines.values():
+        engine.close()
+    median = {name: float(np.median(values)) for name, values in p50.items()}
+    return {
+        "model_id": engines["in-process"].card.model_id,
+        "input_size": f"{h}x{w}",
+        "worker": engines["worker"].kernels,
+        "p50_ms": median,
+        "rounds_p50_ms": p50,
+        "hop_ms": median["worker"] - median["in-process"],
+    }

@@ -115,6 +115,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--chart", type=Path, help="PNG bar chart")
     p.add_argument("--node", action="store_true", help="node throughput over EstimateStream vs raw async inference")
     p.add_argument(
+        "--legacy-python",
+        help="what the legacy-OpenVINO worker (NCS2 path) under this interpreter costs per frame against in-process",
+    )
+    p.add_argument(
         "--int8-ceiling",
         action="store_true",
         help="what INT8 gains here: synthetic 1x1 and depthwise convolutions in f32, the default precision and INT8 "
@@ -352,6 +356,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from posefleet.node.tools.bench import BenchResult, bench_model, chart, markdown_table
 
     image = _bench_image(args)
+    if args.legacy_python:
+        return _bench_legacy(args, image)
     if args.node:
         return _bench_node(args, image)
     if args.int8_ceiling:
@@ -404,6 +410,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report(args, markdown_table(results), [r.to_dict() for r in results])
     if args.chart:
         chart(results, args.chart)
+    return 0
+
+
+def _bench_legacy(args: argparse.Namespace, image: Any) -> int:
+    from posefleet.node.tools.bench import legacy_hop
+
+    if args.model is None:
+        raise PosefleetError("bench --legacy-python needs --model DIR")
+    r = legacy_hop(
+        args.model,
+        image,
+        args.legacy_python,
+        device=args.device,
+        input_size=args.input_size,
+        frames=args.frames or 300,
+        seconds=args.seconds or 8.0,
+        rounds=args.rounds,
+    )
+    text = (
+        f"{r['model_id']} at {r['input_size']}, one frame at a time with decoding, p50 (median of {args.rounds} "
+        f"alternating rounds): in-process {r['p50_ms']['in-process']:.2f} ms, through the worker "
+        f"({r['worker']}) {r['p50_ms']['worker']:.2f} ms: the hop costs {r['hop_ms']:.2f} ms per frame\n"
+    )
+    report(args, text, r)
     return 0
 
 
