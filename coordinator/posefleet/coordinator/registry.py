@@ -15,12 +15,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
+from posefleet.common.mdns import open_zeroconf
 from posefleet.common.tls import TlsFiles
 from posefleet.coordinator.jobs import Job
 from posefleet.coordinator.links import NodeLink
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.v1 import pose_pb2
-from posefleet.v1.discovery import SERVICE_TYPE, NodeAdvert, open_zeroconf
+from posefleet.v1.discovery import SERVICE_TYPE, NodeAdvert
 from zeroconf import ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 

@@ -7,14 +7,10 @@ dead node for minutes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from posefleet.v1.ids import node_id_problem
-
-if TYPE_CHECKING:
-    from zeroconf.asyncio import AsyncZeroconf
 
 SERVICE_TYPE = "_posefleet._tcp.local."
 PROTO_VERSION = "posefleet.v1"
@@ -87,22 +83,3 @@ class NodeAdvert:
 
 def service_name(node_id: str) -> str:
     return f"{node_id}.{SERVICE_TYPE}"
-
-
-def open_zeroconf(interfaces: Sequence[str]) -> AsyncZeroconf:
-    """An ``AsyncZeroconf`` bound to ``interfaces`` (IP addresses), or to every interface when none are named.
-
-    The one place both the node and the coordinator open zeroconf. python-zeroconf wants a list of
-    addresses or an ``InterfaceChoice``, never ``None`` (0.154 raises ``TypeError`` for it). With named
-    addresses the IP versions follow them; without, IPv4 on all interfaces (zeroconf's own default).
-    """
-    import ipaddress
-
-    from zeroconf import InterfaceChoice, IPVersion
-    from zeroconf.asyncio import AsyncZeroconf
-
-    if not interfaces:
-        return AsyncZeroconf(interfaces=InterfaceChoice.All, ip_version=IPVersion.V4Only)
-    versions = {ipaddress.ip_address(a).version for a in interfaces}
-    version = IPVersion.All if versions == {4, 6} else (IPVersion.V6Only if versions == {6} else IPVersion.V4Only)
-    return AsyncZeroconf(interfaces=list(interfaces), ip_version=version)

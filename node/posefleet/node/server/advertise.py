@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from posefleet.v1.discovery import SERVICE_TYPE, NodeAdvert, open_zeroconf, service_name
+from posefleet.common.mdns import open_zeroconf
+from posefleet.v1.discovery import SERVICE_TYPE, NodeAdvert, service_name
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 log = logging.getLogger("posefleet.node.zeroconf")
