@@ -256,3 +256,58 @@ def _token_id(token: str) -> str:
     from posefleet.common.certs import token_id
 
     return token_id(token)
+
+
+async def test_dashboard_headers_host_guard_and_sessions(fleet: dict[str, TlsFiles]) -> None:
+    """Every answer forbids framing, foreign scripts and referrers; an --insecure dashboard answers only to its
+    own names (DNS rebinding); a token in the address never replaces a valid session (login CSRF)."""
+    LoopbackLink.nodes = {"n0": {"capacity": 8}}
+    pki = fleet["coordinator"].ca.parent
+    files = fleet["coordinator"]
+    secure = CoordinatorServer(
+        CoordinatorSettings(
+            host="127.0.0.1", port=0, discover=False, ca=files.ca, cert=files.cert, key=files.key, http_port=0
+        ),
+        link_factory=LoopbackLink,
+    )
+    insecure = CoordinatorServer(
+        CoordinatorSettings(host="127.0.0.1", port=0, discover=False, insecure=True, http_port=0),
+        link_factory=LoopbackLink,
+    )
+    await secure.start()
+    await insecure.start()
+    try:
+        anonymous = _context(None, pki / "ca.crt")
+        async with aiohttp.ClientSession() as session:
+            for url in (f"https://127.0.0.1:{secure.http_port}/", f"https://127.0.0.1:{secure.http_port}/api/state"):
+                async with session.get(url, ssl=anonymous) as reply:  # 401: the headers are there too
+                    assert reply.status == 401
+                    assert "frame-ancestors 'none'" in reply.headers["Content-Security-Policy"]
+                    assert reply.headers["Referrer-Policy"] == "no-referrer"
+                    assert reply.headers["X-Frame-Options"] == "DENY"
+            plain = f"http://127.0.0.1:{insecure.http_port}/api/state"
+            async with session.get(plain) as reply:
+                assert reply.status == 200 and reply.headers["X-Content-Type-Options"] == "nosniff"
+            async with session.get(plain, headers={"Host": f"attacker.example:{insecure.http_port}"}) as reply:
+                assert reply.status == 421 and "not served as" in await reply.text()
+            async with session.get(plain.replace("127.0.0.1", "localhost")) as reply:
+                assert reply.status == 200
+        # A session cookie for "wall" (subscriber of cam-a); a link carrying an admin's token does not replace it.
+        wall = issue_token(pki, role="subscriber", name="wall", cameras=["cam-a"])
+        other = issue_token(pki, role="admin", name="intruder")
+        base = f"https://127.0.0.1:{secure.http_port}"
+        async with aiohttp.ClientSession() as session:
+            cookies = {"posefleet_token": wall}
+            async with session.get(
+                f"{base}/?token={other}", ssl=anonymous, cookies=cookies, allow_redirects=False
+            ) as r:
+                assert r.status == 302 and "Set-Cookie" not in r.headers
+            # Still "wall": cam-b is not its camera (the admin in the address would get 404, no frame yet).
+            thumb = f"{base}/api/cameras/cam-b/thumbnail.jpg?token={other}"
+            async with session.get(thumb, ssl=anonymous, cookies=cookies) as r:
+                assert r.status == 403, await r.text()
+        async with aiohttp.ClientSession() as fresh, fresh.get(thumb, ssl=anonymous, allow_redirects=False) as r:
+            assert r.status == 302 and f"posefleet_token={other}" in r.headers["Set-Cookie"]  # no session: it logs in
+    finally:
+        await secure.stop()
+        await insecure.stop()

@@ -102,6 +102,21 @@ class Frames:
         return data
 
 
+#: Every response: scripts and styles from this server only, never framed, no referrer, no MIME sniffing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
+
+
 def _thumbnail(image: tuple[str, bytes]) -> bytes | None:
     """A small JPEG of a frame, decoded with the same checks as on a node (format, size, bomb, decoder cap)."""
     try:
@@ -133,6 +148,8 @@ class Dashboard:
         self._sampler: asyncio.Task[None] | None = None
         self.port = 0
         self.app = web.Application(middlewares=[self._login])
+        self.app.on_response_prepare.append(_security_headers)
+        self._hosts: set[str] = set()
         self.app.add_routes(
             [
                 web.get("/", self._index),
@@ -157,6 +174,8 @@ class Dashboard:
         server = site._server
         assert server is not None
         self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        names = {host, "localhost", "127.0.0.1", "[::1]"} - {"0.0.0.0", "::", ""}
+        self._hosts = {f"{name}:{self.port}" for name in names} | names
         self._sampler = asyncio.create_task(self._sample(), name="dashboard-history")
         log.info("dashboard on %s://%s:%d", "https" if context else "http", host, self.port)
         return self.port
@@ -193,9 +212,16 @@ class Dashboard:
                 return None, f"{peer}: its certificate is revoked"
             if peer is not None:
                 return peer, ""
-        token = request.query.get("token") or request.cookies.get(COOKIE) or ""
         if request.headers.get("Authorization", "").startswith("Bearer "):
-            token = request.headers["Authorization"].removeprefix("Bearer ")
+            return self._token(request.headers["Authorization"].removeprefix("Bearer "))
+        # A valid session (the cookie) wins over a token in the address: a link cannot log a viewer in as
+        # someone else (login CSRF); the address's token is used only where there is no valid session.
+        session = self._token(request.cookies.get(COOKIE, ""))
+        if session[0] is not None:
+            return session
+        return self._token(request.query.get("token") or request.cookies.get(COOKIE) or "")
+
+    def _token(self, token: str) -> tuple[Peer | None, str]:
         if not token:
             return None, "log in with an admin or subscriber certificate, or a token from `posefleet pki token`"
         return peer_of_token(token, self._ca, self._revocations, self.max_token_days)
@@ -204,6 +230,10 @@ class Dashboard:
     async def _login(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if self.tls is None and request.host.lower() not in self._hosts:
+            # --insecure: nothing proves who asks, so at least the page answers only to its own names (a DNS
+            # rebinding page under another name cannot read it from a browser on this machine).
+            raise web.HTTPMisdirectedRequest(text=f"posefleet dashboard: not served as {request.host!r}\n")
         peer, why = self._peer(request)
         if peer is None:
             raise web.HTTPUnauthorized(text=f"posefleet dashboard: {why}\n")
@@ -213,9 +243,10 @@ class Dashboard:
         if "token" in request.query:  # keep it in a cookie, out of the address bar and the history
             rest = {k: v for k, v in request.query.items() if k != "token"}
             response = web.HTTPFound(request.rel_url.with_query(rest))
-            response.set_cookie(
-                COOKIE, request.query["token"], httponly=True, secure=True, samesite="Strict", max_age=30 * 86400
-            )
+            if self._token(request.cookies.get(COOKIE, ""))[0] is None:  # never over a valid session
+                response.set_cookie(
+                    COOKIE, request.query["token"], httponly=True, secure=True, samesite="Strict", max_age=86400
+                )
             raise response
         request[PEER] = peer
         return await handler(request)

@@ -98,6 +98,12 @@ class NodeLink:
         self._stub = node_pb2_grpc.PoseNodeStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
+    async def _certificate_serial(self, tls: TlsFiles, node_id: str) -> int:
+        """The serial of the certificate the node presents (a TLS handshake of its own: a gRPC channel does
+        not show its peer's certificate)."""
+        der = await peer_certificate(self.address, tls, role_name("node", node_id))
+        return int(x509.load_der_x509_certificate(der).serial_number)
+
     def revoked(self) -> bool:
         """Whether the certificate this node presented is in the fleet's revocation list now."""
         return (
@@ -185,8 +191,7 @@ class NodeLink:
             return False
         if self._tls is not None:
             try:
-                der = await peer_certificate(self.address, self._tls, role_name("node", info.node_id))
-                self.cert_serial = x509.load_der_x509_certificate(der).serial_number
+                self.cert_serial = await self._certificate_serial(self._tls, info.node_id)
             except (TimeoutError, OSError, ssl.SSLError, TlsError, ValueError) as exc:
                 self.mark_down(f"its certificate could not be read: {exc}")
                 return False

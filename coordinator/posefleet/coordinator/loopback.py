@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
+from posefleet.common.tls import TlsFiles
 from posefleet.coordinator.links import NodeLink
 from posefleet.v1 import pose_pb2
 
@@ -40,6 +41,9 @@ class LoopbackLink(NodeLink):
         return pose_pb2.NodeInfo(
             node_id=self.key, model_id=f"{self.family}-model", model_family=self.family, capacity=self.fake_capacity
         )
+
+    async def _certificate_serial(self, tls: TlsFiles, node_id: str) -> int:
+        return 0  # an in-process node has no certificate (nothing to revoke)
 
     async def check(self, timeout: float = 1.0) -> bool:
         if not self.fake_healthy:
