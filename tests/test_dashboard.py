@@ -40,6 +40,18 @@ async def _get(url: str, context: ssl.SSLContext, headers: dict[str, str] | None
         return reply.status, await reply.text()
 
 
+async def tls_coordinator(files: TlsFiles) -> CoordinatorServer:
+    """An in-process coordinator with fleet TLS and its dashboard on a free port; one loopback node n0."""
+    LoopbackLink.nodes = {"n0": {"capacity": 8}}
+    settings = CoordinatorSettings(
+        host="127.0.0.1", port=0, discover=False, ca=files.ca, cert=files.cert, key=files.key, http_port=0
+    )
+    server = CoordinatorServer(settings, link_factory=LoopbackLink)
+    await server.start()
+    server.registry.add("n0", "loopback-n0", "static")
+    return server
+
+
 def signed_token(pki: Path, **claims: object) -> str:
     """A token with these claims, signed by the fleet CA of ``pki`` (as an attacker holding it could)."""
     import base64
@@ -59,14 +71,7 @@ def signed_token(pki: Path, **claims: object) -> str:
 
 async def test_the_dashboard_wants_an_admin_or_subscriber_login(fleet: dict[str, TlsFiles], tmp_path: Path) -> None:
     pki = fleet["coordinator"].ca.parent
-    LoopbackLink.nodes = {"n0": {"capacity": 8}}
-    files = fleet["coordinator"]
-    settings = CoordinatorSettings(
-        host="127.0.0.1", port=0, discover=False, ca=files.ca, cert=files.cert, key=files.key, http_port=0
-    )
-    server = CoordinatorServer(settings, link_factory=LoopbackLink)
-    await server.start()
-    server.registry.add("n0", "loopback-n0", "static")
+    server = await tls_coordinator(fleet["coordinator"])
     try:
         for camera in ("cam-a", "cam-b"):
 
@@ -195,14 +200,7 @@ async def test_revoked_certificates_and_tokens_are_refused_without_a_restart(tmp
     members = [("coordinator", "coordinator", []), ("admin", "ops", []), ("camera", "cam-a", ["cam-a"]),
                ("camera", "cam-b", ["cam-b"])]  # fmt: skip
     fleet = throwaway_fleet(pki, members)
-    LoopbackLink.nodes = {"n0": {"capacity": 8}}
-    files = fleet["coordinator"]
-    settings = CoordinatorSettings(
-        host="127.0.0.1", port=0, discover=False, ca=files.ca, cert=files.cert, key=files.key, http_port=0
-    )
-    server = CoordinatorServer(settings, link_factory=LoopbackLink)
-    await server.start()
-    server.registry.add("n0", "loopback-n0", "static")
+    server = await tls_coordinator(fleet["coordinator"])
 
     async def stream(camera: str) -> list[int]:
         async def one() -> AsyncIterator[pose_pb2.Frame]:
@@ -261,20 +259,12 @@ def _token_id(token: str) -> str:
 async def test_dashboard_headers_host_guard_and_sessions(fleet: dict[str, TlsFiles]) -> None:
     """Every answer forbids framing, foreign scripts and referrers; an --insecure dashboard answers only to its
     own names (DNS rebinding); a token in the address never replaces a valid session (login CSRF)."""
-    LoopbackLink.nodes = {"n0": {"capacity": 8}}
     pki = fleet["coordinator"].ca.parent
-    files = fleet["coordinator"]
-    secure = CoordinatorServer(
-        CoordinatorSettings(
-            host="127.0.0.1", port=0, discover=False, ca=files.ca, cert=files.cert, key=files.key, http_port=0
-        ),
-        link_factory=LoopbackLink,
-    )
+    secure = await tls_coordinator(fleet["coordinator"])
     insecure = CoordinatorServer(
         CoordinatorSettings(host="127.0.0.1", port=0, discover=False, insecure=True, http_port=0),
         link_factory=LoopbackLink,
     )
-    await secure.start()
     await insecure.start()
     try:
         anonymous = _context(None, pki / "ca.crt")
