@@ -43,6 +43,7 @@ class NodeServer:
         self._engine: Backend | None = None
         self._advertiser: Advertiser | None = None
         self._advert: NodeAdvert | None = None
+        self._inference: PoseEngine | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -88,6 +89,7 @@ class NodeServer:
                 legacy_env=s.legacy_env,
             )
             engine = await asyncio.get_running_loop().run_in_executor(None, PoseEngine, s.model, options)
+            self._inference = engine
             requests = s.infer_requests or 2 * engine.optimal_requests
             capacity = s.max_inflight or 2 * requests
             self._engine = AsyncEngine(engine, capacity, requests)
@@ -154,6 +156,8 @@ class NodeServer:
             await self._grpc.stop(grace=0.5)
         if self._engine is not None:
             self._engine.close()
+        if self._inference is not None:
+            self._inference.close()  # its inference backend (a legacy worker process: ended)
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info("node %s stopped", self.node_id)
 

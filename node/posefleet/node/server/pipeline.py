@@ -141,7 +141,6 @@ class AsyncEngine(Admission):
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self.engine.close()  # its inference backend (a legacy worker process: ended)
 
 
 @dataclass
