@@ -132,6 +132,7 @@ class PoseEngine:
             model = wrapper.configure(self.core.read_model(str(self.model_dir / IR_XML)))
             self.adapter.load(model, device, config)
         except AdapterError as exc:
+            self.adapter.close()  # a worker that could not start leaves nothing behind
             raise EngineError(f"cannot run {self.card.model_id}: {exc}") from exc
         except RuntimeError as exc:
             available = ", ".join(self.core.available_devices)
