@@ -8,6 +8,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import cv2
@@ -124,6 +125,20 @@ async def test_the_dashboard_wants_an_admin_or_subscriber_login(fleet: dict[str,
         await server.stop()
 
 
+def text_of(driver: Any, css: str) -> str:
+    """The text of the first element matching ``css`` ("" if none): the page re-renders every half second,
+    so an element found may be replaced before it is read; read again then."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        try:
+            cells = driver.find_elements(By.CSS_SELECTOR, css)
+            return str(cells[0].text) if cells else ""
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    raise AssertionError(f"{css}: replaced on every read")
+
+
 def test_the_dashboard_in_a_real_browser(models: dict[str, Path], assets: Path, tmp_path: Path) -> None:
     """Chromium (headless, the distribution's) on a cluster streaming the sample clip: the camera tile shows
     the skeleton in its track's colour at the keypoints, the FPS number moves, a killed node turns unhealthy
@@ -137,22 +152,20 @@ def test_the_dashboard_in_a_real_browser(models: dict[str, Path], assets: Path, 
         deadline = time.monotonic() + 30
         fps: list[str] = []
         while time.monotonic() < deadline and len(set(fps)) < 2:
-            cells = driver.find_elements(By.CSS_SELECTOR, '[data-camera="door"] .fps')
-            if cells:
-                fps.append(cells[0].text)
+            if cell := text_of(driver, '[data-camera="door"] .fps'):
+                fps.append(cell)
             time.sleep(0.5)
         assert len(set(fps)) >= 2 and float(fps[-1]) > 0, f"the FPS number updates: {fps}"
-        people = driver.find_element(By.CSS_SELECTOR, '[data-camera="door"] .people').text
+        people = text_of(driver, '[data-camera="door"] .people')
         assert people == "1", f"one person in the clip: {people}"  # tracked poses, not the decoder's fragments
         assert not driver.find_element(By.ID, "weak").is_selected(), "untracked poses hidden by default"
-        row = driver.find_element(By.CSS_SELECTOR, '[data-node="dash-node-1"]').text
+        row = text_of(driver, '[data-node="dash-node-1"]')
         assert "FP16, runs " in row, row  # the precision the node's device runs the model in
         cluster.nodes["dash-node-1"].proc.kill()
         killed = time.monotonic()
         health = ""
         while time.monotonic() - killed < 5:
-            cells = driver.find_elements(By.CSS_SELECTOR, '[data-node="dash-node-1"] .health')
-            health = cells[0].text if cells else ""
+            health = text_of(driver, '[data-node="dash-node-1"] .health')
             if health == "unhealthy":
                 break
             time.sleep(0.1)
