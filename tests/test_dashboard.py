@@ -151,13 +151,15 @@ def test_the_dashboard_in_a_real_browser(models: dict[str, Path], assets: Path, 
         camera = cluster.camera("door", assets / "video" / "pose_1.mp4", fps=10)
         deadline = time.monotonic() + 30
         fps: list[str] = []
-        while time.monotonic() < deadline and len(set(fps)) < 2:
+        people: list[str] = []
+        while time.monotonic() < deadline and (len(set(fps)) < 2 or "1" not in people):
             if cell := text_of(driver, '[data-camera="door"] .fps'):
                 fps.append(cell)
+            people.append(text_of(driver, '[data-camera="door"] .people'))
             time.sleep(0.5)
         assert len(set(fps)) >= 2 and float(fps[-1]) > 0, f"the FPS number updates: {fps}"
-        people = text_of(driver, '[data-camera="door"] .people')
-        assert people == "1", f"one person in the clip: {people}"  # tracked poses, not the decoder's fragments
+        # One person in the clip: tracked poses, never the decoder's fragments (0 only before the first answer).
+        assert "1" in people and set(people) <= {"", "0", "1"}, people
         assert not driver.find_element(By.ID, "weak").is_selected(), "untracked poses hidden by default"
         row = text_of(driver, '[data-node="dash-node-1"]')
         assert "FP16, runs " in row, row  # the precision the node's device runs the model in

@@ -21,7 +21,7 @@ from nodes import NodeProcess, jpeg, run_cli
 from posefleet.clients.sdk import PosefleetClient, encode_frame
 from posefleet.common.certs import issue, throwaway_fleet
 from posefleet.common.processes import PosefleetProcess, start_coordinator
-from posefleet.common.tls import TlsFiles, aio_channel, role_name
+from posefleet.common.tls import TlsFiles, aio_channel, peer_certificate, role_name
 from posefleet.coordinator.loopback import LoopbackLink
 from posefleet.coordinator.server import CoordinatorServer
 from posefleet.coordinator.settings import CoordinatorSettings
@@ -388,7 +388,7 @@ async def test_a_rotated_server_certificate_is_served_without_a_restart(
     fleet: dict[str, TlsFiles], tmp_path: Path
 ) -> None:
     """The coordinator reads its certificate files again when they change: a new certificate is presented to
-    the next connection, while a stream opened before keeps going."""
+    the next connection (gRPC and the dashboard alike), while a stream opened before keeps going."""
     pki = fleet["coordinator"].ca.parent
     own = tmp_path / "own"
     own.mkdir()
@@ -398,13 +398,15 @@ async def test_a_rotated_server_certificate_is_served_without_a_restart(
     shutil.copy(fleet["coordinator"].key, files.key)
     LoopbackLink.nodes = {"n0": {"capacity": 8}}
     settings = CoordinatorSettings(
-        host="127.0.0.1", port=0, discover=False, ca=files.ca, cert=files.cert, key=files.key
+        host="127.0.0.1", port=0, discover=False, ca=files.ca, cert=files.cert, key=files.key, http_port=0
     )
     server = CoordinatorServer(settings, link_factory=LoopbackLink)
     await server.start()
     server.registry.add("n0", "loopback-n0", "static")
     try:
         before = _presented_certificate(server.port, fleet["admin"])
+        dashboard = f"127.0.0.1:{server.http_port}"
+        assert await peer_certificate(dashboard, fleet["admin"], "coordinator.posefleet") == before  # the same
         async with PosefleetClient(f"127.0.0.1:{server.port}", tls=fleet["cam-a"]) as cam:
             sent = asyncio.Queue[pose_pb2.Frame | None]()
 
@@ -425,6 +427,11 @@ async def test_a_rotated_server_certificate_is_served_without_a_restart(
             await sent.put(None)
         assert [first.status, second.status] == [OK, OK], "the open stream went on"
         assert before != after and after == ssl.PEM_cert_to_DER_cert((pki / "coordinator-next.crt").read_text())
+        for _ in range(60):  # the dashboard looks at its files every 2 s
+            if await peer_certificate(dashboard, fleet["admin"], "coordinator.posefleet") == after:
+                break
+            await asyncio.sleep(0.1)
+        assert await peer_certificate(dashboard, fleet["admin"], "coordinator.posefleet") == after, "rotated"
         assert [r.status for r in await _one_frame(f"127.0.0.1:{server.port}", fleet["cam-a"], "cam-a")] == [OK]
     finally:
         await server.stop()

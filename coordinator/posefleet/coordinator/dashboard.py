@@ -150,6 +150,8 @@ class Dashboard:
         self.app = web.Application(middlewares=[self._login])
         self.app.on_response_prepare.append(_security_headers)
         self._hosts: set[str] = set()
+        self._context: ssl.SSLContext | None = None
+        self._stamp: tuple[float, ...] = ()
         self.app.add_routes(
             [
                 web.get("/", self._index),
@@ -169,6 +171,7 @@ class Dashboard:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.tls.ca))
             context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
             context.verify_mode = ssl.CERT_OPTIONAL  # a browser certificate logs in; a token does too
+            self._context, self._stamp = context, self.tls.stamp()
         site = web.TCPSite(self._runner, host, port, ssl_context=context, reuse_port=False)
         await site.start()
         server = site._server
@@ -186,10 +189,26 @@ class Dashboard:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def _rotate(self) -> None:
+        """Certificate files that changed are served from the next handshake on, as the gRPC servers do (open
+        connections keep theirs; a new certificate that does not match its key yet is not taken)."""
+        if self.tls is None or self._context is None or self.tls.stamp() in ((), self._stamp):
+            return
+        try:
+            self._context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
+            self._context.load_verify_locations(cafile=str(self.tls.ca))
+        except (OSError, ssl.SSLError) as exc:  # mid-rotation: keep the current one
+            log.warning("dashboard keeps its current certificate for now: %s", exc)
+            return
+        self._stamp = self.tls.stamp()
+        log.info("dashboard serves the rotated certificate %s", self.tls.cert)
+
     async def _sample(self) -> None:
-        """Every ``SAMPLE_S``: each camera's processed FPS and latency for the sparklines (bounded)."""
+        """Every ``SAMPLE_S``: each camera's processed FPS and latency for the sparklines (bounded), and a look
+        at the certificate files."""
         while True:
             await asyncio.sleep(SAMPLE_S)
+            self._rotate()
             state = self._current()
             known = set()
             for cam in state["cameras"]:

@@ -75,7 +75,8 @@ class TlsFiles:
                 raise TlsError(f"{path}: not a PEM file (the {what})")
         return out[0], out[1], out[2]
 
-    def _stamp(self) -> tuple[float, ...]:
+    def stamp(self) -> tuple[float, ...]:
+        """When the three files last changed (empty if one is missing): rotation is noticed by this."""
         try:
             return tuple(path.stat().st_mtime for path in (self.ca, self.cert, self.key))
         except OSError:
@@ -86,10 +87,10 @@ class TlsFiles:
         change (checked at each new handshake): a rotated certificate takes effect without a restart, and
         connections already open keep theirs."""
         ca, cert, key = self.read()
-        stamp = [self._stamp()]
+        stamp = [self.stamp()]
 
         def reload() -> grpc.ServerCertificateConfiguration | None:
-            now = self._stamp()
+            now = self.stamp()
             if not now or now == stamp[0]:
                 return None
             try:
