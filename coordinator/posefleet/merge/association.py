@@ -65,13 +65,19 @@ def pair_costs(
     seen = scores >= params.min_score
     both = seen[:, None] & seen[None, :]
     weight = np.where(both, np.sqrt(np.clip(scores[:, None] * scores[None, :], 0.0, None)), 0.0)
-    capped = np.minimum(np.nan_to_num(dist, nan=np.inf), 2 * params.max_ray_distance_m)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (weight * capped).sum(-1) / weight.sum(-1)
+    mean = _capped_mean(np.nan_to_num(dist, nan=np.inf), weight, params)
     count = both.sum(-1)
     cams = np.array([c for c, _ in refs])
     ok = (count >= params.min_joints) & (mean <= params.max_ray_distance_m) & (cams[:, None] < cams[None, :])
     return {(refs[a], refs[b]): float(mean[a, b]) for a, b in zip(*np.nonzero(ok), strict=True)}
+
+
+def _capped_mean(dist: F64, weight: F64, params: AssociationParams) -> F64:
+    """The ``weight``-weighted mean over the last axis of ``dist``, each distance capped at twice
+    ``max_ray_distance_m`` (one wrong joint cannot outweigh the rest); NaN without any weight."""
+    capped = np.minimum(dist, 2 * params.max_ray_distance_m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (weight * capped).sum(-1) / weight.sum(-1)  # type: ignore[no-any-return]
 
 
 def point_ray_distances(points: F64, centers: F64, dirs: F64) -> F64:
@@ -89,9 +95,7 @@ def track_costs(predicted: F64, centers: F64, dirs: F64, scores: F64, params: As
     dist = point_ray_distances(predicted, centers, dirs)
     usable = np.isfinite(dist) & (scores[None] >= params.min_score)
     weight = np.where(usable, scores[None], 0.0)
-    capped = np.minimum(np.nan_to_num(dist, nan=0.0), 2 * params.max_ray_distance_m)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (weight * capped).sum(-1) / weight.sum(-1)
+    mean = _capped_mean(np.nan_to_num(dist, nan=0.0), weight, params)
     return np.where(usable.sum(-1) >= params.min_joints, mean, np.inf)
 
 

@@ -22,6 +22,8 @@ MAX_SPEED = 3.0
 STALE_MS = 400.0
 #: A pose is mirrored only when that fits its person this much better (metres of mean ray distance).
 MIRROR_MARGIN_M = 0.03
+#: The trunk's joints (COCO shoulders and hips): where a body is.
+TRUNK = np.isin(np.arange(17), (5, 6, 11, 12))
 
 
 @dataclass(frozen=True)
@@ -166,9 +168,10 @@ class SceneFuser:
         w = self._window(refs, poses)
         # Track index -> pose rows; a track that claims a single view this window gives it back, so that the
         # view may still pair with others (the new group then continues the track by 3D distance).
-        claimed = {t: rows for t, rows in self._claim(w, t_ms).items() if len(rows) >= 2}
+        claims, cost = self._claim(w, t_ms)
+        claimed = {t: rows for t, rows in claims.items() if len(rows) >= 2}
         free = sorted(set(range(len(refs))) - {k for rows in claimed.values() for k in rows})
-        free = self._unexplained(w, free, claimed, t_ms)
+        free = self._unexplained(w, free, claimed, cost)
         free_refs = [refs[k] for k in free]
         costs = pair_costs(free_refs, w.centers[free], w.dirs[free], w.poses[free, :, 2], p.association)
         fresh = group_poses(costs, p.association)
@@ -225,13 +228,14 @@ class SceneFuser:
         centers = np.stack([self.cameras[self.names[c]].center for c in cams])
         return _Window(refs, {ref: k for k, ref in enumerate(refs)}, cams, centers, dirs, poses)
 
-    def _claim(self, w: _Window, t_ms: float) -> dict[int, list[int]]:
-        """Track index -> the pose rows (at most one per camera) whose rays fit the track's predicted joints.
+    def _claim(self, w: _Window, t_ms: float) -> tuple[dict[int, list[int]], F64]:
+        """Track index -> the pose rows (at most one per camera) whose rays fit the track's predicted joints,
+        and the (T, N) costs of every pose as it came (``track_costs``).
 
         A pose that fits its person better with left and right exchanged (models confuse the sides of a
         person seen from behind) is mirrored in place, rays included."""
         if not self._tracks:
-            return {}
+            return {}, np.empty((0, len(w.refs)))
         p = self.params
         predicted = np.stack([t.predict(t_ms) for t in self._tracks])  # (T, J, 3)
         scores = w.poses[..., 2]
@@ -251,16 +255,16 @@ class SceneFuser:
                     if flip[t, row]:
                         w.poses[row] = w.poses[row, MIRROR]
                         w.dirs[row] = w.dirs[row, MIRROR]
-        return claimed
+        return claimed, cost
 
-    def _unexplained(self, w: _Window, free: list[int], claimed: dict[int, list[int]], t_ms: float) -> list[int]:
+    def _unexplained(self, w: _Window, free: list[int], claimed: dict[int, list[int]], cost: F64) -> list[int]:
         """The free poses that are not another detection of a person claimed in their camera (a model that
-        finds one person twice, as YOLO does in unusual poses): those would make a second hypothesis."""
+        finds one person twice, as YOLO does in unusual poses): those would make a second hypothesis.
+        ``cost``: the claims' (T, N) costs (free poses were not mirrored: theirs are as they came)."""
         if not free or not claimed:
             return free
         tracks = sorted(claimed)
-        predicted = np.stack([self._tracks[t].predict(t_ms) for t in tracks])
-        cost = track_costs(predicted, w.centers[free], w.dirs[free], w.poses[free, :, 2], self.params.association)
+        cost = cost[np.ix_(tracks, free)]
         own = np.array([[w.cams[k] in {w.cams[r] for r in claimed[t]} for k in free] for t in tracks])
         duplicate: npt.NDArray[np.bool_] = np.asarray((own & (cost <= self.params.track_gate_m)).any(axis=0))
         return [k for k, dup in zip(free, duplicate.tolist(), strict=True) if not dup]
@@ -284,6 +288,7 @@ class SceneFuser:
 
     def _fix_bones(self, w: _Window, person: Person3D, bones: BoneModel, group: list[PoseRef]) -> None:
         """Joints the bone model blames: without their worst view (3 views or more), else left out."""
+        views, scores = self._views(w, group)
         for _ in range(2):
             bad = bones.violations(person.points, person.error_px)
             if not bad.any():
@@ -293,11 +298,7 @@ class SceneFuser:
                 if used.sum() <= 2:
                     self._drop_joint(person, j)
                     continue
-                xy = np.full((len(self.names), 2), np.nan)
-                score = np.zeros(len(self.names))
-                for cam, i in group:
-                    xy[cam] = w.poses[w.index[(cam, i)], j, :2]
-                    score[cam] = w.poses[w.index[(cam, i)], j, 2]
+                xy, score = views[j], scores[j]
                 err = np.where(
                     used,
                     np.linalg.norm(reproject(self.P, person.points[j : j + 1])[0] - np.nan_to_num(xy), axis=1),
@@ -355,9 +356,7 @@ class SceneFuser:
         fewer = min(np.isfinite(a).all(axis=1).sum(), np.isfinite(b).all(axis=1).sum())
         if both.sum() >= max(3, fewer // 2) and np.median(np.linalg.norm(a[both] - b[both], axis=1)) <= p.same_person_m:
             return True
-        trunk = both.copy()
-        trunk[: min(5, len(trunk))] = False  # the head's keypoints say little about where a body is
-        trunk[[7, 8, 9, 10, 13, 14, 15, 16]] = False
+        trunk = both & TRUNK  # limbs and head say little about where a body is
         if trunk.sum() < 2:
             return False
         return bool(np.linalg.norm(a[trunk].mean(axis=0) - b[trunk].mean(axis=0)) <= p.min_body_distance_m)
@@ -366,17 +365,24 @@ class SceneFuser:
     def _rank(person: Person3D, owner: int | None) -> tuple[bool, int]:
         return owner is not None, int(person.views.sum())
 
+    def _views(self, w: _Window, group: list[PoseRef]) -> tuple[F64, F64]:
+        """A group's 2D joints per camera: (J, C, 2) undistorted pixels (NaN: no pose) and (J, C) scores."""
+        xy = np.full((w.poses.shape[1], len(self.names), 2), np.nan)
+        score = np.zeros((w.poses.shape[1], len(self.names)))
+        for cam, i in group:
+            xy[:, cam] = w.poses[w.index[(cam, i)], :, :2]
+            score[:, cam] = w.poses[w.index[(cam, i)], :, 2]
+        return xy, score
+
     def _triangulate(self, w: _Window, groups: list[list[PoseRef]]) -> list[Person3D]:
         """All groups in one batched triangulation."""
         if not groups:
             return []
         g, j, c = len(groups), w.poses.shape[1], len(self.names)
-        xy = np.full((g, j, c, 2), np.nan)
-        score = np.zeros((g, j, c))
+        xy = np.empty((g, j, c, 2))
+        score = np.empty((g, j, c))
         for k, group in enumerate(groups):
-            for cam, i in group:
-                xy[k, :, cam] = w.poses[w.index[(cam, i)], :, :2]
-                score[k, :, cam] = w.poses[w.index[(cam, i)], :, 2]
+            xy[k], score[k] = self._views(w, group)
         p = self.params
         tri = triangulate(
             self.P,
