@@ -221,24 +221,17 @@ def _distance(a: F64, b: F64) -> float:
 
 
 def evaluate(
-    people: People,
-    output: Frames3D,
-    views: Sequence[Mapping[str, Sequence[F32]]],
-    cameras: Mapping[str, Camera],
-    *,
-    match_m: float = 0.35,
-    min_keypoints: int = 6,
-    view_tolerance: float = 0.15,
+    people: People, output: Frames3D, eligible: npt.NDArray[np.bool_], *, match_m: float = 0.35
 ) -> list[PersonQuality]:
-    """Per person, how ``output`` (one method's 3D people per frame) shows them. ``views``: per frame, camera
-    name -> its 2D poses (image pixels); ``cameras`` fitted to those pixels."""
+    """Per person, how ``output`` (one method's 3D people per frame) shows them; ``eligible``: the
+    (persons, frames) where two cameras see the person (``eligibility``, the same for every method of one
+    2D source)."""
     from scipy.optimize import linear_sum_assignment
 
     frames = people.skeletons.shape[1]
     quality = []
     matched: list[list[tuple[int, Output3D]]] = [[] for _ in people.names]  # per person: (frame, output)
     duplicates = [0] * len(people.names)
-    eligible = eligibility(people, views, cameras, min_keypoints=min_keypoints, tol=view_tolerance)
     for f in range(frames):
         refs = people.skeletons[:, f]
         outs = list(output[f]) if f < len(output) else []

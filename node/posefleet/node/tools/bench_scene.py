@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,17 +26,17 @@ from posefleet.common.cli import positive_float, report
 from posefleet.common.errors import PosefleetError
 from posefleet.common.keypoints import COCO_KEYPOINTS
 from posefleet.merge.calibration import Camera, load_calibration
-from posefleet.merge.quality import Frames3D, Output3D, People, PersonQuality, evaluate, people_from_outputs
+from posefleet.merge.quality import Frames3D, Output3D, People, eligibility, evaluate, people_from_outputs
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 Views = list[dict[str, list[F32]]]  # per frame: camera -> poses
 
-#: The shared recordings' models (asset path, input size for videos; None: the model's own size).
+#: The shared recordings' models (asset paths); videos run as ``fuse`` runs them.
 MODELS = {
-    "PoseNet 0.75": ("models/posenet/tfjs_v1/mobilenet_v1_075", None),
-    "hpe-0001": ("models/human-pose-estimation-0001/FP16-INT8", None),
-    "YOLOv8n-pose": ("models/yolov8n-pose/yolov8n-pose_int8_openvino_model", None),
+    "PoseNet 0.75": "models/posenet/tfjs_v1/mobilenet_v1_075",
+    "hpe-0001": "models/human-pose-estimation-0001/FP16-INT8",
+    "YOLOv8n-pose": "models/yolov8n-pose/yolov8n-pose_int8_openvino_model",
 }
 LAB = "multiview/pose2sim"
 
@@ -77,7 +78,7 @@ def naive(cameras: Mapping[str, Camera], views: Views) -> list[list[Output3D]]:
             poses = frame.get(name, [])
             if not poses:
                 continue
-            areas = [bbox(p)[2] * bbox(p)[3] for p in poses]
+            areas = [width * height for _, _, width, height in map(bbox, poses)]
             pose = np.asarray(poses[int(np.argmax(areas))], np.float64)
             xy[:, c] = cameras[name].undistort(pose[:, :2])
             w[:, c] = np.where(pose[:, 2] >= 0.3, pose[:, 2], 0.0)
@@ -154,8 +155,9 @@ def reference_people(paths: Sequence[Path], frames: int) -> People:
     )
 
 
-def lab_recordings(assets: Path, cache: Path | None) -> list[Recording]:
-    """The shared lab: the videos through each model, and the OpenPose recording with its reference."""
+def lab_recordings(assets: Path, cache: Path | None, work: Path) -> list[Recording]:
+    """The shared lab: the videos through each model (converted in ``cache``, else ``work``), and the OpenPose
+    recording with its reference."""
     from posefleet.merge.formats import read_openpose_folder
     from posefleet.node.convert import convert
 
@@ -164,9 +166,8 @@ def lab_recordings(assets: Path, cache: Path | None) -> list[Recording]:
     views: dict[str, Views] = {}
     fitted: dict[str, Camera] = {}
     fps = 60.0
-    work = cache or Path(tempfile_dir())
-    for label, (source, _) in MODELS.items():
-        model_dir = work / "models" / label.replace(" ", "-")
+    for label, source in MODELS.items():
+        model_dir = (cache or work) / "models" / label.replace(" ", "-")
         if not (model_dir / "model.json").is_file():
             convert(assets / source, model_dir)
         per_camera = {}
@@ -192,12 +193,6 @@ def lab_recordings(assets: Path, cache: Path | None) -> list[Recording]:
     return recordings
 
 
-def tempfile_dir() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="posefleet-bench-scene-")
-
-
 def measure(recording: Recording) -> dict[str, Any]:
     """Every source through the fuser and the naive rule; the people; each person's quality."""
     outputs: dict[str, Frames3D] = {}
@@ -210,10 +205,10 @@ def measure(recording: Recording) -> dict[str, Any]:
     # mismatched triangulations would otherwise make people of their own).
     fused_only = {method: out for method, out in outputs.items() if method.endswith(", fused")}
     people = recording.reference or people_from_outputs(fused_only, frames)
+    eligible = {source: eligibility(people, views, recording.cameras) for source, views in recording.views.items()}
     rows = []
     for method, output in outputs.items():
-        source = method.rsplit(", ", 1)[0]
-        for q in evaluate(people, output, recording.views[source], recording.cameras):
+        for q in evaluate(people, output, eligible[method.rsplit(", ", 1)[0]]):
             rows.append({"method": method, **q.to_dict()})
     all_times = [t for ts in timings.values() for t in ts]
     return {
@@ -257,10 +252,11 @@ def smoothing(recording: Recording) -> dict[str, Any]:
     }
     if recording.reference is not None:
         people = recording.reference
+        eligible = eligibility(people, views, recording.cameras)
         for name, tracks in (("mpjpe_mm_raw", raw), ("mpjpe_mm_smoothed", smooth)):
             output = [[Output3D(pid, t[i]) for pid, t in tracks.items() if np.isfinite(t[i]).any()]
                       for i in range(len(views))]  # fmt: skip
-            out[name] = [q.mpjpe_mm for q in evaluate(people, output, views, recording.cameras)]
+            out[name] = [q.mpjpe_mm for q in evaluate(people, output, eligible)]
     return out
 
 
@@ -297,7 +293,8 @@ def cmd_bench_scene(args: argparse.Namespace) -> int:
         assets = assets_dir(required=False)
         if assets is None or not (assets / LAB).is_dir():
             raise PosefleetError("bench-scene needs --calibration and --camera, or POSEFLEET_ASSETS with the lab")
-        recordings = lab_recordings(assets, args.cache)
+        with tempfile.TemporaryDirectory(prefix="posefleet-bench-scene-") as work:
+            recordings = lab_recordings(assets, args.cache, Path(work))
     else:
         recordings = [_given_recording(args)]
     results = [measure(r) for r in recordings]
@@ -335,21 +332,3 @@ def _given_recording(args: argparse.Namespace) -> Recording:
     frames = max(len(v) for v in views.values())
     reference = reference_people(args.reference, frames) if args.reference else None
     return Recording(str(args.calibration), fitted, views, fps or 60.0, reference)
-
-
-def quality_rows(results: Sequence[Mapping[str, Any]]) -> list[PersonQuality]:
-    """The rows of ``measure`` results as ``PersonQuality`` (tests)."""
-    return [
-        PersonQuality(
-            person=row["person"],
-            eligible=row["eligible"],
-            reconstructed=row["reconstructed"],
-            ids=row["ids"],
-            duplicates=row["duplicates"],
-            bone_cv=row["bone_cv"] if row["bone_cv"] is not None else float("nan"),
-            reprojection_px=row["reprojection_px"] if row["reprojection_px"] is not None else float("nan"),
-            mpjpe_mm=row["mpjpe_mm"],
-        )
-        for r in results
-        for row in r["rows"]
-    ]
