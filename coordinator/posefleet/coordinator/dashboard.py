@@ -23,7 +23,7 @@ from typing import Any
 
 import cv2
 from aiohttp import web
-from posefleet.common.certs import ANYONE, MAX_TOKEN_DAYS, Peer, Revocations, peer_of_pem, peer_of_token
+from posefleet.common.certs import ANYONE, MAX_TOKEN_DAYS, Peer, peer_of_pem, peer_of_token, revocations_of
 from posefleet.common.images import EncodedImageError, decode_encoded
 from posefleet.common.keypoints import SKELETON
 from posefleet.common.tls import TlsFiles
@@ -141,7 +141,7 @@ class Dashboard:
         self.frames = frames
         self.tls = tls
         self._ca = tls.ca.read_bytes() if tls is not None else b""
-        self._revocations = Revocations(tls.ca) if tls is not None else None
+        self._revocations = revocations_of(tls.ca) if tls is not None else None
         self.max_token_days = max_token_days
         self.history: dict[str, collections.deque[list[float]]] = {}
         self._runner: web.AppRunner | None = None
@@ -236,9 +236,9 @@ class Dashboard:
         # A valid session (the cookie) wins over a token in the address: a link cannot log a viewer in as
         # someone else (login CSRF); the address's token is used only where there is no valid session.
         session = self._token(request.cookies.get(COOKIE, ""))
-        if session[0] is not None:
+        if session[0] is not None or "token" not in request.query:
             return session
-        return self._token(request.query.get("token") or request.cookies.get(COOKIE) or "")
+        return self._token(request.query["token"])
 
     def _token(self, token: str) -> tuple[Peer | None, str]:
         if not token:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from posefleet.common.certs import Revocations
+from posefleet.common.certs import revocations_of
 from posefleet.common.grpc_server import message_options
 from posefleet.common.tls import TlsError, TlsFiles, aio_channel, peer_certificate, role_name
 from posefleet.coordinator.jobs import Job
@@ -79,7 +79,7 @@ class NodeLink:
         self._send: asyncio.Queue[pose_pb2.Frame | None] = asyncio.Queue()
         self._stream_task: asyncio.Task[None] | None = None
         self._tls = tls
-        self._revocations = Revocations(tls.ca) if tls is not None else None
+        self._revocations = revocations_of(tls.ca) if tls is not None else None
         #: The serial of the certificate the node presented when it (re)joined (checked against ``ca.crl``).
         self.cert_serial: int | None = None
         #: The node id this node must prove (its certificate's name): what its advert claims, or, for a static

@@ -357,6 +357,13 @@ class Revocations:
         return serial in self.serials()
 
 
+@lru_cache(maxsize=16)
+def revocations_of(ca: Path) -> Revocations:
+    """The one ``Revocations`` of the fleet CA at ``ca`` in this process (servers, node links and the
+    dashboard share its cache: a changed list is read and verified once)."""
+    return Revocations(ca)
+
+
 @dataclass
 class Guard:
     """Who may call a server: anyone on an ``--insecure`` one, else holders of a fleet certificate that is not
@@ -365,7 +372,7 @@ class Guard:
     tls: TlsFiles | None
 
     def __post_init__(self) -> None:
-        self.revocations = Revocations(self.tls.ca) if self.tls is not None else None
+        self.revocations = revocations_of(self.tls.ca) if self.tls is not None else None
 
     @property
     def secure(self) -> bool:
