@@ -282,9 +282,10 @@ async def test_camera_client_reconnects_after_coordinator_restart(
 
 
 async def test_simulated_accelerator_backend(models: dict[str, Path], assets: Path, tmp_path: Path) -> None:
-    """The benchmark-only backend: fixed latency per frame, real decoding of a recorded output."""
+    """The benchmark-only backend, an inference adapter like the others: fixed latency per frame, the node's
+    own pipeline (pre-processing, the real decoder) on a recorded output: the poses the real model gives."""
     import cv2
-    from posefleet.node.server.simulated import record_outputs
+    from posefleet.node.engine.runtime import EngineOptions, PoseEngine, record_outputs
 
     image = cv2.resize(read_image(assets / "video" / "pose.jpg"), (257, 257))
     record_outputs(models["posenet075"], image, tmp_path / "rec.npz", (257, 257))
@@ -309,10 +310,15 @@ async def test_simulated_accelerator_backend(models: dict[str, Path], assets: Pa
             t0 = time.perf_counter()
             results = await asyncio.gather(*(stub.Estimate(encode_frame(jpeg(image), sequence=i)) for i in range(2)))
             elapsed = time.perf_counter() - t0
-        assert info.model_id.endswith("+simulated") and info.capacity == 2
+        assert info.precision.endswith("runs simulated") and info.capacity == 4  # 2 requests per device, 2 each
         assert all(r.status == OK and r.poses and r.timings.inference_ms >= 49 for r in results)
         assert elapsed >= 0.1, "one simulated device: two frames take two latencies"
         assert results[0].poses[0].keypoints[0].name == "nose"
+        real = PoseEngine(models["posenet075"], EngineOptions(input_size=(257, 257))).infer(image).poses[0]
+        got = results[0].poses[0]
+        assert (
+            max(abs(k.x - x) + abs(k.y - y) for k, (x, y, _) in zip(got.keypoints, real.keypoints, strict=True)) < 0.5
+        )
     finally:
         sim.stop()
 

@@ -19,7 +19,7 @@ from nodes import NodeProcess, jpeg
 from posefleet.clients.sdk import PosefleetClient, encode_frame
 from posefleet.common.processes import PosefleetProcess, rss_bytes, start_coordinator
 from posefleet.coordinator.links import SLOW_START_CREDITS
-from posefleet.node.server.simulated import record_outputs
+from posefleet.node.engine.runtime import record_outputs
 from posefleet.node.tools.media import frames, read_image
 from posefleet.v1 import coordinator_pb2_grpc, node_pb2, node_pb2_grpc, pose_pb2
 
@@ -30,12 +30,12 @@ MB = 2**20
 def instant_nodes(
     models: dict[str, Path], assets: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[str]]:
-    """Two simulated nodes that answer at once (a recorded output, no decoding): only the coordinator works."""
+    """Two simulated nodes that answer at once (a recorded output, decoded): the coordinator does most work."""
     work = tmp_path_factory.mktemp("instant")
     image = cv2.resize(read_image(assets / "video" / "pose.jpg"), (257, 257))
     record_outputs(models["posenet075"], image, work / "rec.npz", (257, 257))
     sim = ["--backend", "simulated-accelerator", "--sim-record", str(work / "rec.npz"), "--sim-latency-ms", "0"]
-    sim += ["--sim-no-decode", "--sim-parallel", "32", "--max-inflight", "32", "--no-advertise"]
+    sim += ["--sim-parallel", "32", "--infer-requests", "8", "--max-inflight", "32", "--no-advertise"]
     nodes = [NodeProcess(models["posenet075"], *sim, name=f"instant-{i}") for i in range(2)]
     try:
         yield [n.address for n in nodes]

@@ -8,7 +8,7 @@
   coordinator to instant simulated nodes, cameras reconnecting every ``--soak-stream-frames``; the
   coordinator's RSS over the run (growth from the first to the last 10% of frames) and every frame's one
   result accounted for.
-The simulated backend exists for this benchmark only (see posefleet.node.server.simulated).
+The simulated backend exists for this benchmark only (see posefleet.node.engine.simulated).
 """
 
 from __future__ import annotations
@@ -367,9 +367,10 @@ def run(
             str(record),
             "--sim-latency-ms",
             "0",
-            "--sim-no-decode",
             "--sim-parallel",
             "64",
+            "--infer-requests",
+            "8",
             "--max-inflight",
             "64",
             "--no-advertise",

@@ -6,7 +6,11 @@ outputs by name. Two adapters run inference:
 
 - ``OpenVINOAdapter``: this process's OpenVINO (current releases: CPU, GPU, NPU);
 - ``LegacyWorkerAdapter``: OpenVINO 2022.3 LTS in a worker process of its own (``legacy_worker.py``) started
-  with an older interpreter, for devices current OpenVINO dropped: the Neural Compute Stick 2 (MYRIAD).
+  with an older interpreter, for devices current OpenVINO dropped: the Neural Compute Stick 2 (MYRIAD);
+- ``SimulatedAdapter`` (``simulated.py``): a stick that answers recorded outputs after a fixed latency, for the
+  cluster scale benchmark only.
+
+``runtime.adapter_for`` picks one from the engine's options.
 
 Another accelerator (a Hailo-8L or a Coral Edge TPU on a Raspberry Pi) plugs in as one more adapter: ``load``
 compiles or loads the graph for its runtime, ``new_request`` gives objects whose ``infer`` takes the
@@ -325,10 +329,3 @@ class LegacyRequest:
 
     def infer(self, pixels: npt.NDArray[np.uint8]) -> Outputs:
         return self.adapter.infer(pixels)
-
-
-def adapter_for(core: Core, legacy_python: str | None, legacy_env: Mapping[str, str]) -> InferenceAdapter:
-    """The adapter an engine's options ask for: the worker when a legacy interpreter is named, else in-process."""
-    if legacy_python:
-        return LegacyWorkerAdapter(legacy_python, legacy_env)
-    return OpenVINOAdapter(core)

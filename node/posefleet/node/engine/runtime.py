@@ -14,10 +14,11 @@ import numpy as np
 import numpy.typing as npt
 from posefleet.common.errors import PosefleetError
 from posefleet.node.devices import DEVICES, InferencePrecision, known_device
-from posefleet.node.engine.adapters import AdapterError, OpenVINOAdapter, Request, adapter_for
+from posefleet.node.engine.adapters import AdapterError, InferenceAdapter, LegacyWorkerAdapter, OpenVINOAdapter, Request
 from posefleet.node.engine.card import IR_XML, ModelCard, load_card
 from posefleet.node.engine.families import PoseModel, U8Image, create_model
 from posefleet.node.engine.ov_compat import CompiledModel, Core, InferRequest
+from posefleet.node.engine.simulated import SimulatedAccelerator, SimulatedAdapter, save_recording
 from posefleet.node.engine.types import PoseResult, Timings
 
 Hint = Literal["LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"]
@@ -46,6 +47,18 @@ class EngineOptions:
     #: runs f32 unless the model card records that the CPU's own default (bf16 where it has bfloat16) keeps
     #: the model's accuracy (``accurate_precision``); other devices keep their own default.
     inference_precision: InferencePrecision | None = None
+    #: A simulated accelerator instead of a device (the cluster scale benchmark only).
+    simulated: SimulatedAccelerator | None = None
+
+
+def adapter_for(core: Core, options: EngineOptions) -> InferenceAdapter:
+    """The backend the options ask for: the simulated accelerator, the legacy worker when an interpreter is
+    named, else this process's OpenVINO."""
+    if options.simulated is not None:
+        return SimulatedAdapter(options.simulated)
+    if options.legacy_python:
+        return LegacyWorkerAdapter(options.legacy_python, options.legacy_env)
+    return OpenVINOAdapter(core)
 
 
 CONV_LAYERS = {"Convolution", "GroupConvolution"}
@@ -109,7 +122,7 @@ class PoseEngine:
         self.input_size: tuple[int, int] = valid_input_size(self.card, size)  # type: ignore[arg-type]
         self.model = create_model(self.card, self.input_size, self.options.decode)
         self.model.warm_up()
-        self.adapter = adapter_for(self.core, self.options.legacy_python, self.options.legacy_env)
+        self.adapter = adapter_for(self.core, self.options)
         self._compile(self.model)
         self._request = self.adapter.new_request()  # infer_raw
         self._run_request = self.adapter.new_request()  # infer: only ever used through run()
@@ -145,7 +158,7 @@ class PoseEngine:
     def compiled(self) -> CompiledModel:
         """The in-process compiled model (benchmarks drive OpenVINO's own queues on it)."""
         if not isinstance(self.adapter, OpenVINOAdapter) or self.adapter.compiled is None:
-            raise EngineError(f"{self.card.model_id} runs in a legacy-OpenVINO worker: no in-process model")
+            raise EngineError(f"{self.card.model_id} runs outside this process's OpenVINO: no in-process model")
         return self.adapter.compiled
 
     def new_request(self) -> Request:
@@ -206,6 +219,16 @@ class PoseEngine:
         """Poses in one BGR image (thread-safe; serialised on one infer request)."""
         with self._lock:
             return self.run(self._run_request, image, stream)
+
+
+def record_outputs(model_dir: Path, image: U8Image, path: Path, input_size: tuple[int, int] | None = None) -> None:
+    """Run the real model once on ``image`` and save its raw outputs for the simulated accelerator."""
+    engine = PoseEngine(model_dir, EngineOptions(input_size=input_size))
+    try:
+        tensor, _ = engine.model.preprocess(image)
+        save_recording(path, engine.input_size, engine.infer_raw(tensor))
+    finally:
+        engine.close()
 
 
 class NativeResolutionEngine:

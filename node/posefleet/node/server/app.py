@@ -5,22 +5,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 from posefleet.common.certs import Guard, own_peer
 from posefleet.common.grpc_server import NOT_SERVING, SERVING, GrpcServer, run_until_signal
 from posefleet.common.images import cap_decoder_pixels
-from posefleet.common.settings import ConfigError
 from posefleet.common.version import software_version
 from posefleet.node.engine.ov_compat import openvino_version
 from posefleet.node.engine.runtime import EngineOptions, PoseEngine
 from posefleet.node.server.advertise import Advertiser
-from posefleet.node.server.backend import Backend
 from posefleet.node.server.metrics import NodeMetrics
 from posefleet.node.server.pipeline import AsyncEngine
 from posefleet.node.server.service import PoseNodeService
 from posefleet.node.server.settings import NodeSettings
-from posefleet.node.server.simulated import SimulatedEngine
 from posefleet.v1 import node_pb2, pose_pb2
 from posefleet.v1.discovery import NODE_HEALTH_SERVICE, PROTO_VERSION, NodeAdvert
 
@@ -36,11 +32,10 @@ class NodeServer:
         self.port = 0
         self.metrics_port: int | None = None
         self.node_id = ""
-        self._executor = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="posefleet-decode")
         self.requests = 0
         self._grpc: GrpcServer | None = None
         self._service: PoseNodeService | None = None
-        self._engine: Backend | None = None
+        self._engine: AsyncEngine | None = None
         self._advertiser: Advertiser | None = None
         self._advert: NodeAdvert | None = None
         self._inference: PoseEngine | None = None
@@ -62,40 +57,25 @@ class NodeServer:
         await server.start()
         log.info("node %s listening on %s:%d, loading %s", self.node_id, s.host, self.port, s.model)
 
-        if s.backend == "simulated-accelerator":
-            if s.sim_record is None:
-                raise ConfigError("the simulated-accelerator backend needs --sim-record FILE.npz")
-            capacity = s.max_inflight or 2 * s.sim_parallel
-            self._engine = SimulatedEngine(
-                s.model,
-                s.sim_record,
-                latency_ms=s.sim_latency_ms,
-                parallel=s.sim_parallel,
-                decode=s.sim_decode,
-                max_inflight=capacity,
-                executor=self._executor,
-            )
-            card, (h, w), requests = self._engine.card, self._engine.input_size, s.sim_parallel
-            precision = f"{card.precision}, simulated"
-        else:
-            options = EngineOptions(
-                device=s.device,
-                hint=s.hint,
-                input_size=s.input_size,
-                requests=s.infer_requests,
-                decode=s.decode,
-                inference_precision=s.inference_precision,
-                legacy_python=s.legacy_python,
-                legacy_env=s.legacy_env,
-            )
-            engine = await asyncio.get_running_loop().run_in_executor(None, PoseEngine, s.model, options)
-            self._inference = engine
-            requests = s.infer_requests or 2 * engine.optimal_requests
-            capacity = s.max_inflight or 2 * requests
-            self._engine = AsyncEngine(engine, capacity, requests)
-            card = engine.card
-            h, w = engine.input_size
-            precision = f"{card.precision}, runs {engine.kernels}"  # e.g. "FP16, runs bf16"
+        options = EngineOptions(
+            device=s.device,
+            hint=s.hint,
+            input_size=s.input_size,
+            requests=s.infer_requests,
+            decode=s.decode,
+            inference_precision=s.inference_precision,
+            legacy_python=s.legacy_python,
+            legacy_env=s.legacy_env,
+            simulated=s.simulated,
+        )
+        engine = await asyncio.get_running_loop().run_in_executor(None, PoseEngine, s.model, options)
+        self._inference = engine
+        requests = s.infer_requests or 2 * engine.optimal_requests
+        capacity = s.max_inflight or 2 * requests
+        self._engine = AsyncEngine(engine, capacity, requests)
+        card = engine.card
+        h, w = engine.input_size
+        precision = f"{card.precision}, runs {engine.kernels}"  # e.g. "FP16, runs bf16"
         info = pose_pb2.NodeInfo(
             node_id=self.node_id,
             model_id=card.model_id,
@@ -158,7 +138,6 @@ class NodeServer:
             self._engine.close()
         if self._inference is not None:
             self._inference.close()  # its inference backend (a legacy worker process: ended)
-        self._executor.shutdown(wait=False, cancel_futures=True)
         log.info("node %s stopped", self.node_id)
 
 

@@ -65,6 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, help="gRPC port (default 50051, 0 = any free port)")
     p.add_argument("--name", help="node id (default <hostname>-<port>); with --pki, also its certificate's name")
     p.add_argument("--max-inflight", type=int, help="frames in flight before RESOURCE_EXHAUSTED")
+    p.add_argument("--infer-requests", type=int, help="infer requests, one thread each (default 2 x the device optimum)")
     p.add_argument(
         "--zeroconf-interface",
         action="append",
@@ -91,7 +92,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim.add_argument("--sim-latency-ms", type=float, help="fixed inference time per frame (33.3 = an NCS at 30 FPS)")
     sim.add_argument("--sim-parallel", type=int, help="simulated devices working at once")
     sim.add_argument("--sim-record", type=Path, help="recorded model outputs (.npz, 'posefleet record-outputs')")
-    sim.add_argument("--sim-no-decode", action="store_false", dest="sim_decode", default=None)
     p.set_defaults(func=cmd_node)
 
 

@@ -13,10 +13,9 @@ from posefleet.common.certs import Guard, require
 from posefleet.common.grpc_server import Malformed, status_code
 from posefleet.common.keypoints import COCO_KEYPOINTS
 from posefleet.node.engine.types import PoseResult
-from posefleet.node.server.backend import Backend
 from posefleet.node.server.images import ImageError, decode_image
 from posefleet.node.server.metrics import NodeMetrics
-from posefleet.node.server.pipeline import AtCapacity
+from posefleet.node.server.pipeline import AsyncEngine, AtCapacity
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 
 log = logging.getLogger("posefleet.node")
@@ -42,16 +41,16 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
         self.metrics = metrics
         self.max_side = max_side
         self.max_pixels = max_pixels
-        self.engine: Backend | None = None
+        self.engine: AsyncEngine | None = None
         self.info = pose_pb2.NodeInfo(node_id=node_id)
         self.draining = asyncio.Event()
 
-    def ready(self, engine: Backend, info: pose_pb2.NodeInfo) -> None:
+    def ready(self, engine: AsyncEngine, info: pose_pb2.NodeInfo) -> None:
         self.engine = engine
         self.info = info
 
     # -- one frame ---------------------------------------------------------------------------
-    def _admit(self) -> Backend:
+    def _admit(self) -> AsyncEngine:
         """Take an in-flight slot for a frame, or refuse it at once."""
         if self.draining.is_set():
             raise FrameRefused(grpc.StatusCode.UNAVAILABLE, "node is draining (shutting down); send frames elsewhere")
@@ -81,7 +80,7 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
         self.metrics.frames.labels("failed").inc()
         return result
 
-    def _submit(self, engine: Backend, frame: pose_pb2.Frame) -> asyncio.Future[PoseResult]:
+    def _submit(self, engine: AsyncEngine, frame: pose_pb2.Frame) -> asyncio.Future[PoseResult]:
         """Start an admitted frame; its future completes when the frame is done, whatever happens."""
         try:
             load = partial(decode_image, frame.image, self.max_side, self.max_pixels)
@@ -93,7 +92,7 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
 
     def _finish(
         self,
-        engine: Backend,
+        engine: AsyncEngine,
         frame: pose_pb2.Frame,
         received: float,
         done: asyncio.Future[PoseResult],
@@ -169,7 +168,7 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
                 out.put_nowait(None)
 
         def on_done(
-            engine: Backend,
+            engine: AsyncEngine,
             frame: pose_pb2.Frame,
             received: float,
             done: asyncio.Future[PoseResult],

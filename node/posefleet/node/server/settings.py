@@ -10,8 +10,10 @@ from typing import Any, ClassVar, Literal
 
 from posefleet.common.settings import FileSettings
 from posefleet.node.devices import DEVICES, InferencePrecision, known_device
+from posefleet.node.engine.adapters import AdapterError
+from posefleet.node.engine.simulated import SimulatedAccelerator, recorded_input_size
 from posefleet.v1.ids import node_id_problem
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 MiB = 1 << 20
@@ -58,13 +60,33 @@ class NodeSettings(FileSettings):
     legacy_env: dict[str, str] = Field(
         default_factory=dict, description="extra environment of the worker (e.g. LD_LIBRARY_PATH of the archive)"
     )
-    decode_workers: int = Field(2, ge=1, le=64, description="image-decoding threads of the simulated backend")
-    #: "openvino", or "simulated-accelerator" for the cluster scale benchmark only (see node/simulated.py).
+    #: "openvino", or "simulated-accelerator" for the cluster scale benchmark only (node/engine/simulated.py).
     backend: Literal["openvino", "simulated-accelerator"] = "openvino"
     sim_latency_ms: float = Field(33.3, ge=0, description="simulated inference time per frame")
     sim_parallel: int = Field(1, ge=1, le=64, description="simulated devices working at once")
     sim_record: Path | None = Field(None, description="recorded model outputs (.npz) to decode")
-    sim_decode: bool = True
+
+    @model_validator(mode="after")
+    def _simulated_needs_a_recording(self) -> NodeSettings:
+        if self.backend != "simulated-accelerator":
+            return self
+        if self.sim_record is None:
+            raise ValueError(
+                "the simulated-accelerator backend needs --sim-record FILE.npz ('posefleet record-outputs')"
+            )
+        if self.input_size is None:  # the size the outputs were recorded at
+            try:
+                self.input_size = recorded_input_size(self.sim_record)
+            except AdapterError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    @property
+    def simulated(self) -> SimulatedAccelerator | None:
+        """The simulated accelerator this node runs instead of a device, if any."""
+        if self.backend != "simulated-accelerator" or self.sim_record is None:
+            return None
+        return SimulatedAccelerator(self.sim_record, self.sim_latency_ms, self.sim_parallel)
 
     @field_validator("device")
     @classmethod

@@ -506,7 +506,7 @@ def _bench_node(args: argparse.Namespace, image: Any) -> int:
 
 
 def cmd_record_outputs(args: argparse.Namespace) -> int:
-    from posefleet.node.server.simulated import record_outputs
+    from posefleet.node.engine.runtime import record_outputs
     from posefleet.node.tools.media import read_image
 
     record_outputs(args.model, read_image(args.image), args.out, args.input_size)
