@@ -9,12 +9,12 @@ LOADGEN_IF_BUILT = $$([ -x $(LOADGEN) ] && echo $(LOADGEN))
 POSEFLEET_ASSETS ?= $(shell [ -d ../shared/assets ] && cd ../shared/assets && pwd)
 export POSEFLEET_ASSETS
 
-.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-int8 bench-node bench-scene soak loadgen dashboard-screenshot clean
+.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-int8 bench-node bench-scene soak loadgen dashboard-screenshot test-arm64 clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (3.10+)"; exit 1; }
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (3.11+)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -62,6 +62,14 @@ pytest: setup system-deps loadgen
 	POSEFLEET_LOADGEN=$(LOADGEN_IF_BUILT) $(BIN)/pytest
 
 test: system-deps lint typecheck pytest
+
+# Opt-in: a node on Debian bookworm arm64 (a Raspberry Pi's OS) under qemu-user emulation, as root; about 10
+# minutes the first time (the debootstrap root is kept in $$POSEFLEET_HOME). Writes bench/arm64.md.
+test-arm64: setup
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! { command -v debootstrap && command -v qemu-aarch64-static; } >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			qemu-user-static binfmt-support debootstrap >/dev/null; fi
+	POSEFLEET_ARM64_REPORT=bench/arm64.md $(BIN)/pytest -m arm64 -s tests/test_arm64.py
 
 proto: setup
 	$(BIN)/python proto/generate.py

@@ -7,8 +7,6 @@ process boundary, the same static-shape IR. The venvs come from PyPI's openvino 
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,26 +14,9 @@ import numpy as np
 import pytest
 from posefleet.node.engine.runtime import EngineError, EngineOptions, PoseEngine
 from posefleet.node.tools.media import frames
+from pyenvs import PYENV, legacy_venv
 
-PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
 SIZE = (257, 257)
-
-
-def legacy_venv(version: str) -> Path:
-    """A venv of pyenv's Python ``version`` with openvino 2022.3 (built once)."""
-    python = next(iter(sorted(PYENV.glob(f"{version}.*/bin/python"))), None)
-    if python is None:
-        if os.environ.get("CI") and PYENV.is_dir():
-            pytest.fail(f"pyenv has no Python {version} on this CI machine")
-        pytest.skip(f"no pyenv Python {version} here")
-    home = Path(os.environ.get("POSEFLEET_HOME", Path.home() / ".cache/posefleet"))
-    venv = home / "legacy-venvs" / f"py{version}-openvino2022.3"
-    ready = venv / ".ready"
-    if not ready.exists():
-        subprocess.run([str(python), "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
-        subprocess.run([str(venv / "bin/pip"), "install", "--quiet", "openvino==2022.3.*"], check=True, timeout=900)
-        ready.touch()
-    return venv / "bin/python"
 
 
 @pytest.fixture(scope="module", params=["3.7", "3.9"])

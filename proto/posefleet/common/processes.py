@@ -53,9 +53,13 @@ def start_posefleet(
     log: Path | None = None,
     timeout: float = 90,
     host: str = "127.0.0.1",
+    command: list[str] | None = None,
 ) -> PosefleetProcess:
     """Run ``posefleet ARGS`` with its certificate ``tls`` (None: ``--insecure``), wait for its ready line,
-    then for gRPC health SERVING on ``host:port`` (asked over mutual TLS with the process's own certificate)."""
+    then for gRPC health SERVING on ``host:port`` (asked over mutual TLS with the process's own certificate).
+
+    ``command`` runs another installation's ``posefleet`` (e.g. one in an arm64 root under emulation); by
+    default this interpreter's."""
     args = [*args, *cli_args(tls)]
     if log is None:
         fd, name = tempfile.mkstemp(prefix=f"posefleet-{args[0]}-", suffix=".log")
@@ -64,7 +68,7 @@ def start_posefleet(
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "posefleet.clients.cli", *args],
+            [*(command or [sys.executable, "-m", "posefleet.clients.cli"]), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
@@ -119,13 +123,19 @@ _LOOPBACK = ["--host", "127.0.0.1", "--port", "0", "--zeroconf-interface", "127.
 
 
 def start_node(
-    model: Path, name: str | None, log: Path | None, *extra: str, tls: TlsFiles | None, timeout: float = 90
+    model: Path,
+    name: str | None,
+    log: Path | None,
+    *extra: str,
+    tls: TlsFiles | None,
+    timeout: float = 90,
+    command: list[str] | None = None,
 ) -> PosefleetProcess:
     """A node on 127.0.0.1 (any free port) with zeroconf bound to 127.0.0.1 (``tls``: a node certificate
-    named ``name``)."""
+    named ``name``; ``command``: as ``start_posefleet``'s)."""
     named = ["--name", name] if name else []
     args = ["node", "--model", str(model), *_LOOPBACK, *named, *extra]
-    return start_posefleet(args, tls=tls, log=log, timeout=timeout)
+    return start_posefleet(args, tls=tls, log=log, timeout=timeout, command=command)
 
 
 def start_coordinator(log: Path | None, *extra: str, tls: TlsFiles | None, timeout: float = 90) -> PosefleetProcess:

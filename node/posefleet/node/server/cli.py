@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, help="gRPC port (default 50051, 0 = any free port)")
     p.add_argument("--name", help="node id (default <hostname>-<port>); with --pki, also its certificate's name")
     p.add_argument("--max-inflight", type=int, help="frames in flight before RESOURCE_EXHAUSTED")
-    p.add_argument("--infer-requests", type=int, help="infer requests, one thread each (default 2 x the device optimum)")
+    p.add_argument("--infer-requests", type=int, help="infer requests, one thread each (default: 2 x the device's)")
     p.add_argument(
         "--zeroconf-interface",
         action="append",
