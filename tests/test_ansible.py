@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,13 +119,22 @@ def test_systemd_unit_renders_and_verifies(tmp_path: Path) -> None:
 
 
 def test_ncs2_templates_under_raspberry_pi_os(tmp_path: Path) -> None:
-    """NCS2 cannot run here: its unit, settings and udev rules are rendered and checked instead."""
+    """The NCS2 node's unit, settings and udev rules as a Raspberry Pi gets them: the node runs posefleet's own
+    Python and OpenVINO, and its settings name the OpenVINO 2022.3 worker's interpreter and environment."""
+    import tomllib
+
     out = _render(tmp_path, posefleet_root="", posefleet_device="ncs2")
     unit = (out / "posefleet-node.service").read_text()
     assert "DeviceAllow=char-usb_device rw" in unit and "PrivateDevices" not in unit
-    assert 'Environment="LD_LIBRARY_PATH=/opt/intel/openvino_2022.3/runtime/lib/armv7l"' in unit
-    assert 'Environment="PYTHONPATH=/opt/intel/openvino_2022.3/python/python3.9"' in unit
-    assert 'device = "MYRIAD"' in (out / "node.toml").read_text()
+    assert "LD_LIBRARY_PATH" not in unit and "PYTHONPATH" not in unit
+    settings = tomllib.loads((out / "node.toml").read_text())
+    assert settings["device"] == "MYRIAD"
+    assert settings["legacy_python"] == "/opt/posefleet/legacy-venv/bin/python"
+    archive = "/opt/intel/openvino_2022.3"
+    assert settings["legacy_env"] == {
+        "LD_LIBRARY_PATH": f"{archive}/runtime/lib/aarch64:{archive}/runtime/3rdparty/tbb/lib",
+        "PYTHONPATH": f"{archive}/python/python3.9",
+    }
     rules = (out / "97-myriad-usbboot.rules").read_text()
     assert (
         'ATTRS{idVendor}=="03e7"' in rules
@@ -133,8 +143,8 @@ def test_ncs2_templates_under_raspberry_pi_os(tmp_path: Path) -> None:
     )
 
 
-# What `setup` reports on Raspberry Pi OS (bullseye, 32-bit), as the role reads it.
-RPI_FACTS = {"openvino_architecture": "armv7l", "openvino_os_family": "Debian", "openvino_distribution": "Debian"}
+# What `setup` reports on Raspberry Pi OS 64-bit, as the role reads it.
+RPI_FACTS = {"openvino_architecture": "aarch64", "openvino_os_family": "Debian", "openvino_distribution": "Debian"}
 
 
 def test_ncs2_path_in_check_mode_under_raspberry_pi_os_facts(tmp_path: Path) -> None:
@@ -286,10 +296,47 @@ def _wheelhouse(tmp: Path) -> tuple[Path, Path]:
     return house, wheel
 
 
+def _ncs2_stand_ins(tmp: Path, wheelhouse: Path) -> dict[str, object]:
+    """h2 is provisioned as an NCS2 Raspberry Pi: a stand-in for Intel's 2022.3 archive (the bindings of PyPI's
+    openvino 2022.3 wheel where the archive keeps them, empty library folders), a stand-in for the standalone
+    CPython build (pyenv's 3.9, laid out as python-build-standalone's), NumPy < 2 for it in the wheelhouse, and
+    the CPU standing in for the stick (no stick here: the worker runs 2022.3's CPU plugin)."""
+    from pyenvs import legacy_venv, pyenv_python
+
+    bindings = legacy_venv("3.9").parents[1] / "lib/python3.9/site-packages/openvino"
+    archive = tmp / "l_openvino_toolkit_stand_in.tgz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        top = "l_openvino_toolkit_debian9_2022.3_arm64"
+        for folder in ("runtime/lib/aarch64", "runtime/3rdparty/tbb/lib"):
+            info = tarfile.TarInfo(f"{top}/{folder}")
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        setupvars = tmp / "setupvars.sh"
+        setupvars.write_text("# stand-in\n")
+        tar.add(setupvars, f"{top}/setupvars.sh")
+        tar.add(bindings, f"{top}/python/python3.9/openvino")
+    standalone = tmp / "cpython-3.9-install_only.tar"
+    with tarfile.open(standalone, "w") as tar:
+        tar.add(pyenv_python("3.9").parents[1], "python")
+    run(sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version", "3.9",
+        "-d", wheelhouse, "numpy<2", timeout=600)  # fmt: skip
+    return {
+        "posefleet_device": "ncs2",
+        "posefleet_node_device": "CPU",
+        "openvino_architecture": "aarch64",
+        "openvino_os_family": "Debian",
+        "openvino_ncs2_archive_url": archive.as_uri(),
+        "openvino_ncs2_standalone_python_url": standalone.as_uri(),
+        "openvino_ncs2_os_python": str(tmp / "no-os-python3.9"),
+        "openvino_reload_udev": False,
+    }
+
+
 def _inventory(fleet: Fleet, assets: Path, wheelhouse: Path, wheel: Path) -> Path:
-    hostvars = {
+    hostvars: dict[str, dict[str, object]] = {
         h: {"ansible_host": f"{NET}.{n}", "posefleet_root": str(fleet.tmp / "roots" / h)} for h, n in HOSTS.items()
     }
+    hostvars["h2"].update(_ncs2_stand_ins(fleet.tmp, wheelhouse))
     common = {
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(fleet.tmp / "id_ed25519"),
@@ -309,6 +356,9 @@ def _inventory(fleet: Fleet, assets: Path, wheelhouse: Path, wheel: Path) -> Pat
         # The roles' defaults for gRPC and zeroconf (all interfaces): the namespaces keep mDNS on their bridge.
         "posefleet_node_metrics_host": "{{ ansible_host }}",
         "posefleet_coordinator_metrics_host": "{{ ansible_host }}",
+        # A broker that is not there (the coordinator retries it in the background): its password's file.
+        "posefleet_coordinator_mqtt": "mqtts://posefleet@127.0.0.1:1",
+        "posefleet_coordinator_mqtt_password": "s3cret-from-vault",
     }
     inventory = {
         "all": {"vars": common, "children": {"pose_nodes": {"hosts": hostvars}, "coordinators": {"hosts": {"h1": {}}}}}
@@ -374,6 +424,7 @@ async def main():
     metrics = urllib.request.urlopen(metrics_url, context=context, timeout=10).read().decode()
     print(json.dumps({"health": health, "zeroconf": sorted(seen),
                       "coordinator": sorted(n.info.node_id for n in nodes if n.healthy),
+                      "precision": {n.info.node_id: n.info.precision for n in nodes},
                       "metrics": "# TYPE posefleet_node_" in metrics, "anonymous_metrics": anonymous}))
 
 asyncio.run(main())
@@ -394,7 +445,10 @@ def test_site_converges_over_ssh_and_is_idempotent(fleet: Fleet, assets: Path) -
         assert (root / "opt/posefleet/venv/bin/posefleet").exists()
         assert (root / "var/lib/posefleet/models/posenet-075-257/model.xml").exists()
         assert f'name = "{host}"' in (root / "etc/posefleet/node.toml").read_text()
-    assert (fleet.tmp / "roots/h1/etc/posefleet/coordinator.toml").exists()
+    settings = fleet.tmp / "roots/h1/etc/posefleet/coordinator.toml"
+    assert settings.stat().st_mode & 0o777 == 0o600 and "s3cret" not in settings.read_text()  # review finding 7
+    password = fleet.tmp / "roots/h1/etc/posefleet/mqtt-password"
+    assert password.stat().st_mode & 0o777 == 0o600 and password.read_text().strip() == "s3cret-from-vault"
     assert not (fleet.tmp / "roots/h2/etc/posefleet/coordinator.toml").exists()
     # Mutual TLS: the CA key stays on the control host; each host holds its own key only, 0600.
     assert (fleet.tmp / "pki/ca.key").exists() and not list((fleet.tmp / "roots").rglob("ca.key"))
@@ -424,6 +478,12 @@ def test_site_converges_over_ssh_and_is_idempotent(fleet: Fleet, assets: Path) -
     assert set(seen["health"].values()) == {1}, seen  # SERVING
     assert {"h1._posefleet._tcp.local.", "h2._posefleet._tcp.local."} <= set(seen["zeroconf"]), seen
     assert seen["coordinator"] == ["h1", "h2"], seen
+    # h2, provisioned as an NCS2 host: its node runs inference in the OpenVINO 2022.3 worker under the
+    # standalone Python the role unpacked, with the archive's bindings.
+    assert "OpenVINO 2022.3" in seen["precision"]["h2"] and "2022.3" not in seen["precision"]["h1"], seen
+    h2 = fleet.tmp / "roots/h2"
+    assert (h2 / "opt/posefleet/python3.9/bin/python3.9").exists()
+    assert (h2 / "opt/posefleet/legacy-venv/bin/python").exists()
     assert seen["metrics"] and seen["anonymous_metrics"] == "refused", seen
 
     second = fleet.ns(fleet.ctl, *playbook, env=fleet.ansible_env(), timeout=1800)

@@ -3,7 +3,9 @@ real headless Chromium against a real cluster streaming the sample clip."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -53,21 +55,28 @@ async def tls_coordinator(files: TlsFiles) -> CoordinatorServer:
     return server
 
 
-def signed_token(pki: Path, **claims: object) -> str:
-    """A token with these claims, signed by the fleet CA of ``pki`` (as an attacker holding it could)."""
+def signed_token(pki: Path, key_file: str = "token-signer.key", **claims: object) -> str:
+    """A token with these claims, signed by ``pki``'s token signer (as an attacker holding it could), or with
+    ``key_file="ca.key"`` the way tokens were signed before token signers (with the CA key, two parts)."""
     import base64
 
+    from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+    issue_token(pki, role="admin", name="makes-the-signer")
+    key = serialization.load_pem_private_key((pki / key_file).read_bytes(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     payload = json.dumps({"cameras": [], **claims}, separators=(",", ":"), sort_keys=True).encode()
 
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-    return f"{b64(payload)}.{b64(key.sign(payload, ec.ECDSA(hashes.SHA256())))}"
+    token = f"{b64(payload)}.{b64(key.sign(payload, ec.ECDSA(hashes.SHA256())))}"
+    if key_file == "ca.key":
+        return token
+    signer = x509.load_pem_x509_certificate((pki / "token-signer.crt").read_bytes())
+    return f"{token}.{b64(signer.public_bytes(serialization.Encoding.DER))}"
 
 
 async def test_the_dashboard_wants_an_admin_or_subscriber_login(fleet: dict[str, TlsFiles], tmp_path: Path) -> None:
@@ -91,10 +100,10 @@ async def test_the_dashboard_wants_an_admin_or_subscriber_login(fleet: dict[str,
         throwaway_fleet(tmp_path / "other", [])  # another fleet's CA signs a token
         forged = issue_token(tmp_path / "other", role="admin", name="x")
         status, text = await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {forged}"})
-        assert status == 401 and "not one this fleet's CA signed" in text
+        assert status == 401 and "not one this fleet's CA certified" in text
         for garbage in ("not-a-token", "a.b.c", "%00%ff." * 50, "eyJ9.eyJ9"):  # not even a token: 401, no crash
             status, text = await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {garbage}"})
-            assert status == 401 and "not one this fleet's CA signed" in text, (garbage, status, text)
+            assert status == 401 and "not one this fleet" in text, (garbage, status, text)
         now = int(time.time())
         expired = signed_token(pki, role="admin", name="old", iat=now - 7200, exp=now - 3600, id="a1")
         status, text = await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {expired}"})
@@ -105,6 +114,10 @@ async def test_the_dashboard_wants_an_admin_or_subscriber_login(fleet: dict[str,
         no_id = signed_token(pki, role="admin", name="old", exp=now + 3600)  # made before tokens had ids
         status, text = await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {no_id}"})
         assert status == 401 and "no id or lifetime" in text
+        # Review finding 12: the CA key no longer signs tokens; a token it signed (as before) is refused.
+        by_ca = signed_token(pki, "ca.key", role="admin", name="old", iat=now, exp=now + 3600, id="a3")
+        status, text = await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {by_ca}"})
+        assert status == 401 and "not one this fleet signed" in text, text
         # A subscriber's token: once in the address, then a cookie; it sees its camera only.
         token = issue_token(pki, role="subscriber", name="wall", cameras=["cam-a"])
         async with aiohttp.ClientSession() as session:
@@ -253,6 +266,19 @@ async def test_revoked_certificates_and_tokens_are_refused_without_a_restart(tmp
         status, text = await _get(base + "/api/state", admin)
         assert status == 401 and "revoked" in text
 
+        # Review finding 12: tokens are minted where only the token signer lives (no CA key there), and
+        # revoking the signer ends every token it signed.
+        mint = tmp_path / "mint"
+        mint.mkdir()
+        for name in ("ca.crt", "token-signer.crt", "token-signer.key"):
+            shutil.copy(pki / name, mint / name)
+        minted = issue_token(mint, role="admin", name="kiosk")
+        assert not (mint / "ca.key").exists()
+        assert (await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {minted}"}))[0] == 200
+        assert run_cli("pki", "revoke", "--dir", pki, "token-signer").returncode == 0
+        status, text = await _get(base + "/api/state", anonymous, headers={"Authorization": f"Bearer {minted}"})
+        assert status == 401 and "signer is revoked" in text, text
+
         (pki / "ca.crl").write_bytes(b"not a CRL")
         assert await stream("cam-b") == [pose_pb2.RESULT_STATUS_OK]  # a broken list: the last good one stays
         with pytest.raises(grpc.aio.AioRpcError):
@@ -316,3 +342,38 @@ async def test_dashboard_headers_host_guard_and_sessions(fleet: dict[str, TlsFil
     finally:
         await secure.stop()
         await insecure.stop()
+
+
+async def test_viewer_slots_are_per_login_and_streams_end_when_the_login_does(tmp_path: Path) -> None:
+    """Review finding 8: one token filled all 16 viewer slots (an admin then got 503), and an open event stream
+    outlived its token. Now one login holds at most 4 live streams while another still gets in, and a stream
+    ends (event ``logout``) within a tick of its token being revoked."""
+    from nodes import run_cli
+
+    pki = tmp_path / "pki"
+    fleet = throwaway_fleet(pki, [("coordinator", "coordinator", []), ("admin", "ops", [])])
+    server = await tls_coordinator(fleet["coordinator"])
+    try:
+        base = f"https://127.0.0.1:{server.http_port}"
+        anonymous = _context(None, pki / "ca.crt")
+        token = issue_token(pki, role="subscriber", name="wall")
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as session:
+            streams = [await session.get(f"{base}/api/events", ssl=anonymous, headers=bearer) for _ in range(4)]
+            assert [r.status for r in streams] == [200] * 4
+            async with session.get(f"{base}/api/events", ssl=anonymous, headers=bearer) as fifth:
+                assert fifth.status == 503 and "holds 4 dashboard viewers already" in await fifth.text()
+            admin = _context(fleet["ops"], pki / "ca.crt")
+            async with session.get(f"{base}/api/events", ssl=admin) as other:
+                assert other.status == 200  # another login still gets in
+            assert run_cli("pki", "revoke", "--dir", pki, _token_id(token)).returncode == 0
+            seen = b""
+            async with asyncio.timeout(10):
+                while b"event: logout" not in seen:
+                    chunk = await streams[0].content.readany()
+                    assert chunk, "the stream ended without saying why"
+                    seen += chunk
+            for stream in streams:
+                stream.close()
+    finally:
+        await server.stop()

@@ -240,7 +240,7 @@ async def test_mqtts_with_the_fleet_ca_a_client_certificate_and_a_password(
     watcher.load_cert_chain(fleet["watcher"].cert, fleet["watcher"].key)
     listener = Listener(broker.port, username="posefleet", password="s3cret", tls_context=watcher)
     LoopbackLink.nodes = {"n0": {"capacity": 8, "answer": one_person}}
-    url = f"mqtts://posefleet:{{}}@127.0.0.1:{broker.port}"
+    url = f"mqtts://posefleet@127.0.0.1:{broker.port}"
     tls = {"ca": pki / "ca.crt", "cert": fleet["coord"].cert, "key": fleet["coord"].key}
     servers: list[CoordinatorServer] = []
 
@@ -267,7 +267,7 @@ async def test_mqtts_with_the_fleet_ca_a_client_certificate_and_a_password(
     handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
     logging.getLogger("posefleet.coordinator.mqtt").addHandler(handler)
     try:
-        good = await coordinator(mqtt=url.format("s3cret"), **tls)
+        good = await coordinator(mqtt=url, mqtt_password="s3cret", **tls)
         await asyncio.sleep(1.0)
         assert good.mqtt is not None and good.mqtt.connected, good.mqtt and good.mqtt.last_error
         results = await stream(good, 30)
@@ -278,11 +278,11 @@ async def test_mqtts_with_the_fleet_ca_a_client_certificate_and_a_password(
         await good.stop()
         servers.remove(good)
 
-        wrong = await coordinator(mqtt=url.format("guess"), mqtt_prefix="wrong", **tls)
+        wrong = await coordinator(mqtt=url, mqtt_password="guess", mqtt_prefix="wrong", **tls)
         anonymous = await coordinator(
-            mqtt=url.format("s3cret"), mqtt_prefix="anon", mqtt_ca=pki / "ca.crt", insecure=True
+            mqtt=url, mqtt_password="s3cret", mqtt_prefix="anon", mqtt_ca=pki / "ca.crt", insecure=True
         )
-        untrusting = await coordinator(mqtt=url.format("s3cret"), mqtt_prefix="untrusting", insecure=True)
+        untrusting = await coordinator(mqtt=url, mqtt_password="s3cret", mqtt_prefix="untrusting", insecure=True)
         await asyncio.sleep(1.5)
         assert "certificate verify failed" in untrusting.mqtt.last_error.lower()  # type: ignore[union-attr]
         for refused in (wrong, anonymous, untrusting):
@@ -362,3 +362,36 @@ async def test_a_one_person_clip_through_posenet_counts_one_person(
         listener.task.cancel()
         await server.stop()
         node.stop()
+
+
+def test_mqtt_secrets_stay_out_of_urls_flags_and_clear_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review finding 7: the MQTT password was read off the wire (mqtt:// beside mutual TLS, silently), seen in
+    `ps` (it was in the --mqtt URL) and written into a world-readable settings file. Now a password never
+    rides in the URL, comes from a 0600 file or the environment, and clear text to another host is refused
+    unless allowed (then warned)."""
+    from pydantic import ValidationError
+
+    base: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "discover": False, "insecure": True}
+    with pytest.raises(ValidationError, match="a password in the broker URL shows in `ps`"):
+        CoordinatorSettings(**base, mqtt="mqtts://posefleet:s3cret@broker.example")
+    with pytest.raises(ValidationError, match="in clear text to another host"):
+        CoordinatorSettings(**base, mqtt="mqtt://192.0.2.7")
+    CoordinatorSettings(**base, mqtt="mqtt://192.0.2.7", mqtt_insecure=True)  # allowed: the publisher warns
+    CoordinatorSettings(**base, mqtt="mqtt://127.0.0.1:1883")  # a broker on this machine: nothing crosses a wire
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    with pytest.raises(ValidationError, match="readable by others"):
+        CoordinatorSettings(**base, mqtt="mqtts://posefleet@broker.example", mqtt_password_file=secret)
+    secret.chmod(0o600)
+    settings = CoordinatorSettings(**base, mqtt="mqtts://posefleet@broker.example", mqtt_password_file=secret)
+    assert settings.mqtt_password is not None and settings.mqtt_password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+    monkeypatch.setenv("POSEFLEET_COORDINATOR_MQTT_PASSWORD", "from-env")
+    from_env = CoordinatorSettings(**base, mqtt="mqtts://posefleet@broker.example")
+    assert from_env.mqtt_password is not None and from_env.mqtt_password.get_secret_value() == "from-env"
+    # The command line has no flag that takes a password, and says where it goes when given one in the URL.
+    from nodes import run_cli
+
+    refused = run_cli("coordinator", "--insecure", "--mqtt", "mqtt://u:pw@127.0.0.1")
+    assert refused.returncode != 0 and "mqtt_password_file" in refused.stderr

@@ -555,3 +555,116 @@ async def test_a_revoked_node_certificate_gets_no_more_frames(models: dict[str, 
         for node in nodes.values():
             node.stop()
         coord.stop()
+
+
+async def test_health_reflection_and_metrics_answer_only_the_roles_that_need_them(
+    cluster: tuple[PosefleetProcess, NodeProcess], fleet: dict[str, TlsFiles], tmp_path: Path
+) -> None:
+    """Review finding 10: a camera certificate could read every server's health, reflection and metrics."""
+    import urllib.error
+    import urllib.request
+
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+    from posefleet.common.metrics_http import serve_metrics
+    from prometheus_client import CollectorRegistry, Counter
+
+    coord, node = cluster
+
+    async def health(address: str, tls: TlsFiles, server: str) -> grpc.StatusCode | int:
+        async with aio_channel(address, tls, role_name(server)) as channel:
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            return int(reply.status)
+
+    async def services(address: str, tls: TlsFiles, server: str) -> grpc.StatusCode | list[str]:
+        async with aio_channel(address, tls, role_name(server)) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            try:
+                async for reply in stub.ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+                ):
+                    return [s.name for s in reply.list_services_response.service]
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+        return []
+
+    serving, denied = int(health_pb2.HealthCheckResponse.SERVING), grpc.StatusCode.PERMISSION_DENIED
+    coordinator = f"127.0.0.1:{coord.port}"
+    assert await health(coordinator, fleet["cam-a"], "coordinator") == serving  # a camera waits for its coordinator
+    assert await health(coordinator, fleet["node-b"], "coordinator") == denied
+    assert await health(node.address, fleet["coordinator"], "node") == serving  # the coordinator's health checks
+    assert await health(node.address, fleet["cam-a"], "node") == denied  # cameras never talk to nodes
+    assert await health(node.address, fleet["sub-a"], "node") == denied
+    assert await services(coordinator, fleet["cam-a"], "coordinator") == denied
+    assert await services(node.address, fleet["coordinator"], "node") == denied
+    assert "posefleet.v1.Coordinator" in await services(coordinator, fleet["admin"], "coordinator")
+
+    registry = CollectorRegistry()
+    Counter("posefleet_test_frames", "frames", registry=registry).inc()
+    port = serve_metrics(registry, "127.0.0.1", 0, fleet["coordinator"], plain_on_loopback=False)
+
+    def read(who: TlsFiles | None) -> tuple[int, str]:
+        context = ssl.create_default_context(cafile=str(fleet["admin"].ca))
+        context.check_hostname = False
+        if who is not None:
+            context.load_cert_chain(str(who.cert), str(who.key))
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=context, timeout=10) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    status, body = await asyncio.to_thread(read, fleet["admin"])
+    assert status == 200 and "posefleet_test_frames_total 1.0" in body
+    status, body = await asyncio.to_thread(read, fleet["cam-a"])
+    assert status == 403 and "needs the role admin" in body
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+        await asyncio.to_thread(read, None)  # no certificate: the handshake refuses it
+
+
+async def test_one_certificate_holds_a_bounded_share_of_streams_and_subscriptions(
+    tls_coordinator: str, fleet: dict[str, TlsFiles]
+) -> None:
+    """Review finding 6: one camera certificate opened unlimited streams (10 streams: +762 MB). Each identity
+    holds at most max_streams_per_peer streams (4) and max_subscriptions_per_peer subscriptions (8); the next
+    is answered RESOURCE_EXHAUSTED, a closed one frees its slot, and another identity is not affected."""
+    from posefleet.v1 import coordinator_pb2_grpc
+
+    release = asyncio.Event()
+
+    async def frames(camera: str) -> AsyncIterator[pose_pb2.Frame]:
+        yield pose_pb2.Frame(camera_id=camera, sequence=0)
+        await release.wait()
+
+    async with (
+        aio_channel(tls_coordinator, fleet["cam-a"], role_name("coordinator")) as cam_a,
+        aio_channel(tls_coordinator, fleet["cam-b"], role_name("coordinator")) as cam_b,
+        aio_channel(tls_coordinator, fleet["sub-a"], role_name("coordinator")) as sub_a,
+    ):
+        stub = coordinator_pb2_grpc.CoordinatorStub(cam_a)
+        calls = [stub.StreamCamera(frames("cam-a")) for _ in range(4)]
+        assert [(await c.read()).status for c in calls] == [OK] * 4
+        fifth = stub.StreamCamera(frames("cam-a"))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await fifth.read()
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "holds 4 camera streams already" in str(refused.value.details())
+        other = coordinator_pb2_grpc.CoordinatorStub(cam_b).StreamCamera(frames("cam-b"))
+        assert (await other.read()).status == OK  # another camera's share is its own
+        calls[0].cancel()
+        await asyncio.sleep(0.2)
+        again = stub.StreamCamera(frames("cam-a"))
+        assert (await again.read()).status == OK  # the closed stream's slot is free again
+
+        subscriber = coordinator_pb2_grpc.CoordinatorStub(sub_a)
+        subscriptions = [subscriber.Subscribe(coordinator_pb2.SubscribeRequest()) for _ in range(8)]
+        await asyncio.sleep(0.5)
+        ninth = subscriber.Subscribe(coordinator_pb2.SubscribeRequest())
+        with pytest.raises(grpc.aio.AioRpcError) as too_many:
+            await ninth.read()
+        assert too_many.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        for call in [*calls, other, again, *subscriptions]:
+            call.cancel()
+        release.set()

@@ -23,7 +23,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--metrics-host")
     p.add_argument("--http-port", type=int, help="serve the web dashboard on this port (0 = any free port)")
     p.add_argument("--http-host", help="dashboard bind address (default 127.0.0.1)")
-    p.add_argument("--mqtt", metavar="URL", help="publish results to an MQTT broker: mqtt[s]://[USER:PASS@]HOST[:PORT]")
+    p.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="publish results to an MQTT broker: mqtts://[USER@]HOST[:PORT] (password: "
+        "--mqtt-password-file or $POSEFLEET_COORDINATOR_MQTT_PASSWORD)",
+    )
+    p.add_argument("--mqtt-password-file", type=Path, metavar="FILE", help="the MQTT password (a file of mode 0600)")
+    p.add_argument("--mqtt-insecure", action="store_true", default=None, help="allow mqtt:// to another host")
     p.add_argument("--mqtt-ca", type=Path, metavar="FILE", help="mqtts: the broker's CA (default: the fleet CA)")
     p.add_argument("--mqtt-prefix", help="MQTT topic prefix (default posefleet)")
     p.add_argument("--mqtt-discovery", action="store_true", default=None, help="Home Assistant MQTT discovery")

@@ -26,6 +26,7 @@ from aiohttp import web
 from posefleet.common.certs import ANYONE, MAX_TOKEN_DAYS, Peer, peer_of_pem, peer_of_token, revocations_of
 from posefleet.common.images import EncodedImageError, decode_encoded
 from posefleet.common.keypoints import SKELETON
+from posefleet.common.slots import Slots, SlotsFull
 from posefleet.common.tls import TlsFiles
 from posefleet.v1 import pose_pb2
 
@@ -41,7 +42,9 @@ THUMB_EVERY_S = 0.5
 TICK_S = 0.5
 SAMPLE_S = 2.0
 HISTORY = 150
+#: Live event streams in all, and per login identity (one token or certificate cannot take every slot).
 MAX_VIEWERS = 16
+MAX_VIEWERS_PER_LOGIN = 4
 COOKIE = "posefleet_token"
 _VIEWERS = ("admin", "subscriber")
 PEER = web.RequestKey("peer", Peer)
@@ -144,6 +147,7 @@ class Dashboard:
         self._revocations = revocations_of(tls.ca) if tls is not None else None
         self.max_token_days = max_token_days
         self.history: dict[str, collections.deque[list[float]]] = {}
+        self.viewers = Slots("dashboard viewers", MAX_VIEWERS_PER_LOGIN, MAX_VIEWERS)
         self._runner: web.AppRunner | None = None
         self._sampler: asyncio.Task[None] | None = None
         self.port = 0
@@ -297,21 +301,36 @@ class Dashboard:
     async def _state(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({**self._visible(request), "skeleton": SKELETON})
 
+    def _still_allowed(self, request: web.Request) -> bool:
+        """Whether the viewer's login still holds: not expired, not revoked (its certificate, token or signer)."""
+        if self.tls is None:
+            return True
+        peer, _ = self._peer(request)
+        return peer is not None and peer.expires > time.time()
+
     async def _events(self, request: web.Request) -> web.StreamResponse:
-        if self.frames.watchers >= MAX_VIEWERS:
-            raise web.HTTPServiceUnavailable(text=f"at most {MAX_VIEWERS} dashboard viewers at once\n")
+        peer = request[PEER]
+        holder = f"{peer} ({request.remote})" if peer is ANYONE else str(peer)
+        try:
+            self.viewers.take(holder)
+        except SlotsFull as exc:
+            raise web.HTTPServiceUnavailable(text=f"posefleet dashboard: {exc}\n") from None
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
-        await response.prepare(request)
         self.frames.watchers += 1
         try:
+            await response.prepare(request)
             await response.write(f"retry: 1000\nevent: skeleton\ndata: {json.dumps(SKELETON)}\n\n".encode())
-            while True:
+            # The login is checked again every tick: a stream ends when its token or certificate expires or is
+            # revoked (the page then asks for a login again), not when the viewer leaves.
+            while self._still_allowed(request):
                 await response.write(f"data: {json.dumps(self._visible(request))}\n\n".encode())
                 await asyncio.sleep(TICK_S)
+            await response.write(b"event: logout\ndata: {}\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             self.frames.leave()
+            self.viewers.give(holder)
         return response
 
     async def _thumbnail(self, request: web.Request) -> web.StreamResponse:

@@ -75,12 +75,11 @@ def topic_part(name: str) -> str:
 def parse_url(url: str) -> dict[str, Any]:
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise MqttError(f"--mqtt {url!r}: expected mqtt://[USER:PASSWORD@]HOST[:PORT] or mqtts://...")
+        raise MqttError(f"--mqtt {url!r}: expected mqtts://[USER@]HOST[:PORT] or mqtt://...")
     return {
         "hostname": parts.hostname,
         "port": parts.port or (8883 if parts.scheme == "mqtts" else 1883),
         "username": unquote(parts.username) if parts.username else None,
-        "password": unquote(parts.password) if parts.password else None,
         "tls": parts.scheme == "mqtts",
     }
 
@@ -91,6 +90,13 @@ class MqttPublisher:
     def __init__(self, settings: CoordinatorSettings, tls: TlsFiles | None) -> None:
         assert settings.mqtt is not None
         self.target = parse_url(settings.mqtt)
+        self.target["password"] = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+        if not self.target["tls"] and settings.mqtt_insecure:
+            log.warning(
+                "WARNING: mqtt_insecure: poses%s go to %s in clear text; anyone on the path reads them",
+                " and the MQTT password" if self.target["password"] else "",
+                self.target["hostname"],
+            )
         self.prefix = settings.mqtt_prefix
         self.stats_every_s = settings.mqtt_stats_interval_s
         self.discovery = settings.mqtt_discovery

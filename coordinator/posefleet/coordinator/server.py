@@ -55,7 +55,11 @@ class CoordinatorServer:
 
     async def start(self) -> None:
         s = self.settings
-        self._grpc = server = GrpcServer(s.max_message_bytes, [COORDINATOR_HEALTH_SERVICE])
+        # Health answers whoever calls the coordinator (cameras, subscribers, admins) and its own certificate.
+        health_roles = ("camera", "subscriber", "admin", "coordinator")
+        self._grpc = server = GrpcServer(
+            s.max_message_bytes, [COORDINATOR_HEALTH_SERVICE], self.service.guard, health_roles
+        )
         server.add(self.service, coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"])
         self.port = server.bind(s.host, s.port, self.tls)
         await self.registry.start()

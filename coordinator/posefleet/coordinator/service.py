@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-from posefleet.common.certs import Guard, Peer, require
+from posefleet.common.certs import ANYONE, Guard, Peer, require
 from posefleet.common.grpc_server import Malformed, status_code
+from posefleet.common.slots import Slots, SlotsFull
 from posefleet.coordinator.cameras import CameraSession, CameraStats
 from posefleet.coordinator.hub import Hub
 from posefleet.coordinator.jobs import Job
@@ -35,6 +37,11 @@ def _may(peer: Peer, cameras: set[str] | frozenset[str]) -> bool:
     return peer.role == "admin" or cameras <= peer.cameras
 
 
+def _holder(peer: Peer, context: grpc.aio.ServicerContext) -> str:
+    """Whose share a call uses: the certificate's identity (on an --insecure server, each connection)."""
+    return f"{peer} ({context.peer()})" if peer is ANYONE else str(peer)
+
+
 def _refusal(peer: Peer, cameras: set[str] | frozenset[str]) -> str:
     listed = ", ".join(sorted(peer.cameras)) or "none"
     refused = ", ".join(sorted(cameras - peer.cameras))
@@ -56,6 +63,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self.hub = Hub()
         self.merger = Merger(settings.tracking, settings.scenes)
         self.cameras: dict[str, CameraStats] = {}
+        self.streams = Slots("camera streams", settings.max_streams_per_peer, settings.max_streams)
+        self.subscriptions = Slots("subscriptions", settings.max_subscriptions_per_peer, settings.max_subscriptions)
         self.view = FleetView(self)
         #: Who else sees every answered result, every frame sent on, every camera forgotten (dashboard, MQTT).
         self.on_result: list[Callable[[pose_pb2.PoseResult], None]] = [self.view.answered]
@@ -98,6 +107,11 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"this coordinator serves at most {self.settings.max_cameras} cameras at once",
                 )
+        holder = _holder(peer, context)
+        try:
+            self.streams.take(holder, unlimited=peer.role == "admin")
+        except SlotsFull as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         stats = self.cameras.setdefault(camera, CameraStats(camera))
         stats.streams += 1
 
@@ -121,6 +135,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         finally:
             stats.streams -= 1
             stats.last_seen = time.monotonic()
+            self.streams.give(holder)
 
     def evict_idle(self) -> int:
         """Forget cameras silent for ``camera_idle_s`` (stats, tracks, hub entry, Prometheus series)."""
@@ -154,6 +169,19 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             await context.abort(status_code(result.error_code), result.error)
         return result
 
+    @contextlib.asynccontextmanager
+    async def _subscription(self, peer: Peer, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """One of the peer's subscription slots for the length of the call, or RESOURCE_EXHAUSTED."""
+        holder = _holder(peer, context)
+        try:
+            self.subscriptions.take(holder, unlimited=peer.role == "admin")
+        except SlotsFull as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        try:
+            yield
+        finally:
+            self.subscriptions.give(holder)
+
     def _backlog(self) -> Backlog[Any]:
         return Backlog(self.settings.subscriber_backlog, self.settings.subscriber_max_lag_s)
 
@@ -174,7 +202,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             request.window_ms = self.settings.subscribe_window_ms
         request.window_ms = max(request.window_ms, MIN_WINDOW_MS)
         backlog = self._backlog()
-        await relay(self.hub.subscribe(request, backlog), backlog, context)
+        async with self._subscription(peer, context):
+            await relay(self.hub.subscribe(request, backlog), backlog, context)
 
     async def SubscribeScene(  # type: ignore[override]
         self, request: coordinator_pb2.SubscribeSceneRequest, context: grpc.aio.ServicerContext
@@ -190,7 +219,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         if not _may(peer, set(scene.calibrated)):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, _refusal(peer, set(scene.calibrated)))
         backlog = self._backlog()
-        await relay(scene.subscribe(backlog), backlog, context)
+        async with self._subscription(peer, context):
+            await relay(scene.subscribe(backlog), backlog, context)
 
     def _node_status(self, link: NodeLink) -> coordinator_pb2.NodeStatus:
         return coordinator_pb2.NodeStatus(

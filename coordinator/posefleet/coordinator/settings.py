@@ -5,9 +5,10 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import ClassVar, Literal
+from urllib.parse import urlsplit
 
 from posefleet.common.settings import FileSettings
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
@@ -61,6 +62,13 @@ class SceneSettings(BaseModel):
         return value
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class CoordinatorSettings(FileSettings):
     """Everything ``posefleet coordinator`` can be told; validated once, at start."""
 
@@ -97,6 +105,12 @@ class CoordinatorSettings(FileSettings):
         5.0, gt=0, description="a subscriber this far behind is ended with RESOURCE_EXHAUSTED"
     )
     max_cameras: int = Field(1000, ge=1, description="cameras with state at once; more: RESOURCE_EXHAUSTED")
+    #: Open calls per certificate (admins: the totals only) and in all; more: RESOURCE_EXHAUSTED. A camera
+    #: needs one stream (two while it reconnects); each stream holds gRPC buffers of up to a few frames.
+    max_streams_per_peer: int = Field(4, ge=1, le=1000, description="camera streams one certificate may hold")
+    max_streams: int = Field(1000, ge=1, description="camera streams in all")
+    max_subscriptions_per_peer: int = Field(8, ge=1, le=1000, description="Subscribe/SubscribeScene calls per peer")
+    max_subscriptions: int = Field(64, ge=1, description="Subscribe/SubscribeScene calls in all")
     camera_idle_s: float = Field(
         300.0, gt=0, description="a camera's state (stats, tracks, metrics) goes this long after its last frame"
     )
@@ -106,8 +120,15 @@ class CoordinatorSettings(FileSettings):
     http_host: str = Field("127.0.0.1", description="address the dashboard binds")
     max_token_days: float = Field(90.0, gt=0, le=365, description="dashboard tokens made to live longer are refused")
     mqtt: str | None = Field(
-        None, description="publish results to this broker: mqtt://[USER:PASSWORD@]HOST[:PORT] or mqtts://..."
+        None, description="publish results to this broker: mqtts://[USER@]HOST[:PORT] or mqtt://..."
     )
+    #: The broker password: never in the URL (flags show in `ps`); from this file (0600) or the environment.
+    mqtt_password_file: Path | None = Field(None, description="a file holding the MQTT password (mode 0600)")
+    mqtt_password: SecretStr | None = Field(
+        None, description="the MQTT password: set it with $POSEFLEET_COORDINATOR_MQTT_PASSWORD, never a flag"
+    )
+    #: A password or poses over plain mqtt:// to another host are refused unless this allows it (then warned).
+    mqtt_insecure: bool = Field(False, description="allow mqtt:// (clear text) to a broker on another host")
     mqtt_ca: Path | None = Field(
         None, description="mqtts://: the broker's CA certificate (default: the fleet CA with TLS, else the system's)"
     )
@@ -134,6 +155,34 @@ class CoordinatorSettings(FileSettings):
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"static node {value!r} is not HOST:PORT")
         return values
+
+    @model_validator(mode="after")
+    def _mqtt_secrets(self) -> CoordinatorSettings:
+        if self.mqtt is None:
+            return self
+        url = urlsplit(self.mqtt)
+        if url.password is not None:
+            raise ValueError(
+                "mqtt: a password in the broker URL shows in `ps` and in config files: put it in mqtt_password_file "
+                "(mode 0600) or $POSEFLEET_COORDINATOR_MQTT_PASSWORD"
+            )
+        if self.mqtt_password_file is not None:
+            path = self.mqtt_password_file
+            try:
+                mode, text = path.stat().st_mode, path.read_text()
+            except OSError as exc:
+                raise ValueError(f"mqtt_password_file {path}: {exc.strerror}") from None
+            if mode & 0o077:
+                raise ValueError(f"mqtt_password_file {path}: readable by others (mode {mode & 0o777:o}); chmod 600 it")
+            self.mqtt_password = SecretStr(text.strip())
+        remote = url.hostname not in (None, "localhost") and not _is_loopback(url.hostname)
+        if url.scheme == "mqtt" and remote and not self.mqtt_insecure:
+            raise ValueError(
+                f"mqtt: {self.mqtt} sends poses{' and the password' if self.mqtt_password else ''} in clear text to "
+                "another host: use mqtts:// (the fleet CA can sign the broker's certificate), or set mqtt_insecure "
+                "to allow it"
+            )
+        return self
 
     @property
     def max_message_bytes(self) -> int:

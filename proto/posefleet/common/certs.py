@@ -14,6 +14,7 @@ import datetime
 import ipaddress
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -204,16 +205,66 @@ def _unb64(text: str) -> bytes:
 MAX_TOKEN_DAYS = 90
 
 
+#: The key that signs dashboard tokens: its own, certified by the fleet CA (``token-signer.crt``/``.key`` beside
+#: ``ca.crt``), so that a machine minting tokens needs no CA key; ``pki revoke token-signer`` ends its tokens.
+TOKEN_SIGNER = "token-signer"
+TOKEN_SIGNER_URI = "urn:posefleet:token-signer"
+
+
+def issue_token_signer(directory: Path, days: int = 365) -> Path:
+    """A new token-signing key and its certificate from the fleet CA (a signing key only: no fleet identity, no
+    TLS use); replaces an earlier one, whose tokens keep working until revoked or expired."""
+    ca_key, ca_cert = _fleet_ca(directory)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "posefleet dashboard token signer")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(TOKEN_SIGNER_URI)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write(directory / f"{TOKEN_SIGNER}.key", key_pem, private=True)
+    crt = directory / f"{TOKEN_SIGNER}.crt"
+    _write(crt, cert.public_bytes(serialization.Encoding.PEM), private=False)
+    return crt
+
+
+def _token_signer(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """The token signer in ``directory``; made (with the CA key) the first time a token is issued."""
+    key_path, crt_path = directory / f"{TOKEN_SIGNER}.key", directory / f"{TOKEN_SIGNER}.crt"
+    if not key_path.exists():
+        issue_token_signer(directory)
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        cert = x509.load_pem_x509_certificate(crt_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise PkiError(f"{directory}: no usable token signer ({exc}); `posefleet pki token-signer` makes one") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{key_path}: not the EC key `posefleet pki token-signer` writes")
+    return key, cert
+
+
 def issue_token(directory: Path, *, role: str, name: str, cameras: list[str] | None = None, days: int = 30) -> str:
-    """A login token for the dashboard, signed with the fleet CA's key: any coordinator of the fleet checks it
-    against ``ca.crt`` alone. It carries an id (``pki revoke ID`` revokes it) and lives at most
-    ``MAX_TOKEN_DAYS``."""
+    """A login token for the dashboard, signed with the fleet's token signer (not the CA key) and carrying the
+    signer's certificate: any coordinator of the fleet checks it against ``ca.crt`` alone. It carries an id
+    (``pki revoke ID`` revokes it) and lives at most ``MAX_TOKEN_DAYS``."""
     if role not in TOKEN_ROLES:
         raise PkiError(f"a token's role is {' or '.join(TOKEN_ROLES)}, not {role!r}")
     if not 0 < days <= MAX_TOKEN_DAYS:
         raise PkiError(f"--days {days}: a token lives 1 to {MAX_TOKEN_DAYS} days")
     _check_holder(name, cameras or [])
-    ca_key, _ = _fleet_ca(directory)
+    key, signer = _token_signer(directory)
     now = int(time.time())
     claims = {
         "role": role,
@@ -224,7 +275,25 @@ def issue_token(directory: Path, *, role: str, name: str, cameras: list[str] | N
         "id": format(x509.random_serial_number(), "x"),
     }
     payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
-    return f"{_b64(payload)}.{_b64(ca_key.sign(payload, ec.ECDSA(hashes.SHA256())))}"
+    signature = key.sign(payload, ec.ECDSA(hashes.SHA256()))
+    return f"{_b64(payload)}.{_b64(signature)}.{_b64(signer.public_bytes(serialization.Encoding.DER))}"
+
+
+@lru_cache(maxsize=32)
+def _signer_of(der: bytes, ca_pem: bytes) -> tuple[ec.EllipticCurvePublicKey, int, float] | str:
+    """A token signer's key, serial and end of validity, if the fleet CA certified it as one; else why not."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem))
+        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+        return "the token's signer is not one this fleet's CA certified"
+    public = cert.public_key()
+    if TOKEN_SIGNER_URI not in uris.get_values_for_type(x509.UniformResourceIdentifier) or not isinstance(
+        public, ec.EllipticCurvePublicKey
+    ):
+        return "the token is signed by a certificate that is no token signer"
+    return public, cert.serial_number, cert.not_valid_after_utc.timestamp()
 
 
 def token_id(token: str) -> str:
@@ -241,15 +310,23 @@ def peer_of_token(
     """The holder of a dashboard token signed by the CA of ``ca_pem``, or None and why not: unsigned, expired,
     revoked, without an id, or made to live longer than ``max_days``."""
     try:
-        payload_text, signature_text = token.split(".")
+        payload_text, signature_text, signer_text = token.split(".")
         payload, signature = _unb64(payload_text), _unb64(signature_text)
-        public = x509.load_pem_x509_certificate(ca_pem).public_key()
-        if not isinstance(public, ec.EllipticCurvePublicKey):
-            return None, "the fleet CA is not an EC key"
+        signer = _signer_of(_unb64(signer_text), ca_pem)
+    except (ValueError, binascii.Error):
+        return None, "the token is not one this fleet signed (tokens from before token signers: issue a new one)"
+    if isinstance(signer, str):
+        return None, signer
+    public, signer_serial, signer_expires = signer
+    try:
         public.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
         claims = json.loads(payload)
-    except (ValueError, InvalidSignature, binascii.Error):
-        return None, "the token is not one this fleet's CA signed"
+    except (ValueError, InvalidSignature):
+        return None, "the token is not one this fleet signed"
+    if signer_expires < time.time():
+        return None, "the token's signer has expired"
+    if revocations is not None and revocations.revoked(signer_serial):
+        return None, "the token's signer is revoked"
     if not isinstance(claims, dict) or claims.get("role") not in TOKEN_ROLES:
         return None, "the token carries no dashboard role"
     try:
@@ -264,7 +341,8 @@ def peer_of_token(
     if revocations is not None and revocations.revoked(serial):
         return None, "the token is revoked"
     role, name = str(claims["role"]), str(claims.get("name", ""))
-    return Peer(role, name, frozenset(map(str, claims.get("cameras", []))), serial), ""
+    cameras = frozenset(map(str, claims.get("cameras", [])))
+    return Peer(role, name, cameras, serial, min(expires, signer_expires)), ""
 
 
 # -- who a peer is ----------------------------------------------------------------------------------
@@ -277,6 +355,8 @@ class Peer:
     cameras: frozenset[str]
     #: The certificate's serial number, or a token's id: what a revocation list names.
     serial: int = 0
+    #: When the certificate or token stops being valid (Unix time): long calls end then.
+    expires: float = math.inf
 
     def __str__(self) -> str:
         return f"{self.role} {self.name!r}"
@@ -312,7 +392,7 @@ def peer_of_pem(pem: bytes) -> Peer | None:
     (identity,) = identities
     uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
     cameras = frozenset(u[len(CAMERA_URI) :] for u in uris if u.startswith(CAMERA_URI))
-    return Peer(identity[0], identity[1], cameras, cert.serial_number)
+    return Peer(identity[0], identity[1], cameras, cert.serial_number, cert.not_valid_after_utc.timestamp())
 
 
 def own_peer(files: TlsFiles, role: str, name: str | None = None) -> Peer:

@@ -14,7 +14,9 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer
+from posefleet.common.certs import Guard, require
 from posefleet.common.errors import PosefleetError
 from posefleet.common.tls import TlsFiles
 
@@ -68,15 +70,57 @@ def message_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
 
 
-class GrpcServer:
-    """A grpc.aio server with health and reflection; ``health_names`` are set together."""
+#: Who may list a server's services and their message types: an admin (reflection serves tools, not peers).
+REFLECTION_ROLES = ("admin",)
 
-    def __init__(self, max_message_bytes: int, health_names: Sequence[str]) -> None:
+
+class _GuardedHealth(HealthServicer):  # type: ignore[misc]
+    """gRPC health, answered only to the roles that need it."""
+
+    def __init__(self, guard: Guard, roles: tuple[str, ...]) -> None:
+        super().__init__()
+        self.guard, self.roles = guard, roles
+
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await require(context, self.roles, self.guard)
+        return await super().Check(request, context)
+
+    async def Watch(self, request: Any, context: grpc.aio.ServicerContext) -> None:
+        await require(context, self.roles, self.guard)
+        await super().Watch(request, context)
+
+
+class _GuardedReflection(ReflectionServicer):  # type: ignore[misc]
+    """Server reflection for ``REFLECTION_ROLES`` only."""
+
+    def __init__(self, names: Sequence[str], guard: Guard) -> None:
+        super().__init__(names)
+        self.guard = guard
+
+    async def ServerReflectionInfo(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        await require(context, REFLECTION_ROLES, self.guard)
+        async for reply in super().ServerReflectionInfo(request_iterator, context):
+            yield reply
+
+
+class GrpcServer:
+    """A grpc.aio server with health and reflection; ``health_names`` are set together. With mutual TLS
+    (``guard``) health answers ``health_roles`` and reflection admins, like every other RPC: no service of
+    the server answers any fleet certificate just because the CA signed it."""
+
+    def __init__(
+        self, max_message_bytes: int, health_names: Sequence[str], guard: Guard, health_roles: tuple[str, ...]
+    ) -> None:
         # so_reuseport off: a second server on an occupied port fails instead of splitting the clients.
         self.server = grpc.aio.server(options=[*message_options(max_message_bytes), ("grpc.so_reuseport", 0)])
-        self.health = HealthServicer()
+        self.guard = guard
+        self.health = _GuardedHealth(guard, health_roles)
         self._health_names = ("", *health_names)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._reflected: list[str] = [
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ]
         self.port = 0
 
     def add(self, servicer: Any, service: ServiceDescriptor) -> None:
@@ -97,8 +141,7 @@ class GrpcServer:
                 response_serializer=response.SerializeToString,
             )
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
-        names = (service.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, self.server)
+        self._reflected.insert(0, service.full_name)
 
     def bind(self, host: str, port: int, tls: TlsFiles | None) -> int:
         """Listen on ``host:port`` (0 = a free port) with mutual TLS (``tls``; None: --insecure, no TLS);
@@ -119,6 +162,9 @@ class GrpcServer:
             await self.health.set(name, status)
 
     async def start(self) -> None:
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            _GuardedReflection(self._reflected, self.guard), self.server
+        )
         await self.server.start()
 
     async def stop(self, grace: float) -> None:

@@ -1,5 +1,5 @@
 """``posefleet pki``: the fleet's certificate authority (``init``), certificates (``issue``), dashboard tokens
-(``token``) and their revocation (``revoke``).
+(``token``, signed by a ``token-signer`` key the CA certifies) and their revocation (``revoke``).
 
 Only argparse here: the parser builds on a camera machine; the work is in ``posefleet.common.certs``.
 """
@@ -29,7 +29,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--host", action="append", default=[], help="a DNS name or IP clients dial it by (repeatable)")
     s.add_argument("--days", type=int, default=365)
     s.set_defaults(func=cmd_issue)
-    t = psub.add_parser("token", help="a dashboard login token (admin or subscriber), signed by the fleet CA")
+    g = psub.add_parser(
+        "token-signer",
+        help="a key of its own that signs dashboard tokens, certified by the fleet CA (DIR/token-signer.crt, .key): "
+        "copy those two where tokens are minted, never ca.key",
+    )
+    g.add_argument("--dir", type=Path, required=True)
+    g.add_argument("--days", type=int, default=365)
+    g.set_defaults(func=cmd_token_signer)
+    t = psub.add_parser(
+        "token", help="a dashboard login token (admin or subscriber), signed by DIR's token signer (made if missing)"
+    )
     t.add_argument("--dir", type=Path, required=True)
     t.add_argument("--role", required=True, choices=TOKEN_ROLES)
     t.add_argument("--name", required=True)
@@ -56,6 +66,13 @@ def cmd_issue(args: argparse.Namespace) -> int:
     crt, key = issue(args.dir, role=args.role, name=args.name, cameras=cameras, hosts=args.host, days=args.days)
     print(crt)
     print(key)
+    return 0
+
+
+def cmd_token_signer(args: argparse.Namespace) -> int:
+    from posefleet.common.certs import issue_token_signer
+
+    print(issue_token_signer(args.dir, days=args.days))
     return 0
 
 

@@ -243,6 +243,8 @@ function connect() {
   const link = document.getElementById("link");
   const events = new EventSource("/api/events");
   events.addEventListener("skeleton", (e) => { skeleton = JSON.parse(e.data); });
+  // The login expired or was revoked: stop, and reload to ask for a new one.
+  events.addEventListener("logout", () => { events.close(); link.textContent = "logged out"; link.className = "bad"; });
   events.onopen = () => { link.textContent = "live"; link.className = "ok"; };
   events.onerror = () => { link.textContent = "reconnecting…"; link.className = "bad"; };
   events.onmessage = (e) => render(JSON.parse(e.data));

@@ -44,14 +44,17 @@ class NodeServer:
         s = self.settings
         cap_decoder_pixels(s.max_image_pixels)  # the decoders' own cap, before this process decodes anything
         tls = s.tls_files(s.name)
-        self._grpc = server = GrpcServer(s.max_message_bytes, [NODE_HEALTH_SERVICE])
+        guard = Guard(tls)
+        # Health answers the coordinators that route to it, admins, and the node's own certificate (its
+        # supervisor's readiness check); cameras and subscribers never talk to a node.
+        self._grpc = server = GrpcServer(
+            s.max_message_bytes, [NODE_HEALTH_SERVICE], guard, ("coordinator", "admin", "node")
+        )
         self.port = server.bind(s.host, s.port, tls)
         self.node_id = s.node_id(self.port)
         if tls is not None:
             own_peer(tls, "node", self.node_id)
-        self._service = PoseNodeService(
-            self.node_id, self.metrics, s.max_image_side, s.max_image_pixels, guard=Guard(tls)
-        )
+        self._service = PoseNodeService(self.node_id, self.metrics, s.max_image_side, s.max_image_pixels, guard=guard)
         server.add(self._service, node_pb2.DESCRIPTOR.services_by_name["PoseNode"])
         await server.set_health(NOT_SERVING)
         await server.start()
