@@ -576,3 +576,11 @@ def test_certificate_rotation_with_the_rolling_upgrade_loses_no_frames(fleet: Fl
     for name, before in certs.items():
         host, file = name.split("/")
         assert (fleet.tmp / f"roots/{host}/etc/posefleet/pki/{file}").read_bytes() != before, f"{name}: rotated"
+    # The replaced certificates are revoked, and every host holds the list (read on change, no restart).
+    from cryptography import x509
+    from posefleet.common.certs import read_crl
+
+    old = {x509.load_pem_x509_certificate(pem).serial_number for pem in certs.values()}
+    for host in HOSTS:
+        pki = fleet.tmp / f"roots/{host}/etc/posefleet/pki"
+        assert old <= read_crl(pki / "ca.crl", pki / "ca.crt"), f"{host}: the old certificates are revoked"

@@ -8,6 +8,7 @@ a TXT state=draining) removes it at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -15,8 +16,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
-from posefleet.common.mdns import open_zeroconf
+from posefleet.common.mdns import accept_only_from, open_zeroconf
 from posefleet.common.tls import TlsFiles
+from posefleet.coordinator.adverts import AdvertGate, listening_networks
 from posefleet.coordinator.jobs import Job
 from posefleet.coordinator.links import NodeLink
 from posefleet.coordinator.settings import CoordinatorSettings
@@ -58,13 +60,24 @@ class Registry:
         self._health_task: asyncio.Task[None] | None = None
         self._straggler_task: asyncio.Task[None] | None = None
         self.stragglers_resent = 0
+        self.gate: AdvertGate | None = None
+        self.mdns_filters: list[Any] = []
+        self._said: collections.OrderedDict[str, str] = collections.OrderedDict()  # adverts ignored, and why
 
     # -- membership ------------------------------------------------------------------------
     async def start(self) -> None:
         for address in self.settings.nodes:
             self.add(address, address, "static")
         if self.settings.discover:
+            networks = listening_networks(self.settings.zeroconf_interfaces)
+            self.gate = AdvertGate(
+                networks,
+                max_links_per_host=self.settings.max_links_per_host,
+                max_new_links_per_minute=self.settings.max_new_links_per_minute,
+                backoff_initial_s=self.settings.backoff_initial_s,
+            )
             self._zc = open_zeroconf(self.settings.zeroconf_interfaces)
+            self.mdns_filters = await accept_only_from(self._zc, networks)
             self._browser = AsyncServiceBrowser(self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_service])
         self._health_task = asyncio.create_task(self._health_loop(), name="node-health")
         self._straggler_task = asyncio.create_task(self._straggler_loop(), name="node-stragglers")
@@ -108,6 +121,8 @@ class Registry:
             node_id=node_id,
         )
         self.links[key] = link
+        if source == "zeroconf" and self.gate is not None:
+            self.gate.created(time.monotonic())
         self._spawn(self._connect(link))
 
     async def _moved(self, link: NodeLink, address: str, node_id: str | None) -> None:
@@ -138,7 +153,13 @@ class Registry:
         task.add_done_callback(self._tasks.discard)
 
     async def _connect(self, link: NodeLink) -> None:
-        if await link.connect():
+        connected = await link.connect()
+        if link.source == "zeroconf" and self.gate is not None:
+            if connected:
+                self.gate.succeeded(link.address)
+            elif link.failures == 1:  # its first dial: an address that does not answer or prove itself backs off
+                self.gate.failed(link.address, time.monotonic())
+        if connected:
             twin = next(
                 (
                     other
@@ -193,7 +214,22 @@ class Registry:
             return
         host = addresses[0]
         address = f"[{host}]:{info.port}" if ":" in host else f"{host}:{info.port}"
+        known = self.links.get(name)
+        if self.gate is not None and (known is None or known.address != address):
+            discovered = (link.address for link in self.links.values() if link.source == "zeroconf")
+            if (why := self.gate.refusal(host, address, discovered, time.monotonic())) is not None:
+                self._ignore(name, address, why)
+                return
         self.add(name, address, "zeroconf", advert.node_id)
+
+    def _ignore(self, name: str, address: str, why: str) -> None:
+        """Log an ignored advert once per name and reason (a flood of them stays a few lines)."""
+        if self._said.get(name) != why:
+            log.warning("ignoring the advert of %s at %s: %s", name, address, why)
+            self._said[name] = why
+            self._said.move_to_end(name)
+            while len(self._said) > 256:
+                self._said.popitem(last=False)
 
     async def _health_loop(self) -> None:
         while True:
@@ -212,6 +248,8 @@ class Registry:
                     backoff = min(
                         self.settings.backoff_max_s, self.settings.backoff_initial_s * 2 ** max(0, link.failures - 1)
                     )
+                    if link.source == "zeroconf" and not link.info.node_id and self.gate is not None:
+                        backoff = self.gate.backoff_s(link.failures)  # an advert that never answered: up to minutes
                     if now >= link.retry_at + backoff:
                         link.retry_at = now
                         self._spawn(self._connect(link))

@@ -81,6 +81,9 @@ class CoordinatorSettings(FileSettings):
     zeroconf_interfaces: list[str] = Field(default_factory=list, description="IPs zeroconf binds (default: all)")
     discover: bool = Field(True, description="browse _posefleet._tcp with zeroconf")
     nodes: list[str] = Field(default_factory=list, description="static nodes, HOST:PORT")
+    #: mDNS is unauthenticated: discovered nodes are bounded per advertised host and per minute (adverts.py).
+    max_links_per_host: int = Field(8, ge=1, le=256, description="discovered nodes one IP address may advertise")
+    max_new_links_per_minute: int = Field(30, ge=1, le=10_000, description="new discovered nodes in any minute")
     camera_queue: int = Field(4, ge=1, le=1000, description="frames a camera may have waiting for a node")
     drop_policy: Literal["drop-oldest", "block"] = "drop-oldest"
     frame_timeout_s: float = Field(10.0, gt=0, description="a frame not answered by then is FAILED")

@@ -504,12 +504,15 @@ def read_crl(path: Path, ca: Path) -> frozenset[int]:
 
 
 def revoke(directory: Path, what: str) -> tuple[int, Path]:
-    """Revoke a certificate (``NAME``: the ``NAME.crt`` issued in ``directory``; or a hexadecimal serial) or a
-    token (its id, as ``pki token`` prints it): the fleet's ``ca.crl`` gains it, signed by the CA, valid 30
-    days after each change (nodes and coordinators read the file again when it changes)."""
+    """Revoke a certificate (``NAME``: the ``NAME.crt`` issued in ``directory``; a certificate file; or a
+    hexadecimal serial) or a token (its id, as ``pki token`` prints it): the fleet's ``ca.crl`` gains it,
+    signed by the CA, valid 30 days after each change (nodes and coordinators read the file again when it
+    changes)."""
     ca_key, ca_cert = _fleet_ca(directory)
     crt = directory / f"{what}.crt"
-    if node_id_problem(what) is None and crt.is_file():
+    if what.endswith(".crt") and Path(what).is_file():  # a certificate file (one a rotation replaced)
+        crt = Path(what)
+    if (node_id_problem(what) is None or crt == Path(what)) and crt.is_file():
         serial = x509.load_pem_x509_certificate(crt.read_bytes()).serial_number
     else:
         try:

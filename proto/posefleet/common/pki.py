@@ -46,9 +46,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--cameras", default="", metavar="ID,...", help="the cameras a subscriber may see")
     t.add_argument("--days", type=int, default=30, help="1 to 90 (coordinators refuse longer-lived tokens)")
     t.set_defaults(func=cmd_token)
-    r = psub.add_parser("revoke", help="revoke a certificate (NAME or SERIAL) or a token (its id): DIR/ca.crl")
+    r = psub.add_parser(
+        "revoke", help="revoke a certificate (NAME, a .crt file or SERIAL) or a token (its id): DIR/ca.crl"
+    )
     r.add_argument("--dir", type=Path, required=True)
-    r.add_argument("what", metavar="NAME|SERIAL|TOKEN-ID", help="a name issued in DIR, a serial or a token id (hex)")
+    r.add_argument(
+        "what",
+        metavar="NAME|FILE|SERIAL|TOKEN-ID",
+        help="a name issued in DIR, a .crt file, a serial or a token id (hex)",
+    )
     r.set_defaults(func=cmd_revoke)
 
 
