@@ -40,6 +40,8 @@ RECONNECT_CODES = {
     grpc.StatusCode.UNKNOWN,
 }
 Image = npt.NDArray[np.uint8]
+#: While it waits to reconnect, a camera checks this often whether its coordinator accepts connections again.
+PROBE_S = 0.2
 
 
 @dataclass
@@ -245,6 +247,23 @@ class CameraClient:
                     self.report.elapsed_s = time.perf_counter() - start
                     print(self.report.line(self.o.camera_id), flush=True)
 
+    async def _wait_for_coordinator(self, seconds: float) -> None:
+        """Wait up to ``seconds`` before the next attempt, probing the coordinator's port every ``PROBE_S`` (a TCP
+        connect: no TLS, no call): the attempt starts as soon as it accepts again. The reconnect budget
+        (``max_reconnects`` attempts, backoff up to 8 s) is unchanged; a camera is back within a probe of its
+        coordinator rather than within a backoff."""
+        host, _, port = self.o.coordinator.rpartition(":")
+        host = host.strip("[]")
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout=min(left, PROBE_S))
+            except (OSError, TimeoutError, ValueError):
+                await asyncio.sleep(min(PROBE_S, max(0.0, deadline - time.monotonic())))
+                continue
+            writer.close()
+            return
+
     async def run(self) -> CameraReport:
         cap = await asyncio.to_thread(open_source, self.o.source)
         source_fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
@@ -280,7 +299,7 @@ class CameraClient:
                         backoff,
                     )
                     away = time.perf_counter()
-                    await asyncio.sleep(backoff)
+                    await self._wait_for_coordinator(backoff)
                     if live:  # a live source went on producing frames nobody sent
                         self.report.missed += round((time.perf_counter() - away) * (self.o.fps or 30.0))
                     backoff = min(8.0, backoff * 2)

@@ -62,6 +62,13 @@ class PosefleetClient:
         options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", limit),
             ("grpc.max_receive_message_length", limit),
+            # A client of its own connection: gRPC's process-wide subchannel pool would hand a new client the
+            # old one's connection backoff (up to 2 minutes after an outage), failing calls to a coordinator
+            # that is back; short reconnect backoffs for the same reason (callers keep their own budget).
+            ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 1000),
         ]
         self.address = address
         self._channel = aio_channel(address, tls, role_name("coordinator"), options)

@@ -75,6 +75,8 @@ class NodeLink:
         self._on_credit = on_credit
         self._pending: dict[int, tuple[Job, float]] = {}  # link tag -> (job, monotonic time sent)
         self.healthy_since = 0.0
+        #: When a node that had served was taken out (it is probed often for a while after: a stall ends).
+        self.out_since = -1e9
         self._seq = itertools.count()
         self._send: asyncio.Queue[pose_pb2.Frame | None] = asyncio.Queue()
         self._stream_task: asyncio.Task[None] | None = None
@@ -219,6 +221,7 @@ class NodeLink:
         """Take the node out now; its in-flight frames go back to the router."""
         now = time.monotonic()
         if self.healthy:
+            self.out_since = now
             log.warning("node %s (%s) out: %s", self.info.node_id or self.key, self.address, reason)
             if now - self.healthy_since > RECOVERED_AFTER_S:
                 self.failures = 0  # it had served well for a while: this failure starts the backoff afresh

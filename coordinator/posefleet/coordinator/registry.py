@@ -30,6 +30,9 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 log = logging.getLogger("posefleet.coordinator")
 #: How often the registry looks for frames a node holds far longer than it usually takes.
 STRAGGLER_TICK_S = 0.05
+#: A node that served and was taken out is probed this often for this long (it is back within a probe).
+RECOVERY_PROBE_S = 0.5
+RECOVERY_WATCH_S = 60.0
 
 
 class NoNode(Exception):
@@ -127,18 +130,19 @@ class Registry:
 
     async def _moved(self, link: NodeLink, address: str, node_id: str | None) -> None:
         """A known node announced at another address: kept where it is while it answers its health check
-        there (a spoofed announcement changes nothing); otherwise tried at the new address, where it must
-        prove the same identity before it gets a frame."""
+        there (a spoofed announcement changes nothing). Otherwise the new address is tried as well, as a link
+        of its own that must prove the same identity before it gets a frame, while the known address keeps
+        being retried: a node that only stalled (a GC pause, a busy Pi) while someone announced it elsewhere
+        is back as soon as it answers again, never orphaned by the announcement."""
         if link.healthy and await link.check():
             log.warning(
                 "ignoring an announcement of node %s at %s: it still answers at %s", link.key, address, link.address
             )
             return
-        if self.links.get(link.key) is link:
-            del self.links[link.key]
-            link.mark_down(f"announced at {address}")
-            await link.close()
-            self._create(link.key, address, link.source, node_id)
+        candidate = f"{link.key}@{address}"
+        if candidate not in self.links and self.links.get(link.key) is link:
+            log.warning("node %s announced at %s: trying it there too, still at %s", link.key, address, link.address)
+            self._create(candidate, address, link.source, node_id)
 
     def remove(self, key: str, reason: str) -> None:
         link = self.links.pop(key, None)
@@ -159,6 +163,10 @@ class Registry:
                 self.gate.succeeded(link.address)
             elif link.failures == 1:  # its first dial: an address that does not answer or prove itself backs off
                 self.gate.failed(link.address, time.monotonic())
+        if connected and "@" in link.key:  # a node proved itself at the address it was announced at anew
+            base = self.links.get(link.key.partition("@")[0])
+            if base is not None and not base.healthy:
+                self.remove(base.key, f"it serves at {link.address} now")
         if connected:
             twin = next(
                 (
@@ -250,6 +258,8 @@ class Registry:
                     )
                     if link.source == "zeroconf" and not link.info.node_id and self.gate is not None:
                         backoff = self.gate.backoff_s(link.failures)  # an advert that never answered: up to minutes
+                    elif now - link.out_since < RECOVERY_WATCH_S:  # it served until lately: a stall may end soon
+                        backoff = min(backoff, RECOVERY_PROBE_S)
                     if now >= link.retry_at + backoff:
                         link.retry_at = now
                         self._spawn(self._connect(link))
