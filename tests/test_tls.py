@@ -167,6 +167,9 @@ async def test_rogue_nodes_get_no_frames_while_every_camera_is_served(
             await admin.wait_for_nodes(1, timeout=60)
             statuses = await stream(address, fleet["cam-a"], "cam-a", small_jpeg, frames=150, fps=15.0)
             nodes = {n.info.node_id or n.address: n for n in await admin.list_nodes()}
+            from posefleet.clients.status import format_stats
+
+            shown = format_stats(address, await admin.stats())
         # The node itself takes calls from coordinators and admins only.
         async with aio_channel(node.address, fleet["cam-a"], role_name("node", "node-a")) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as denied:
@@ -178,6 +181,9 @@ async def test_rogue_nodes_get_no_frames_while_every_camera_is_served(
     assert [r.frames for r in rogues] == [0, 0, 0, 0, 0]
     assert statuses.count(OK) >= 0.99 * 150
     assert [n for n in nodes.values() if n.healthy] == [nodes["node-a"]], nodes.keys()
+    # `posefleet status` names what each rogue claimed, unproved, and the advert it could not use at all.
+    assert "node rogue-plain (claimed, not proved)" in shown and "node node-c (claimed, not proved)" in shown, shown
+    assert "advert ? ignored: an advert posefleet cannot use: TXT record: node id ''" in shown, shown
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "camera 'cam-a' may not call this: it needs the role coordinator or admin" in (denied.value.details() or "")
 
@@ -257,12 +263,17 @@ async def test_a_spoofed_announcement_of_a_live_node_at_another_address_changes_
             camera = stream(address, fleet["cam-a"], "cam-a", small_jpeg, frames=90, fps=15.0)
             statuses, _ = await asyncio.gather(camera, announce())
             nodes = {n.info.node_id: n.address for n in await admin.list_nodes() if n.healthy}
+            from posefleet.clients.status import format_stats
+
+            shown = format_stats(address, await admin.stats())
     finally:
         await spoofer.async_close()
         await rogue.stop()
     assert rogue.frames == 0 and nodes == {"node-a": node.address}
     assert statuses.count(OK) >= 0.99 * len(statuses)
     assert f"ignoring an announcement of node node-a._posefleet._tcp.local. at 127.0.0.1:{port}" in coord.output()
+    # `posefleet status` shows it: a second node with a known id (or a spoof) is no longer silent.
+    assert f"advert node-a at 127.0.0.1:{port} ignored: node node-a still answers at {node.address}" in shown, shown
 
 
 async def test_a_node_that_stalls_while_announced_elsewhere_is_back_within_two_seconds(
@@ -320,6 +331,40 @@ async def test_a_node_that_stalls_while_announced_elsewhere_is_back_within_two_s
     print(f"node-a serving again {back} s after it resumed; the rogue got {rogue.frames} frames")
     assert back is not None and back <= 2.0, back
     assert rogue.frames == 0 and statuses.count(OK) == len(statuses)
+
+
+async def test_a_refused_client_is_told_which_certificate_and_why(
+    tls_coordinator: str, fleet: dict[str, TlsFiles], other_ca: dict[str, TlsFiles], tmp_path: Path
+) -> None:
+    """Hardening, second pass, item 7: a refused client got only "Socket closed". The SDK's explanation (used
+    by `posefleet camera` and `posefleet status`) names the certificate, which side refused it and why; and
+    `pki issue` takes names up to the 63 characters a DNS label allows (a 50-character one crashed)."""
+    from posefleet.common.certs import issue, peer_of_pem
+    from posefleet.common.tls import explain_refusal
+
+    coordinator = role_name("coordinator")
+    assert "accepts this certificate" in await explain_refusal(tls_coordinator, fleet["cam-a"], coordinator)
+    refused = await explain_refusal(tls_coordinator, other_ca["cam-a"], coordinator)
+    assert f"refused the certificate {other_ca['cam-a'].cert}" in refused or "does not prove" in refused, refused
+    wrong_name = await explain_refusal(tls_coordinator, fleet["cam-a"], role_name("node", "node-a"))
+    assert "does not prove it is node-a.node.posefleet" in wrong_name, wrong_name
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{free.getsockname()[1]}"
+    assert "nothing answers at" in await explain_refusal(closed, fleet["cam-a"], coordinator)
+    status = run_cli(
+        "status", "--coordinator", tls_coordinator, "--ca", other_ca["cam-a"].ca, "--cert", other_ca["cam-a"].cert,
+        "--key", other_ca["cam-a"].key,
+    )  # fmt: skip
+    assert status.returncode == 1 and "coordinator unreachable: UNAVAILABLE" in status.stderr, status.stderr
+    assert "does not prove" in status.stderr or "refused the certificate" in status.stderr, status.stderr
+
+    pki = tmp_path / "pki"
+    throwaway_fleet(pki, [])
+    long_name = "k" * 63
+    crt, _ = issue(pki, role="subscriber", name=long_name)
+    peer = peer_of_pem(crt.read_bytes())
+    assert peer is not None and peer.name == long_name and peer.role == "subscriber"
 
 
 # -- cameras, subscribers, admins against a coordinator with certificates (in-process, loopback nodes) --------

@@ -29,7 +29,7 @@ from posefleet.common import tls
 from posefleet.common.drawing import draw_skeletons
 from posefleet.common.errors import PosefleetError
 from posefleet.common.keypoints import NUM_KEYPOINTS
-from posefleet.common.tls import TlsFiles
+from posefleet.common.tls import TlsFiles, explain_refusal, role_name
 from posefleet.v1 import pose_pb2
 
 log = logging.getLogger("posefleet.camera")
@@ -292,6 +292,9 @@ class CameraClient:
                         log.error("coordinator %s: gave up after %d attempts", self.o.coordinator, attempts - 1)
                         break
                     self.report.reconnects += 1
+                    if attempts == 1 and exc.code() == grpc.StatusCode.UNAVAILABLE and self.o.tls is not None:
+                        why = await explain_refusal(self.o.coordinator, self.o.tls, role_name("coordinator"))
+                        log.warning("coordinator %s: %s", self.o.coordinator, why)
                     log.warning(
                         "coordinator %s unavailable (%s); reconnecting in %.1f s",
                         self.o.coordinator,

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from posefleet.clients.sdk import PosefleetClient
 from posefleet.common import tls
 from posefleet.common.errors import PosefleetError
-from posefleet.common.tls import TlsFiles, aio_channel, role_name
+from posefleet.common.tls import TlsFiles, aio_channel, explain_refusal, role_name
 from posefleet.v1 import coordinator_pb2, node_pb2, node_pb2_grpc, pose_pb2
 from posefleet.v1.discovery import NODE_HEALTH_SERVICE
 
@@ -91,6 +91,8 @@ async def wait_coordinator(
                 missing = f"not routed to: {', '.join(left)}" if left else ""
             except grpc.aio.AioRpcError as exc:
                 missing = f"coordinator unreachable: {exc.code().name}"
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and tls is not None:
+                    missing += f": {await explain_refusal(address, tls, role_name('coordinator'))}"
             if not missing or time.monotonic() >= deadline:
                 return stats, missing
             await asyncio.sleep(_POLL_S)
@@ -109,15 +111,22 @@ def format_node_report(report: NodeReport) -> str:
 
 
 def format_stats(address: str, stats: coordinator_pb2.Stats) -> str:
-    lines = [f"coordinator {address}: {sum(n.healthy for n in stats.nodes)} of {len(stats.nodes)} nodes routed to"]
-    for n in stats.nodes:
+    links = [n for n in stats.nodes if not n.ignored]
+    lines = [f"coordinator {address}: {sum(n.healthy for n in links)} of {len(links)} nodes routed to"]
+    for n in links:
         state = "routed" if n.healthy else "out"
         precision = f" ({n.info.precision})" if n.info.precision else ""
+        # A node's id is the one its certificate proved; before that, what its advert claims, marked so.
+        who = n.info.node_id or (f"{n.claimed_id} (claimed, not proved)" if n.claimed_id else "(no id proved)")
         line = (
-            f"  node {n.info.node_id or '?'} {n.address} [{n.source}] {state}: {n.info.model_id or '-'}{precision},"
+            f"  node {who} {n.address} [{n.source}] {state}: {n.info.model_id or '-'}{precision},"
             f" in flight {n.in_flight}/{n.info.capacity}, done {n.frames_done}, failed {n.frames_failed}"
         )
         lines.append(line + (f" ({n.last_error})" if n.last_error else ""))
+    for n in stats.nodes:
+        if n.ignored:
+            where = f" at {n.address}" if n.address else ""
+            lines.append(f"  advert {n.claimed_id or '?'}{where} ignored: {n.last_error}")
     for c in stats.cameras:
         lines.append(
             f"  camera {c.camera_id}: in {c.input_fps:.1f} FPS, processed {c.processed_fps:.1f} FPS, ok {c.frames_ok},"

@@ -33,6 +33,8 @@ STRAGGLER_TICK_S = 0.05
 #: A node that served and was taken out is probed this often for this long (it is back within a probe).
 RECOVERY_PROBE_S = 0.5
 RECOVERY_WATCH_S = 60.0
+#: Ignored adverts kept for ``posefleet status`` (the most recent).
+IGNORED_KEPT = 32
 
 
 class NoNode(Exception):
@@ -65,7 +67,8 @@ class Registry:
         self.stragglers_resent = 0
         self.gate: AdvertGate | None = None
         self.mdns_filters: list[Any] = []
-        self._said: collections.OrderedDict[str, str] = collections.OrderedDict()  # adverts ignored, and why
+        #: Adverts not dialled, by mDNS name: (address, claimed node id, why); the last ``IGNORED_KEPT`` (status).
+        self.ignored: collections.OrderedDict[str, tuple[str, str, str]] = collections.OrderedDict()
 
     # -- membership ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -138,6 +141,8 @@ class Registry:
             log.warning(
                 "ignoring an announcement of node %s at %s: it still answers at %s", link.key, address, link.address
             )
+            why = f"node {link.info.node_id} still answers at {link.address}: a second node with its id, or a spoof"
+            self._ignore(f"{link.key}@{address}", address, why, node_id or "")
             return
         candidate = f"{link.key}@{address}"
         if candidate not in self.links and self.links.get(link.key) is link:
@@ -212,7 +217,7 @@ class Registry:
         try:
             advert = NodeAdvert.from_txt(info.properties)
         except ValueError as exc:
-            log.warning("ignoring %s: %s", name, exc)
+            self._ignore(name, "", f"an advert posefleet cannot use: {exc}")
             return
         if advert.state == "draining":
             await self._check_leaving(name, "advertised draining")
@@ -226,18 +231,19 @@ class Registry:
         if self.gate is not None and (known is None or known.address != address):
             discovered = (link.address for link in self.links.values() if link.source == "zeroconf")
             if (why := self.gate.refusal(host, address, discovered, time.monotonic())) is not None:
-                self._ignore(name, address, why)
+                self._ignore(name, address, why, advert.node_id)
                 return
         self.add(name, address, "zeroconf", advert.node_id)
 
-    def _ignore(self, name: str, address: str, why: str) -> None:
-        """Log an ignored advert once per name and reason (a flood of them stays a few lines)."""
-        if self._said.get(name) != why:
+    def _ignore(self, name: str, address: str, why: str, claimed: str = "") -> None:
+        """Log an ignored advert once per name and reason (a flood of them stays a few lines) and keep the
+        last few for ``posefleet status``."""
+        if self.ignored.get(name, ("", "", ""))[2] != why:
             log.warning("ignoring the advert of %s at %s: %s", name, address, why)
-            self._said[name] = why
-            self._said.move_to_end(name)
-            while len(self._said) > 256:
-                self._said.popitem(last=False)
+        self.ignored[name] = (address, claimed, why)
+        self.ignored.move_to_end(name)
+        while len(self.ignored) > IGNORED_KEPT:
+            self.ignored.popitem(last=False)
 
     async def _health_loop(self) -> None:
         while True:

@@ -232,7 +232,17 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             frames_failed=link.frames_failed,
             source=link.source,
             last_error=link.last_error,
+            claimed_id=link.claimed_id or "",
         )
+
+    def _ignored(self) -> list[coordinator_pb2.NodeStatus]:
+        """Adverts the coordinator did not dial, and why (in GetStats: ``posefleet status`` shows them)."""
+        return [
+            coordinator_pb2.NodeStatus(
+                address=address, source="zeroconf", last_error=why, claimed_id=claimed, ignored=True
+            )
+            for address, claimed, why in self.registry.ignored.values()
+        ]
 
     async def ListNodes(
         self, request: coordinator_pb2.ListNodesRequest, context: grpc.aio.ServicerContext
@@ -264,6 +274,6 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         peer = await require(context, ("subscriber", "admin"), self.guard)
         return coordinator_pb2.Stats(
             cameras=[s.to_proto() for c, s in self.cameras.items() if _may(peer, {c})],
-            nodes=[self._node_status(link) for link in self.registry.links.values()],
+            nodes=[self._node_status(link) for link in self.registry.links.values()] + self._ignored(),
             scenes=[scene.status() for scene in self.merger.scenes.values() if _may(peer, set(scene.calibrated))],
         )

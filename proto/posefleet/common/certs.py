@@ -123,6 +123,13 @@ def init_ca(directory: Path, name: str = "posefleet fleet CA", days: int = 3650)
     return directory / "ca.crt"
 
 
+def _common_name(role: str, name: str) -> str:
+    """The subject's CN: the holder's fleet name where it fits X.509's 64 characters, else the name alone (the
+    identity is in the subject alternative names either way)."""
+    full = role_name(role, name)
+    return full if len(full) <= 64 else name
+
+
 #: Roles that serve TLS themselves (a broker: the MQTT broker the coordinators publish to, no gRPC rights).
 SERVER_ROLES = ("node", "coordinator", "broker")
 
@@ -160,7 +167,7 @@ def issue(
     start = not_before or datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, role_name(role, name))]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _common_name(role, name))]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())

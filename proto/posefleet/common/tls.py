@@ -134,6 +134,50 @@ async def peer_certificate(address: str, tls: TlsFiles, server: str, timeout: fl
     return bytes(der)
 
 
+async def explain_refusal(address: str, tls: TlsFiles | None, server: str, timeout: float = 5.0) -> str:
+    """Why a call to ``address`` could not connect, in words: gRPC says only UNAVAILABLE ("Socket closed",
+    "handshake failed"). One TLS handshake of its own with the same certificate tells which side refused what."""
+    if tls is None:
+        return ""
+    host, _, port = address.rpartition(":")
+    try:
+        context = ssl.create_default_context(cafile=str(tls.ca))
+        context.load_cert_chain(str(tls.cert), str(tls.key))
+    except (OSError, ssl.SSLError) as exc:
+        return f"cannot use the certificate files {tls.cert} / {tls.key} ({exc})"
+    context.set_alpn_protocols(["h2"])
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port), ssl=context, server_hostname=server), timeout
+        )
+    except ssl.SSLCertVerificationError as exc:
+        return (
+            f"{address} does not prove it is {server} of this fleet ({exc.verify_message}): the wrong address, "
+            f"or a server of another fleet"
+        )
+    except ssl.SSLError as exc:
+        return _refused(address, tls, exc)
+    except (OSError, TimeoutError, ValueError) as exc:
+        return f"nothing answers at {address} ({exc or 'timed out'})"
+    try:  # TLS 1.3: the server's verdict on this certificate comes after the handshake
+        await asyncio.wait_for(reader.read(1), 1.0)
+    except ssl.SSLError as exc:
+        return _refused(address, tls, exc)
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        writer.close()
+    return f"{address} accepts this certificate's TLS handshake"
+
+
+def _refused(address: str, tls: TlsFiles, exc: ssl.SSLError) -> str:
+    reason = (exc.reason or str(exc)).lower().replace("_", " ")
+    return (
+        f"{address} refused the certificate {tls.cert} ({reason}): is it still valid, and issued by the CA of this "
+        f"fleet ({tls.ca})?"
+    )
+
+
 def aio_channel(
     address: str, tls: TlsFiles | None, server: str, options: list[tuple[str, Any]] | None = None
 ) -> grpc.aio.Channel:

@@ -277,6 +277,8 @@ class NodeStatus(_message.Message):
     FRAMES_FAILED_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
+    CLAIMED_ID_FIELD_NUMBER: _builtins.int
+    IGNORED_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """host:port"""
     healthy: _builtins.bool
@@ -286,6 +288,10 @@ class NodeStatus(_message.Message):
     source: _builtins.str
     """"zeroconf" or "static" """
     last_error: _builtins.str
+    claimed_id: _builtins.str
+    """The node id its advert claims, proved by its certificate only once it serves (empty for static nodes)."""
+    ignored: _builtins.bool
+    """An advert the coordinator did not dial (a second node with a known id, a spoof, a flood): last_error says why."""
     @_builtins.property
     def info(self) -> _pose_pb2.NodeInfo: ...
     def __init__(
@@ -299,10 +305,12 @@ class NodeStatus(_message.Message):
         frames_failed: _builtins.int = ...,
         source: _builtins.str = ...,
         last_error: _builtins.str = ...,
+        claimed_id: _builtins.str = ...,
+        ignored: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "frames_done", b"frames_done", "frames_failed", b"frames_failed", "healthy", b"healthy", "in_flight", b"in_flight", "info", b"info", "last_error", b"last_error", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "claimed_id", b"claimed_id", "frames_done", b"frames_done", "frames_failed", b"frames_failed", "healthy", b"healthy", "ignored", b"ignored", "in_flight", b"in_flight", "info", b"info", "last_error", b"last_error", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
