@@ -121,3 +121,65 @@ async def test_a_stalled_subscriber_is_told_what_it_lost_and_dropped_when_too_fa
             assert len(received) < frames
     finally:
         await server.stop()
+
+
+async def test_a_subscriber_reading_slowly_is_told_within_its_lag_limit() -> None:
+    """Hardening, second pass, item 2: a subscriber that reads (not stalls) slower than results come was 134 s
+    behind after 148 s, never told: gRPC's BDP probing grew its receive window to megabytes, so the
+    coordinator's backlog never filled. The SDK's channels keep a fixed 64 KB window: the same reader (20
+    messages a second of 19 KB, 100 a second produced) is told what it lost at once, never sees a message
+    older than its limit + 2 s, and is ended RESOURCE_EXHAUSTED within its limit + 2 s."""
+    import time
+
+    from posefleet.clients.sdk import PosefleetClient
+
+    LoopbackLink.nodes = {"n0": {"capacity": 8, "answer": crowd}}
+    max_lag_s = 3.0
+    settings = CoordinatorSettings(
+        host="127.0.0.1", port=0, discover=False, subscriber_backlog=50, subscriber_max_lag_s=max_lag_s, insecure=True
+    )
+    server = CoordinatorServer(settings, link_factory=LoopbackLink)
+    await server.start()
+    server.registry.add("n0", "loopback-n0", "static")
+    await asyncio.sleep(0.1)
+    stop = time.monotonic() + 15.0
+    try:
+        async with PosefleetClient(f"127.0.0.1:{server.port}", tls=None) as client:
+
+            async def camera() -> None:
+                async def gen() -> AsyncIterator[pose_pb2.Frame]:
+                    i = 0
+                    while time.monotonic() < stop:
+                        frame = pose_pb2.Frame(camera_id="cam", sequence=i)
+                        frame.capture_time.GetCurrentTime()
+                        i += 1
+                        yield frame
+                        await asyncio.sleep(0.01)
+
+                async for _ in client.stream_camera(gen()):
+                    pass
+
+            async def slow_reader() -> tuple[float | None, float, float | None, int]:
+                start, told, oldest, ended, lost = time.monotonic(), None, 0.0, None, 0
+                try:
+                    async for message in client.subscribe(["cam"], window_ms=10):
+                        lost += message.lost
+                        if message.lost and told is None:
+                            told = time.monotonic() - start
+                        age = time.time() - message.views[0].capture_time.ToMicroseconds() / 1e6
+                        oldest = max(oldest, age)
+                        await asyncio.sleep(0.05)
+                        if time.monotonic() > stop:
+                            break
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+                    ended = time.monotonic() - start
+                return told, oldest, ended, lost
+
+            _, (told, oldest, ended, lost) = await asyncio.gather(camera(), slow_reader())
+    finally:
+        await server.stop()
+    print(f"slow reader: told of losses after {told} s, oldest message {oldest:.1f} s, ended after {ended} s")
+    assert told is not None and told <= max_lag_s + 2 and lost > 0
+    assert oldest <= max_lag_s + 2, oldest
+    assert ended is not None and ended <= max_lag_s + 2, ended

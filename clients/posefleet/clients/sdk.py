@@ -69,6 +69,12 @@ class PosefleetClient:
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.min_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 1000),
+            # A reader's lag must show where the coordinator can see it: gRPC's BDP probing grows a stream's
+            # receive window to megabytes, and a slow subscriber then sits seconds behind in its own buffers,
+            # never told (measured: 12 s behind with a 3 s limit). A fixed 64 KB window keeps what is unread
+            # here small, so the coordinator's backlog fills, counts what is lost and applies the lag limit.
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", 64 * 1024),
         ]
         self.address = address
         self._channel = aio_channel(address, tls, role_name("coordinator"), options)

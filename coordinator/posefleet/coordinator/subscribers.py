@@ -2,8 +2,8 @@
 
 A subscriber loses its oldest messages rather than slow the cluster, is told how many it lost, and is
 ended with RESOURCE_EXHAUSTED once it has been behind for longer than it is allowed. Behind means its
-backlog here has not emptied: gRPC's flow-control windows and socket buffers hold a few MB first (about
-3 MB on loopback), so a subscriber is seen as behind only once those are full.
+backlog here has not emptied: what the subscriber's gRPC window holds comes first (64 KB with the SDK's
+channel options; megabytes where BDP probing is left on, which hides a slow reader's lag in its buffers).
 """
 
 from __future__ import annotations
