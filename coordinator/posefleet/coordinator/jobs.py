@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 
 import grpc
+from posefleet.common.images import header_size
 from posefleet.v1 import pose_pb2
 
 
@@ -21,6 +23,10 @@ class Job:
     attempts: int = 0  # nodes it was sent to
     in_flight: int = 0  # nodes it is on now (a straggler's copy may be on a second one)
     tried: set[str] = field(default_factory=set)
+    #: The node work it asks for, in credits (``frame_cost``): a 4096x4096 frame is not a VGA frame.
+    cost: int = 1
+    #: Credits its camera's share counts for it while it is unanswered (set when first sent to a node).
+    share: int = 0
 
     @classmethod
     def start(cls, frame: pose_pb2.Frame, timeout_s: float) -> Job:
@@ -28,7 +34,7 @@ class Job:
         if not frame.HasField("capture_time"):
             frame.capture_time.GetCurrentTime()
         loop = asyncio.get_running_loop()
-        return cls(frame, loop.create_future(), time.monotonic() + timeout_s)
+        return cls(frame, loop.create_future(), time.monotonic() + timeout_s, cost=frame_cost(frame.image))
 
     @property
     def done(self) -> bool:
@@ -52,6 +58,22 @@ class Job:
 
     def drop(self, message: str) -> None:
         self.resolve(unanswered(pose_pb2.RESULT_STATUS_DROPPED, message))
+
+
+#: One credit of node work: decoding and resizing a VGA frame. Larger frames take more credits.
+COST_UNIT_PIXELS = 640 * 480
+_KINDS = {pose_pb2.IMAGE_ENCODING_JPEG: "JPEG", pose_pb2.IMAGE_ENCODING_PNG: "PNG"}
+
+
+def frame_cost(image: pose_pb2.Image) -> int:
+    """Credits a frame takes on a node: its pixels (from the JPEG or PNG header, or a raw frame's size) per
+    ``COST_UNIT_PIXELS``, at least 1. Node work is shared by what it costs to decode, not by frame count:
+    a camera sending huge frames holds a node's credits for them and waits (dropping its own oldest frames)
+    while others' cheap frames go by."""
+    kind = _KINDS.get(image.encoding)
+    size = header_size(image.data, kind) if kind is not None else (image.width, image.height)
+    pixels = size[0] * size[1] if size is not None else 0
+    return max(1, math.ceil(pixels / COST_UNIT_PIXELS))
 
 
 def unanswered(

@@ -61,6 +61,7 @@ class NodeLink:
         self.draining = False
         self.capacity = 1
         self.in_flight = 0
+        self.in_flight_cost = 0  # credits taken by the frames in flight (``Job.cost``, at most the capacity each)
         self.frames_done = 0
         self.frames_failed = 0
         self.answered = 0  # since it last (re)joined: its slow start
@@ -119,8 +120,13 @@ class NodeLink:
     def available(self) -> bool:
         return self.healthy and not self.draining and self._stream_task is not None
 
-    def has_credit(self) -> bool:
-        return self.available and self.in_flight < min(self.capacity, SLOW_START_CREDITS + self.answered)
+    def has_credit(self, cost: int = 1) -> bool:
+        """Whether a frame of ``cost`` credits fits now (a frame costing more than the node's credits goes
+        alone, when nothing else is in flight)."""
+        if not self.available:
+            return False
+        limit = min(self.capacity, SLOW_START_CREDITS + self.answered)
+        return self.in_flight == 0 or self.in_flight_cost + min(cost, self.capacity) <= limit
 
     def oldest_pending_s(self, now: float) -> float:
         """How long the oldest frame on this node has waited for its answer (0 when none)."""
@@ -133,7 +139,7 @@ class NodeLink:
         return [job for job, sent in self._pending.values() if now - sent > after and job.attempts < 2 and not job.done]
 
     def load(self) -> float:
-        return self.in_flight / self.capacity
+        return self.in_flight_cost / self.capacity
 
     def serves(self, selector: pose_pb2.ModelSelector) -> bool:
         return (not selector.family or selector.family == self.info.model_family) and (
@@ -238,6 +244,7 @@ class NodeLink:
             job.in_flight -= 1
         self._pending.clear()
         self.in_flight = 0
+        self.in_flight_cost = 0
         if lost:
             self._on_lost(self, lost, reason)
 
@@ -254,6 +261,7 @@ class NodeLink:
         self.last_used = time.monotonic()
         self._pending[seq] = (job, self.last_used)
         self.in_flight += 1
+        self.in_flight_cost += min(job.cost, self.capacity)
         job.in_flight += 1
         job.attempts += 1
         job.tried.add(self.key)
@@ -279,6 +287,7 @@ class NodeLink:
                     break
                 job, sent = entry
                 self.in_flight -= 1
+                self.in_flight_cost = max(0, self.in_flight_cost - min(job.cost, self.capacity))
                 job.in_flight -= 1
                 self.answered += 1
                 took = time.monotonic() - sent

@@ -66,6 +66,9 @@ class Registry:
         self._straggler_task: asyncio.Task[None] | None = None
         self.stragglers_resent = 0
         self.gate: AdvertGate | None = None
+        #: Node credits each camera's unanswered frames hold, and cameras waiting for credits (fair shares).
+        self._held: collections.Counter[str] = collections.Counter()
+        self._waiting: collections.Counter[str] = collections.Counter()
         self.mdns_filters: list[Any] = []
         #: Adverts not dialled, by mDNS name: (address, claimed node id, why); the last ``IGNORED_KEPT`` (status).
         self.ignored: collections.OrderedDict[str, tuple[str, str, str]] = collections.OrderedDict()
@@ -281,7 +284,7 @@ class Registry:
                 if not link.healthy:
                     continue
                 for job in link.stragglers(now, self.settings.straggler_after_s):
-                    other = self._pick(job.frame.model, job.tried, job.frame.ByteSize())
+                    other = self._pick(job.frame.model, job.tried, job.frame.ByteSize(), job.cost)
                     if other is None or other.key in job.tried:
                         break
                     other.submit(job)
@@ -296,10 +299,17 @@ class Registry:
         async with self._changed:
             self._changed.notify_all()
 
-    def _pick(self, selector: pose_pb2.ModelSelector, exclude: set[str], size: int = 0) -> NodeLink | None:
+    def _pick(
+        self, selector: pose_pb2.ModelSelector, exclude: set[str], size: int = 0, cost: int = 1
+    ) -> NodeLink | None:
         best: NodeLink | None = None
         for link in self.links.values():
-            if link.key in exclude or not link.has_credit() or not link.serves(selector) or size > link.max_frame_bytes:
+            if (
+                link.key in exclude
+                or not link.has_credit(cost)
+                or not link.serves(selector)
+                or size > link.max_frame_bytes
+            ):
                 continue
             if best is None or (link.load(), link.last_used) < (best.load(), best.last_used):
                 best = link
@@ -308,15 +318,40 @@ class Registry:
     def serving(self, selector: pose_pb2.ModelSelector) -> list[NodeLink]:
         return [link for link in self.links.values() if link.available and link.serves(selector)]
 
+    def _over_share(self, camera: str, cost: int) -> bool:
+        """Whether ``camera`` already holds its fair share of the cluster's credits while others want some:
+        node work is shared by what it costs, and a camera of expensive frames waits (dropping its own oldest
+        frames) before it takes more than its share. A camera holding nothing may always send one frame."""
+        held = self._held.get(camera, 0)
+        if not camera or not held:
+            return False
+        active = {c for c, n in self._held.items() if n} | {c for c, n in self._waiting.items() if n} | {camera}
+        if len(active) < 2:
+            return False
+        total = sum(link.capacity for link in self.links.values() if link.available)
+        return held + min(cost, max((link.capacity for link in self.links.values()), default=1)) > total / len(active)
+
     async def acquire(
-        self, selector: pose_pb2.ModelSelector, deadline: float, exclude: set[str] | None = None, size: int = 0
+        self,
+        selector: pose_pb2.ModelSelector,
+        deadline: float,
+        *,
+        exclude: set[str] | None = None,
+        size: int = 0,
+        cost: int = 1,
+        camera: str = "",
     ) -> NodeLink:
-        """Wait for the least-loaded matching node with a free credit (until ``deadline``, monotonic)."""
+        """Wait for the least-loaded matching node with a free credit (until ``deadline``, monotonic), within
+        ``camera``'s fair share."""
         exclude = exclude or set()
         no_node_since: float | None = None
         async with self._changed:
             while True:
-                link = self._pick(selector, exclude, size) or (self._pick(selector, set(), size) if exclude else None)
+                link = None
+                if not self._over_share(camera, cost):
+                    link = self._pick(selector, exclude, size, cost) or (
+                        self._pick(selector, set(), size, cost) if exclude else None
+                    )
                 if link is not None:
                     return link
                 now = time.monotonic()
@@ -329,11 +364,31 @@ class Registry:
                 if now >= deadline:
                     raise NoNode("no node had a free slot before the frame's deadline")
                 self._waiters += 1
+                self._waiting[camera] += 1
                 try:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._changed.wait(), timeout=min(0.25, max(0.0, deadline - now)))
                 finally:
                     self._waiters -= 1
+                    self._waiting[camera] -= 1
+                    if not self._waiting[camera]:
+                        del self._waiting[camera]
+
+    def _hold(self, job: Job, link: NodeLink) -> None:
+        """Count ``job`` in its camera's share until it is answered (once, whatever its retries)."""
+        if job.share:
+            return
+        camera = job.frame.camera_id
+        job.share = min(job.cost, link.capacity)
+        self._held[camera] += job.share
+
+        def release(_: object) -> None:
+            self._held[camera] -= job.share
+            if self._held[camera] <= 0:
+                del self._held[camera]
+            self._notify()
+
+        job.future.add_done_callback(release)
 
     def _lost(self, link: NodeLink, jobs: list[Job], reason: str) -> None:
         """Frames a node could not answer: each goes to another node once, or comes back FAILED."""
@@ -361,11 +416,14 @@ class Registry:
             )
             return
         try:
-            link = await self.acquire(job.frame.model, job.deadline, exclude=job.tried, size=size)
+            link = await self.acquire(
+                job.frame.model, job.deadline, exclude=job.tried, size=size, cost=job.cost, camera=job.frame.camera_id
+            )
         except NoNode as exc:
             job.fail(grpc.StatusCode.UNAVAILABLE, f"{retry_reason}; {exc}" if retry_reason else str(exc))
             return
         if not job.done:
+            self._hold(job, link)
             link.submit(job)
 
 
