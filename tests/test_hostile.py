@@ -228,6 +228,24 @@ def test_a_png_labelled_jpeg_and_oversized_images_are_refused_before_decoding() 
     assert "refused: PNG refused by the decoder's pixel cap" in done.stdout, done.stdout + done.stderr
 
 
+async def paced(
+    address: str, camera: str, payloads: list[bytes], fps: float, as_jpeg: bool = False
+) -> list[pose_pb2.PoseResult]:
+    """Stream ``payloads`` at ``fps`` as one camera (``as_jpeg``: declared JPEG whatever the bytes are)."""
+
+    async def gen() -> AsyncIterator[pose_pb2.Frame]:
+        start = time.perf_counter()
+        for i, data in enumerate(payloads):
+            await asyncio.sleep(max(0.0, start + i / fps - time.perf_counter()))
+            frame = encode_frame(data, camera_id=camera, sequence=i)
+            if as_jpeg:
+                frame.image.encoding = pose_pb2.IMAGE_ENCODING_JPEG
+            yield frame
+
+    async with PosefleetClient(address, tls=None) as client:
+        return [r async for r in client.stream_camera(gen())]
+
+
 async def test_bomb_jpegs_from_one_camera_leave_another_camera_served(models: dict[str, Path], assets: Path) -> None:
     """One camera sends 15 bombs a second (629-byte JPEGs whose headers claim 8000x5000 or 4096x4096, which
     libjpeg would fill in 0.35 s / 0.14 s and 120 / 50 MB, and an 8192x8192 PNG labelled JPEG); another streams
@@ -249,18 +267,6 @@ async def test_bomb_jpegs_from_one_camera_leave_another_camera_served(models: di
         node_rss = [rss_bytes(n.proc.pid) for n in nodes]
         peaks = list(node_rss)
 
-        async def paced(camera: str, payloads: list[bytes], fps: float) -> list[pose_pb2.PoseResult]:
-            async def gen() -> AsyncIterator[pose_pb2.Frame]:
-                start = time.perf_counter()
-                for i, data in enumerate(payloads):
-                    await asyncio.sleep(max(0.0, start + i / fps - time.perf_counter()))
-                    frame = encode_frame(data, camera_id=camera, sequence=i)
-                    frame.image.encoding = pose_pb2.IMAGE_ENCODING_JPEG  # whatever the bytes are
-                    yield frame
-
-            async with PosefleetClient(address, tls=None) as client:
-                return [r async for r in client.stream_camera(gen())]
-
         async def watch() -> None:
             while True:
                 for i, n in enumerate(nodes):
@@ -269,7 +275,7 @@ async def test_bomb_jpegs_from_one_camera_leave_another_camera_served(models: di
 
         watcher = asyncio.create_task(watch())
         victim, attack = await asyncio.gather(
-            paced("clip", clip, 15.0), paced("bombs", [bombs[i % 3] for i in range(150)], 15.0)
+            paced(address, "clip", clip, 15.0), paced(address, "bombs", [bombs[i % 3] for i in range(150)], 15.0, True)
         )
         watcher.cancel()
         ok = [r for r in victim if r.status == pose_pb2.RESULT_STATUS_OK]
@@ -425,17 +431,9 @@ async def test_a_camera_of_huge_frames_pays_for_them_itself(models: dict[str, Pa
         address = f"127.0.0.1:{coord.port}"
         await _ready(address, 2)
 
-        async def paced(camera: str, payloads: list[bytes], fps: float) -> list[pose_pb2.PoseResult]:
-            async def gen() -> AsyncIterator[pose_pb2.Frame]:
-                start = time.perf_counter()
-                for i, data in enumerate(payloads):
-                    await asyncio.sleep(max(0.0, start + i / fps - time.perf_counter()))
-                    yield encode_frame(data, camera_id=camera, sequence=i)
-
-            async with PosefleetClient(address, tls=None) as client:
-                return [r async for r in client.stream_camera(gen())]
-
-        victim, attack = await asyncio.gather(paced("clip", clip, 15.0), paced("huge", [huge] * 300, 15.0))
+        victim, attack = await asyncio.gather(
+            paced(address, "clip", clip, 15.0), paced(address, "huge", [huge] * 300, 15.0)
+        )
         ok = [r for r in victim if r.status == pose_pb2.RESULT_STATUS_OK]
         latency = sorted(r.timings.route_ms for r in ok)
         p99 = latency[int(0.99 * len(latency))]
