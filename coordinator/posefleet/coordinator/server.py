@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import gc
 import logging
 
+from posefleet.common import memory
 from posefleet.common.certs import Guard, own_peer
 from posefleet.common.grpc_server import SERVING, GrpcServer, run_until_signal
 from posefleet.common.metrics_http import serve_metrics
@@ -24,13 +22,6 @@ from posefleet.v1.discovery import COORDINATOR_HEALTH_SERVICE
 log = logging.getLogger("posefleet.coordinator")
 
 
-def _return_freed_memory() -> None:
-    """Give the heap that forgotten cameras freed back to the OS (glibc keeps it otherwise; elsewhere a no-op)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 class CoordinatorServer:
     def __init__(self, settings: CoordinatorSettings, link_factory: LinkFactory = NodeLink) -> None:
         self.settings = settings
@@ -45,6 +36,7 @@ class CoordinatorServer:
         self.http_port: int | None = None
         self._grpc: GrpcServer | None = None
         self._evictor: asyncio.Task[None] | None = None
+        self._trimmer: asyncio.Task[None] | None = None
         self.dashboard: Dashboard | None = None
         self.mqtt: MqttPublisher | None = None
         if settings.mqtt is not None:
@@ -55,6 +47,7 @@ class CoordinatorServer:
 
     async def start(self) -> None:
         s = self.settings
+        memory.tune_allocator()  # large results and frames come and go: their memory must go back too
         # Health answers whoever calls the coordinator (cameras, subscribers, admins) and its own certificate.
         health_roles = ("camera", "subscriber", "admin", "coordinator")
         self._grpc = server = GrpcServer(
@@ -65,6 +58,7 @@ class CoordinatorServer:
         await self.registry.start()
         self.service.merger.start()
         self._evictor = asyncio.create_task(self._evict(), name="camera-eviction")
+        self._trimmer = asyncio.create_task(memory.return_memory(), name="return-memory")
         await server.start()
         await server.set_health(SERVING)
         if s.metrics_port is not None:
@@ -84,11 +78,12 @@ class CoordinatorServer:
         while True:
             await asyncio.sleep(min(10.0, self.settings.camera_idle_s / 2))
             if self.service.evict_idle():
-                _return_freed_memory()
+                memory.trim(collect=True)  # what the forgotten cameras freed
 
     async def stop(self) -> None:
-        if self._evictor is not None:
-            self._evictor.cancel()
+        for task in (self._evictor, self._trimmer):
+            if task is not None:
+                task.cancel()
         if self.dashboard is not None:
             await self.dashboard.stop()
         if self.mqtt is not None:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 
+from posefleet.common import memory
 from posefleet.common.certs import Guard, own_peer
 from posefleet.common.grpc_server import NOT_SERVING, SERVING, GrpcServer, run_until_signal
 from posefleet.common.images import cap_decoder_pixels
@@ -39,10 +40,13 @@ class NodeServer:
         self._advertiser: Advertiser | None = None
         self._advert: NodeAdvert | None = None
         self._inference: PoseEngine | None = None
+        self._trimmer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
         cap_decoder_pixels(s.max_image_pixels)  # the decoders' own cap, before this process decodes anything
+        memory.tune_allocator()  # frames of megabytes come and go: their memory must go back too
+        self._trimmer = asyncio.create_task(memory.return_memory(), name="return-memory")
         tls = s.tls_files(s.name)
         guard = Guard(tls)
         # Health answers the coordinators that route to it, admins, and the node's own certificate (its
@@ -141,6 +145,8 @@ class NodeServer:
             self._engine.close()
         if self._inference is not None:
             self._inference.close()  # its inference backend (a legacy worker process: ended)
+        if self._trimmer is not None:
+            self._trimmer.cancel()
         log.info("node %s stopped", self.node_id)
 
 
