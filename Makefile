@@ -9,7 +9,7 @@ LOADGEN_IF_BUILT = $$([ -x $(LOADGEN) ] && echo $(LOADGEN))
 POSEFLEET_ASSETS ?= $(shell [ -d ../shared/assets ] && cd ../shared/assets && pwd)
 export POSEFLEET_ASSETS
 
-.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-int8 bench-node bench-scene soak loadgen dashboard-screenshot test-arm64 clean
+.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-int8 bench-node bench-scene soak loadgen dashboard-screenshot test-arm64 bench-audit clean
 
 setup: $(VENV)/.installed
 
@@ -70,6 +70,10 @@ test-arm64: setup
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 			qemu-user-static binfmt-support debootstrap >/dev/null; fi
 	POSEFLEET_ARM64_REPORT=bench/arm64.md $(BIN)/pytest -m arm64 -s tests/test_arm64.py
+
+# How fast the coordinator's audit catches a node answering plausible but wrong poses, and what it costs.
+bench-audit: setup
+	POSEFLEET_AUDIT_REPORT=bench/audit.md $(BIN)/pytest -s tests/test_audit.py -k quarantined
 
 proto: setup
 	$(BIN)/python proto/generate.py

@@ -78,6 +78,8 @@ class NodeLink:
         self.healthy_since = 0.0
         #: When a node that had served was taken out (it is probed often for a while after: a stall ends).
         self.out_since = -1e9
+        #: Why the audit took it out for good ("" while it is trusted; see ``coordinator.audit``).
+        self.quarantined = ""
         self._seq = itertools.count()
         self._send: asyncio.Queue[pose_pb2.Frame | None] = asyncio.Queue()
         self._stream_task: asyncio.Task[None] | None = None

@@ -19,7 +19,8 @@ import grpc
 from posefleet.common.mdns import accept_only_from, open_zeroconf
 from posefleet.common.tls import TlsFiles
 from posefleet.coordinator.adverts import AdvertGate, listening_networks
-from posefleet.coordinator.jobs import Job
+from posefleet.coordinator.audit import Auditor
+from posefleet.coordinator.jobs import Job, frame_cost
 from posefleet.coordinator.links import NodeLink
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.v1 import pose_pb2
@@ -68,6 +69,13 @@ class Registry:
         self.gate: AdvertGate | None = None
         #: Node credits each camera's unanswered frames hold, and cameras waiting for credits (fair shares).
         self._held: collections.Counter[str] = collections.Counter()
+        self.auditor = Auditor(
+            self._spare,
+            self._spawn,
+            share=settings.audit_share,
+            min_agreement=settings.audit_min_agreement,
+            strikes=settings.audit_strikes,
+        )
         self._waiting: collections.Counter[str] = collections.Counter()
         self.mdns_filters: list[Any] = []
         #: Adverts not dialled, by mDNS name: (address, claimed node id, why); the last ``IGNORED_KEPT`` (status).
@@ -107,6 +115,8 @@ class Registry:
     def add(self, key: str, address: str, source: str, node_id: str | None = None) -> None:
         """A node at ``address``; ``node_id`` is the id its advert claims (it must prove it over TLS)."""
         link = self.links.get(key)
+        if link is not None and link.quarantined:
+            return  # the audit took it out for good
         if link is not None and link.address == address:
             if not link.healthy:
                 link.retry_at = 0.0  # an announcement is a good moment to try again
@@ -165,6 +175,8 @@ class Registry:
         task.add_done_callback(self._tasks.discard)
 
     async def _connect(self, link: NodeLink) -> None:
+        if link.quarantined:
+            return
         connected = await link.connect()
         if link.source == "zeroconf" and self.gate is not None:
             if connected:
@@ -261,7 +273,7 @@ class Registry:
                     link.mark_down(f"no answer to a frame for {overdue:.1f} s")
                 elif link.healthy:
                     self._spawn(link.check())
-                else:
+                elif not link.quarantined:
                     backoff = min(
                         self.settings.backoff_max_s, self.settings.backoff_initial_s * 2 ** max(0, link.failures - 1)
                     )
@@ -374,6 +386,10 @@ class Registry:
                     if not self._waiting[camera]:
                         del self._waiting[camera]
 
+    def _spare(self, frame: pose_pb2.Frame, exclude: set[str]) -> NodeLink | None:
+        """A node with a spare credit now for the audit's copy of ``frame`` (None: none; the audit waits for none)."""
+        return self._pick(frame.model, exclude, frame.ByteSize(), frame_cost(frame.image))
+
     def _hold(self, job: Job, link: NodeLink) -> None:
         """Count ``job`` in its camera's share until it is answered (once, whatever its retries)."""
         if job.share:
@@ -382,11 +398,15 @@ class Registry:
         job.share = min(job.cost, link.capacity)
         self._held[camera] += job.share
 
-        def release(_: object) -> None:
+        def release(future: asyncio.Future[pose_pb2.PoseResult]) -> None:
             self._held[camera] -= job.share
             if self._held[camera] <= 0:
                 del self._held[camera]
             self._notify()
+            if not future.cancelled() and (result := future.result()).status == pose_pb2.RESULT_STATUS_OK:
+                answered = next((n for n in self.links.values() if n.info.node_id == result.node_id), None)
+                if answered is not None:
+                    self.auditor.answered(job, answered, result)
 
         job.future.add_done_callback(release)
 

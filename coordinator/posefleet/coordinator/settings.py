@@ -108,6 +108,10 @@ class CoordinatorSettings(FileSettings):
         5.0, gt=0, description="a subscriber this far behind is ended with RESOURCE_EXHAUSTED"
     )
     max_cameras: int = Field(1000, ge=1, description="cameras with state at once; more: RESOURCE_EXHAUSTED")
+    #: Auditing nodes (coordinator/audit.py): this share of answered frames is answered again by another node.
+    audit_share: float = Field(0.03, ge=0, le=0.5, description="share of answered frames sent to a second node")
+    audit_min_agreement: float = Field(0.5, gt=0, le=1, description="two answers below this agreement disagree")
+    audit_strikes: int = Field(3, ge=1, le=10, description="strikes in a node's last 10 audits that quarantine it")
     #: Open calls per certificate (admins: the totals only) and in all; more: RESOURCE_EXHAUSTED. A camera
     #: needs one stream (two while it reconnects); each stream holds gRPC buffers of up to a few frames.
     max_streams_per_peer: int = Field(4, ge=1, le=1000, description="camera streams one certificate may hold")
