@@ -11,12 +11,14 @@ import ctypes.util
 import functools
 import gc
 import logging
+import os
 
 log = logging.getLogger("posefleet.memory")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 MMAP_THRESHOLD_BYTES = 1 << 20
 ARENAS = 4
 TRIM_EVERY_S = 10.0
+BURST_BYTES = 32 << 20
 
 
 @functools.cache
@@ -48,8 +50,22 @@ def trim(collect: bool = False) -> None:
         libc.malloc_trim(0)
 
 
-async def return_memory(every_s: float = TRIM_EVERY_S) -> None:
-    """Every ``every_s``: give freed heap back to the system (``malloc_trim``), until cancelled."""
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+async def return_memory(every_s: float = TRIM_EVERY_S, burst_bytes: int = BURST_BYTES) -> None:
+    """Every ``every_s``: give freed heap back to the system (``malloc_trim``), until cancelled. After a burst
+    (the process grew by ``burst_bytes`` since the last look) a full garbage collection first: refused gRPC
+    messages and their calls end up in reference cycles that hold megabytes until the collector's next full
+    pass; only then, so that no steady-state tick pays for a full pass."""
+    last = _resident_bytes()
     while True:
         await asyncio.sleep(every_s)
-        trim()
+        now = _resident_bytes()
+        trim(collect=now - last > burst_bytes)
+        last = _resident_bytes()
