@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from nodes import NodeProcess, jpeg
 from posefleet.clients.sdk import PosefleetClient, encode_frame
-from posefleet.common.processes import PosefleetProcess, rss_bytes, start_coordinator
+from posefleet.common.memory import rss_bytes
+from posefleet.common.processes import PosefleetProcess, start_coordinator
 from posefleet.coordinator.links import SLOW_START_CREDITS
 from posefleet.node.engine.runtime import record_outputs
 from posefleet.node.tools.media import frames, read_image

@@ -28,9 +28,9 @@ import grpc
 import numpy as np
 from posefleet.clients.sdk import PosefleetClient, encode_frame
 from posefleet.common.cli import positive_int, report
+from posefleet.common.memory import rss_bytes
 from posefleet.common.processes import (
     PosefleetProcess,
-    rss_bytes,
     run_posefleet,
     start_coordinator,
     start_node,

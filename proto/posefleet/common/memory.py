@@ -10,10 +10,9 @@ import ctypes
 import ctypes.util
 import functools
 import gc
-import logging
 import os
+from pathlib import Path
 
-log = logging.getLogger("posefleet.memory")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 MMAP_THRESHOLD_BYTES = 1 << 20
 ARENAS = 4
@@ -50,22 +49,24 @@ def trim(collect: bool = False) -> None:
         libc.malloc_trim(0)
 
 
-def _resident_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 async def return_memory(every_s: float = TRIM_EVERY_S, burst_bytes: int = BURST_BYTES) -> None:
     """Every ``every_s``: give freed heap back to the system (``malloc_trim``), until cancelled. After a burst
     (the process grew by ``burst_bytes`` since the last look) a full garbage collection first: refused gRPC
     messages and their calls end up in reference cycles that hold megabytes until the collector's next full
-    pass; only then, so that no steady-state tick pays for a full pass."""
-    last = _resident_bytes()
+    pass; only then, so that no steady-state tick pays for a full pass. Elsewhere than glibc on Linux, nothing."""
+    if _libc() is None:
+        return
+    me = os.getpid()
+    last = rss_bytes(me)
     while True:
         await asyncio.sleep(every_s)
-        now = _resident_bytes()
-        trim(collect=now - last > burst_bytes)
-        last = _resident_bytes()
+        trim(collect=rss_bytes(me) - last > burst_bytes)
+        last = rss_bytes(me)

@@ -102,14 +102,6 @@ def _wait_serving(address: str, tls: TlsFiles | None, server: str, deadline: flo
     return False
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
 def stop_all(processes: list[PosefleetProcess]) -> None:
     """Stop processes in reverse start order (SIGTERM, then SIGKILL)."""
     for running in reversed(processes):
