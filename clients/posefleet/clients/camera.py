@@ -29,7 +29,7 @@ from posefleet.common import tls
 from posefleet.common.drawing import draw_skeletons
 from posefleet.common.errors import PosefleetError
 from posefleet.common.keypoints import NUM_KEYPOINTS
-from posefleet.common.tls import TlsFiles, explain_refusal, role_name
+from posefleet.common.tls import TlsFiles, explain_refusal, role_name, split_address
 from posefleet.v1 import pose_pb2
 
 log = logging.getLogger("posefleet.camera")
@@ -252,13 +252,16 @@ class CameraClient:
         connect: no TLS, no call): the attempt starts as soon as it accepts again. The reconnect budget
         (``max_reconnects`` attempts, backoff up to 8 s) is unchanged; a camera is back within a probe of its
         coordinator rather than within a backoff."""
-        host, _, port = self.o.coordinator.rpartition(":")
-        host = host.strip("[]")
+        try:
+            host, port = split_address(self.o.coordinator)
+        except ValueError:  # an address without a port gRPC still dials: nothing to probe, wait the backoff
+            await asyncio.sleep(seconds)
+            return
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout=min(left, PROBE_S))
-            except (OSError, TimeoutError, ValueError):
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=min(left, PROBE_S))
+            except (OSError, TimeoutError):
                 await asyncio.sleep(min(PROBE_S, max(0.0, deadline - time.monotonic())))
                 continue
             writer.close()

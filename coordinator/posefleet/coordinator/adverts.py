@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 
 import ifaddr
 from posefleet.common.mdns import Network
+from posefleet.common.tls import split_address
 
 HOST_BACKOFF_MAX_S = 300.0
 _LOOPBACKS: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
@@ -80,7 +81,7 @@ class AdvertGate:
         discovered = list(discovered)
         if address in discovered:
             return f"{address} is already a node under another name"
-        if sum(1 for d in discovered if d.rpartition(":")[0].strip("[]") == host) >= self.max_links_per_host:
+        if sum(1 for d in discovered if split_address(d)[0] == host) >= self.max_links_per_host:
             return f"{host} already has {self.max_links_per_host} discovered nodes, the most one host may"
         if len(self._created) == self.max_new_links_per_minute and now - self._created[0] < 60.0:
             return f"more than {self.max_new_links_per_minute} new nodes advertised within a minute"

@@ -111,17 +111,33 @@ class TlsFiles:
         return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 
+def split_address(address: str) -> tuple[str, int]:
+    """The host and port of ``HOST:PORT`` or ``[V6]:PORT`` (``ValueError`` when the port is no number)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _client_context(tls: TlsFiles) -> ssl.SSLContext:
+    """A TLS client context as gRPC's: the fleet CA, this component's certificate offered, HTTP/2."""
+    context = ssl.create_default_context(cafile=str(tls.ca))
+    context.load_cert_chain(str(tls.cert), str(tls.key))
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+async def _handshake(
+    address: str, context: ssl.SSLContext, server: str, timeout: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TLS connection of its own to ``address``, whose server must prove ``server``."""
+    host, port = split_address(address)
+    return await asyncio.wait_for(asyncio.open_connection(host, port, ssl=context, server_hostname=server), timeout)
+
+
 async def peer_certificate(address: str, tls: TlsFiles, server: str, timeout: float = 5.0) -> bytes:
     """The DER certificate a TLS server at ``address`` presents (proving ``server``, with this component's own
     certificate offered): what a gRPC client cannot ask its channel for, to check it against a revocation
     list."""
-    host, _, port = address.rpartition(":")
-    context = ssl.create_default_context(cafile=str(tls.ca))
-    context.load_cert_chain(str(tls.cert), str(tls.key))
-    context.set_alpn_protocols(["h2"])
-    _, writer = await asyncio.wait_for(
-        asyncio.open_connection(host.strip("[]"), int(port), ssl=context, server_hostname=server), timeout
-    )
+    _, writer = await _handshake(address, _client_context(tls), server, timeout)
     try:
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
@@ -139,17 +155,12 @@ async def explain_refusal(address: str, tls: TlsFiles | None, server: str, timeo
     "handshake failed"). One TLS handshake of its own with the same certificate tells which side refused what."""
     if tls is None:
         return ""
-    host, _, port = address.rpartition(":")
     try:
-        context = ssl.create_default_context(cafile=str(tls.ca))
-        context.load_cert_chain(str(tls.cert), str(tls.key))
+        context = _client_context(tls)
     except (OSError, ssl.SSLError) as exc:
         return f"cannot use the certificate files {tls.cert} / {tls.key} ({exc})"
-    context.set_alpn_protocols(["h2"])
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host.strip("[]"), int(port), ssl=context, server_hostname=server), timeout
-        )
+        reader, writer = await _handshake(address, context, server, timeout)
     except ssl.SSLCertVerificationError as exc:
         return (
             f"{address} does not prove it is {server} of this fleet ({exc.verify_message}): the wrong address, "
