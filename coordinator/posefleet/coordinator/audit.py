@@ -14,7 +14,6 @@ import collections
 import logging
 import random
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -29,48 +28,39 @@ AUDIT_WINDOW = 10
 AUDIT_TIMEOUT_S = 5.0
 
 
-@dataclass
-class AuditCounts:
-    """What the audits cost and found (``posefleet status`` and the benchmark read them)."""
-
-    audits: int = 0
-    referees: int = 0
-    disagreements: int = 0
-    quarantined: list[str] = field(default_factory=list)
-
-
 class Auditor:
     def __init__(
         self,
-        pick: Callable[[pose_pb2.Frame, set[str]], NodeLink | None],
+        pick: Callable[[Job, set[str]], NodeLink | None],
+        node: Callable[[str], NodeLink | None],
         spawn: Callable[[Coroutine[Any, Any, object]], None],
         *,
         share: float,
         min_agreement: float,
         strikes: int,
-        seed: int | None = None,
     ) -> None:
-        self._pick, self._spawn = pick, spawn
+        """``pick``: a node with a spare credit for a job, but none of those named; ``node``: the node of an id."""
+        self._pick, self._node, self._spawn = pick, node, spawn
         self.share, self.min_agreement, self.strikes = share, min_agreement, strikes
-        self._random = random.Random(seed)
+        self._random = random.Random()
         self._judged: dict[str, collections.deque[bool]] = {}  # per node: struck or not, last AUDIT_WINDOW
-        self.counts = AuditCounts()
 
-    def answered(self, job: Job, link: NodeLink, result: pose_pb2.PoseResult) -> None:
-        """A frame ``link`` answered OK: audit it with probability ``share``."""
-        if self.share <= 0 or result.status != pose_pb2.RESULT_STATUS_OK or link.quarantined:
+    def answered(self, job: Job, result: pose_pb2.PoseResult) -> None:
+        """A frame answered: audit it with probability ``share`` (drawn first: most answers cost nothing more)."""
+        if self.share <= 0 or self._random.random() >= self.share or result.status != pose_pb2.RESULT_STATUS_OK:
             return
-        if self._random.random() < self.share:
-            self._spawn(self._audit(job.frame, link, result))
+        link = self._node(result.node_id)
+        if link is not None and not link.quarantined:
+            self._spawn(self._audit(job, link, result))
 
     async def _second(self, frame: pose_pb2.Frame, exclude: set[str]) -> tuple[NodeLink, pose_pb2.PoseResult] | None:
         """The same frame answered by another node with a spare credit now (None: none, or it failed)."""
-        other = self._pick(frame, exclude)
-        if other is None:
-            return None
         copy = pose_pb2.Frame()
         copy.CopyFrom(frame)
         job = Job.start(copy, AUDIT_TIMEOUT_S)
+        other = self._pick(job, exclude)
+        if other is None:
+            return None
         other.submit(job)
         try:
             result = await asyncio.wait_for(asyncio.shield(job.future), AUDIT_TIMEOUT_S)
@@ -79,19 +69,18 @@ class Auditor:
             return None
         return (other, result) if result.status == pose_pb2.RESULT_STATUS_OK else None
 
-    async def _audit(self, frame: pose_pb2.Frame, link: NodeLink, result: pose_pb2.PoseResult) -> None:
+    async def _audit(self, job: Job, link: NodeLink, result: pose_pb2.PoseResult) -> None:
+        frame = job.frame
         second = await self._second(frame, {link.key})
         if second is None:
             return
         auditor, check = second
-        self.counts.audits += 1
         agree = agreement(poses_of(result), poses_of(check))
         log.debug("audit: %s and %s agree %.2f", link.info.node_id, auditor.info.node_id, agree)
         if agree >= self.min_agreement:
             self._judge(link, struck=False)
             self._judge(auditor, struck=False)
             return
-        self.counts.disagreements += 1
         third = await self._second(frame, {link.key, auditor.key})
         if third is None:
             log.warning(
@@ -100,7 +89,6 @@ class Auditor:
                 auditor.info.node_id,
             )
             return
-        self.counts.referees += 1
         _, verdict = third
         for node, answer in ((link, result), (auditor, check)):
             self._judge(node, struck=agreement(poses_of(answer), poses_of(verdict)) < self.min_agreement)
@@ -116,4 +104,3 @@ class Auditor:
             log.error("node %s (%s) %s", link.info.node_id or link.key, link.address, reason)
             link.quarantined = reason
             link.mark_down(reason)
-            self.counts.quarantined.append(link.info.node_id or link.key)

@@ -20,7 +20,7 @@ from posefleet.common.mdns import accept_only_from, open_zeroconf
 from posefleet.common.tls import TlsFiles
 from posefleet.coordinator.adverts import AdvertGate, listening_networks
 from posefleet.coordinator.audit import Auditor
-from posefleet.coordinator.jobs import Job, frame_cost
+from posefleet.coordinator.jobs import Job
 from posefleet.coordinator.links import NodeLink
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.v1 import pose_pb2
@@ -70,14 +70,14 @@ class Registry:
         #: Node credits each camera's unanswered frames hold, and cameras waiting for credits (fair shares).
         self._held: collections.Counter[str] = collections.Counter()
         self.auditor = Auditor(
-            self._spare,
+            self._pick_for,
+            self._node_of,
             self._spawn,
             share=settings.audit_share,
             min_agreement=settings.audit_min_agreement,
             strikes=settings.audit_strikes,
         )
         self._waiting: collections.Counter[str] = collections.Counter()
-        self.mdns_filters: list[Any] = []
         #: Adverts not dialled, by mDNS name: (address, claimed node id, why); the last ``IGNORED_KEPT`` (status).
         self.ignored: collections.OrderedDict[str, tuple[str, str, str]] = collections.OrderedDict()
 
@@ -94,7 +94,7 @@ class Registry:
                 backoff_initial_s=self.settings.backoff_initial_s,
             )
             self._zc = open_zeroconf(self.settings.zeroconf_interfaces)
-            self.mdns_filters = await accept_only_from(self._zc, networks)
+            await accept_only_from(self._zc, networks)
             self._browser = AsyncServiceBrowser(self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_service])
         self._health_task = asyncio.create_task(self._health_loop(), name="node-health")
         self._straggler_task = asyncio.create_task(self._straggler_loop(), name="node-stragglers")
@@ -296,7 +296,7 @@ class Registry:
                 if not link.healthy:
                     continue
                 for job in link.stragglers(now, self.settings.straggler_after_s):
-                    other = self._pick(job.frame.model, job.tried, job.frame.ByteSize(), job.cost)
+                    other = self._pick_for(job, job.tried)
                     if other is None or other.key in job.tried:
                         break
                     other.submit(job)
@@ -386,9 +386,12 @@ class Registry:
                     if not self._waiting[camera]:
                         del self._waiting[camera]
 
-    def _spare(self, frame: pose_pb2.Frame, exclude: set[str]) -> NodeLink | None:
-        """A node with a spare credit now for the audit's copy of ``frame`` (None: none; the audit waits for none)."""
-        return self._pick(frame.model, exclude, frame.ByteSize(), frame_cost(frame.image))
+    def _pick_for(self, job: Job, exclude: set[str]) -> NodeLink | None:
+        """A node with a free credit for ``job`` now, none of ``exclude`` (a straggler's or an audit's copy)."""
+        return self._pick(job.frame.model, exclude, job.frame.ByteSize(), job.cost)
+
+    def _node_of(self, node_id: str) -> NodeLink | None:
+        return next((link for link in self.links.values() if link.info.node_id == node_id), None)
 
     def _hold(self, job: Job, link: NodeLink) -> None:
         """Count ``job`` in its camera's share until it is answered (once, whatever its retries)."""
@@ -403,10 +406,8 @@ class Registry:
             if self._held[camera] <= 0:
                 del self._held[camera]
             self._notify()
-            if not future.cancelled() and (result := future.result()).status == pose_pb2.RESULT_STATUS_OK:
-                answered = next((n for n in self.links.values() if n.info.node_id == result.node_id), None)
-                if answered is not None:
-                    self.auditor.answered(job, answered, result)
+            if not future.cancelled():
+                self.auditor.answered(job, future.result())
 
         job.future.add_done_callback(release)
 
