@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nodes import NodeProcess, jpeg, run_cli
@@ -239,6 +240,12 @@ def _start_coordinator(port: int) -> PosefleetProcess:
     )
 
 
+def door_camera(port: int, assets: Path, **extra: Any) -> CameraOptions:
+    """Camera "door" streaming the sample clip at 20 FPS to an --insecure coordinator on 127.0.0.1:``port``."""
+    clip = str(assets / "video" / "pose_1.mp4")
+    return CameraOptions(f"127.0.0.1:{port}", clip, "door", tls=None, fps=20, stats_every_s=100, **extra)
+
+
 async def test_camera_client_reconnects_after_coordinator_restart(
     models: dict[str, Path], assets: Path, tmp_path: Path
 ) -> None:
@@ -247,16 +254,8 @@ async def test_camera_client_reconnects_after_coordinator_restart(
     first = _start_coordinator(port)
     second: PosefleetProcess | None = None
     try:
-        options = CameraOptions(
-            coordinator=f"127.0.0.1:{port}",
-            source=str(assets / "video" / "pose_1.mp4"),
-            camera_id="door",
-            tls=None,
-            fps=20,
-            resize_to_model=True,
-            jsonl=tmp_path / "door.jsonl",
-            render=tmp_path / "door.mp4",
-            stats_every_s=100,
+        options = door_camera(
+            port, assets, resize_to_model=True, jsonl=tmp_path / "door.jsonl", render=tmp_path / "door.mp4"
         )
         camera = asyncio.create_task(CameraClient(options).run())
         await asyncio.sleep(2.5)
@@ -336,14 +335,7 @@ async def test_a_camera_is_back_within_a_second_of_its_coordinator_after_a_long_
     first = _start_coordinator(port)
     second: PosefleetProcess | None = None
     try:
-        options = CameraOptions(
-            coordinator=f"127.0.0.1:{port}",
-            source=str(assets / "video" / "pose_1.mp4"),
-            camera_id="door",
-            tls=None,
-            fps=20,
-            stats_every_s=100,
-        )
+        options = door_camera(port, assets)
         client = CameraClient(options)
         camera = asyncio.create_task(client.run())
         await asyncio.sleep(2.0)

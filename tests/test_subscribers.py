@@ -45,20 +45,31 @@ def crowd(link: LoopbackLink, frame: pose_pb2.Frame) -> pose_pb2.PoseResult:
     return result
 
 
+async def crowd_coordinator(backlog: int, max_lag_s: float) -> CoordinatorServer:
+    """An --insecure coordinator with one in-process node answering a crowd, and these subscriber limits."""
+    LoopbackLink.nodes = {"n0": {"capacity": 8, "answer": crowd}}
+    settings = CoordinatorSettings(
+        host="127.0.0.1",
+        port=0,
+        discover=False,
+        subscriber_backlog=backlog,
+        subscriber_max_lag_s=max_lag_s,
+        insecure=True,
+    )
+    server = CoordinatorServer(settings, link_factory=LoopbackLink)
+    await server.start()
+    server.registry.add("n0", "loopback-n0", "static")
+    await asyncio.sleep(0.1)
+    return server
+
+
 @pytest.mark.parametrize("max_lag_s", [1.0, 30.0])
 async def test_a_stalled_subscriber_is_told_what_it_lost_and_dropped_when_too_far_behind(max_lag_s: float) -> None:
     """A camera at 100 FPS; one subscriber reads everything, the other stalls for 8 s after its first message.
     Allowed 30 s of lag, the stalled one loses the oldest results beyond its backlog and every message tells
     it how many (received + lost = sent); allowed 1 s, it is ended with RESOURCE_EXHAUSTED saying what it
     lost. The camera's results never wait for either subscriber."""
-    LoopbackLink.nodes = {"n0": {"capacity": 8, "answer": crowd}}
-    settings = CoordinatorSettings(
-        host="127.0.0.1", port=0, discover=False, subscriber_backlog=20, subscriber_max_lag_s=max_lag_s, insecure=True
-    )
-    server = CoordinatorServer(settings, link_factory=LoopbackLink)
-    await server.start()
-    server.registry.add("n0", "loopback-n0", "static")
-    await asyncio.sleep(0.1)
+    server = await crowd_coordinator(backlog=20, max_lag_s=max_lag_s)
     frames = 600
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -133,15 +144,8 @@ async def test_a_subscriber_reading_slowly_is_told_within_its_lag_limit() -> Non
 
     from posefleet.clients.sdk import PosefleetClient
 
-    LoopbackLink.nodes = {"n0": {"capacity": 8, "answer": crowd}}
     max_lag_s = 3.0
-    settings = CoordinatorSettings(
-        host="127.0.0.1", port=0, discover=False, subscriber_backlog=50, subscriber_max_lag_s=max_lag_s, insecure=True
-    )
-    server = CoordinatorServer(settings, link_factory=LoopbackLink)
-    await server.start()
-    server.registry.add("n0", "loopback-n0", "static")
-    await asyncio.sleep(0.1)
+    server = await crowd_coordinator(backlog=50, max_lag_s=max_lag_s)
     stop = time.monotonic() + 15.0
     try:
         async with PosefleetClient(f"127.0.0.1:{server.port}", tls=None) as client:

@@ -229,6 +229,23 @@ async def test_spoofed_goodbyes_leave_a_healthy_node_serving(
     assert "zeroconf goodbye, but it still answers its health check: staying" in coord.output()
 
 
+def reannounce(spoofer: AsyncZeroconf, node_id: str, port: int) -> None:
+    """The unique SRV, TXT and A records a real re-announcement of ``node_id`` at 127.0.0.1:``port`` sends
+    (cache-flush bit set), from ``spoofer``."""
+    info = AsyncServiceInfo(
+        SERVICE_TYPE,
+        service_name(node_id),
+        addresses=[socket.inet_aton("127.0.0.1")],
+        port=port,
+        properties=fake_advert(node_id).to_txt(),
+        server="rogue.local.",
+    )
+    out = DNSOutgoing(const._FLAGS_QR_RESPONSE | const._FLAGS_AA)
+    for record in (info.dns_pointer(), info.dns_service(), info.dns_text(), *info.dns_addresses()):
+        out.add_answer_at_time(record, 0)
+    spoofer.zeroconf.async_send(out)
+
+
 async def test_a_spoofed_announcement_of_a_live_node_at_another_address_changes_nothing(
     cluster: tuple[PosefleetProcess, NodeProcess], fleet: dict[str, TlsFiles], small_jpeg: bytes
 ) -> None:
@@ -240,22 +257,11 @@ async def test_a_spoofed_announcement_of_a_live_node_at_another_address_changes_
     rogue = RogueNode("node-a", None)
     port = await rogue.start(advertise=False)
     spoofer = AsyncZeroconf(interfaces=["127.0.0.1"])
-    info = AsyncServiceInfo(
-        SERVICE_TYPE,
-        service_name("node-a"),
-        addresses=[socket.inet_aton("127.0.0.1")],
-        port=port,
-        properties=fake_advert("node-a").to_txt(),
-        server="rogue.local.",
-    )
 
     async def announce() -> None:
         for _ in range(3):
             await asyncio.sleep(1.0)
-            out = DNSOutgoing(const._FLAGS_QR_RESPONSE | const._FLAGS_AA)
-            for record in (info.dns_pointer(), info.dns_service(), info.dns_text(), *info.dns_addresses()):
-                out.add_answer_at_time(record, 0)
-            spoofer.zeroconf.async_send(out)
+            reannounce(spoofer, "node-a", port)
 
     try:
         async with PosefleetClient(address, tls=fleet["admin"]) as admin:
@@ -290,20 +296,9 @@ async def test_a_node_that_stalls_while_announced_elsewhere_is_back_within_two_s
     rogue = RogueNode("node-a", None)
     port = await rogue.start(advertise=False)
     spoofer = AsyncZeroconf(interfaces=["127.0.0.1"])
-    info = AsyncServiceInfo(
-        SERVICE_TYPE,
-        service_name("node-a"),
-        addresses=[socket.inet_aton("127.0.0.1")],
-        port=port,
-        properties=fake_advert("node-a").to_txt(),
-        server="rogue.local.",
-    )
 
     def announce() -> None:
-        out = DNSOutgoing(const._FLAGS_QR_RESPONSE | const._FLAGS_AA)
-        for record in (info.dns_pointer(), info.dns_service(), info.dns_text(), *info.dns_addresses()):
-            out.add_answer_at_time(record, 0)
-        spoofer.zeroconf.async_send(out)
+        reannounce(spoofer, "node-a", port)
 
     try:
         async with PosefleetClient(address, tls=fleet["admin"]) as admin:
