@@ -333,9 +333,11 @@ class Registry:
     def _over_share(self, camera: str, cost: int) -> bool:
         """Whether ``camera`` already holds its fair share of the cluster's credits while others want some:
         node work is shared by what it costs, and a camera of expensive frames waits (dropping its own oldest
-        frames) before it takes more than its share. A camera holding nothing may always send one frame."""
+        frames) before it takes more than its share. A camera holding nothing may always send one frame, and a
+        frame of one credit is never held back: among cameras of ordinary frames, first come first served
+        already shares by frame count (holding them back cost a live scene its windows under load)."""
         held = self._held.get(camera, 0)
-        if not camera or not held:
+        if not camera or not held or cost <= 1:
             return False
         active = {c for c, n in self._held.items() if n} | {c for c, n in self._waiting.items() if n} | {camera}
         if len(active) < 2:
