@@ -89,8 +89,10 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def StreamCamera(
         self, request_iterator: AsyncIterator[pose_pb2.Frame], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pose_pb2.PoseResult]:
-        peer = await require(context, ("camera", "admin"), self.guard)
+        # The first frame is read before the caller is judged: a refusal sent while the camera's first write is
+        # still in flight reaches it as grpc-aio's "Internal error from Core" instead of the refusal's own status.
         first = await anext(aiter(request_iterator), None)
+        peer = await require(context, ("camera", "admin"), self.guard)
         if first is None:
             return
         if isinstance(first, Malformed):
