@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     from posefleet.common import pki
     from posefleet.coordinator import cli as coordinator_cli
     from posefleet.node.server import cli as node_cli
-    from posefleet.node.tools import bench_scene, fuse
+    from posefleet.node.tools import bench_calibration, bench_scene, calibrate, fuse
     from posefleet.node.tools import cli as tools_cli
 
     parser = argparse.ArgumentParser(
@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (
         tools_cli,
         fuse,
+        calibrate,
         bench_scene,
+        bench_calibration,
         node_cli,
         coordinator_cli,
         camera,

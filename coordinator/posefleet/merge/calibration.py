@@ -28,6 +28,10 @@ CROP_TOLERANCE_PX = 16
 RESIZE_TOLERANCE = 0.03
 
 
+#: Tables of a calibration TOML that are not cameras: Pose2Sim's metadata, named 3D points (``calibrate points``).
+NOT_CAMERAS = ("metadata", "world_points")
+
+
 class CalibrationError(PosefleetError):
     """A calibration file, or a camera's resolution, that cannot be used; the message names both."""
 
@@ -148,8 +152,47 @@ def load_calibration(path: str | Path) -> dict[str, Camera]:
     cameras = {
         name: _camera(path, name, section)
         for name, section in data.items()
-        if isinstance(section, dict) and name != "metadata"
+        if isinstance(section, dict) and name not in NOT_CAMERAS
     }
     if len(cameras) < 2:
         raise CalibrationError(f"{path}: a scene needs at least 2 calibrated cameras, found {len(cameras)}")
     return cameras
+
+
+def _toml_numbers(values: Any) -> str:
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    if isinstance(values, list):
+        return "[ " + ", ".join(_toml_numbers(v) for v in values) + "]"
+    return repr(float(values))
+
+
+def write_calibration(
+    path: str | Path, cameras: dict[str, Camera], metadata: dict[str, str | float] | None = None
+) -> None:
+    """Cameras as a Pose2Sim/anipose calibration TOML (what ``load_calibration`` reads), ``[metadata]`` last."""
+    lines = []
+    for name, cam in cameras.items():
+        rvec, _ = cv2.Rodrigues(cam.R)
+        lines += [
+            f"[{name}]",
+            f'name = "{name}"',
+            f"size = {_toml_numbers([float(cam.size[0]), float(cam.size[1])])}",
+            f"matrix = {_toml_numbers(cam.K)}",
+            f"distortions = {_toml_numbers(cam.dist)}",
+            f"rotation = {_toml_numbers(rvec.ravel())}",
+            f"translation = {_toml_numbers(cam.t)}",
+            "fisheye = false",
+            "",
+        ]
+    lines.append("[metadata]")
+    for key, value in {"adjusted": False, "error": 0.0, **(metadata or {})}.items():
+        text = (
+            ("true" if value else "false")
+            if isinstance(value, bool)
+            else (repr(float(value)) if isinstance(value, float | int) else '"' + str(value).replace('"', "'") + '"')
+        )
+        lines.append(f"{key} = {text}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")

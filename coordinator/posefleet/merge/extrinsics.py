@@ -1,0 +1,167 @@
+"""Extrinsics from known points: clicked pixels of points of known 3D position, or a board in one still.
+
+Each camera alone: SQPnP (globally optimal for 3+ points, planar or not), then Levenberg-Marquardt
+refinement of the reprojection error (``solvePnPRefineLM``). The world frame is the one the known points
+are given in (a board's own frame for a board). ``anchor`` moves a whole calibration (people-made) into the
+frame of known points seen by two or more cameras: the similarity (scale, rotation, origin) that best maps
+their triangulated positions onto the given ones (Umeyama).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from posefleet.merge.boards import Board
+from posefleet.merge.calibration import CalibrationError, Camera
+from posefleet.merge.triangulation import dlt
+
+F64 = npt.NDArray[np.float64]
+U8 = npt.NDArray[np.uint8]
+#: Points a camera needs for its pose (SQPnP solves from 3; a fourth makes the solution unique).
+MIN_POINTS = 4
+#: The table of a calibration TOML (or a points file) that holds named 3D points, metres.
+WORLD_TABLE = "world_points"
+
+
+@dataclass
+class PointsFit:
+    camera: Camera
+    rms_px: float
+    errors_px: dict[str, float]  # per point
+
+
+def _table(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+        data: dict[str, Any] = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except OSError as exc:
+        raise CalibrationError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise CalibrationError(f"{path}: neither JSON nor TOML of named points: {exc}") from None
+    return data
+
+
+def _named(path: Path, table: Any, dims: int, what: str) -> dict[str, F64]:
+    if not isinstance(table, dict):
+        raise CalibrationError(f"{path}: {what} must be a table of name = [{', '.join('xyz'[:dims])}]")
+    out = {}
+    for name, value in table.items():
+        arr = np.asarray(value, dtype=np.float64) if isinstance(value, list) else np.zeros(0)
+        if arr.shape != (dims,) or not np.isfinite(arr).all():
+            raise CalibrationError(f"{path}: {what} {name!r} must be {dims} finite numbers, got {value!r}")
+        out[str(name)] = arr
+    return out
+
+
+def read_points(path: Path) -> tuple[dict[str, F64], dict[str, F64]]:
+    """A points file: ``pixels`` (name -> [x, y]) and optionally ``world_points`` (name -> [X, Y, Z]); a
+    file of only name -> [x, y] is all pixels. JSON (``.json``) or TOML."""
+    data = _table(path)
+    if "pixels" in data:
+        return _named(path, data["pixels"], 2, "pixel"), _named(path, data.get(WORLD_TABLE, {}), 3, "world point")
+    return _named(path, data, 2, "pixel"), {}
+
+
+def read_world(path: Path) -> dict[str, F64]:
+    """Named 3D points: the ``world_points`` table of a TOML/JSON file (a calibration TOML may hold one)."""
+    data = _table(path)
+    return _named(path, data.get(WORLD_TABLE, {}), 3, "world point")
+
+
+def _solve(cam: Camera, obj: F64, img: F64) -> tuple[F64, F64, F64]:
+    ok, rvec, tvec = cv2.solvePnP(obj, img, cam.K, cam.dist, flags=cv2.SOLVEPNP_SQPNP)
+    if not ok:
+        raise CalibrationError(f"camera {cam.name}: no pose fits its {len(obj)} points")
+    rvec, tvec = cv2.solvePnPRefineLM(obj, img, cam.K, cam.dist, rvec, tvec)
+    px, _ = cv2.projectPoints(obj, rvec, tvec, cam.K, cam.dist)
+    R, _ = cv2.Rodrigues(rvec)
+    return np.asarray(R, np.float64), tvec.ravel().astype(np.float64), np.linalg.norm(px.reshape(-1, 2) - img, axis=1)
+
+
+def camera_from_points(cam: Camera, pixels: dict[str, F64], world: dict[str, F64], source: str = "") -> PointsFit:
+    """The camera's pose from the named points it sees (pixels) whose world positions are known."""
+    names = [n for n in pixels if n in world]
+    if len(names) < MIN_POINTS:
+        missing = sorted(set(pixels) - set(world))
+        raise CalibrationError(
+            f"camera {cam.name}{f' ({source})' if source else ''}: {len(names)} clicked points have a known 3D "
+            f"position, need {MIN_POINTS}" + (f" (no world position for {', '.join(missing)})" if missing else "")
+        )
+    obj = np.stack([world[n] for n in names])
+    img = np.stack([pixels[n] for n in names])
+    R, t, err = _solve(cam, obj, img)
+    return PointsFit(
+        replace(cam, R=R, t=t), float(np.sqrt(np.mean(err**2))), dict(zip(names, err.tolist(), strict=True))
+    )
+
+
+def camera_from_board(cam: Camera, image: U8, board: Board, source: str = "") -> PointsFit:
+    """The camera's pose in the board's frame from one still showing the board."""
+    det = board.detect(image)
+    if det is None:
+        raise CalibrationError(f"camera {cam.name}: no {board.kind} {board.cols}x{board.rows} found in {source}")
+    obj = det.object_points.astype(np.float64)
+    img = det.image_points.astype(np.float64)
+    R, t, err = _solve(cam, obj, img)
+    return PointsFit(
+        replace(cam, R=R, t=t), float(np.sqrt(np.mean(err**2))), {f"c{i}": float(e) for i, e in enumerate(err)}
+    )
+
+
+def umeyama(src: F64, dst: F64, with_scale: bool = True) -> tuple[float, F64, F64]:
+    """(s, R, t) minimising ||dst - (s R src + t)||² over points (N, 3)."""
+    ms, md = src.mean(axis=0), dst.mean(axis=0)
+    a, b = src - ms, dst - md
+    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
+    D = np.eye(3)
+    if np.linalg.det(U @ Vt) < 0:
+        D[2, 2] = -1
+    R = U @ D @ Vt
+    s = float(np.trace(np.diag(S) @ D) / ((a**2).sum() / len(src))) if with_scale else 1.0
+    return s, R, md - s * R @ ms
+
+
+def transform(cameras: dict[str, Camera], s: float, R: F64, t: F64) -> dict[str, Camera]:
+    """Cameras after the world change X' = s R X + t (X_cam = Rc X + tc in the old world)."""
+    out = {}
+    for name, cam in cameras.items():
+        Rn = cam.R @ R.T
+        out[name] = replace(cam, R=Rn, t=s * cam.t - Rn @ t)
+    return out
+
+
+def anchor(
+    cameras: dict[str, Camera], clicks: dict[str, dict[str, F64]], world: dict[str, F64]
+) -> tuple[dict[str, Camera], dict[str, float]]:
+    """Cameras moved into the frame of known points (``clicks``: camera -> name -> pixel), each triangulated
+    from the cameras that clicked it. Three or more points fix scale, rotation and origin; fewer are refused.
+    Returns the cameras and each point's distance (m) from its given position after the move."""
+    names = sorted({n for c in clicks.values() for n in c if n in world})
+    located, given, used = [], [], []
+    for name in names:
+        views = [(cameras[c], px[name]) for c, px in clicks.items() if name in px and c in cameras]
+        if len(views) < 2:
+            continue
+        P = np.stack([cam.P for cam, _ in views])
+        xy = np.stack([cam.undistort(p[None])[0] for cam, p in views])[None]
+        X = dlt(P, xy, np.ones((1, len(views))))[0]
+        if np.isfinite(X).all():
+            located.append(X)
+            given.append(world[name])
+            used.append(name)
+    if len(located) < 3:
+        raise CalibrationError(
+            f"known points: {len(located)} are clicked in two or more cameras with a known 3D position, need 3 "
+            "(scale, rotation and origin)"
+        )
+    src, dst = np.stack(located), np.stack(given)
+    s, R, t = umeyama(src, dst)
+    residual = np.linalg.norm(s * src @ R.T + t - dst, axis=1)
+    return transform(cameras, s, R, t), dict(zip(used, residual.tolist(), strict=True))

@@ -1,0 +1,655 @@
+"""Extrinsics from the people in the room: every camera's pose from synchronised 2D keypoints, no board.
+
+Pose2Sim lists "keypoints" as an extrinsic method and raises NotImplementedError; this is posefleet's own
+structure-from-motion on people, the classic incremental pipeline with joints as the features:
+
+1. **Pairs.** For each camera pair every frame offers every person of one view against every person of the
+   other: their joints seen confidently in both are candidate correspondences (undistorted, normalised by
+   each camera's K). MAGSAC++ (``cv2.USAC_MAGSAC``) finds the essential matrix the most joints agree on:
+   the right pairings of people agree with one geometry, wrong pairings each with a different one. Under
+   that geometry each frame's people are paired by optimal assignment on their median Sampson distance
+   (pixels), and the matrix is estimated again from the pairs alone.
+2. **People across cameras.** Per frame, the pairwise pairings are joined (union-find) into one group per
+   person; a group holding two people of one camera keeps the one with more pairings.
+3. **Incremental placement.** The pair with the most inliers starts (its relative pose from the essential
+   matrix, baseline 1); its joints are triangulated (weighted DLT); each next camera, the one sharing the
+   most triangulated joints first, is placed by PnP with RANSAC on them; every placed camera triangulates.
+4. **Bundle adjustment** over all camera poses and 3D joints: SciPy ``least_squares`` (trust region, a
+   sparse Jacobian, a Huber loss in pixels, residuals weighted by the 2D confidence), twice, dropping the
+   observations the first pass leaves far off.
+5. **World frame.** Z up from the floor plane fitted to the lowest ankles, the origin on the floor below
+   the people, x along the first camera's view; metric scale from the people's height (the leg and trunk
+   segments, anthropometric ratios) or, better, from known points (``anchor_to_points``).
+
+Cameras a pair never agrees on, or too few joints place, are reported with the reason, never guessed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from posefleet.merge.calibration import CalibrationError, Camera
+from posefleet.merge.triangulation import dlt
+from scipy.optimize import least_squares
+from scipy.sparse import lil_matrix
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+Views = Sequence[Mapping[str, Sequence[F32]]]  # per frame: camera -> its 2D poses (J, 3) in pixels
+log = logging.getLogger("posefleet.merge.selfcal")
+
+# COCO-17 joints: ankles, knees, hips, shoulders (the height segments).
+L_SHOULDER, R_SHOULDER, L_HIP, R_HIP, L_KNEE, R_KNEE, L_ANKLE, R_ANKLE = 5, 6, 11, 12, 13, 14, 15, 16
+#: Segment lengths as fractions of stature (Winter, Biomechanics and Motor Control of Human Movement, 4th ed.,
+#: fig. 4.1): knee to ankle 0.246, hip to knee 0.245, hip joint to shoulder 0.288.
+LEG_TRUNK_OF_STATURE = 0.246 + 0.245 + 0.288
+
+
+@dataclass(frozen=True)
+class SelfCalParams:
+    min_score: float = 0.3  # a joint below this confidence is not a correspondence
+    min_joints: int = 6  # joints two views of one person must share to be paired
+    ransac_px: float = 10.0  # inlier threshold of the essential matrix and PnP (pixels)
+    match_px: float = 25.0  # the largest median Sampson distance of a pairing (pixels)
+    min_pair_inliers: int = 60  # a camera pair agreeing on fewer joints gives no pose
+    min_place_joints: int = 40  # triangulated joints a camera needs to be placed
+    huber_px: float = 5.0
+    outlier_px: float = 30.0  # observations further off after the first adjustment are dropped
+    hypotheses: int = 300  # pairings of two people tried as the source of a pair's essential matrix
+    adjustment_evaluations: int = 100  # residual evaluations of one bundle adjustment at most
+    ransac_tries: tuple[float, ...] = (8.0, 12.0, 16.0)  # ``calibrate_from_people`` starts once with each
+
+
+@dataclass
+class CameraReport:
+    name: str
+    placed: bool
+    reason: str = ""
+    observations: int = 0
+    frames: int = 0
+    error_px: float = float("nan")  # RMS reprojection error after the adjustment
+
+
+@dataclass
+class SelfCalResult:
+    cameras: dict[str, Camera]  # every camera given; unplaced ones keep their input extrinsics
+    report: list[CameraReport]
+    points: int  # 3D joints in the adjustment
+    frames: int  # frames that gave at least one joint
+    scale_source: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def placed(self) -> list[str]:
+        return [r.name for r in self.report if r.placed]
+
+
+# -- geometry helpers ---------------------------------------------------------------------------------
+def _normalised(cam: Camera, xy: F64) -> F64:
+    """Pixel points (N, 2) -> undistorted normalised image points (N, 2)."""
+    und = cam.undistort(xy)
+    Kinv = np.linalg.inv(cam.K)
+    return und @ Kinv[:2, :2].T + Kinv[:2, 2]  # type: ignore[no-any-return]
+
+
+def _sampson(E: F64, a: F64, b: F64) -> F64:
+    """Sampson distance (normalised units) of correspondences a (N, 2) -> b (N, 2) under x_b^T E x_a = 0."""
+    ha = np.column_stack([a, np.ones(len(a))])
+    hb = np.column_stack([b, np.ones(len(b))])
+    Ea = ha @ E.T
+    Etb = hb @ E
+    num = np.einsum("ij,ij->i", hb, Ea) ** 2
+    den = Ea[:, 0] ** 2 + Ea[:, 1] ** 2 + Etb[:, 0] ** 2 + Etb[:, 1] ** 2
+    return np.sqrt(num / np.maximum(den, 1e-18))  # type: ignore[no-any-return]
+
+
+def _rodrigues(rvecs: F64) -> F64:
+    """Rotation vectors (N, 3) -> rotation matrices (N, 3, 3)."""
+    theta = np.linalg.norm(rvecs, axis=1)[:, None, None]
+    k = rvecs / np.maximum(theta[:, :, 0], 1e-12)
+    K = np.zeros((len(rvecs), 3, 3))
+    K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
+    K[:, 1, 0], K[:, 2, 0], K[:, 2, 1] = k[:, 2], -k[:, 1], k[:, 0]
+    eye = np.eye(3)[None]
+    return eye + np.sin(theta) * K + (1 - np.cos(theta)) * (K @ K)  # type: ignore[no-any-return]
+
+
+# -- 1. pairs -------------------------------------------------------------------------------------------
+@dataclass
+class _Obs:
+    """One view's person in one frame: normalised and undistorted-pixel joints, confidences."""
+
+    norm: F64  # (J, 2)
+    pix: F64  # (J, 2) undistorted pixels
+    conf: F64  # (J,)
+
+
+def _observations(cameras: Mapping[str, Camera], views: Views, p: SelfCalParams) -> dict[str, list[list[_Obs]]]:
+    out: dict[str, list[list[_Obs]]] = {name: [] for name in cameras}
+    for frame in views:
+        for name, cam in cameras.items():
+            people = []
+            for pose in frame.get(name, []):
+                kp = np.asarray(pose, np.float64)
+                conf = np.where(np.isfinite(kp[:, :2]).all(axis=1), kp[:, 2], 0.0)
+                xy = np.nan_to_num(kp[:, :2])
+                if (conf >= p.min_score).sum() < p.min_joints:
+                    continue
+                people.append(_Obs(_normalised(cam, xy), cam.undistort(xy), conf))
+            out[name].append(people)
+    return out
+
+
+def _essential(R: F64, t: F64) -> F64:
+    tx = np.array([[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]])
+    return tx @ R
+
+
+def _match(
+    E: F64, oa: list[list[_Obs]], ob: list[list[_Obs]], focal: float, p: SelfCalParams
+) -> tuple[list[list[tuple[int, int]]], F64, F64]:
+    """Each frame's people of view a paired with view b under ``E`` (optimal assignment on the median Sampson
+    distance in pixels, at most ``match_px``), and the paired joints (normalised) of every frame."""
+    from scipy.optimize import linear_sum_assignment
+
+    matches: list[list[tuple[int, int]]] = []
+    keep_a, keep_b = [np.zeros((0, 2))], [np.zeros((0, 2))]
+    for people_a, people_b in zip(oa, ob, strict=True):
+        cost = np.full((len(people_a), len(people_b)), 1e6)
+        for i, pa in enumerate(people_a):
+            for j, pb in enumerate(people_b):
+                both = (pa.conf >= p.min_score) & (pb.conf >= p.min_score)
+                if both.sum() >= p.min_joints:
+                    cost[i, j] = float(np.median(_sampson(E, pa.norm[both], pb.norm[both]))) * focal
+        frame_matches = []
+        if cost.size:
+            for i, j in zip(*linear_sum_assignment(cost), strict=True):
+                if cost[i, j] <= p.match_px:
+                    frame_matches.append((int(i), int(j)))
+                    pa, pb = people_a[i], people_b[j]
+                    both = (pa.conf >= p.min_score) & (pb.conf >= p.min_score)
+                    keep_a.append(pa.norm[both])
+                    keep_b.append(pb.norm[both])
+        matches.append(frame_matches)
+    return matches, np.concatenate(keep_a), np.concatenate(keep_b)
+
+
+@dataclass
+class _Pair:
+    a: str
+    b: str
+    R: F64
+    t: F64
+    inliers: int
+    matches: list[list[tuple[int, int]]]  # per frame: (person in a, person in b)
+
+
+def _best_hypothesis(
+    src: list[F64],
+    dst: list[F64],
+    group: npt.NDArray[np.int_],
+    owner: list[tuple[int, int]],
+    *,
+    A: F64,
+    B: F64,
+    thr: float,
+    p: SelfCalParams,
+) -> F64 | None:
+    """The essential matrix most joints agree with, among hypotheses each drawn from one pairing of two
+    people (a pooled RANSAC also draws samples mixing people, and on noisy keypoints one such mix can win).
+    A hypothesis scores, for each person of view a in each frame, the joints of its best partner under it."""
+    order = np.argsort([-len(x) for x in src])[: p.hypotheses]
+    owners = np.asarray(owner)
+    best, best_score = None, -1.0
+    for g in order:
+        if len(src[g]) < 6:
+            continue
+        try:
+            E, _ = cv2.findEssentialMat(src[g], dst[g], np.eye(3), method=cv2.RANSAC, prob=0.99, threshold=2 * thr)
+        except cv2.error:  # a degenerate sample (OpenCV's polynomial solver asserts)
+            continue
+        if E is None:
+            continue
+        for E1 in E.reshape(-1, 3, 3):
+            inlier = (_sampson(E1, A, B) < 2 * thr).astype(np.float64)
+            per_pair = np.bincount(group, weights=inlier, minlength=len(src))
+            # Best partner per (frame, person of view a): a max over the groups it owns.
+            key = owners[:, 0] * 1000 + owners[:, 1]
+            _, inverse = np.unique(key, return_inverse=True)
+            top = np.zeros(inverse.max() + 1)
+            np.maximum.at(top, inverse, per_pair)
+            score = float(top.sum())
+            if score > best_score:
+                best, best_score = E1, score
+    return best
+
+
+def _pair(
+    a: str, b: str, obs: Mapping[str, list[list[_Obs]]], focal: float, p: SelfCalParams
+) -> tuple[_Pair | None, str]:
+    """Cameras a and b's relative pose from the people both see (module docstring, step 1)."""
+    src: list[F64] = []
+    dst: list[F64] = []
+    group: list[npt.NDArray[np.int_]] = []
+    owner: list[tuple[int, int]] = []
+    for k, (people_a, people_b) in enumerate(zip(obs[a], obs[b], strict=True)):
+        for i, pa in enumerate(people_a):
+            for pb in people_b:
+                both = (pa.conf >= p.min_score) & (pb.conf >= p.min_score)
+                if both.sum() >= p.min_joints:
+                    src.append(pa.norm[both])
+                    dst.append(pb.norm[both])
+                    group.append(np.full(int(both.sum()), len(group)))
+                    owner.append((k, i))
+    if not src:
+        return None, "no person seen by both"
+    A, B = np.concatenate(src), np.concatenate(dst)
+    if len(A) < p.min_pair_inliers:
+        return None, f"only {len(A)} candidate joints seen by both"
+    thr = p.ransac_px / focal
+    E = _best_hypothesis(src, dst, np.concatenate(group), owner, A=A, B=B, thr=thr, p=p)
+    if E is None:
+        return None, "no essential matrix fits the joints both see"
+    matches, A, B = _match(E, obs[a], obs[b], focal, p)
+    if len(A) < p.min_pair_inliers:
+        return None, f"only {len(A)} joints of people paired under one geometry (need {p.min_pair_inliers})"
+    try:
+        E, mask = cv2.findEssentialMat(A, B, np.eye(3), method=cv2.USAC_MAGSAC, prob=0.9999, threshold=thr)
+    except cv2.error:
+        E = None
+    if E is None or E.shape != (3, 3):
+        return None, "no essential matrix fits the paired people"
+    inliers, R, t, _ = cv2.recoverPose(E, A, B, np.eye(3), mask=mask.copy())
+    if inliers < p.min_pair_inliers:
+        return None, f"only {inliers} joints agree with one relative pose (need {p.min_pair_inliers})"
+    return _Pair(a, b, R, t.ravel(), int(inliers), matches), ""
+
+
+def _pairs_from_poses(
+    poses: Mapping[str, tuple[F64, F64]], obs: Mapping[str, list[list[_Obs]]], focal: float, p: SelfCalParams
+) -> list[_Pair]:
+    """Every placed pair's people paired again under the current camera poses."""
+    names = list(poses)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            (Ra, ta), (Rb, tb) = poses[a], poses[b]
+            R = Rb @ Ra.T
+            t = tb - R @ ta
+            matches, A, _ = _match(_essential(R, t / max(float(np.linalg.norm(t)), 1e-12)), obs[a], obs[b], focal, p)
+            out.append(_Pair(a, b, R, t, len(A), matches))
+    return out
+
+
+# -- 2. people across cameras ---------------------------------------------------------------------------
+def _find(parent: dict[tuple[str, int], tuple[str, int]], x: tuple[str, int]) -> tuple[str, int]:
+    """Union-find's root of ``x`` (path halving)."""
+    while parent.setdefault(x, x) != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
+
+
+def _groups(names: list[str], pairs: list[_Pair], frames: int) -> list[list[dict[str, int]]]:
+    """Per frame: one dict camera -> person index per person seen by two or more cameras."""
+    out = []
+    for k in range(frames):
+        parent: dict[tuple[str, int], tuple[str, int]] = {}
+        find = partial(_find, parent)
+        degree: dict[tuple[str, int], int] = {}
+        for pair in pairs:
+            for i, j in pair.matches[k]:
+                u, v = (pair.a, i), (pair.b, j)
+                degree[u] = degree.get(u, 0) + 1
+                degree[v] = degree.get(v, 0) + 1
+                parent[find(u)] = find(v)
+        members: dict[tuple[str, int], list[tuple[str, int]]] = {}
+        for node in parent:
+            members.setdefault(find(node), []).append(node)
+        frame_groups = []
+        for group in members.values():
+            chosen: dict[str, tuple[int, int]] = {}
+            for cam, idx in group:
+                if cam not in chosen or degree[(cam, idx)] > chosen[cam][1]:
+                    chosen[cam] = (idx, degree[(cam, idx)])
+            if len(chosen) >= 2:
+                frame_groups.append({cam: idx for cam, (idx, _) in chosen.items()})
+        out.append(frame_groups)
+    return out
+
+
+# -- 3. placement and 4. adjustment ---------------------------------------------------------------------
+@dataclass
+class _Track:
+    """One joint of one person in one frame, seen by several cameras."""
+
+    frame: int
+    person: int  # the person's group in its frame
+    joint: int
+    obs: dict[str, tuple[F64, float]]  # camera -> (undistorted pixel xy, confidence)
+    X: F64 | None = None
+
+
+def _P(cam: Camera, R: F64, t: F64) -> F64:
+    return cam.K @ np.hstack([R, t[:, None]])
+
+
+def _triangulate(
+    tracks: list[_Track], cams: Mapping[str, Camera], poses: Mapping[str, tuple[F64, F64]], max_px: float
+) -> None:
+    names = list(poses)
+    if len(names) < 2:
+        return
+    P = np.stack([_P(cams[n], *poses[n]) for n in names])
+    xy = np.zeros((len(tracks), len(names), 2))
+    w = np.zeros((len(tracks), len(names)))
+    for i, tr in enumerate(tracks):
+        for c, n in enumerate(names):
+            if n in tr.obs:
+                xy[i, c], w[i, c] = tr.obs[n]
+    X = dlt(P, xy, w)
+    homo = np.concatenate([X, np.ones((len(X), 1))], axis=1)
+    proj = np.einsum("cij,kj->kci", P, homo)
+    depth = proj[..., 2]
+    err = np.linalg.norm(proj[..., :2] / np.where(np.abs(depth) < 1e-9, 1e-9, depth)[..., None] - xy, axis=2)
+    used = w > 0
+    good = np.isfinite(X).all(axis=1) & ((depth > 0) | ~used).all(axis=1)
+    good &= (np.where(used, err, 0).max(axis=1) <= max_px) & (used.sum(axis=1) >= 2)
+    for i, tr in enumerate(tracks):
+        tr.X = X[i] if good[i] else None
+
+
+def _place(name: str, cam: Camera, tracks: list[_Track], p: SelfCalParams) -> tuple[tuple[F64, F64] | None, str, int]:
+    obj, img = [], []
+    for tr in tracks:
+        if tr.X is not None and name in tr.obs:
+            obj.append(tr.X)
+            img.append(tr.obs[name][0])
+    if len(obj) < p.min_place_joints:
+        return (
+            None,
+            f"only {len(obj)} joints it sees are triangulated by the placed cameras (need {p.min_place_joints})",
+            len(obj),
+        )
+    ok, rvec, tvec, inl = cv2.solvePnPRansac(
+        np.asarray(obj), np.asarray(img), cam.K, None, reprojectionError=p.ransac_px * 2,
+        iterationsCount=2000, confidence=0.9999, flags=cv2.SOLVEPNP_EPNP,
+    )  # fmt: skip
+    if not ok or inl is None or len(inl) < p.min_place_joints:
+        return None, "no camera pose agrees with the joints it sees", len(obj)
+    idx = inl.ravel()
+    rvec, tvec = cv2.solvePnPRefineLM(np.asarray(obj)[idx], np.asarray(img)[idx], cam.K, None, rvec, tvec)
+    R, _ = cv2.Rodrigues(rvec)
+    return (np.asarray(R, np.float64), tvec.ravel().astype(np.float64)), "", len(idx)
+
+
+def _adjust(
+    tracks: list[_Track], cams: Mapping[str, Camera], poses: dict[str, tuple[F64, F64]], p: SelfCalParams
+) -> tuple[dict[str, tuple[F64, F64]], list[_Track]]:
+    """Bundle adjustment of the placed cameras and the triangulated joints (``tracks`` with X)."""
+    names = list(poses)
+    live = [tr for tr in tracks if tr.X is not None and sum(n in poses for n in tr.obs) >= 2]
+    cam_idx, pt_idx, obs_xy, obs_w = [], [], [], []
+    for i, tr in enumerate(live):
+        for n, (xy, conf) in tr.obs.items():
+            if n in poses:
+                cam_idx.append(names.index(n))
+                pt_idx.append(i)
+                obs_xy.append(xy)
+                obs_w.append(np.sqrt(conf))
+    ci, pi = np.asarray(cam_idx), np.asarray(pt_idx)
+    xy, w = np.asarray(obs_xy), np.asarray(obs_w)
+    Ks = np.stack([cams[n].K for n in names])
+    nc, npt_ = len(names), len(live)
+    x0 = np.concatenate(
+        [np.concatenate([cv2.Rodrigues(poses[n][0])[0].ravel(), poses[n][1]]) for n in names]
+        + [np.asarray([tr.X for tr in live]).ravel()]
+    )
+
+    def residuals(x: F64) -> F64:
+        cam = x[: nc * 6].reshape(nc, 6)
+        X = x[nc * 6 :].reshape(npt_, 3)
+        R = _rodrigues(cam[:, :3])
+        Xc = np.einsum("nij,nj->ni", R[ci], X[pi]) + cam[ci, 3:]
+        z = np.where(np.abs(Xc[:, 2]) < 1e-6, 1e-6, Xc[:, 2])
+        K = Ks[ci]
+        u = K[:, 0, 0] * Xc[:, 0] / z + K[:, 0, 1] * Xc[:, 1] / z + K[:, 0, 2]
+        v = K[:, 1, 1] * Xc[:, 1] / z + K[:, 1, 2]
+        return (np.column_stack([u, v]) - xy).ravel() * np.repeat(w, 2)  # type: ignore[no-any-return]
+
+    sparsity = lil_matrix((len(ci) * 2, nc * 6 + npt_ * 3), dtype=np.int8)
+    rows = np.arange(len(ci))
+    for s in range(6):
+        sparsity[2 * rows, ci * 6 + s] = 1
+        sparsity[2 * rows + 1, ci * 6 + s] = 1
+    for s in range(3):
+        sparsity[2 * rows, nc * 6 + pi * 3 + s] = 1
+        sparsity[2 * rows + 1, nc * 6 + pi * 3 + s] = 1
+    fit = least_squares(
+        residuals, x0, jac_sparsity=sparsity, x_scale="jac", loss="huber", f_scale=p.huber_px,
+        method="trf", ftol=1e-10, xtol=1e-12, max_nfev=p.adjustment_evaluations, tr_solver="lsmr",
+    )  # fmt: skip
+    log.debug(
+        "adjustment: cost %.1f -> %.1f in %d evaluations (%s)",
+        0.5 * (residuals(x0) ** 2).sum(),
+        fit.cost,
+        fit.nfev,
+        fit.message,
+    )
+    cam = fit.x[: nc * 6].reshape(nc, 6)
+    out = {n: (np.asarray(cv2.Rodrigues(cam[c, :3])[0], np.float64), cam[c, 3:].copy()) for c, n in enumerate(names)}
+    X = fit.x[nc * 6 :].reshape(npt_, 3)
+    for i, tr in enumerate(live):
+        tr.X = X[i]
+    return out, live
+
+
+def _errors(tracks: list[_Track], cams: Mapping[str, Camera], poses: Mapping[str, tuple[F64, F64]]) -> dict[str, F64]:
+    """Reprojection errors (pixels) of each placed camera's observations of triangulated joints."""
+    errs: dict[str, list[float]] = {n: [] for n in poses}
+    for tr in tracks:
+        if tr.X is None:
+            continue
+        for n, (xy, _) in tr.obs.items():
+            if n in poses:
+                R, t = poses[n]
+                q = cams[n].K @ (R @ tr.X + t)
+                errs[n].append(float(np.linalg.norm(q[:2] / q[2] - xy)))
+    return {n: np.asarray(e) for n, e in errs.items()}
+
+
+# -- 5. world frame -------------------------------------------------------------------------------------
+def _similarity(poses: dict[str, tuple[F64, F64]], s: float, R0: F64, c0: F64) -> dict[str, tuple[F64, F64]]:
+    """Camera poses after the world change X_new = s R0 (X_old - c0)."""
+    out = {}
+    for n, (R, t) in poses.items():
+        out[n] = (R @ R0.T, s * (t + R @ c0))
+    return out
+
+
+def _world_frame(tracks: list[_Track], poses: dict[str, tuple[F64, F64]], first: str) -> tuple[F64, F64, str]:
+    """(R0, c0): Z up from the floor plane the lowest ankles lie on, origin on it below the people, x along
+    the first camera's view projected on the floor."""
+    ankles = [tr.X for tr in tracks if tr.X is not None and tr.joint in (L_ANKLE, R_ANKLE)]
+    centres = np.stack([-R.T @ t for R, t in poses.values()])
+    if len(ankles) < 20:
+        return np.eye(3), np.zeros(3), "too few ankles for a floor: the first camera's frame is the world"
+    A = np.asarray(ankles)
+    c = np.median(A, axis=0)
+    _, _, vt = np.linalg.svd(A - c)
+    up = vt[2]
+    if np.mean((centres - c) @ up) < 0:  # cameras hang above the floor
+        up = -up
+    heights = (A - c) @ up
+    floor = np.quantile(heights, 0.1)  # the ankles' plane: standing feet, not lifted ones
+    c = c + floor * up
+    view = poses[first][0][2]  # the first camera's optical axis in the world
+    x = view - (view @ up) * up
+    if np.linalg.norm(x) < 1e-6:
+        x = np.cross(up, [1.0, 0.0, 0.0])
+    x /= np.linalg.norm(x)
+    y = np.cross(up, x)
+    return np.stack([x, y, up]), c, "floor from the ankles"
+
+
+def _height_scale(tracks: list[_Track], person_height: float) -> float | None:
+    """Metres per model unit: the people's median leg + trunk segments against ``person_height``."""
+    by_person: dict[tuple[int, int], dict[int, F64]] = {}
+    for tr in tracks:
+        if tr.X is not None:
+            by_person.setdefault((tr.frame, tr.person), {})[tr.joint] = tr.X
+    lengths: dict[str, list[float]] = {"shank": [], "thigh": [], "trunk": []}
+    segments = {
+        "shank": ((L_KNEE, L_ANKLE), (R_KNEE, R_ANKLE)),
+        "thigh": ((L_HIP, L_KNEE), (R_HIP, R_KNEE)),
+        "trunk": ((L_HIP, L_SHOULDER), (R_HIP, R_SHOULDER)),
+    }
+    for joints in by_person.values():
+        for name, pairs in segments.items():
+            for a, b in pairs:
+                if a in joints and b in joints:
+                    lengths[name].append(float(np.linalg.norm(joints[a] - joints[b])))
+    if any(len(v) < 10 for v in lengths.values()):
+        return None
+    chain = sum(float(np.median(v)) for v in lengths.values())
+    return person_height * LEG_TRUNK_OF_STATURE / chain
+
+
+# -- the whole -----------------------------------------------------------------------------------------
+def _tracks(groups: list[list[dict[str, int]]], obs: Mapping[str, list[list[_Obs]]], p: SelfCalParams) -> list[_Track]:
+    tracks = []
+    for k, frame_groups in enumerate(groups):
+        for person, group in enumerate(frame_groups):
+            people = {cam: obs[cam][k][idx] for cam, idx in group.items()}
+            for j in range(next(iter(people.values())).conf.shape[0]):
+                seen = {c: (o.pix[j], float(o.conf[j])) for c, o in people.items() if o.conf[j] >= p.min_score}
+                if len(seen) >= 2:
+                    tracks.append(_Track(k, person, j, seen))
+    return tracks
+
+
+def _drop_far(
+    tracks: list[_Track], cams: Mapping[str, Camera], poses: Mapping[str, tuple[F64, F64]], px: float
+) -> None:
+    for tr in tracks:
+        if tr.X is None:
+            continue
+        for n in [n for n in tr.obs if n in poses]:
+            R, t = poses[n]
+            q = cams[n].K @ (R @ tr.X + t)
+            if q[2] <= 0 or np.linalg.norm(q[:2] / q[2] - tr.obs[n][0]) > px:
+                del tr.obs[n]
+
+
+def calibrate_from_people(
+    cameras: Mapping[str, Camera],
+    views: Views,
+    *,
+    person_height: float | None = 1.75,
+    params: SelfCalParams | None = None,
+    rounds: int = 3,
+) -> SelfCalResult:
+    """Every camera's extrinsics from the people in ``views`` (``_calibrate_once``), started once per inlier
+    threshold of ``params.ransac_tries``: the run that explains the most joints wins (a wrong start pairs
+    fewer people; measured on the shared videos, the reprojection error does not tell them apart)."""
+    p = params or SelfCalParams()
+    best: SelfCalResult | None = None
+    failures = []
+    t0 = time.perf_counter()
+    for px in p.ransac_tries:
+        try:
+            result = _calibrate_once(cameras, views, person_height, replace(p, ransac_px=px), rounds)
+        except CalibrationError as exc:
+            failures.append(str(exc))
+            continue
+        log.info("people calibration at %.0f px: %d joints, %s cameras", px, result.points, len(result.placed))
+        if best is None or (len(result.placed), result.points) > (len(best.placed), best.points):
+            best = result
+    if best is None:
+        raise CalibrationError(failures[0])
+    best.seconds["total"] = time.perf_counter() - t0
+    return best
+
+
+def _calibrate_once(
+    cameras: Mapping[str, Camera], views: Views, person_height: float | None, p: SelfCalParams, rounds: int
+) -> SelfCalResult:
+    """Every camera's extrinsics from the people its frames show (``views``: per frame, camera -> 2D poses in
+    the camera's own pixels, COCO-17 with confidences). ``cameras`` supply the intrinsics (already ``fit`` to
+    those pixels). After the first placement the people are paired again under the adjusted poses and the
+    adjustment runs again (``rounds`` in all): more joints, fewer wrong pairings each time. Raises
+    ``CalibrationError`` when not even two cameras can be placed, saying why."""
+    names = list(cameras)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    obs = _observations(cameras, views, p)
+    focal = float(np.mean([c.K[0, 0] for c in cameras.values()]))
+    pairs, why = [], {}
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            pair, reason = _pair(a, b, obs, focal, p)
+            if pair is None:
+                why[(a, b)] = reason
+                log.info("cameras %s and %s: %s", a, b, reason)
+            else:
+                pairs.append(pair)
+    seconds["pairs"] = time.perf_counter() - t0
+    if not pairs:
+        detail = "; ".join(f"{a}-{b}: {r}" for (a, b), r in why.items())
+        raise CalibrationError(f"no two cameras share enough people to be placed ({detail})")
+    t0 = time.perf_counter()
+    tracks = _tracks(_groups(names, pairs, len(views)), obs, p)
+    best = max(pairs, key=lambda q: q.inliers)
+    poses: dict[str, tuple[F64, F64]] = {best.a: (np.eye(3), np.zeros(3)), best.b: (best.R, best.t)}
+    _triangulate(tracks, cameras, poses, p.outlier_px)
+    reports = {n: CameraReport(n, False) for n in names}
+    pending = [n for n in names if n not in poses]
+    while pending:
+        tried = [(n, *_place(n, cameras[n], tracks, p)) for n in pending]
+        placed = [(n, pose, count) for n, pose, _, count in tried if pose is not None]
+        if not placed:
+            for n, _, reason, _ in tried:
+                reports[n].reason = reason
+            break
+        n, pose, _ = max(placed, key=lambda item: item[2])
+        poses[n] = pose
+        pending.remove(n)
+        _triangulate(tracks, cameras, poses, p.outlier_px)
+    seconds["placement"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    live: list[_Track] = []
+    for _ in range(rounds):
+        poses, live = _adjust(tracks, cameras, poses, p)
+        _drop_far(live, cameras, poses, p.outlier_px)
+        _triangulate(live, cameras, poses, p.outlier_px)
+        poses, live = _adjust(live, cameras, poses, p)
+        # Pair the people again under the adjusted poses: the next round starts from every joint they share.
+        tracks = _tracks(_groups(list(poses), _pairs_from_poses(poses, obs, focal, p), len(views)), obs, p)
+        _triangulate(tracks, cameras, poses, p.outlier_px)
+    seconds["adjustment"] = time.perf_counter() - t0
+    R0, c0, _ = _world_frame(live, poses, names[0] if names[0] in poses else best.a)
+    scale, source = 1.0, "no scale: the first pair's baseline is 1"
+    if person_height is not None:
+        found = _height_scale(live, person_height)
+        if found is not None:
+            scale, source = found, f"the people's leg and trunk segments for a height of {person_height:.2f} m"
+    poses = _similarity(poses, scale, R0, c0)
+    for tr in live:
+        tr.X = scale * R0 @ (tr.X - c0)  # type: ignore[operator]
+    errs = _errors(live, cameras, poses)
+    out = dict(cameras)
+    for n, (R, t) in poses.items():
+        out[n] = replace(cameras[n], R=R, t=t)
+        e = errs[n]
+        frames_seen = {tr.frame for tr in live if n in tr.obs}
+        reports[n] = CameraReport(
+            n, True, "", len(e), len(frames_seen), float(np.sqrt(np.mean(e**2))) if len(e) else float("nan")
+        )
+    return SelfCalResult(out, [reports[n] for n in names], len(live), len({tr.frame for tr in live}), source, seconds)

@@ -1,0 +1,246 @@
+"""``posefleet bench-calibration``: posefleet's own calibration of the shared rig against its Qualisys one.
+
+Intrinsics from the checkerboard photos; extrinsics from the 8 platform points (their pixels are the
+Qualisys projections plus Gaussian click noise, as SOURCES.md says: the stills come without clicks); and
+extrinsics from people, on the four multi-person videos through each model and on the OpenPose recording
+(a different recording of the rig), each compared after the best similarity alignment (rotation from the
+cameras' orientations, then scale and shift of their centres), and anchored to the platform points to fuse
+the videos' 3D people with both calibrations (MPJPE between the two).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from posefleet.common.cli import positive_float, report
+from posefleet.common.errors import PosefleetError
+
+F64 = npt.NDArray[np.float64]
+#: The platform points Pose2Sim's demo config names (SOURCES.md), metres, world Z-up.
+PLATFORM = {
+    f"p{i + 1}": np.array(v, np.float64)
+    for i, v in enumerate(
+        [(-2.0, 0.3, 0.0), (-2.0, 0.0, 0.0), (-2.0, 0.0, 0.05), (-2.0, -0.3, 0.0),
+         (0.0, 0.3, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.05), (0.0, -0.3, 0.0)]
+    )
+}  # fmt: skip
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bench-calibration", help="posefleet's own calibration of the shared rig against Qualisys")
+    p.add_argument("--cache", type=Path, help="keep converted models and their 2D poses here between runs")
+    p.add_argument("--click-noise-px", type=positive_float, default=1.0, help="click noise of the platform points")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--markdown", type=Path)
+    p.set_defaults(func=cmd_bench_calibration)
+
+
+def aligned_errors(
+    estimated: Mapping[str, Any], reference: Mapping[str, Any]
+) -> tuple[float, dict[str, tuple[float, float]]]:
+    """(scale, camera -> (centre error m, orientation error deg)) after the similarity that best maps the
+    estimated rig onto the reference: the chordal mean rotation of the cameras' orientations, then the scale
+    and shift of the centres (least squares)."""
+    names = [n for n in estimated if n in reference]
+    M = sum(estimated[n].R.T @ reference[n].R for n in names)
+    U, _, Vt = np.linalg.svd(M)
+    Q = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt  # estimated world = Q reference world
+    A = np.stack([Q.T @ estimated[n].center for n in names])
+    B = np.stack([reference[n].center for n in names])
+    ma, mb = A.mean(axis=0), B.mean(axis=0)
+    s = float(((A - ma) * (B - mb)).sum() / ((A - ma) ** 2).sum())
+    out = {}
+    for i, n in enumerate(names):
+        dc = float(np.linalg.norm(s * (A[i] - ma) + mb - B[i]))
+        dR = estimated[n].R @ Q @ reference[n].R.T
+        out[n] = (dc, float(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1)))))
+    return s, out
+
+
+def clicks(cameras: Mapping[str, Any], noise_px: float, seed: int) -> dict[str, dict[str, F64]]:
+    """The platform points as a user would click them: projected by the reference, plus Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    points = np.stack(list(PLATFORM.values()))
+    out = {}
+    for name, cam in cameras.items():
+        px = cam.project(points) + rng.normal(0.0, noise_px, (len(points), 2))
+        out[name] = dict(zip(PLATFORM, px, strict=True))
+    return out
+
+
+def people_mpjpe(a: Sequence[Sequence[Any]], b: Sequence[Sequence[Any]], gate_m: float = 0.5) -> tuple[float, int]:
+    """Mean per-joint distance (mm) between the 3D people of two runs, people paired per frame (optimal
+    assignment on their mean joint distance, pairs within ``gate_m``), and how many pairs there were."""
+    from scipy.optimize import linear_sum_assignment
+
+    errors, pairs = [], 0
+    for people_a, people_b in zip(a, b, strict=True):
+        if not people_a or not people_b:
+            continue
+        cost = np.full((len(people_a), len(people_b)), 1e6)
+        for i, pa in enumerate(people_a):
+            for j, pb in enumerate(people_b):
+                d = np.linalg.norm(pa.points - pb.points, axis=1)
+                if np.isfinite(d).sum() >= 6:
+                    cost[i, j] = float(np.nanmean(d))
+        for i, j in zip(*linear_sum_assignment(cost), strict=True):
+            if cost[i, j] <= gate_m:
+                d = np.linalg.norm(people_a[i].points - people_b[j].points, axis=1)
+                errors.extend(d[np.isfinite(d)].tolist())
+                pairs += 1
+    return (float(np.mean(errors)) * 1000 if errors else float("nan")), pairs
+
+
+def _intrinsics(lab: Path, reference: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from posefleet.merge.boards import parse_board
+    from posefleet.merge.calibration import Camera
+    from posefleet.merge.intrinsics import calibrate_intrinsics
+
+    board = parse_board("checkerboard:4x7:60")
+    rows, cameras = [], {}
+    for name, ref in reference.items():
+        t0 = time.perf_counter()
+        found = calibrate_intrinsics(name, lab / "calibration-images" / "intrinsics" / name.replace("_", ""), board)
+        seconds = time.perf_counter() - t0
+        cameras[name] = Camera(name, found.size, found.K, found.dist, ref.R, ref.t)
+        rows.append({
+            "camera": name, "rms_px": found.rms_px, "views": f"{found.used}/{len(found.views)}",
+            "focal_pct": float(100 * (found.K[0, 0] + found.K[1, 1]) / (ref.K[0, 0] + ref.K[1, 1]) - 100),
+            "pp_px": float(np.linalg.norm(found.K[:2, 2] - ref.K[:2, 2])), "seconds": seconds,
+            "dropped": [v.source for v in found.views if not v.used and v.found and v.note.startswith("dropped")],
+        })  # fmt: skip
+    return rows, cameras
+
+
+def _points(reference: Mapping[str, Any], own: Mapping[str, Any], noise: float) -> list[dict[str, Any]]:
+    from posefleet.merge.extrinsics import camera_from_points
+
+    rows = []
+    for label, intrinsics in (("Qualisys intrinsics", reference), ("posefleet's intrinsics", own)):
+        worst, mean, t0 = [], [], time.perf_counter()
+        for seed in range(10):
+            clicked = clicks(reference, noise, seed)
+            errs = [
+                float(
+                    np.linalg.norm(camera_from_points(intrinsics[n], clicked[n], PLATFORM).camera.center - ref.center)
+                )
+                for n, ref in reference.items()
+            ]
+            worst.append(max(errs))
+            mean.append(float(np.mean(errs)))
+        rows.append({
+            "intrinsics": label, "mean_cm": 100 * float(np.mean(mean)), "worst_cm": 100 * float(np.max(worst)),
+            "ms_per_camera": (time.perf_counter() - t0) * 1000 / (10 * len(reference)),
+        })  # fmt: skip
+    return rows
+
+
+def _people(recordings: list[Any], reference: Mapping[str, Any], noise: float) -> list[dict[str, Any]]:
+    from posefleet.merge.extrinsics import anchor
+    from posefleet.merge.selfcal import calibrate_from_people
+    from posefleet.node.tools.bench_scene import fused
+
+    rows = []
+    for recording in recordings:
+        for source, views in recording.views.items():
+            t0 = time.perf_counter()
+            try:
+                result = calibrate_from_people(recording.cameras, views)
+            except PosefleetError as exc:
+                rows.append({"recording": recording.name, "source": source, "error": str(exc)})
+                continue
+            seconds = time.perf_counter() - t0
+            placed = {n: result.cameras[n] for n in result.placed}
+            scale, errors = aligned_errors(placed, reference)
+            anchored, residual = anchor(dict(placed), clicks(reference, noise, 0), PLATFORM)
+            fitted = {
+                n: replace(c, K=recording.cameras[n].K, image_size=recording.cameras[n].image_size)
+                for n, c in anchored.items()
+            }
+            mine, _ = fused(fitted, views, recording.fps)
+            theirs, _ = fused({n: recording.cameras[n] for n in fitted}, views, recording.fps)
+            mpjpe, pairs = people_mpjpe(mine, theirs)
+            rows.append({
+                "recording": recording.name, "source": source, "placed": len(placed), "points": result.points,
+                "frames": result.frames, "seconds": seconds, "stages": result.seconds,
+                "centre_cm": {n: 100 * e[0] for n, e in errors.items()},
+                "angle_deg": {n: e[1] for n, e in errors.items()},
+                "height_scale_error_pct": 100 * (scale - 1),
+                "reprojection_px": {r.name: r.error_px for r in result.report},
+                "anchor_residual_cm": 100 * max(residual.values()), "mpjpe_mm": mpjpe, "people_pairs": pairs,
+            })  # fmt: skip
+    return rows
+
+
+INTRINSICS_HEAD = (
+    "| camera | RMS px | views used | focal vs Qualisys | principal point vs Qualisys | time |\n"
+    "|---|---|---|---|---|---|"
+)
+PEOPLE_HEAD = (
+    "| recording | 2D | centre error per camera (cm) | orientation error (deg) | height scale | "
+    "reprojection RMS (px) | joints | MPJPE vs Qualisys | time |\n|---|---|---|---|---|---|---|---|---|"
+)
+PEOPLE_NOTE = (
+    "Centres and orientations after the best similarity alignment; the scale error is that of the people's "
+    "height (1.75 m assumed); MPJPE: the videos' 3D people fused with the people-made calibration (anchored to "
+    "the platform points) against the same 2D fused with the Qualisys calibration."
+)
+
+
+def markdown(data: dict[str, Any]) -> str:
+    out = ["# Calibration of the shared rig by posefleet, against its Qualisys calibration", ""]
+    out += ["## Intrinsics from the checkerboard photos (4x7, 60 mm)", "", INTRINSICS_HEAD]
+    for r in data["intrinsics"]:
+        dropped = f" (dropped: {', '.join(r['dropped'])})" if r["dropped"] else ""
+        out.append(
+            f"| {r['camera']} | {r['rms_px']:.3f} | {r['views']}{dropped} | {r['focal_pct']:+.2f}% | "
+            f"{r['pp_px']:.1f} px | {r['seconds']:.1f} s |"
+        )
+    out += ["", f"## Extrinsics from the 8 platform points (click noise {data['click_noise_px']} px, 10 draws)", ""]
+    out += ["| intrinsics | camera centre error, mean | worst | time per camera |", "|---|---|---|---|"]
+    for r in data["points"]:
+        out.append(
+            f"| {r['intrinsics']} | {r['mean_cm']:.1f} cm | {r['worst_cm']:.1f} cm | {r['ms_per_camera']:.1f} ms |"
+        )
+    out += ["", "## Extrinsics from people (Qualisys intrinsics)", "", PEOPLE_NOTE, "", PEOPLE_HEAD]
+    for r in data["people"]:
+        if "error" in r:
+            out.append(f"| {r['recording']} | {r['source']} | {r['error']} | | | | | | |")
+            continue
+        cm = " / ".join(f"{v:.1f}" for v in r["centre_cm"].values())
+        deg = " / ".join(f"{v:.2f}" for v in r["angle_deg"].values())
+        px = " / ".join(f"{v:.1f}" for v in r["reprojection_px"].values())
+        out.append(
+            f"| {r['recording']} | {r['source']} | {cm} | {deg} | {r['height_scale_error_pct']:+.0f}% | {px} | "
+            f"{r['points']} | {r['mpjpe_mm']:.0f} mm ({r['people_pairs']} people) | {r['seconds']:.1f} s |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def cmd_bench_calibration(args: argparse.Namespace) -> int:
+    from posefleet.common.paths import assets_dir
+    from posefleet.merge.calibration import load_calibration
+    from posefleet.node.tools.bench_scene import LAB, lab_recordings
+
+    assets = assets_dir(required=False)
+    if assets is None or not (assets / LAB).is_dir():
+        raise PosefleetError(f"bench-calibration needs the shared assets' {LAB} (set POSEFLEET_ASSETS)")
+    lab = assets / LAB
+    reference = load_calibration(lab / "calibration" / "Calib_qualisys.toml")
+    intrinsics, own = _intrinsics(lab, reference)
+    points = _points(reference, own, args.click_noise_px)
+    with tempfile.TemporaryDirectory() as work:
+        recordings = lab_recordings(assets, args.cache, Path(work))
+        people = _people(recordings, reference, args.click_noise_px)
+    data = {"click_noise_px": args.click_noise_px, "intrinsics": intrinsics, "points": points, "people": people}
+    report(args, markdown(data), json.loads(json.dumps(data, default=float)))
+    return 0

@@ -1,0 +1,251 @@
+"""``posefleet calibrate``: cameras calibrated by posefleet itself, written as the Pose2Sim/anipose TOML.
+
+``intrinsics`` (a board per camera), ``points`` (known 3D points clicked in a still, or a board seen once:
+each camera's pose) and ``people`` (every camera's pose from the people walking through the synchronised
+videos, with posefleet's own models). Libraries: ``posefleet.merge.boards``, ``intrinsics``,
+``extrinsics`` and ``selfcal``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from posefleet.common.cli import parse_size, positive_float, positive_int
+from posefleet.common.errors import PosefleetError
+
+CAMERA_HELP = "NAME=SOURCE, once per camera"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("calibrate", help="calibrate cameras: intrinsics from a board, extrinsics from points or people")
+    csub = p.add_subparsers(dest="calibrate_command", required=True, metavar="STEP")
+
+    c = csub.add_parser("intrinsics", help="K and k1 k2 p1 p2 per camera from images or a video of a board")
+    c.add_argument("--camera", action="append", required=True, dest="cameras", metavar="NAME=IMAGES_DIR|VIDEO")
+    c.add_argument(
+        "--board", required=True, help="checkerboard:COLSxROWS:SQUARE_MM | charuco:COLSxROWS:SQUARE_MM:MARKER_MM[:DICT]"
+    )
+    c.add_argument(
+        "--calibration", type=Path, help="a calibration TOML to update (its other cameras and extrinsics kept)"
+    )
+    c.add_argument("--out", required=True, type=Path)
+    c.add_argument(
+        "--max-views", type=positive_int, default=40, help="views calibrated per camera, chosen for coverage"
+    )
+    c.add_argument("--video-step", type=positive_int, default=5, help="search every n-th frame of a video")
+    c.add_argument("--detections", type=Path, help="write every view with the board's corners drawn here")
+    c.add_argument("--json", type=Path, help="the report as JSON")
+    c.set_defaults(func=cmd_intrinsics)
+
+    c = csub.add_parser("points", help="each camera's pose from known 3D points clicked in a still (or a board)")
+    c.add_argument("--calibration", required=True, type=Path, help="the cameras' intrinsics (and world_points)")
+    c.add_argument("--camera", action="append", required=True, dest="cameras", metavar="NAME=POINTS_FILE|IMAGE")
+    c.add_argument("--world", type=Path, help="a TOML/JSON with a world_points table (name = [X, Y, Z], metres)")
+    c.add_argument("--board", help="with NAME=IMAGE: the board seen in the still defines the world frame")
+    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("--json", type=Path, help="the report as JSON")
+    c.set_defaults(func=cmd_points)
+
+    c = csub.add_parser("people", help="every camera's pose from the people in synchronised videos")
+    c.add_argument("--calibration", required=True, type=Path, help="the cameras' intrinsics and names")
+    c.add_argument(
+        "--camera", action="append", required=True, dest="cameras", metavar="NAME=VIDEO",
+        help="a video (or a 'posefleet pose --json' file or an OpenPose JSON folder, as 'fuse' reads them)",
+    )  # fmt: skip
+    c.add_argument("--model", type=Path, help="converted pose model for video inputs")
+    c.add_argument("--device", default="CPU")
+    c.add_argument(
+        "--input-size", type=parse_size, help="network input HxW (default: the model's at the video's aspect)"
+    )
+    c.add_argument(
+        "--person-height", type=positive_float, default=1.75, help="the people's mean height, metres (scale)"
+    )
+    c.add_argument(
+        "--points", action="append", default=[], metavar="NAME=POINTS_FILE",
+        help="known points clicked in a camera's still: scale, origin and heading from them (3+ points, 2+ cameras)",
+    )  # fmt: skip
+    c.add_argument(
+        "--world", type=Path, help="world_points for --points (default: in the points files or the calibration)"
+    )
+    c.add_argument("--min-score", type=positive_float, default=0.3, help="2D joints below this confidence are not used")
+    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("--json", type=Path, help="the report as JSON")
+    c.set_defaults(func=cmd_people)
+
+
+def _specs(specs: list[str], flag: str = "--camera") -> list[tuple[str, Path]]:
+    out, seen = [], set()
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep or not name or not value:
+            raise PosefleetError(f"{flag} {spec!r}: expected NAME=PATH")
+        if name in seen:
+            raise PosefleetError(f"{flag} {name} is given twice")
+        seen.add(name)
+        out.append((name, Path(value)))
+    return out
+
+
+def _write_json(path: Path | None, data: Any) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def cmd_intrinsics(args: argparse.Namespace) -> int:
+    import numpy as np
+    from posefleet.merge.boards import parse_board
+    from posefleet.merge.calibration import Camera, load_calibration, write_calibration
+    from posefleet.merge.intrinsics import IntrinsicsParams, calibrate_intrinsics, draw_detections
+
+    board = parse_board(args.board)
+    cameras: dict[str, Camera] = dict(load_calibration(args.calibration)) if args.calibration else {}
+    params = IntrinsicsParams(max_views=args.max_views, video_step=args.video_step)
+    report = []
+    for name, source in _specs(args.cameras):
+        t0 = time.perf_counter()
+        found = calibrate_intrinsics(name, source, board, params)
+        seconds = time.perf_counter() - t0
+        old = cameras.get(name)
+        R, t = (old.R, old.t) if old is not None else (np.eye(3), np.zeros(3))
+        cameras[name] = Camera(name, found.size, found.K, found.dist, R, t)
+        print(
+            f"{name}: RMS {found.rms_px:.3f} px over {found.used} of {len(found.views)} views; "
+            f"fx {found.K[0, 0]:.1f} fy {found.K[1, 1]:.1f} cx {found.K[0, 2]:.1f} cy {found.K[1, 2]:.1f} "
+            f"k1 k2 p1 p2 {np.round(found.dist, 5).tolist()} ({seconds:.1f} s)"
+        )
+        for view in found.views:
+            state = f"{view.error_px:.3f} px" if view.used else view.note
+            print(f"  {view.source}: {state}")
+        if args.detections:
+            drawn = draw_detections(source, board, args.detections / name, args.video_step)
+            print(f"  {drawn} views with the board drawn in {args.detections / name}")
+        report.append({
+            "camera": name, "rms_px": found.rms_px, "size": list(found.size), "matrix": found.K.tolist(),
+            "distortions": found.dist.tolist(), "seconds": seconds,
+            "views": [vars(v) for v in found.views],
+        })  # fmt: skip
+    extrinsics = (
+        "kept from the input" if args.calibration else "not calibrated (identity): run calibrate points or people"
+    )
+    write_calibration(
+        args.out, cameras, {"intrinsics": f"posefleet calibrate intrinsics, {args.board}", "extrinsics": extrinsics}
+    )
+    _write_json(args.json, report)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _world(args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, Any]:
+    from posefleet.merge.extrinsics import read_world
+
+    world = dict(read_world(args.calibration))
+    if args.world:
+        world.update(read_world(args.world))
+    world.update(extra)
+    return world
+
+
+def cmd_points(args: argparse.Namespace) -> int:
+    import cv2
+    from posefleet.merge.boards import parse_board
+    from posefleet.merge.calibration import load_calibration, write_calibration
+    from posefleet.merge.extrinsics import camera_from_board, camera_from_points, read_points
+
+    cameras = dict(load_calibration(args.calibration))
+    board = parse_board(args.board) if args.board else None
+    report = []
+    for name, path in _specs(args.cameras):
+        if name not in cameras:
+            raise PosefleetError(f"--camera {name}: not a camera of {args.calibration} (it has {', '.join(cameras)})")
+        if not path.is_file():
+            raise PosefleetError(f"--camera {name}: {path}: no such file")
+        if path.suffix.lower() in (".json", ".toml"):
+            pixels, own = read_points(path)
+            fit = camera_from_points(cameras[name], pixels, _world(args, own), str(path))
+        elif board is not None:
+            image = cv2.imread(str(path))
+            if image is None:
+                raise PosefleetError(f"--camera {name}: {path}: not a readable image")
+            fit = camera_from_board(cameras[name], image, board, str(path))
+        else:
+            raise PosefleetError(f"--camera {name}: {path}: a points file (.json or .toml), or an image with --board")
+        cameras[name] = fit.camera
+        centre = fit.camera.center
+        print(f"{name}: RMS {fit.rms_px:.2f} px over {len(fit.errors_px)} points; centre {centre.round(3).tolist()} m")
+        report.append({"camera": name, "rms_px": fit.rms_px, "errors_px": fit.errors_px, "centre": centre.tolist()})
+    write_calibration(args.out, cameras, {"extrinsics": "posefleet calibrate points"})
+    _write_json(args.json, report)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_people(args: argparse.Namespace) -> int:
+    import numpy as np
+    from posefleet.merge.calibration import load_calibration, write_calibration
+    from posefleet.merge.extrinsics import anchor, read_points
+    from posefleet.merge.selfcal import SelfCalParams, calibrate_from_people
+    from posefleet.node.tools.fuse import read_inputs
+
+    given = load_calibration(args.calibration)
+    t0 = time.perf_counter()
+    views, fitted, lengths = {}, {}, {}
+    inputs = read_inputs(
+        args.cameras, list(given), args.model, args.calibration, device=args.device, input_size=args.input_size
+    )
+    for name, poses, _, size, _ in inputs:
+        views[name] = poses
+        lengths[name] = len(poses)
+        fitted[name] = given[name].fit(*size) if size else given[name].fit(*given[name].size)
+    seconds = {"2d poses": time.perf_counter() - t0}
+    if len(views) < 2:
+        raise PosefleetError("calibrate people needs at least 2 --camera inputs")
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{n} {c}" for n, c in lengths.items())
+        raise PosefleetError(f"the inputs are not synchronised: they have different numbers of frames ({listed})")
+    frames = [{n: v[i] for n, v in views.items()} for i in range(next(iter(lengths.values())))]
+    params = SelfCalParams(min_score=args.min_score)
+    result = calibrate_from_people(fitted, frames, person_height=args.person_height, params=params)
+    seconds.update(result.seconds)
+    unplaced = [r for r in result.report if not r.placed and r.name in views]
+    if unplaced:
+        raise PosefleetError(
+            "; ".join(f"camera {r.name} could not be placed: {r.reason}" for r in unplaced)
+            + " (film more people moving where these cameras and the others both see them)"
+        )
+    cameras = {n: replace(given[n], R=c.R, t=c.t) for n, c in result.cameras.items() if n in views}
+    frame_source = result.scale_source
+    residuals: dict[str, float] = {}
+    if args.points:
+        clicks, own = {}, {}
+        for name, path in _specs(args.points, "--points"):
+            clicks[name], extra = read_points(path)
+            own.update(extra)
+        cameras, residuals = anchor(cameras, clicks, _world(args, own))
+        frame_source = f"the known points ({len(residuals)}; largest residual {max(residuals.values()) * 100:.1f} cm)"
+    for r in result.report:
+        print(
+            f"{r.name}: reprojection RMS {r.error_px:.1f} px over {r.observations} joints in {r.frames} frames; "
+            f"centre {cameras[r.name].center.round(3).tolist()} m"
+        )
+    print(
+        f"{result.points} 3D joints from {result.frames} frames; world frame and scale: {frame_source}; "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+    )
+    write_calibration(
+        args.out,
+        {**{n: c for n, c in given.items() if n not in cameras}, **cameras},
+        {"extrinsics": "posefleet calibrate people", "world_frame": frame_source},
+    )
+    _write_json(args.json, {
+        "cameras": [vars(r) for r in result.report], "points": result.points, "frames": result.frames,
+        "world_frame": frame_source, "known_point_residuals_m": residuals, "seconds": seconds,
+        "centres": {n: np.round(c.center, 4).tolist() for n, c in cameras.items()},
+    })  # fmt: skip
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,296 @@
+"""``posefleet calibrate``: intrinsics from a board, extrinsics from known points and from people.
+
+Synthetic boards and people (rendered through known cameras) check the algorithms to tight tolerances;
+the shared rig's own checkerboard photos, platform points and recordings check them on real data against
+its Qualisys calibration (``bench-calibration`` measures the figures)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from nodes import run_cli
+from posefleet.merge.boards import parse_board
+from posefleet.merge.calibration import CalibrationError, Camera, load_calibration, write_calibration
+from posefleet.merge.extrinsics import anchor, camera_from_points
+from posefleet.merge.intrinsics import calibrate_intrinsics
+from posefleet.merge.selfcal import LEG_TRUNK_OF_STATURE, calibrate_from_people
+from posefleet.node.tools.bench_calibration import PLATFORM, aligned_errors, clicks
+
+LAB = "multiview/pose2sim"
+
+
+def _qualisys(assets: Path) -> dict[str, Camera]:
+    return load_calibration(assets / LAB / "calibration" / "Calib_qualisys.toml")
+
+
+# -- boards and intrinsics --------------------------------------------------------------------------------
+def test_board_specs_are_parsed_or_refused_saying_the_format() -> None:
+    board = parse_board("checkerboard:4x7:60")
+    assert (board.cols, board.rows, board.square_m) == (4, 7, 0.06) and board.corners().shape == (28, 3)
+    assert parse_board("charuco:5x7:40:30").corners().shape == (24, 3)
+    for bad in (
+        "checkerboard:4x7",
+        "chess:4x7:60",
+        "checkerboard:4by7:60",
+        "charuco:5x7:40:50",
+        "charuco:5x7:40:30:NOPE",
+    ):
+        with pytest.raises(CalibrationError, match="--board"):
+            parse_board(bad)
+
+
+def _render_views(
+    board_image: np.ndarray, metres_per_px: float, K: np.ndarray, size: tuple[int, int], count: int
+) -> list[np.ndarray]:
+    """The flat board image seen by camera K from ``count`` random poses (about 0.6-1.0 m away, tilted)."""
+    rng = np.random.default_rng(3)
+    views: list[np.ndarray] = []
+    h, w = board_image.shape[:2]
+    centre = np.array([w, h]) * metres_per_px / 2
+    while len(views) < count:
+        rvec = rng.normal(0, 0.35, 3)
+        R, _ = cv2.Rodrigues(rvec)
+        t = np.array([rng.uniform(-0.15, 0.15), rng.uniform(-0.1, 0.1), rng.uniform(0.6, 1.0)]) - R @ np.r_[centre, 0]
+        # board pixel -> metres (z = 0) -> image: H = K [r1 r2 t] S
+        S = np.diag([metres_per_px, metres_per_px, 1.0])
+        H = K @ np.column_stack([R[:, 0], R[:, 1], t]) @ S
+        corners = cv2.perspectiveTransform(np.array([[[0, 0], [w, 0], [w, h], [0, h]]], np.float32), H)[0]
+        if (corners < 0).any() or (corners[:, 0] > size[0]).any() or (corners[:, 1] > size[1]).any():
+            continue
+        views.append(cv2.warpPerspective(board_image, H, size, borderValue=(127, 127, 127)))
+    return views
+
+
+def test_intrinsics_from_rendered_checkerboard_and_charuco_views(tmp_path: Path) -> None:
+    """Both board kinds, rendered through a known camera: K comes back within 1% and 4 px."""
+    K = np.array([[900.0, 0, 650], [0, 900.0, 355], [0, 0, 1]])
+    size = (1280, 720)
+    square_px = 60
+    checker = np.full(((7 + 3) * square_px, (4 + 3) * square_px), 255, np.uint8)
+    for r in range(8):
+        for c in range(5):
+            if (r + c) % 2 == 0:
+                y, x = (r + 1) * square_px, (c + 1) * square_px
+                checker[y : y + square_px, x : x + square_px] = 0
+    dictionary = cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_4X4_50)
+    charuco = cv2.aruco.CharucoBoard((5, 7), 0.04, 0.03, dictionary).generateImage((5 * 100, 7 * 100))
+    charuco = cv2.copyMakeBorder(charuco, 60, 60, 60, 60, cv2.BORDER_CONSTANT, value=255)
+    cases = [
+        ("checkerboard:4x7:60", checker, 0.06 / square_px),
+        ("charuco:5x7:40:30", charuco, 0.04 / 100),
+    ]
+    for spec, image, metres_per_px in cases:
+        folder = tmp_path / spec.split(":")[0]
+        folder.mkdir()
+        for i, view in enumerate(_render_views(image, metres_per_px, K, size, 16)):
+            cv2.imwrite(str(folder / f"view{i:02d}.png"), view)
+        found = calibrate_intrinsics("cam", folder, parse_board(spec))
+        assert found.rms_px < 0.5, (spec, found.rms_px)
+        assert abs(found.K[0, 0] / K[0, 0] - 1) < 0.01 and abs(found.K[1, 1] / K[1, 1] - 1) < 0.01, (spec, found.K)
+        assert np.abs(found.K[:2, 2] - K[:2, 2]).max() < 4, (spec, found.K)
+
+
+def test_calibrate_intrinsics_on_the_rigs_photos(assets: Path, tmp_path: Path) -> None:
+    """The shared checkerboard photos of one camera (two of which the default flags miss): RMS <= 0.5 px,
+    focal length within 2% of Qualisys, every photo reported, the detections drawn; a wrong board is refused
+    naming the camera, the folder and how many views had it."""
+    photos = assets / LAB / "calibration-images" / "intrinsics" / "cam03"
+    out = tmp_path / "intrinsics.toml"
+    done = run_cli(
+        "calibrate", "intrinsics", "--camera", f"cam_03={photos}", "--board", "checkerboard:4x7:60",
+        "--out", out, "--detections", tmp_path / "drawn", "--json", tmp_path / "report.json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    camera = load_calibration_one(out, "cam_03")
+    reference = _qualisys(assets)["cam_03"]
+    report = json.loads((tmp_path / "report.json").read_text())[0]
+    assert report["rms_px"] <= 0.5
+    assert abs(camera.K[0, 0] / reference.K[0, 0] - 1) < 0.02 and abs(camera.K[1, 1] / reference.K[1, 1] - 1) < 0.02
+    assert len(report["views"]) == 7 and all(p.name in done.stdout for p in photos.iterdir())
+    assert len(list((tmp_path / "drawn" / "cam_03").glob("*.jpg"))) >= 6
+    wrong = run_cli(
+        "calibrate", "intrinsics", "--camera", f"cam_03={photos}", "--board", "checkerboard:5x7:60", "--out", out
+    )
+    assert wrong.returncode == 2 and "camera cam_03" in wrong.stderr and "found in 0 of 7 views" in wrong.stderr
+
+
+def load_calibration_one(path: Path, name: str) -> Camera:
+    """One camera of a TOML that may hold only one (``load_calibration`` wants a scene of two)."""
+    import tomllib
+
+    section = tomllib.loads(path.read_text())[name]
+    R, _ = cv2.Rodrigues(np.asarray(section["rotation"], np.float64))
+    return Camera(
+        name, tuple(int(v) for v in section["size"]), np.asarray(section["matrix"]),  # type: ignore[arg-type]
+        np.asarray(section["distortions"]), R, np.asarray(section["translation"]),
+    )  # fmt: skip
+
+
+# -- known points ---------------------------------------------------------------------------------------
+def test_calibrate_points_places_every_camera_from_clicked_platform_points(assets: Path, tmp_path: Path) -> None:
+    """The 8 platform points clicked with 1 px noise in each camera: every centre within 5 cm of Qualisys;
+    the written TOML reads back; a camera with too few known points is refused saying which."""
+    reference = _qualisys(assets)
+    calib = assets / LAB / "calibration" / "Calib_qualisys.toml"
+    args: list[str | Path] = ["calibrate", "points", "--calibration", calib, "--out", tmp_path / "points.toml"]
+    for name, clicked in clicks(reference, 1.0, seed=7).items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({
+            "pixels": {k: v.tolist() for k, v in clicked.items()},
+            "world_points": {k: v.tolist() for k, v in PLATFORM.items()},
+        }))  # fmt: skip
+        args += ["--camera", f"{name}={path}"]
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    placed = load_calibration(tmp_path / "points.toml")
+    for name, cam in reference.items():
+        assert np.linalg.norm(placed[name].center - cam.center) < 0.05, name
+    few = tmp_path / "few.json"
+    few.write_text(
+        json.dumps(
+            {"pixels": {"p1": [1, 2], "p2": [3, 4], "x": [5, 6]}, "world_points": {"p1": [0, 0, 0], "p2": [1, 0, 0]}}
+        )
+    )
+    refused = run_cli(
+        "calibrate", "points", "--calibration", calib, "--camera", f"cam_01={few}", "--out", tmp_path / "x.toml"
+    )
+    assert refused.returncode == 2 and "camera cam_01" in refused.stderr and "no world position for x" in refused.stderr
+
+
+# -- people ---------------------------------------------------------------------------------------------
+#: A standing person, COCO-17, metres, z up, facing +x; segments in the Winter ratios of a 1.75 m person.
+_H = 1.75
+_SKELETON = np.array([
+    [0.08, 0.0, 0.93], [0.07, 0.03, 0.95], [0.07, -0.03, 0.95], [0.0, 0.07, 0.94], [0.0, -0.07, 0.94],
+    [0.0, 0.19, 0.818], [0.0, -0.19, 0.818], [0.02, 0.22, 0.63], [0.02, -0.22, 0.63], [0.04, 0.22, 0.485],
+    [0.04, -0.22, 0.485], [0.0, 0.09, 0.530], [0.0, -0.09, 0.530], [0.0, 0.09, 0.285], [0.0, -0.09, 0.285],
+    [0.0, 0.09, 0.039], [0.0, -0.09, 0.039],
+]) * np.array([_H, _H, _H])  # fmt: skip
+
+
+def _people_views(
+    cameras: dict[str, Camera], frames: int, noise_px: float, seed: int
+) -> list[dict[str, list[np.ndarray]]]:
+    """Three people walking and turning through the rig, projected into every camera with noise (joints
+    outside the image are missing), plus one person each camera sees alone."""
+    rng = np.random.default_rng(seed)
+    starts = [np.array([-1.0, 0.0]), np.array([0.5, 0.8]), np.array([-0.3, -1.0])]
+    views: list[dict[str, list[np.ndarray]]] = []
+    for k in range(frames):
+        people = []
+        for i, start in enumerate(starts):
+            heading = 0.04 * k + 2.0 * i
+            c, s = np.cos(heading), np.sin(heading)
+            Rz = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+            body = _SKELETON.copy()
+            body[[9, 10], 2] += 0.25 * np.sin(0.2 * k + i)  # waving arms
+            pos = start + 0.4 * np.array([np.cos(0.05 * k + i), np.sin(0.05 * k + i)])
+            people.append(body @ Rz.T + np.r_[pos, 0.0])
+        frame = {}
+        for name, cam in cameras.items():
+            seen = []
+            for person in people:
+                px = cam.project(person) + rng.normal(0, noise_px, (17, 2))
+                inside = (px[:, 0] >= 0) & (px[:, 0] < cam.size[0]) & (px[:, 1] >= 0) & (px[:, 1] < cam.size[1])
+                seen.append(np.column_stack([px, np.where(inside, 0.9, 0.0)]).astype(np.float32))
+            lone = cam.project(_SKELETON + np.r_[rng.uniform(-3, 3, 2), 0.0]) + rng.normal(0, noise_px, (17, 2))
+            seen.append(np.column_stack([lone, np.full(17, 0.9)]).astype(np.float32))
+            frame[name] = [seen[j] for j in rng.permutation(len(seen))]
+        views.append(frame)
+    return views
+
+
+def test_people_place_every_camera_of_a_rendered_scene(assets: Path) -> None:
+    """People rendered through the rig's Qualisys cameras (2 px noise, a distractor per camera, people in a
+    different order in every view): after the similarity alignment every centre is within 3 cm and every
+    orientation within 0.75 degree; the height of the people gives the scale within 3%."""
+    reference = _qualisys(assets)
+    result = calibrate_from_people(reference, _people_views(reference, 60, 2.0, seed=1))
+    assert result.placed == list(reference)
+    scale, errors = aligned_errors({n: result.cameras[n] for n in result.placed}, reference)
+    assert all(e[0] < 0.03 and e[1] < 0.75 for e in errors.values()), errors
+    assert abs(scale - 1) < 0.03, scale
+    assert abs(LEG_TRUNK_OF_STATURE - 0.779) < 1e-9
+
+
+def test_people_anchor_to_known_points_and_refuse_a_camera_they_never_share(assets: Path) -> None:
+    """Known points move a people-made rig into their frame (metres, Z up); a camera whose people are never
+    seen by another camera is reported, not guessed."""
+    reference = _qualisys(assets)
+    views = _people_views(reference, 40, 1.0, seed=2)
+    result = calibrate_from_people(reference, views)
+    moved, residual = anchor({n: result.cameras[n] for n in result.placed}, clicks(reference, 0.5, seed=3), PLATFORM)
+    assert max(residual.values()) < 0.02
+    for name, cam in reference.items():
+        assert np.linalg.norm(moved[name].center - cam.center) < 0.05, name
+    rng = np.random.default_rng(0)
+    for frame in views:  # cam_04 now films somebody else entirely
+        frame["cam_04"] = [np.column_stack([rng.uniform(0, 1000, (17, 2)), np.full(17, 0.9)]).astype(np.float32)]
+    alone = calibrate_from_people(reference, views)
+    report = {r.name: r for r in alone.report}
+    assert not report["cam_04"].placed and "joints" in report["cam_04"].reason
+    assert all(report[n].placed for n in ("cam_01", "cam_02", "cam_03"))
+
+
+def test_calibrate_people_cli_on_the_openpose_recording(assets: Path, tmp_path: Path) -> None:
+    """``posefleet calibrate people`` on real 2D keypoints of the rig (the OpenPose recording), anchored to
+    the platform points: every camera placed, centres within 25 cm of Qualisys (bench-calibration
+    measures the figure), the TOML fuses; inputs of different lengths are refused as unsynchronised."""
+    reference = _qualisys(assets)
+    calib = assets / LAB / "calibration" / "Calib_qualisys.toml"
+    args: list[str | Path] = ["calibrate", "people", "--calibration", calib, "--out", tmp_path / "people.toml"]
+    for name in reference:
+        args += ["--camera", f"{name}={assets / LAB / 'openpose-2d' / (name.replace('_', '') + '_json')}"]
+    for name, clicked in clicks(reference, 1.0, seed=5).items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"pixels": {k: v.tolist() for k, v in clicked.items()},
+                                    "world_points": {k: v.tolist() for k, v in PLATFORM.items()}}))  # fmt: skip
+        args += ["--points", f"{name}={path}"]
+    done = run_cli(*args, "--json", tmp_path / "report.json")
+    assert done.returncode == 0, done.stderr
+    placed = load_calibration(tmp_path / "people.toml")
+    for name, cam in reference.items():
+        assert np.linalg.norm(placed[name].center - cam.center) < 0.25, (name, placed[name].center, cam.center)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert all(c["placed"] and c["error_px"] < 15 for c in report["cameras"]), report["cameras"]
+    short = tmp_path / "short"
+    short.mkdir()
+    for path in sorted((assets / LAB / "openpose-2d" / "cam04_json").iterdir())[:50]:
+        (short / path.name).write_bytes(path.read_bytes())
+    args = [a if not str(a).startswith("cam_04=") else f"cam_04={short}" for a in args]
+    refused = run_cli(*args)
+    assert refused.returncode == 2 and "not synchronised" in refused.stderr and "cam_04 50" in refused.stderr
+
+
+def test_write_calibration_round_trips(tmp_path: Path) -> None:
+    R, _ = cv2.Rodrigues(np.array([0.1, -0.2, 0.3]))
+    cams = {
+        n: Camera(
+            n,
+            (640, 480),
+            np.array([[500.0, 0, 320], [0, 501, 240], [0, 0, 1]]),
+            np.array([0.01, -0.02, 0.0, 0.001]),
+            R,
+            np.array([0.1, 0.2, 3.0]),
+        )
+        for n in ("a", "b")
+    }
+    write_calibration(tmp_path / "c.toml", cams, {"extrinsics": 'a "quoted" note'})
+    back = load_calibration(tmp_path / "c.toml")
+    for n, cam in cams.items():
+        assert np.allclose(back[n].K, cam.K) and np.allclose(back[n].R, cam.R) and np.allclose(back[n].t, cam.t)
+        assert np.allclose(back[n].dist, cam.dist) and back[n].size == cam.size
+
+
+def test_camera_from_points_needs_four_known_points() -> None:
+    cam = Camera(
+        "c", (640, 480), np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]]), np.zeros(4), np.eye(3), np.zeros(3)
+    )
+    with pytest.raises(CalibrationError, match="camera c: 3 clicked points"):
+        camera_from_points(
+            cam, {"a": np.zeros(2), "b": np.ones(2), "c": np.ones(2) * 2}, {k: np.zeros(3) for k in "abc"}
+        )
