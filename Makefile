@@ -9,7 +9,7 @@ LOADGEN_IF_BUILT = $$([ -x $(LOADGEN) ] && echo $(LOADGEN))
 POSEFLEET_ASSETS ?= $(shell [ -d ../shared/assets ] && cd ../shared/assets && pwd)
 export POSEFLEET_ASSETS
 
-.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-int8 bench-node bench-scene soak loadgen dashboard-screenshot test-arm64 bench-audit clean
+.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-int8 bench-node bench-scene bench-calibration soak loadgen dashboard-screenshot test-arm64 bench-audit clean
 
 setup: $(VENV)/.installed
 
@@ -101,6 +101,10 @@ $(LOADGEN): clients/loadgen/estimate_stream_load.cc
 # recording against Pose2Sim's), fusion against the naive rule (a few minutes: the models run on 4 x 100 frames).
 bench-scene: setup
 	$(BIN)/posefleet bench-scene --markdown bench/scene-quality.md --json bench/scene-quality.json
+
+# posefleet's own calibration of the shared rig (board, known points, people) against its Qualisys one.
+bench-calibration: setup
+	$(BIN)/posefleet bench-calibration --markdown bench/calibration.md --json bench/calibration.json
 
 bench-node: setup loadgen
 	POSEFLEET_LOADGEN=$(LOADGEN_IF_BUILT) $(BIN)/posefleet bench --all --node --rounds 5 --markdown bench/node.md --json bench/node.json

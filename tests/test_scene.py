@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -154,20 +155,15 @@ def test_scene_demo_fuses_four_live_cameras_on_a_cluster(assets: Path, tmp_path:
     print(proc.stdout)
 
 
-async def test_subscribe_cli_writes_scene_windows_from_a_running_coordinator(
-    calibration: Path, tmp_path: Path, assets: Path
-) -> None:
-    """A real coordinator (in-process loopback nodes answering with three people) and ``posefleet subscribe``."""
-    import asyncio
-
-    import grpc
+async def synthetic_lab(calibration: Path, answer: Any = None) -> Any:
+    """A started coordinator (insecure, 127.0.0.1) with the lab scene and one in-process loopback node that
+    answers with ``answer`` (default: the three synthetic people of ``bench_merge.SyntheticScene``)."""
     from posefleet.coordinator import bench_merge
     from posefleet.coordinator.loopback import LoopbackLink
     from posefleet.coordinator.server import CoordinatorServer
-    from posefleet.v1 import coordinator_pb2_grpc
 
-    synthetic = bench_merge.SyntheticScene()
-    LoopbackLink.nodes = {"n0": {"capacity": 8, "answer": bench_merge._answer(synthetic)}}
+    answer = answer or bench_merge._answer(bench_merge.SyntheticScene())
+    LoopbackLink.nodes = {"n0": {"capacity": 8, "answer": answer}}
     scenes = {"lab": SceneSettings(calibration=calibration, cameras=bench_merge.CAMS)}
     server = CoordinatorServer(
         # camera_queue holds all 16 frames a bench camera keeps in flight: no frame is DROPPED (an empty view)
@@ -176,6 +172,20 @@ async def test_subscribe_cli_writes_scene_windows_from_a_running_coordinator(
     )
     await server.start()
     server.registry.add("n0", "loopback-n0", "static")
+    return server
+
+
+async def test_subscribe_cli_writes_scene_windows_from_a_running_coordinator(
+    calibration: Path, tmp_path: Path, assets: Path
+) -> None:
+    """A real coordinator (in-process loopback nodes answering with three people) and ``posefleet subscribe``."""
+    import asyncio
+
+    import grpc
+    from posefleet.coordinator import bench_merge
+    from posefleet.v1 import coordinator_pb2_grpc
+
+    server = await synthetic_lab(calibration)
     out = tmp_path / "lab.jsonl"
     env = {**os.environ, "POSEFLEET_ASSETS": str(assets)}
     cli = await asyncio.create_subprocess_exec(
@@ -241,3 +251,100 @@ async def test_subscribe_cli_writes_scene_windows_from_a_running_coordinator(
     joint = windows[-1]["persons"][0]["keypoints"][5]
     assert joint["name"] == "left_shoulder" and joint["views"] >= 2 and 1.3 < joint["z"] < 1.6
     assert unknown.returncode != 0 and "no scene 'attic'" in unknown_err.decode()
+
+
+def walking_answer(calibration: Path, frames: int = 60) -> Any:
+    """A loopback node's answers: three people walking through the lab (``people.people_views``, 1 px noise),
+    the frame chosen by capture time (``bench_merge._streams`` stamps frame i of every camera alike)."""
+    from people import people_views
+
+    cameras = load_calibration(calibration)
+    views = people_views(cameras, frames, 1.0, seed=4)
+    made: dict[str, list[bytes]] = {}
+    for calib, cam_id in CAMS.items():
+        width, height = cameras[calib].size
+        made[cam_id] = []
+        for frame in views:
+            out = pose_pb2.PoseResult(
+                camera_id=cam_id, status=pose_pb2.RESULT_STATUS_OK, image_width=width, image_height=height
+            )
+            for kp in frame[calib]:
+                pose = out.poses.add(score=0.9)
+                for name, (x, y, score) in zip(COCO_KEYPOINTS, kp.tolist(), strict=True):
+                    pose.keypoints.add(name=name, x=x, y=y, score=score)
+            made[cam_id].append(out.SerializeToString())
+
+    def answer(link: Any, frame: pose_pb2.Frame) -> pose_pb2.PoseResult:
+        k = round(frame.capture_time.ToNanoseconds() / 1e9 * 30) % frames
+        result = pose_pb2.PoseResult.FromString(made[frame.camera_id][k])
+        result.sequence = frame.sequence
+        return result
+
+    return answer
+
+
+async def test_a_live_scene_is_calibrated_from_its_people_while_routing_goes_on(
+    calibration: Path, tmp_path: Path, assets: Path
+) -> None:
+    """``CalibrateScene`` (``posefleet calibrate-scene``): a running coordinator records its scene's windows
+    while cameras stream, places every camera from the people in them, and answers with a calibration TOML
+    that reads back near the rig's own (synthetic people walking, 1 px noise); frames
+    go on being answered meanwhile. An unknown scene, too many windows and a scene nobody streams are refused
+    with their own status and a message."""
+    import asyncio
+
+    import grpc
+    from posefleet.clients.sdk import PosefleetClient
+    from posefleet.coordinator import bench_merge
+    from posefleet.node.tools.bench_calibration import aligned_errors
+    from posefleet.v1 import coordinator_pb2_grpc
+
+    server = await synthetic_lab(calibration, walking_answer(calibration))
+    address = f"127.0.0.1:{server.port}"
+    try:
+        async with PosefleetClient(address, tls=None) as client:
+            with pytest.raises(grpc.aio.AioRpcError) as idle:
+                await client.calibrate_scene("lab", windows=50, timeout_s=1.0)
+            assert (
+                idle.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "0 of 50 windows" in idle.value.details()
+            )
+            for scene, windows, code in (
+                ("attic", 10, grpc.StatusCode.NOT_FOUND),
+                ("lab", 10**6, grpc.StatusCode.INVALID_ARGUMENT),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await client.calibrate_scene(scene, windows=windows)
+                assert refused.value.code() == code, refused.value.details()
+            counts = [0]
+            progress: list[int] = []
+            async with grpc.aio.insecure_channel(address) as channel:
+                stop = asyncio.Event()
+                streaming = asyncio.create_task(
+                    bench_merge._streams(coordinator_pb2_grpc.CoordinatorStub(channel), 600.0, counts, stop)
+                )
+                await asyncio.sleep(1.0)
+                out = tmp_path / "live.toml"
+                cli = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "posefleet.clients.cli", "calibrate-scene", "--coordinator", address,
+                    "--scene", "lab", "--windows", "200", "--out", str(out), "--insecure",
+                    env={**os.environ, "POSEFLEET_ASSETS": str(assets)}, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+                done = asyncio.create_task(cli.communicate())
+                while not done.done():  # frames answered, sampled every second while the coordinator calibrates
+                    progress.append(counts[0])
+                    await asyncio.wait([done], timeout=1.0)
+                stdout, stderr = done.result()
+                stop.set()
+                await asyncio.wait_for(streaming, 30)
+    finally:
+        await server.stop()
+    assert cli.returncode == 0, stderr.decode()
+    assert stdout.decode().count("reprojection RMS") == 4, stdout.decode()
+    gains = [b - a for a, b in zip(progress, progress[2:], strict=False)]
+    assert len(gains) >= 5 and min(gains) > 0, f"routing stalled while the scene was calibrated: {progress}"
+    placed = load_calibration(out)
+    reference = load_calibration(calibration)
+    assert sorted(placed) == sorted(reference)
+    _, errors = aligned_errors(placed, reference)
+    assert all(e[0] < 0.15 and e[1] < 2.0 for e in errors.values()), errors

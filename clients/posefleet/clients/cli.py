@@ -16,7 +16,7 @@ from posefleet.common.version import software_version
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from posefleet.clients import bench_cluster, camera, demo, status, subscribe
+    from posefleet.clients import bench_cluster, calibrate_scene, camera, demo, status, subscribe
     from posefleet.common import pki
     from posefleet.coordinator import cli as coordinator_cli
     from posefleet.node.server import cli as node_cli
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         camera,
         status,
         subscribe,
+        calibrate_scene,
         demo,
         bench_cluster,
         pki,

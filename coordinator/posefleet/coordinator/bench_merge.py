@@ -164,7 +164,11 @@ def _answer(synthetic: SyntheticScene) -> Any:
     return answer
 
 
-async def _streams(stub: coordinator_pb2_grpc.CoordinatorStub, seconds: float, counts: list[int]) -> None:
+async def _streams(
+    stub: coordinator_pb2_grpc.CoordinatorStub, seconds: float, counts: list[int], stop: asyncio.Event | None = None
+) -> None:
+    """Four cameras streaming for ``seconds`` (or until ``stop`` is set), 16 frames in flight each; ``counts[0]``
+    counts the OK results."""
     image = pose_pb2.Image(encoding=pose_pb2.IMAGE_ENCODING_JPEG, data=b"\xff\xd8bench")
     until = time.perf_counter() + seconds
     epoch = time.time()
@@ -174,7 +178,7 @@ async def _streams(stub: coordinator_pb2_grpc.CoordinatorStub, seconds: float, c
 
         async def frames() -> AsyncIterator[pose_pb2.Frame]:
             seq = 0
-            while time.perf_counter() < until:
+            while time.perf_counter() < until and not (stop is not None and stop.is_set()):
                 await credits.acquire()
                 frame = pose_pb2.Frame(camera_id=cam, sequence=seq, image=image)
                 frame.capture_time.FromNanoseconds(round((epoch + seq / 30) * 1e9))

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -135,6 +135,8 @@ class LiveScene:
         self.camera_errors: dict[str, collections.deque[float]] = {
             c: collections.deque(maxlen=500) for c in self.calibrated
         }
+        #: Called with every window's results as it leaves, fused or skipped (a live calibration records them).
+        self.recorders: set[Callable[[dict[str, pose_pb2.PoseResult]], None]] = set()
 
     # -- windows ---------------------------------------------------------------------------
     def window_ms(self) -> float:
@@ -225,6 +227,8 @@ class LiveScene:
             self._emit(window)
 
     def _emit(self, window: _Window) -> None:
+        for record in list(self.recorders):
+            record(window.views)
         if not self._configured and len(self.fitted) >= 2:
             self.fusion.configure(self.name, dict(self.fitted), self._fusion_params())
             self._configured = True

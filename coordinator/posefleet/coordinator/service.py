@@ -16,9 +16,10 @@ from posefleet.coordinator.cameras import CameraSession, CameraStats
 from posefleet.coordinator.hub import Hub
 from posefleet.coordinator.jobs import Job
 from posefleet.coordinator.links import NodeLink
-from posefleet.coordinator.merging import Merger
+from posefleet.coordinator.merging import LiveScene, Merger
 from posefleet.coordinator.metrics import CoordinatorMetrics
 from posefleet.coordinator.registry import Registry
+from posefleet.coordinator.scene_calibration import CalibrationRefused, calibrate_scene, request_problem
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.coordinator.subscribers import Backlog, relay
 from posefleet.coordinator.validation import MIN_WINDOW_MS, camera_id_problem
@@ -70,6 +71,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self.on_result: list[Callable[[pose_pb2.PoseResult], None]] = [self.view.answered]
         self.on_frame: list[Callable[[pose_pb2.Frame], None]] = []
         self.on_forget: list[Callable[[str], None]] = [self.view.forget]
+        self.calibrating: str | None = None  # the scene a CalibrateScene call is recording (one at a time)
 
     def _publish(self, result: pose_pb2.PoseResult) -> None:
         """Every answered frame, before it leaves: tracked, counted, and handed to subscribers and scenes."""
@@ -207,17 +209,22 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         async with self._subscription(peer, context):
             await relay(self.hub.subscribe(request, backlog), backlog, context)
 
+    async def _scene(self, name: str, context: grpc.aio.ServicerContext) -> LiveScene:
+        """The named scene, or the call ends with NOT_FOUND naming the scenes there are."""
+        scene = self.merger.scenes.get(name)
+        if scene is None:
+            known = ", ".join(sorted(self.merger.scenes)) or "none configured"
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no scene {name!r} (scenes: {known})")
+            raise AssertionError  # abort raises
+        return scene
+
     async def SubscribeScene(  # type: ignore[override]
         self, request: coordinator_pb2.SubscribeSceneRequest, context: grpc.aio.ServicerContext
     ) -> None:
         peer = await require(context, ("subscriber", "admin"), self.guard)
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
-        scene = self.merger.scenes.get(request.scene)
-        if scene is None:
-            known = ", ".join(sorted(self.merger.scenes)) or "none configured"
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no scene {request.scene!r} (scenes: {known})")
-        assert scene is not None
+        scene = await self._scene(request.scene, context)
         if not _may(peer, set(scene.calibrated)):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, _refusal(peer, set(scene.calibrated)))
         backlog = self._backlog()
@@ -279,3 +286,26 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             nodes=[self._node_status(link) for link in self.registry.links.values()] + self._ignored(),
             scenes=[scene.status() for scene in self.merger.scenes.values() if _may(peer, set(scene.calibrated))],
         )
+
+    async def CalibrateScene(
+        self, request: coordinator_pb2.CalibrateSceneRequest, context: grpc.aio.ServicerContext
+    ) -> coordinator_pb2.CalibrateSceneResponse:
+        """Admin: the scene's cameras calibrated from the people its next windows show (``scene_calibration``)."""
+        await require(context, ("admin",), self.guard)
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
+        scene = await self._scene(request.scene, context)
+        if (problem := request_problem(request)) is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if self.calibrating is not None:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"scene {self.calibrating} is being calibrated; one at a time"
+            )
+        self.calibrating = scene.name
+        try:
+            return await calibrate_scene(scene, request)
+        except CalibrationRefused as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            raise AssertionError from None  # abort raises
+        finally:
+            self.calibrating = None

@@ -37,11 +37,17 @@ class Board:
     dictionary: str = "DICT_4X4_50"
 
     def corners(self) -> F32:
-        """Every corner of the board (N, 3), row by row (checkerboard: COLS per row, ROWS rows)."""
-        cols, rows = (self.cols, self.rows) if self.kind == "checkerboard" else (self.cols - 1, self.rows - 1)
-        grid = np.zeros((cols * rows, 3), np.float32)
-        grid[:, :2] = np.mgrid[0:cols, 0:rows].T.reshape(-1, 2) * self.square_m
+        """Every corner of the board (N, 3), row by row: a checkerboard's from its first inner corner, COLS
+        per row; a ChArUco board's by id, where OpenCV puts them (from the board's outer corner)."""
+        if self.kind == "charuco":
+            return np.asarray(self._charuco().getChessboardCorners(), np.float32).reshape(-1, 3)
+        grid = np.zeros((self.cols * self.rows, 3), np.float32)
+        grid[:, :2] = np.mgrid[0 : self.cols, 0 : self.rows].T.reshape(-1, 2) * self.square_m
         return grid
+
+    def _charuco(self) -> cv2.aruco.CharucoBoard:
+        dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, self.dictionary))
+        return cv2.aruco.CharucoBoard((self.cols, self.rows), self.square_m, self.marker_m, dictionary)
 
     def detect(self, image: U8) -> Detection | None:
         """The board's corners in an image (sub-pixel), or None when it is not found whole."""
@@ -66,9 +72,7 @@ class Board:
         return Detection(_oriented(corners.reshape(self.rows, self.cols, 2)), self.corners())
 
     def _detect_charuco(self, gray: U8) -> Detection | None:
-        dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, self.dictionary))
-        board = cv2.aruco.CharucoBoard((self.cols, self.rows), self.square_m, self.marker_m, dictionary)
-        corners, ids, _, _ = cv2.aruco.CharucoDetector(board).detectBoard(gray)
+        corners, ids, _, _ = cv2.aruco.CharucoDetector(self._charuco()).detectBoard(gray)
         if ids is None or len(ids) < MIN_CHARUCO_CORNERS:
             return None
         every = self.corners()

@@ -7,6 +7,7 @@ so P = K [R | t]. Sections without a ``matrix`` (``[metadata]``) are not cameras
 
 from __future__ import annotations
 
+import json
 import logging
 import tomllib
 from dataclasses import dataclass, replace
@@ -170,6 +171,13 @@ def _toml_numbers(values: Any) -> str:
 def write_calibration(
     path: str | Path, cameras: dict[str, Camera], metadata: dict[str, str | float] | None = None
 ) -> None:
+    """``calibration_toml`` written to ``path`` (its folder made)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(calibration_toml(cameras, metadata))
+
+
+def calibration_toml(cameras: dict[str, Camera], metadata: dict[str, str | float] | None = None) -> str:
     """Cameras as a Pose2Sim/anipose calibration TOML (what ``load_calibration`` reads), ``[metadata]`` last."""
     lines = []
     for name, cam in cameras.items():
@@ -190,9 +198,7 @@ def write_calibration(
         text = (
             ("true" if value else "false")
             if isinstance(value, bool)
-            else (repr(float(value)) if isinstance(value, float | int) else '"' + str(value).replace('"', "'") + '"')
+            else (repr(float(value)) if isinstance(value, float | int) else json.dumps(str(value)))
         )
         lines.append(f"{key} = {text}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"

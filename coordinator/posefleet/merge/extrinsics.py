@@ -141,8 +141,9 @@ def anchor(
     cameras: dict[str, Camera], clicks: dict[str, dict[str, F64]], world: dict[str, F64]
 ) -> tuple[dict[str, Camera], dict[str, float]]:
     """Cameras moved into the frame of known points (``clicks``: camera -> name -> pixel), each triangulated
-    from the cameras that clicked it. Three or more points fix scale, rotation and origin; fewer are refused.
-    Returns the cameras and each point's distance (m) from its given position after the move."""
+    from the cameras that clicked it. Three or more points fix scale, rotation and origin; two keep the
+    scale and the up axis (a people-made rig is metric and Z up already) and fix heading and origin; one
+    fixes the origin only. Returns the cameras and each point's distance (m) from its given position after."""
     names = sorted({n for c in clicks.values() for n in c if n in world})
     located, given, used = [], [], []
     for name in names:
@@ -156,12 +157,38 @@ def anchor(
             located.append(X)
             given.append(world[name])
             used.append(name)
-    if len(located) < 3:
-        raise CalibrationError(
-            f"known points: {len(located)} are clicked in two or more cameras with a known 3D position, need 3 "
-            "(scale, rotation and origin)"
-        )
+    if not located:
+        raise CalibrationError("known points: none is clicked in two or more cameras with a known 3D position")
     src, dst = np.stack(located), np.stack(given)
-    s, R, t = umeyama(src, dst)
+    if len(src) >= 3:
+        s, R, t = umeyama(src, dst)
+    elif len(src) == 2:  # heading about Z from the segment between the two, origin from their middle
+        a, b = src[1] - src[0], dst[1] - dst[0]
+        yaw = np.arctan2(b[1], b[0]) - np.arctan2(a[1], a[0])
+        c, si = np.cos(yaw), np.sin(yaw)
+        s, R = 1.0, np.array([[c, -si, 0.0], [si, c, 0.0], [0.0, 0.0, 1.0]])
+        t = dst.mean(axis=0) - R @ src.mean(axis=0)
+    else:
+        s, R, t = 1.0, np.eye(3), dst[0] - src[0]
     residual = np.linalg.norm(s * src @ R.T + t - dst, axis=1)
     return transform(cameras, s, R, t), dict(zip(used, residual.tolist(), strict=True))
+
+
+def board_clicks(stills: dict[str, U8], board: Board) -> tuple[dict[str, dict[str, F64]], dict[str, F64]]:
+    """A board seen once by several cameras (one synchronised still each) as known points: per camera its
+    detected corners by name, and every corner's position in the board's frame (``anchor`` takes both)."""
+    if board.kind != "charuco" and len(stills) > 1:
+        raise CalibrationError(
+            "a board seen by several cameras must be a ChArUco board: a checkerboard's corners cannot be told "
+            "apart under a half turn, so two cameras may number them differently"
+        )
+    clicks: dict[str, dict[str, F64]] = {}
+    world: dict[str, F64] = {}
+    for name, image in stills.items():
+        det = board.detect(image)
+        if det is None:
+            raise CalibrationError(f"camera {name}: no {board.kind} {board.cols}x{board.rows} found in its still")
+        keys = [f"corner{tuple(np.round(p * 1e4).astype(int).tolist())}" for p in det.object_points]
+        clicks[name] = {k: px.astype(np.float64) for k, px in zip(keys, det.image_points, strict=True)}
+        world.update({k: p.astype(np.float64) for k, p in zip(keys, det.object_points, strict=True)})
+    return clicks, world

@@ -16,12 +16,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
+from posefleet.common.images import IMAGE_SUFFIXES
 from posefleet.merge.boards import Board, Detection
 from posefleet.merge.calibration import CalibrationError
 
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 log = logging.getLogger("posefleet.merge.intrinsics")
 
 
@@ -62,7 +62,7 @@ def board_images(source: Path, step: int) -> Iterator[tuple[str, U8]]:
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise CalibrationError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise CalibrationError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         for path in files:
             image = cv2.imread(str(path))
             if image is None:

@@ -3,23 +3,26 @@
 Pose2Sim lists "keypoints" as an extrinsic method and raises NotImplementedError; this is posefleet's own
 structure-from-motion on people, the classic incremental pipeline with joints as the features:
 
-1. **Pairs.** For each camera pair every frame offers every person of one view against every person of the
+1. **Pairs.** For each camera pair, every frame offers every person of one view against every person of the
    other: their joints seen confidently in both are candidate correspondences (undistorted, normalised by
-   each camera's K). MAGSAC++ (``cv2.USAC_MAGSAC``) finds the essential matrix the most joints agree on:
-   the right pairings of people agree with one geometry, wrong pairings each with a different one. Under
-   that geometry each frame's people are paired by optimal assignment on their median Sampson distance
-   (pixels), and the matrix is estimated again from the pairs alone.
+   each camera's K). Essential matrices are hypothesised from single pairings of two people (a RANSAC over
+   the pooled joints draws samples mixing people, and on noisy keypoints one such mix can win) and scored
+   by the joints of each person's best partner that agree with them; under the winner each frame's people
+   are paired by optimal assignment on their median Sampson distance (pixels), and the matrix is estimated
+   again from the pairs alone (MAGSAC++), then decomposed into a relative pose.
 2. **People across cameras.** Per frame, the pairwise pairings are joined (union-find) into one group per
    person; a group holding two people of one camera keeps the one with more pairings.
-3. **Incremental placement.** The pair with the most inliers starts (its relative pose from the essential
-   matrix, baseline 1); its joints are triangulated (weighted DLT); each next camera, the one sharing the
-   most triangulated joints first, is placed by PnP with RANSAC on them; every placed camera triangulates.
+3. **Incremental placement.** The pair with the most inliers starts (baseline 1); its joints are
+   triangulated (weighted DLT); each next camera, the one sharing the most triangulated joints first, is
+   placed by PnP with RANSAC on them; every placed camera triangulates.
 4. **Bundle adjustment** over all camera poses and 3D joints: SciPy ``least_squares`` (trust region, a
-   sparse Jacobian, a Huber loss in pixels, residuals weighted by the 2D confidence), twice, dropping the
-   observations the first pass leaves far off.
+   sparse Jacobian, a Huber loss in pixels, residuals weighted by the 2D confidence); observations left far
+   off are dropped and it runs again; then the people are paired again under the adjusted cameras (every
+   pair, from the poses, not from the first matrices) and the whole adjustment repeats (three rounds).
+   The pipeline starts at three inlier thresholds; the run explaining the most joints is kept.
 5. **World frame.** Z up from the floor plane fitted to the lowest ankles, the origin on the floor below
    the people, x along the first camera's view; metric scale from the people's height (the leg and trunk
-   segments, anthropometric ratios) or, better, from known points (``anchor_to_points``).
+   segments, anthropometric ratios) or, better, from known points (``extrinsics.anchor``).
 
 Cameras a pair never agrees on, or too few joints place, are reported with the reason, never guessed.
 """
@@ -348,6 +351,10 @@ def _triangulate(
     if len(names) < 2:
         return
     P = np.stack([_P(cams[n], *poses[n]) for n in names])
+    if not np.isfinite(P).all():  # a pose the adjustment lost: nothing is triangulated from it
+        for tr in tracks:
+            tr.X = None
+        return
     xy = np.zeros((len(tracks), len(names), 2))
     w = np.zeros((len(tracks), len(names)))
     for i, tr in enumerate(tracks):
@@ -519,6 +526,8 @@ def _height_scale(tracks: list[_Track], person_height: float) -> float | None:
     if any(len(v) < 10 for v in lengths.values()):
         return None
     chain = sum(float(np.median(v)) for v in lengths.values())
+    if not np.isfinite(chain) or chain <= 1e-9:
+        return None
     return person_height * LEG_TRUNK_OF_STATURE / chain
 
 
@@ -557,8 +566,9 @@ def calibrate_from_people(
     rounds: int = 3,
 ) -> SelfCalResult:
     """Every camera's extrinsics from the people in ``views`` (``_calibrate_once``), started once per inlier
-    threshold of ``params.ransac_tries``: the run that explains the most joints wins (a wrong start pairs
-    fewer people; measured on the shared videos, the reprojection error does not tell them apart)."""
+    threshold of ``params.ransac_tries``: the run that explains the most joints wins. A wrong start pairs
+    fewer people; neither the reprojection error nor the count of 2D joints within a tight radius of the
+    run's cameras picked better on the shared recordings (measured against their Qualisys calibration)."""
     p = params or SelfCalParams()
     best: SelfCalResult | None = None
     failures = []

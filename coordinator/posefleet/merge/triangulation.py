@@ -23,6 +23,10 @@ def dlt(P: F64, xy: F64, w: F64) -> F64:
 
     Returns (J, 3); joints with fewer than 2 weighted views are NaN.
     """
+    bad = np.logical_not(np.isfinite(xy).all(axis=-1))  # a NaN in an unused view poisons A (NaN * 0)
+    if bad.any():
+        w = np.where(bad, 0.0, w)
+        xy = np.where(bad[..., None], 0.0, xy)
     rows_x = xy[..., 0:1] * P[None, :, 2, :] - P[None, :, 0, :]  # (J, C, 4)
     rows_y = xy[..., 1:2] * P[None, :, 2, :] - P[None, :, 1, :]
     A = np.concatenate([rows_x, rows_y], axis=1)  # (J, 2C, 4)

@@ -22,6 +22,8 @@ import numpy.typing as npt
 from posefleet.common.errors import PosefleetError
 
 U8Image = npt.NDArray[np.uint8]
+#: File suffixes read as still images (folders of photos: pose, quantisation sets, calibration boards).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 #: The file signature of each format.
 SIGNATURES = {"JPEG": b"\xff\xd8\xff", "PNG": b"\x89PNG\r\n\x1a\n"}
 #: A JPEG spends a few bits on every 8x8 block, even of a blank frame (a blank 4096x4096 frame: pixels/64

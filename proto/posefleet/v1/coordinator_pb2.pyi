@@ -467,6 +467,117 @@ class SceneStatus(_message.Message):
 Global___SceneStatus: _TypeAlias = SceneStatus  # noqa: Y015
 
 @_typing.final
+class CalibrateSceneRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCENE_FIELD_NUMBER: _builtins.int
+    WINDOWS_FIELD_NUMBER: _builtins.int
+    PERSON_HEIGHT_M_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    scene: _builtins.str
+    """A scene named in the coordinator's settings: its calibration supplies the intrinsics and camera names."""
+    windows: _builtins.int
+    """Windows of the scene's 2D people to calibrate from (the next ones to complete); 0: 300."""
+    person_height_m: _builtins.float
+    """The people's mean height in metres, for the scale; 0: 1.75."""
+    timeout_s: _builtins.float
+    """Seconds to wait for the windows; 0: 120."""
+    def __init__(
+        self,
+        *,
+        scene: _builtins.str = ...,
+        windows: _builtins.int = ...,
+        person_height_m: _builtins.float = ...,
+        timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["person_height_m", b"person_height_m", "scene", b"scene", "timeout_s", b"timeout_s", "windows", b"windows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CalibrateSceneRequest: _TypeAlias = CalibrateSceneRequest  # noqa: Y015
+
+@_typing.final
+class CameraCalibration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMERA_ID_FIELD_NUMBER: _builtins.int
+    CALIBRATION_NAME_FIELD_NUMBER: _builtins.int
+    PLACED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REPROJECTION_RMS_PX_FIELD_NUMBER: _builtins.int
+    JOINTS_FIELD_NUMBER: _builtins.int
+    FRAMES_FIELD_NUMBER: _builtins.int
+    camera_id: _builtins.str
+    calibration_name: _builtins.str
+    placed: _builtins.bool
+    reason: _builtins.str
+    """why a camera could not be placed"""
+    reprojection_rms_px: _builtins.float
+    """in the pixels the camera streams"""
+    joints: _builtins.int
+    """2D joints of its that the adjustment used"""
+    frames: _builtins.int
+    def __init__(
+        self,
+        *,
+        camera_id: _builtins.str = ...,
+        calibration_name: _builtins.str = ...,
+        placed: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        reprojection_rms_px: _builtins.float = ...,
+        joints: _builtins.int = ...,
+        frames: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration_name", b"calibration_name", "camera_id", b"camera_id", "frames", b"frames", "joints", b"joints", "placed", b"placed", "reason", b"reason", "reprojection_rms_px", b"reprojection_rms_px"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CameraCalibration: _TypeAlias = CameraCalibration  # noqa: Y015
+
+@_typing.final
+class CalibrateSceneResponse(_message.Message):
+    """Every camera's extrinsics from the people the scene saw, as a Pose2Sim/anipose calibration TOML."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALIBRATION_TOML_FIELD_NUMBER: _builtins.int
+    CAMERAS_FIELD_NUMBER: _builtins.int
+    JOINTS_FIELD_NUMBER: _builtins.int
+    WINDOWS_FIELD_NUMBER: _builtins.int
+    WORLD_FRAME_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    calibration_toml: _builtins.str
+    joints: _builtins.int
+    """3D joints in the bundle adjustment"""
+    windows: _builtins.int
+    """windows that gave at least one joint"""
+    world_frame: _builtins.str
+    seconds: _builtins.float
+    @_builtins.property
+    def cameras(self) -> _containers.RepeatedCompositeFieldContainer[Global___CameraCalibration]: ...
+    def __init__(
+        self,
+        *,
+        calibration_toml: _builtins.str = ...,
+        cameras: _abc.Iterable[Global___CameraCalibration] | None = ...,
+        joints: _builtins.int = ...,
+        windows: _builtins.int = ...,
+        world_frame: _builtins.str = ...,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration_toml", b"calibration_toml", "cameras", b"cameras", "joints", b"joints", "seconds", b"seconds", "windows", b"windows", "world_frame", b"world_frame"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CalibrateSceneResponse: _TypeAlias = CalibrateSceneResponse  # noqa: Y015
+
+@_typing.final
 class Stats(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -65,6 +65,11 @@ class CoordinatorStub:
                 request_serializer=posefleet_dot_v1_dot_coordinator__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=posefleet_dot_v1_dot_coordinator__pb2.Stats.FromString,
                 _registered_method=True)
+        self.CalibrateScene = channel.unary_unary(
+                '/posefleet.v1.Coordinator/CalibrateScene',
+                request_serializer=posefleet_dot_v1_dot_coordinator__pb2.CalibrateSceneRequest.SerializeToString,
+                response_deserializer=posefleet_dot_v1_dot_coordinator__pb2.CalibrateSceneResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -110,6 +115,13 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CalibrateScene(self, request, context):
+        """Admin: calibrate a scene's cameras from the people its next windows show (routing goes on meanwhile).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +154,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=posefleet_dot_v1_dot_coordinator__pb2.GetStatsRequest.FromString,
                     response_serializer=posefleet_dot_v1_dot_coordinator__pb2.Stats.SerializeToString,
+            ),
+            'CalibrateScene': grpc.unary_unary_rpc_method_handler(
+                    servicer.CalibrateScene,
+                    request_deserializer=posefleet_dot_v1_dot_coordinator__pb2.CalibrateSceneRequest.FromString,
+                    response_serializer=posefleet_dot_v1_dot_coordinator__pb2.CalibrateSceneResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -306,6 +323,33 @@ class Coordinator:
             '/posefleet.v1.Coordinator/GetStats',
             posefleet_dot_v1_dot_coordinator__pb2.GetStatsRequest.SerializeToString,
             posefleet_dot_v1_dot_coordinator__pb2.Stats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CalibrateScene(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/posefleet.v1.Coordinator/CalibrateScene',
+            posefleet_dot_v1_dot_coordinator__pb2.CalibrateSceneRequest.SerializeToString,
+            posefleet_dot_v1_dot_coordinator__pb2.CalibrateSceneResponse.FromString,
             options,
             channel_credentials,
             insecure,

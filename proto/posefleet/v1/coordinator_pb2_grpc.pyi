@@ -42,6 +42,8 @@ class CoordinatorStub:
     """A calibrated scene's fused 3D people, one message per window; any number of subscribers."""
     ListNodes: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListNodesRequest, _coordinator_pb2.ListNodesResponse]
     GetStats: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.GetStatsRequest, _coordinator_pb2.Stats]
+    CalibrateScene: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.CalibrateSceneRequest, _coordinator_pb2.CalibrateSceneResponse]
+    """Admin: calibrate a scene's cameras from the people its next windows show (routing goes on meanwhile)."""
 
 @_typing.type_check_only
 class CoordinatorAsyncStub(CoordinatorStub):
@@ -56,6 +58,8 @@ class CoordinatorAsyncStub(CoordinatorStub):
     """A calibrated scene's fused 3D people, one message per window; any number of subscribers."""
     ListNodes: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListNodesRequest, _coordinator_pb2.ListNodesResponse]  # type: ignore[assignment]
     GetStats: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.GetStatsRequest, _coordinator_pb2.Stats]  # type: ignore[assignment]
+    CalibrateScene: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.CalibrateSceneRequest, _coordinator_pb2.CalibrateSceneResponse]  # type: ignore[assignment]
+    """Admin: calibrate a scene's cameras from the people its next windows show (routing goes on meanwhile)."""
 
 class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -103,5 +107,13 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         request: _coordinator_pb2.GetStatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.Stats, _abc.Awaitable[_coordinator_pb2.Stats]]: ...
+
+    @_abc_1.abstractmethod
+    def CalibrateScene(
+        self,
+        request: _coordinator_pb2.CalibrateSceneRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.CalibrateSceneResponse, _abc.Awaitable[_coordinator_pb2.CalibrateSceneResponse]]:
+        """Admin: calibrate a scene's cameras from the people its next windows show (routing goes on meanwhile)."""
 
 def add_CoordinatorServicer_to_server(servicer: CoordinatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import openvino as ov
+from posefleet.common.images import IMAGE_SUFFIXES
 from posefleet.node.convert.core import ConversionError
 from posefleet.node.engine.card import InputSpec, ModelCard, QuantizationSpec
 from posefleet.node.engine.families import create_model
@@ -23,7 +24,6 @@ U8Image = npt.NDArray[np.uint8]
 #: Frames NNCF calibrates on by default (its own default subset), and the fewest accepted.
 DEFAULT_SAMPLES = 300
 MIN_SAMPLES = 10
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 

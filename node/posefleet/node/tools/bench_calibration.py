@@ -196,6 +196,19 @@ PEOPLE_NOTE = (
 )
 
 
+def _pose_times(lab: Path, models: Path) -> dict[str, float]:
+    """Seconds each model takes for the 2D poses of one video (100 frames), measured now (never cached)."""
+    from posefleet.node.tools.bench_scene import MODELS
+    from posefleet.node.tools.fuse import video_poses
+
+    out = {}
+    for label in MODELS:
+        t0 = time.perf_counter()
+        video_poses(models / label.replace(" ", "-"), lab / "videos" / "cam01.mp4", "CPU", None, keep_frames=False)
+        out[label] = time.perf_counter() - t0
+    return out
+
+
 def markdown(data: dict[str, Any]) -> str:
     out = ["# Calibration of the shared rig by posefleet, against its Qualisys calibration", ""]
     out += ["## Intrinsics from the checkerboard photos (4x7, 60 mm)", "", INTRINSICS_HEAD]
@@ -223,6 +236,8 @@ def markdown(data: dict[str, Any]) -> str:
             f"| {r['recording']} | {r['source']} | {cm} | {deg} | {r['height_scale_error_pct']:+.0f}% | {px} | "
             f"{r['points']} | {r['mpjpe_mm']:.0f} mm ({r['people_pairs']} people) | {r['seconds']:.1f} s |"
         )
+    out += ["", "2D poses of one 100-frame video (the people step needs four): "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in data["pose_seconds_per_video"].items()) + "."]  # fmt: skip
     return "\n".join(out) + "\n"
 
 
@@ -241,6 +256,10 @@ def cmd_bench_calibration(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as work:
         recordings = lab_recordings(assets, args.cache, Path(work))
         people = _people(recordings, reference, args.click_noise_px)
-    data = {"click_noise_px": args.click_noise_px, "intrinsics": intrinsics, "points": points, "people": people}
+        pose_seconds = _pose_times(lab, (args.cache or Path(work)) / "models")
+    data = {
+        "click_noise_px": args.click_noise_px, "intrinsics": intrinsics, "points": points, "people": people,
+        "pose_seconds_per_video": pose_seconds,
+    }  # fmt: skip
     report(args, markdown(data), json.loads(json.dumps(data, default=float)))
     return 0

@@ -72,6 +72,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument(
         "--world", type=Path, help="world_points for --points (default: in the points files or the calibration)"
     )
+    c.add_argument(
+        "--board-still", action="append", default=[], metavar="NAME=IMAGE",
+        help="a still of a ChArUco board (--board) seen at once by 2+ cameras: scale and world frame from it",
+    )  # fmt: skip
+    c.add_argument("--board", help="the board of --board-still (charuco:COLSxROWS:SQUARE_MM:MARKER_MM[:DICT])")
     c.add_argument("--min-score", type=positive_float, default=0.3, help="2D joints below this confidence are not used")
     c.add_argument("--out", required=True, type=Path)
     c.add_argument("--json", type=Path, help="the report as JSON")
@@ -185,10 +190,34 @@ def cmd_points(args: argparse.Namespace) -> int:
     return 0
 
 
+def _anchor(args: argparse.Namespace, cameras: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """The people-made cameras moved into the frame of ``--points`` or of a ``--board-still`` board."""
+    import cv2
+    from posefleet.merge.boards import parse_board
+    from posefleet.merge.extrinsics import anchor, board_clicks, read_points
+
+    clicks: dict[str, Any] = {}
+    own: dict[str, Any] = {}
+    if args.board_still:
+        if not args.board:
+            raise PosefleetError("--board-still needs --board (the ChArUco board it shows)")
+        stills = {}
+        for name, path in _specs(args.board_still, "--board-still"):
+            image = cv2.imread(str(path))
+            if image is None:
+                raise PosefleetError(f"--board-still {name}: {path}: not a readable image")
+            stills[name] = image
+        clicks, own = board_clicks(stills, parse_board(args.board))
+    for name, path in _specs(args.points, "--points"):
+        pixels, extra = read_points(path)
+        clicks.setdefault(name, {}).update(pixels)
+        own.update(extra)
+    return anchor(cameras, clicks, _world(args, own))
+
+
 def cmd_people(args: argparse.Namespace) -> int:
     import numpy as np
     from posefleet.merge.calibration import load_calibration, write_calibration
-    from posefleet.merge.extrinsics import anchor, read_points
     from posefleet.merge.selfcal import SelfCalParams, calibrate_from_people
     from posefleet.node.tools.fuse import read_inputs
 
@@ -221,13 +250,10 @@ def cmd_people(args: argparse.Namespace) -> int:
     cameras = {n: replace(given[n], R=c.R, t=c.t) for n, c in result.cameras.items() if n in views}
     frame_source = result.scale_source
     residuals: dict[str, float] = {}
-    if args.points:
-        clicks, own = {}, {}
-        for name, path in _specs(args.points, "--points"):
-            clicks[name], extra = read_points(path)
-            own.update(extra)
-        cameras, residuals = anchor(cameras, clicks, _world(args, own))
-        frame_source = f"the known points ({len(residuals)}; largest residual {max(residuals.values()) * 100:.1f} cm)"
+    if args.points or args.board_still:
+        cameras, residuals = _anchor(args, cameras)
+        what = "the board" if args.board_still else "the known points"
+        frame_source = f"{what} ({len(residuals)}; largest residual {max(residuals.values()) * 100:.1f} cm)"
     for r in result.report:
         print(
             f"{r.name}: reprojection RMS {r.error_px:.1f} px over {r.observations} joints in {r.frames} frames; "

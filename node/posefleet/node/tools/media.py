@@ -9,8 +9,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 from posefleet.common.errors import PosefleetError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+from posefleet.common.images import IMAGE_SUFFIXES
 
 
 class MediaError(PosefleetError):

@@ -1,0 +1,133 @@
+"""A live scene calibrated from the people it sees (the admin call ``CalibrateScene``).
+
+The scene's next windows are recorded as they leave (fused or not: recording costs routing nothing but a
+list append), then ``posefleet.merge.selfcal`` runs in a process of its own, so the event loop keeps routing
+frames at full speed on a small machine. One calibration at a time per coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from posefleet.coordinator.fusion import poses_of
+from posefleet.coordinator.merging import LiveScene
+from posefleet.merge.calibration import CalibrationError, Camera, calibration_toml
+from posefleet.v1 import coordinator_pb2, pose_pb2
+
+F32 = npt.NDArray[np.float32]
+log = logging.getLogger("posefleet.coordinator")
+DEFAULT_WINDOWS = 300
+MAX_WINDOWS = 3000  # about 7 MB of 2D poses for four cameras of three people
+DEFAULT_TIMEOUT_S = 120.0
+MAX_TIMEOUT_S = 3600.0
+
+
+class CalibrationRefused(Exception):
+    """A request that cannot be served as asked; the message says why (INVALID_ARGUMENT or similar)."""
+
+
+def request_problem(request: coordinator_pb2.CalibrateSceneRequest) -> str | None:
+    """What is wrong with a request's numbers, if anything."""
+    if request.windows > MAX_WINDOWS:
+        return f"windows must be at most {MAX_WINDOWS}, got {request.windows}"
+    if request.person_height_m and not 0.5 <= request.person_height_m <= 2.5:
+        return f"person_height_m must be between 0.5 and 2.5 m, got {request.person_height_m:g}"
+    if request.timeout_s < 0 or request.timeout_s > MAX_TIMEOUT_S or not np.isfinite(request.timeout_s):
+        return f"timeout_s must be between 0 and {MAX_TIMEOUT_S:g} s, got {request.timeout_s:g}"
+    return None
+
+
+async def record(scene: LiveScene, windows: int, timeout_s: float) -> list[dict[str, list[F32]]]:
+    """The 2D poses (per camera id) of the scene's next ``windows`` windows; fewer when ``timeout_s`` ends
+    first."""
+    frames: list[dict[str, list[F32]]] = []
+    done = asyncio.get_running_loop().create_future()
+
+    def add(views: dict[str, pose_pb2.PoseResult]) -> None:
+        frames.append({c: poses_of(r) for c, r in views.items() if r.status == pose_pb2.RESULT_STATUS_OK})
+        if len(frames) >= windows and not done.done():
+            done.set_result(None)
+
+    scene.recorders.add(add)
+    try:
+        await asyncio.wait_for(asyncio.shield(done), timeout_s)
+    except TimeoutError:
+        pass
+    finally:
+        scene.recorders.discard(add)
+    return frames[:windows]
+
+
+def _calibrate(cameras: dict[str, Camera], frames: list[dict[str, list[F32]]], height: float) -> dict[str, Any]:
+    """In the worker process: the calibration and its report (plain data, picklable)."""
+    from posefleet.merge.selfcal import calibrate_from_people
+
+    result = calibrate_from_people(cameras, frames, person_height=height)
+    return {
+        "poses": {n: (result.cameras[n].R, result.cameras[n].t) for n in result.placed},
+        "report": [vars(r) for r in result.report],
+        "joints": result.points,
+        "frames": result.frames,
+        "world_frame": result.scale_source,
+    }
+
+
+async def calibrate_scene(
+    scene: LiveScene, request: coordinator_pb2.CalibrateSceneRequest
+) -> coordinator_pb2.CalibrateSceneResponse:
+    """Record, calibrate in a worker process, answer with the TOML; ``CalibrationRefused`` when too few
+    windows came or the people place fewer than two cameras."""
+    t0 = time.perf_counter()
+    windows = request.windows or DEFAULT_WINDOWS
+    frames = await record(scene, windows, request.timeout_s or DEFAULT_TIMEOUT_S)
+    fitted = dict(scene.fitted)
+    if len(frames) < min(windows, 30) or len(fitted) < 2:
+        raise CalibrationRefused(
+            f"scene {scene.name}: {len(frames)} of {windows} windows came in time from {len(fitted)} streaming "
+            "cameras; stream at least two of its cameras (or ask for fewer windows, or wait longer)"
+        )
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        job = pool.submit(_calibrate, fitted, frames, request.person_height_m or 1.75)
+        try:
+            found = await asyncio.wrap_future(job)
+        except CalibrationError as exc:
+            raise CalibrationRefused(f"scene {scene.name}: {exc}") from None
+        except Exception as exc:  # the worker's own failure ends this call, never the coordinator
+            log.exception("scene %s: the calibration failed", scene.name)
+            raise CalibrationRefused(f"scene {scene.name}: the calibration failed: {exc!r}") from None
+    names = {cam_id: calib for calib, cam_id in scene.settings.cameras.items()}
+    cameras = {names[c]: cam for c, cam in scene.calibrated.items()}
+    for cam_id, (R, t) in found["poses"].items():
+        cameras[names[cam_id]] = replace(scene.calibrated[cam_id], R=R, t=t)
+    toml = calibration_toml(
+        cameras, {"extrinsics": f"posefleet CalibrateScene of scene {scene.name}", "world_frame": found["world_frame"]}
+    )
+    out = coordinator_pb2.CalibrateSceneResponse(
+        calibration_toml=toml,
+        joints=found["joints"],
+        windows=found["frames"],
+        world_frame=found["world_frame"],
+        seconds=time.perf_counter() - t0,
+    )
+    reported = {r["name"]: r for r in found["report"]}
+    for cam_id in scene.calibrated:
+        r = reported.get(cam_id, {"placed": False, "reason": "it did not stream during the recording"})
+        out.cameras.add(
+            camera_id=cam_id,
+            calibration_name=names[cam_id],
+            placed=bool(r["placed"]),
+            reason=str(r.get("reason", "")),
+            reprojection_rms_px=float(r.get("error_px", float("nan"))),
+            joints=int(r.get("observations", 0)),
+            frames=int(r.get("frames", 0)),
+        )
+    return out
