@@ -209,7 +209,9 @@ def _best_hypothesis(
     people (a pooled RANSAC also draws samples mixing people, and on noisy keypoints one such mix can win).
     A hypothesis scores, for each person of view a in each frame, the joints of its best partner under it."""
     order = np.argsort([-len(x) for x in src])[: p.hypotheses]
-    owners = np.asarray(owner)
+    # Each group's (frame, person of view a): a hypothesis scores the best partner of each such person.
+    _, inverse = np.unique(np.asarray(owner), axis=0, return_inverse=True)
+    inverse = inverse.ravel()
     best, best_score = None, -1.0
     for g in order:
         if len(src[g]) < 6:
@@ -223,9 +225,6 @@ def _best_hypothesis(
         for E1 in E.reshape(-1, 3, 3):
             inlier = (_sampson(E1, A, B) < 2 * thr).astype(np.float64)
             per_pair = np.bincount(group, weights=inlier, minlength=len(src))
-            # Best partner per (frame, person of view a): a max over the groups it owns.
-            key = owners[:, 0] * 1000 + owners[:, 1]
-            _, inverse = np.unique(key, return_inverse=True)
             top = np.zeros(inverse.max() + 1)
             np.maximum.at(top, inverse, per_pair)
             score = float(top.sum())
