@@ -9,7 +9,7 @@ LOADGEN_IF_BUILT = $$([ -x $(LOADGEN) ] && echo $(LOADGEN))
 POSEFLEET_ASSETS ?= $(shell [ -d ../shared/assets ] && cd ../shared/assets && pwd)
 export POSEFLEET_ASSETS
 
-.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-int8 bench-node bench-scene bench-calibration soak loadgen dashboard-screenshot test-arm64 bench-audit clean
+.PHONY: setup system-deps demo scene-demo test lint typecheck pytest proto bench bench-int8 bench-node bench-scene bench-calibration soak loadgen dashboard-screenshot test-arm64 bench-audit bench-fair-share clean
 
 setup: $(VENV)/.installed
 
@@ -74,6 +74,10 @@ test-arm64: setup
 # How fast the coordinator's audit catches a node answering plausible but wrong poses, and what it costs.
 bench-audit: setup
 	POSEFLEET_AUDIT_REPORT=bench/audit.md $(BIN)/pytest -s tests/test_audit.py -k quarantined
+
+# A camera at the image size limit beside a normal camera: what the normal camera's frames still get.
+bench-fair-share: setup
+	POSEFLEET_FAIR_SHARE_REPORT=bench/fair-share.md $(BIN)/pytest -s tests/test_hostile.py -k huge_frames
 
 proto: setup
 	$(BIN)/python proto/generate.py

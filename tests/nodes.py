@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import subprocess
 import sys
@@ -77,3 +78,11 @@ def run_cli(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProc
         check=False,
         env=os.environ.copy(),
     )
+
+
+def write_report(path: str, title: str, about: list[str], figures: dict[str, object]) -> None:
+    """A benchmark run as a test: its figures as a Markdown table in ``path`` and as JSON beside it."""
+    lines = [f"# {title}", "", *about, "", "| figure | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in figures.items()]
+    Path(path).write_text("\n".join(lines) + "\n")
+    Path(path).with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")

@@ -17,8 +17,8 @@ from posefleet.clients.demo import demo_model, sample_video
 def main(out: Path) -> int:
     model, clip = demo_model(), Path(sample_video())
     with tempfile.TemporaryDirectory(prefix="posefleet-screenshot-") as tmp:
+        driver = chromium(1400, 1050)  # first: a browser that cannot start leaves no cluster behind
         cluster = dashboard_cluster(Path(tmp), model, ["lobby", "hall"])
-        driver = chromium(1400, 1050)
         try:
             driver.get(cluster.url + f"?token={cluster.token}")
             cameras = [cluster.camera(name, clip, fps=10) for name in ("lobby", "hall")]

@@ -15,7 +15,7 @@ import cv2
 import grpc
 import numpy as np
 import pytest
-from nodes import NodeProcess, jpeg
+from nodes import NodeProcess, jpeg, write_report
 from posefleet.clients.sdk import PosefleetClient, encode_frame
 from posefleet.common.processes import start_coordinator
 from posefleet.merge.agreement import agreement
@@ -149,22 +149,10 @@ async def test_a_node_answering_plausible_wrong_poses_is_quarantined(models: dic
     assert "quarantined: its answers disagreed with other nodes'" in shown, shown
     assert extra_share <= 0.15, figures  # the audit copies, and a referee on each disagreement
     if report := os.environ.get("POSEFLEET_AUDIT_REPORT"):
-        lines = [
-            "# Auditing nodes: catching a node that answers plausible but wrong poses",
-            "",
+        about = [
             "`make bench-audit` (tests/test_audit.py): two real PoseNet 0.75 nodes and a liar (a node that",
             "answers every frame OK with a plausible person where there is none) serve one camera, the sample",
             "clip at 15 FPS, until the coordinator quarantines the liar. Extra node answers are the audit's",
             "copies (and a referee for each disagreement) over the camera's frames: its cost in node work.",
-            "",
-            "| figure | value |",
-            "|---|---|",
-            *(f"| {k} | {v} |" for k, v in figures.items()),
-            "",
         ]
-        _write(Path(report), "\n".join(lines), json.dumps(figures, indent=2) + "\n")
-
-
-def _write(report: Path, markdown: str, data: str) -> None:
-    report.write_text(markdown)
-    report.with_suffix(".json").write_text(data)
+        write_report(report, "Auditing nodes: catching a node that answers plausible but wrong poses", about, figures)

@@ -156,8 +156,8 @@ def test_the_dashboard_in_a_real_browser(models: dict[str, Path], assets: Path, 
     """Chromium (headless, the distribution's) on a cluster streaming the sample clip: the camera tile shows
     the skeleton in its track's colour at the keypoints, the FPS number moves, a killed node turns unhealthy
     on the page within 3 s."""
+    driver = chromium()  # first: a browser that cannot start leaves no cluster behind
     cluster = dashboard_cluster(tmp_path, models["posenet075"], ["door"])
-    driver = chromium()
     try:
         driver.get(cluster.url + f"?token={cluster.token}")
         assert driver.find_elements(By.ID, "cameras"), "the page loads"

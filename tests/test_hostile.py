@@ -5,6 +5,7 @@ camera ids that come and go, decompression-bomb JPEGs; the coordinator's and nod
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 import time
 import urllib.request
@@ -15,7 +16,7 @@ import cv2
 import grpc
 import numpy as np
 import pytest
-from nodes import NodeProcess, jpeg
+from nodes import NodeProcess, jpeg, write_report
 from posefleet.clients.sdk import PosefleetClient, encode_frame
 from posefleet.common.memory import rss_bytes
 from posefleet.common.processes import PosefleetProcess, start_coordinator
@@ -309,7 +310,7 @@ def test_the_bomb_check_refuses_bombs_not_blank_frames() -> None:
     progressive = [cv2.IMWRITE_JPEG_QUALITY, 5, cv2.IMWRITE_JPEG_PROGRESSIVE, 1]
     for blank in (np.zeros((4096, 4096), np.uint8), np.zeros((480, 640, 3), np.uint8)):
         data = bytes(cv2.imencode(".jpg", blank, progressive)[1].tobytes())
-        assert decode_image(image(data), 4096, 4096 * 4096).shape[:2] == blank.shape[:2]
+        assert decode_image(image(data), 4096, 4096 * 4096).pixels.shape[:2] == blank.shape[:2]
     t0 = time.perf_counter()
     with pytest.raises(ImageError, match=r"JPEG claims 4096x4096 pixels in only 629 bytes .* 16384 bytes expected"):
         decode_image(image(bomb_jpeg(4096, 4096)), 4096, 4096 * 4096)
@@ -411,12 +412,12 @@ async def test_a_black_hole_node_is_taken_out_and_the_cameras_stay_served(
 
 async def test_a_camera_of_huge_frames_pays_for_them_itself(models: dict[str, Path], assets: Path) -> None:
     """Hardening, second pass, item 3: one camera sending real 4096x4096 JPEGs (the size limit) 15 times a
-    second beside a camera streaming the sample clip at 15 FPS through two real PoseNet nodes. Node work is
-    shared by its cost (a frame takes credits by its pixels, ``jobs.frame_cost``, and a camera gets at most its
-    fair share of the credits while others want some), so a node holds one huge frame at a time and the huge
-    camera waits, dropping its own oldest frames; the clip camera keeps >= 99% OK. The issue's p99 < 100 ms is
-    not met on this 2-core machine (measured 136 ms, 170 ms before the sharing): the huge frames' decoding
-    still takes CPU from the clip camera's node; the test guards the figure at 200 ms."""
+    second beside a camera streaming the sample clip at 15 FPS through two real PoseNet nodes. A node decodes
+    such a JPEG at half scale (30 instead of 100 ms for a 257x257 model), and node work is shared by its cost
+    (a frame takes credits by its pixels, ``jobs.frame_cost``; a camera gets at most its fair share of the
+    credits, reserved for a camera that sent a frame within the last second), so the huge camera holds one
+    node at a time. The clip camera keeps >= 99% OK and p99 < 100 ms (measured 28-44 ms; 152 ms before:
+    ``make bench-fair-share`` writes bench/fair-share.md)."""
     small = [
         jpeg(cv2.resize(f, (257, 257), interpolation=cv2.INTER_AREA)) for f in frames(assets / "video" / "pose_1.mp4")
     ]
@@ -444,8 +445,23 @@ async def test_a_camera_of_huge_frames_pays_for_them_itself(models: dict[str, Pa
             f"the huge camera {served}/{len(attack)} OK"
         )
         assert len(victim) == 300 and len(ok) >= 0.99 * 300
-        assert p99 < 200, p99
+        assert p99 < 100, p99
         assert len(attack) == 300 and served > 0  # it is served, at the pace the nodes allow
+        if report := os.environ.get("POSEFLEET_FAIR_SHARE_REPORT"):
+            figures = {
+                "huge_jpeg_kb": len(huge) // 1024,
+                "clip_ok": f"{len(ok)}/{len(victim)}",
+                "clip_p50_ms": round(latency[len(latency) // 2], 1),
+                "clip_p99_ms": round(p99, 1),
+                "huge_ok": f"{served}/{len(attack)}",
+            }
+            about = [
+                "`make bench-fair-share` (tests/test_hostile.py): two real PoseNet 0.75 nodes (257x257); a camera",
+                "streams the sample clip at 15 FPS beside a camera sending 4096x4096 JPEGs (the size limit) at",
+                "15 FPS. Latency is the coordinator's route time of the clip camera's frames.",
+            ]
+            title = "Sharing node work by cost: a camera at the size limit beside a normal one"
+            write_report(report, title, about, figures)
     finally:
         coord.stop()
         for n in nodes:

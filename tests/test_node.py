@@ -101,6 +101,33 @@ async def test_raw_and_png_frames(node: NodeServer, assets: Path) -> None:
     np.testing.assert_allclose(a, b, atol=1e-3)
 
 
+async def test_a_huge_jpeg_is_decoded_reduced_and_answered_in_its_own_pixels(
+    node: NodeServer, models: dict[str, Path], assets: Path
+) -> None:
+    """Hardening, second pass, item 3: a JPEG over 8 times the model input's side is decoded at a reduced scale
+    (libjpeg's DCT scaling, 30 instead of 100 ms for 4096x4096 at 257x257) and its poses are scaled back:
+    the node answers in the frame's own pixels, as the engine does on the fully decoded frame."""
+    import cv2
+    from posefleet.common.images import decode_encoded
+
+    big = cv2.resize(read_image(assets / "video" / "pose.jpg"), (4000, 2668), interpolation=cv2.INTER_CUBIC)
+    payload = jpeg(big)
+    reduced = decode_encoded(payload, "JPEG", 4096, 4096 * 4096, 4 * max(SIZE))
+    assert reduced.pixels.shape[:2] == (1334, 2000) and reduced.size == (4000, 2668)
+    engine = PoseEngine(models["posenet075"], EngineOptions(input_size=SIZE))
+    want = engine.infer(np.asarray(cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR))).poses[0]
+    channel, node_stub = stub(node)
+    async with channel:
+        got = await node_stub.Estimate(frame(payload))
+    assert (got.image_width, got.image_height) == (4000, 2668)
+    kp = np.array([[k.x, k.y, k.score] for k in got.poses[0].keypoints])
+    seen = (kp[:, 2] > 0.5) & (want.keypoints[:, 2] > 0.5)
+    assert seen.sum() >= 10
+    error = np.linalg.norm(kp[seen, :2] - want.keypoints[seen, :2], axis=1)
+    print(f"reduced decoding: keypoints {np.median(error):.1f} px (median) from the full decoding's, 4000 px wide")
+    assert np.median(error) < 0.01 * 4000
+
+
 async def test_get_info_and_reflection(node: NodeServer) -> None:
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 

@@ -367,3 +367,36 @@ async def test_a_flooding_camera_slows_only_itself(cluster: Any) -> None:
     print(f"modest camera {modest_ok:.1%} OK, flooding camera {flood_ok:.1%} OK")
     assert modest_ok >= 0.95, modest_ok  # at most 3 of 60 on a loaded machine; all of them when quiet
     assert flood_ok < 0.8, "the flooding camera's own frames are the ones dropped"
+
+
+async def test_an_expensive_camera_leaves_a_sparse_cheap_camera_its_share(cluster: Any) -> None:
+    """Hardening, second pass, item 3: a camera of 4096x4096 frames (a whole node's credits each) sending as fast
+    as it can beside a camera of cheap frames at 10 FPS, which holds nothing between its frames. The cheap
+    camera's share stays reserved while it sent a frame within the last second, so the expensive camera holds at
+    most half the cluster (one node: its CPU stays free for the cheap frames); without the reservation it took
+    both nodes in every gap between cheap frames."""
+    registry = await cluster({"a": {"latency": 0.04, "capacity": 4}, "b": {"latency": 0.04, "capacity": 4}})
+    big = pose_pb2.Image(encoding=pose_pb2.IMAGE_ENCODING_RAW, width=4096, height=4096)
+    held: list[int] = []
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set():
+            held.append(registry._held.get("huge", 0))
+            await asyncio.sleep(0.005)
+
+    async def cheap() -> list[pose_pb2.PoseResult]:
+        try:
+            return await _camera(registry, [frame(i, camera="cheap") for i in range(20)], interval=0.1)
+        finally:
+            done.set()
+
+    huge = [pose_pb2.Frame(camera_id="huge", sequence=i, image=big) for i in range(400)]
+    watcher = asyncio.ensure_future(watch())
+    cheap_results, huge_results = await asyncio.gather(cheap(), _camera(registry, huge, interval=0.005))
+    await watcher
+    assert [r.status for r in cheap_results] == [OK] * 20
+    assert sum(r.status == OK for r in huge_results) >= 20  # served, one node at a time
+    steady = held[len(held) // 10 :]
+    print(f"credits the expensive camera held: max {max(steady)} of 8, mean {sum(steady) / len(steady):.1f}")
+    assert max(steady) <= 4, "at most half the cluster while the cheap camera is active"

@@ -123,7 +123,7 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 def _thumbnail(image: tuple[str, bytes]) -> bytes | None:
     """A small JPEG of a frame, decoded with the same checks as on a node (format, size, bomb, decoder cap)."""
     try:
-        pixels = decode_encoded(image[1], image[0], THUMB_MAX_SIDE, THUMB_MAX_PIXELS)
+        pixels = decode_encoded(image[1], image[0], THUMB_MAX_SIDE, THUMB_MAX_PIXELS, THUMB_WIDTH).pixels
     except EncodedImageError as exc:
         log.debug("no thumbnail: %s", exc)
         return None

@@ -36,6 +36,8 @@ RECOVERY_PROBE_S = 0.5
 RECOVERY_WATCH_S = 60.0
 #: Ignored adverts kept for ``posefleet status`` (the most recent).
 IGNORED_KEPT = 32
+#: A camera that asked for a node this recently keeps its fair share of node work reserved.
+SHARE_WINDOW_S = 1.0
 
 
 class NoNode(Exception):
@@ -78,6 +80,9 @@ class Registry:
             strikes=settings.audit_strikes,
         )
         self._waiting: collections.Counter[str] = collections.Counter()
+        #: When each camera last asked for a node (oldest first, kept for ``SHARE_WINDOW_S``): the cameras a
+        #: fair share is reserved for, even between their frames.
+        self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
         #: Adverts not dialled, by mDNS name: (address, claimed node id, why); the last ``IGNORED_KEPT`` (status).
         self.ignored: collections.OrderedDict[str, tuple[str, str, str]] = collections.OrderedDict()
 
@@ -335,11 +340,15 @@ class Registry:
         node work is shared by what it costs, and a camera of expensive frames waits (dropping its own oldest
         frames) before it takes more than its share. A camera holding nothing may always send one frame, and a
         frame of one credit is never held back: among cameras of ordinary frames, first come first served
-        already shares by frame count (holding them back cost a live scene its windows under load)."""
+        already shares by frame count (holding them back cost a live scene its windows under load). A camera
+        that sent a frame within ``SHARE_WINDOW_S`` keeps its share reserved between frames: a cheap camera at
+        15 FPS holds nothing most of the time, and without the reservation an expensive one took every node
+        (and the cores decoding for them) in those gaps, the cheap camera's frames then waiting for CPU."""
         held = self._held.get(camera, 0)
         if not camera or not held or cost <= 1:
             return False
         active = {c for c, n in self._held.items() if n} | {c for c, n in self._waiting.items() if n} | {camera}
+        active.update(self._seen)
         if len(active) < 2:
             return False
         total = sum(link.capacity for link in self.links.values() if link.available)
@@ -359,6 +368,7 @@ class Registry:
         ``camera``'s fair share."""
         exclude = exclude or set()
         no_node_since: float | None = None
+        self._saw(camera)
         async with self._changed:
             while True:
                 link = None
@@ -387,6 +397,15 @@ class Registry:
                     self._waiting[camera] -= 1
                     if not self._waiting[camera]:
                         del self._waiting[camera]
+
+    def _saw(self, camera: str) -> None:
+        """Note that ``camera`` wants node work now; forget cameras silent for ``SHARE_WINDOW_S``."""
+        now = time.monotonic()
+        if camera:
+            self._seen[camera] = now
+            self._seen.move_to_end(camera)
+        while self._seen and next(iter(self._seen.values())) < now - SHARE_WINDOW_S:
+            self._seen.popitem(last=False)
 
     def _pick_for(self, job: Job, exclude: set[str]) -> NodeLink | None:
         """A node with a free credit for ``job`` now, none of ``exclude`` (a straggler's or an audit's copy)."""

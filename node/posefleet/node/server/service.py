@@ -13,7 +13,7 @@ from posefleet.common.certs import Guard, require
 from posefleet.common.grpc_server import Malformed, status_code
 from posefleet.common.keypoints import COCO_KEYPOINTS
 from posefleet.node.engine.types import PoseResult
-from posefleet.node.server.images import ImageError, decode_image
+from posefleet.node.server.images import FrameImage, ImageError
 from posefleet.node.server.metrics import NodeMetrics
 from posefleet.node.server.pipeline import AsyncEngine, AtCapacity
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
@@ -80,20 +80,24 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
         self.metrics.frames.labels("failed").inc()
         return result
 
-    def _submit(self, engine: AsyncEngine, frame: pose_pb2.Frame) -> asyncio.Future[PoseResult]:
+    def _submit(self, engine: AsyncEngine, frame: pose_pb2.Frame, image: FrameImage) -> asyncio.Future[PoseResult]:
         """Start an admitted frame; its future completes when the frame is done, whatever happens."""
         try:
-            load = partial(decode_image, frame.image, self.max_side, self.max_pixels)
-            return engine.submit(load, frame.camera_id or None)
+            return engine.submit(image, frame.camera_id or None)
         except Exception as exc:  # e.g. the worker pool is shut down while draining
             future: asyncio.Future[PoseResult] = asyncio.get_running_loop().create_future()
             future.set_exception(exc)
             return future
 
+    def _image(self, engine: AsyncEngine, frame: pose_pb2.Frame) -> FrameImage:
+        """The frame's image, decoded at a reduced scale if it is over 8 times the model input's side (large JPEGs)."""
+        return FrameImage(frame.image, self.max_side, self.max_pixels, engine.engine.input_size)
+
     def _finish(
         self,
         engine: AsyncEngine,
         frame: pose_pb2.Frame,
+        image: FrameImage,
         received: float,
         done: asyncio.Future[PoseResult],
     ) -> pose_pb2.PoseResult:
@@ -110,12 +114,14 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
         poses = done.result()
         result = self._result(frame)
         result.status = pose_pb2.RESULT_STATUS_OK
-        result.image_height, result.image_width = poses.image_size
+        result.image_width, result.image_height = image.size
+        scale = image.scale(poses.image_size)
         for pose in poses.poses:
             out = result.poses.add()
             out.CopyFrom(_NAMED_POSE)  # the 17 named keypoints; about half the time of adding them one by one
             out.score = float(pose.score)
-            for keypoint, (x, y, s) in zip(out.keypoints, pose.keypoints.tolist(), strict=True):
+            points = pose.keypoints if scale is None else pose.keypoints * (scale[0], scale[1], 1.0)
+            for keypoint, (x, y, s) in zip(out.keypoints, points.tolist(), strict=True):
                 keypoint.x, keypoint.y, keypoint.score = x, y, s
         t = poses.timings
         total_ms = (time.perf_counter() - received) * 1e3
@@ -143,13 +149,14 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
         except FrameRefused as exc:
             result = self.failed(request, exc.code, str(exc))
         else:
-            done = self._submit(engine, request)
+            image = self._image(engine, request)
+            done = self._submit(engine, request, image)
             try:
                 await asyncio.wait([done])  # never cancels ``done``
             except asyncio.CancelledError:  # the caller went away: the frame frees its slot when it ends
-                done.add_done_callback(partial(self._finish, engine, request, received))
+                done.add_done_callback(partial(self._finish, engine, request, image, received))
                 raise
-            result = self._finish(engine, request, received, done)
+            result = self._finish(engine, request, image, received, done)
         if result.status == pose_pb2.RESULT_STATUS_FAILED:
             await context.abort(status_code(result.error_code), result.error)
         return result
@@ -170,12 +177,13 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
         def on_done(
             engine: AsyncEngine,
             frame: pose_pb2.Frame,
+            image: FrameImage,
             received: float,
             done: asyncio.Future[PoseResult],
         ) -> None:
             nonlocal pending
             pending -= 1
-            out.put_nowait(self._finish(engine, frame, received, done))
+            out.put_nowait(self._finish(engine, frame, image, received, done))
             finish_if_idle()
 
         async def read() -> None:
@@ -193,7 +201,10 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
                         out.put_nowait(self.failed(frame, exc.code, str(exc)))
                         continue
                     pending += 1
-                    self._submit(engine, frame).add_done_callback(partial(on_done, engine, frame, received))
+                    image = self._image(engine, frame)
+                    self._submit(engine, frame, image).add_done_callback(
+                        partial(on_done, engine, frame, image, received)
+                    )
             finally:
                 reading_done.set()
                 finish_if_idle()

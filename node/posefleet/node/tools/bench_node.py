@@ -26,7 +26,6 @@ import asyncio
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ import numpy as np
 from posefleet.common.processes import PosefleetProcess, start_posefleet
 from posefleet.node.engine.families.base import U8Image
 from posefleet.node.engine.runtime import EngineOptions, PoseEngine
-from posefleet.node.server.images import decode_image
+from posefleet.node.server.images import FrameImage
 from posefleet.node.server.pipeline import AsyncEngine
 from posefleet.node.server.settings import NodeSettings
 from posefleet.node.tools.bench import async_throughput
@@ -113,7 +112,7 @@ async def _pipeline_throughput(
     """Frames/s of the node's pipeline in-process (no gRPC), at most ``capacity`` frames outstanding."""
     limits = NodeSettings.model_fields  # the node's default image limits
     image = pose_pb2.Image(encoding=pose_pb2.IMAGE_ENCODING_JPEG, data=payload)
-    load = partial(decode_image, image, limits["max_image_side"].default, limits["max_image_pixels"].default)
+    load = FrameImage(image, limits["max_image_side"].default, limits["max_image_pixels"].default, engine.input_size)
     pipeline = AsyncEngine(engine, capacity, requests)
     credits = asyncio.Semaphore(capacity)
     failures: list[BaseException] = []
