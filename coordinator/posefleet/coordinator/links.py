@@ -19,10 +19,9 @@ import grpc
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from posefleet.common.certs import revocations_of
-from posefleet.common.grpc_server import message_options
 from posefleet.common.tls import TlsError, TlsFiles, aio_channel, peer_certificate, role_name
 from posefleet.coordinator.jobs import Job
-from posefleet.coordinator.validation import result_problem
+from posefleet.coordinator.validation import MAX_RESULT_BYTES, result_problem
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 from posefleet.v1.discovery import NODE_HEALTH_SERVICE
 from posefleet.v1.ids import node_id_problem
@@ -94,7 +93,10 @@ class NodeLink:
 
     def _open(self) -> None:
         options = [
-            *message_options(self._max_message_bytes),
+            ("grpc.max_send_message_length", self._max_message_bytes),
+            # A node's answers are small (at most MAX_POSES poses): refused by gRPC beyond this, before they are
+            # parsed, instead of allocating up to the frame limit for a rogue node's megabytes.
+            ("grpc.max_receive_message_length", MAX_RESULT_BYTES),
             ("grpc.keepalive_time_ms", 10_000),
             ("grpc.initial_reconnect_backoff_ms", 100),
         ]

@@ -8,10 +8,12 @@ from posefleet.common.keypoints import NUM_KEYPOINTS
 from posefleet.v1 import pose_pb2
 from posefleet.v1.ids import camera_id_problem
 
-__all__ = ["KEYPOINT_MARGIN", "MAX_POSES", "MIN_WINDOW_MS", "camera_id_problem", "result_problem"]
+__all__ = ["KEYPOINT_MARGIN", "MAX_POSES", "MAX_RESULT_BYTES", "MIN_WINDOW_MS", "camera_id_problem", "result_problem"]
 
 #: A node's result may hold at most this many poses.
 MAX_POSES = 100
+#: The largest node answer read: 100 poses of 17 named keypoints take about 50 KB.
+MAX_RESULT_BYTES = 1 << 20
 #: Keypoints may lie this far (a fraction of the image size) outside the image, no farther.
 KEYPOINT_MARGIN = 0.5
 #: ``Subscribe`` windows shorter than this are raised to it (1 ms windows cost subscribers 11x the CPU).
