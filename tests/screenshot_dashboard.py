@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from browser import chromium, dashboard_cluster
-from posefleet.clients.demo import demo_model, sample_video
+from posefleet.clients.demo_fleet import demo_model, sample_video
 
 
 def main(out: Path) -> int:

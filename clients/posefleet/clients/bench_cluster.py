@@ -520,7 +520,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_bench_cluster(args: argparse.Namespace) -> int:
-    from posefleet.clients.demo import demo_model
+    from posefleet.clients.demo_fleet import demo_model
     from posefleet.common.paths import assets_dir
 
     model_dir = args.model or demo_model()

@@ -14,11 +14,9 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from posefleet.common.processes import PosefleetProcess, run_posefleet, start_coordinator, start_node, stop_all
+from posefleet.clients.demo_fleet import ADMIN, DEMO_INPUT, demo_fleet, demo_model, sample_video
+from posefleet.common.processes import PosefleetProcess, start_coordinator, start_node, stop_all
 from posefleet.common.tls import TlsFiles
-
-DEMO_MODEL = "posenet-mobilenet-v1-075"
-DEMO_INPUT = "257x257"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,15 +32,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the calibrated 4-camera lab scene of the assets, fused live into 3D people",
     )
     p.set_defaults(func=run_demo)
-
-
-def _mirrors() -> tuple[str | None, str | None]:
-    from posefleet.common.paths import assets_dir
-
-    assets = assets_dir(required=False)
-    if assets is None:
-        return None, None
-    return (assets / "models/posenet/tfjs_v1").as_uri(), (assets / "video").as_uri()
 
 
 async def _wait_nodes(address: str, count: int, tls: TlsFiles) -> None:
@@ -81,39 +70,6 @@ async def _stream(address: str, source: str, cameras: int, out: Path, fleet: dic
     if unanswered:
         raise RuntimeError(f"{unanswered} frames got no result")
     return lines
-
-
-ADMIN = "demo-admin"
-
-
-def demo_fleet(directory: Path, nodes: list[str], cameras: list[str]) -> dict[str, TlsFiles]:
-    """A throwaway fleet CA in ``directory`` and certificates for a coordinator, the nodes, an admin (stats,
-    subscriptions) and each camera (its own camera id only): the demo runs mutual TLS end to end."""
-    from posefleet.common.certs import throwaway_fleet
-
-    members: list[tuple[str, str, list[str]]] = [("coordinator", "coordinator", []), ("admin", ADMIN, [])]
-    members += [("node", n, []) for n in nodes] + [("camera", c, [c]) for c in cameras]
-    return throwaway_fleet(directory, members)
-
-
-def demo_model() -> Path:
-    """The demo's model directory, fetched (through the assets mirror when present) on first use."""
-    from posefleet.common.paths import home_dir
-
-    model_dir = home_dir() / "models" / DEMO_MODEL
-    if not (model_dir / "model.json").is_file():
-        mirror = _mirrors()[0]
-        args = ["models", "fetch", DEMO_MODEL, "-o", str(model_dir), *(["--mirror", mirror] if mirror else [])]
-        print(run_posefleet(args), end="")
-    return model_dir
-
-
-def sample_video() -> str:
-    """The sample clip, fetched through the models fetch/mirror mechanism; its local path."""
-    mirror = _mirrors()[1]
-    out = run_posefleet(["models", "fetch", "sample-video", *(["--mirror", mirror] if mirror else [])])
-    print(out, end="")
-    return out.strip().splitlines()[-1].removeprefix("ready: ")
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 from posefleet.clients.camera import CameraClient, CameraOptions
-from posefleet.clients.demo import ADMIN, demo_fleet
+from posefleet.clients.demo_fleet import ADMIN, demo_fleet
 from posefleet.clients.sdk import PosefleetClient, scene_to_dict
 from posefleet.common.errors import PosefleetError
 from posefleet.common.paths import assets_dir

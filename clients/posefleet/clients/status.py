@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf.json_format import MessageToDict
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from posefleet.clients.sdk import PosefleetClient
 from posefleet.common import tls
 from posefleet.common.errors import PosefleetError
+from posefleet.common.health import SERVING, health
 from posefleet.common.tls import TlsFiles, aio_channel, explain_refusal, role_name
 from posefleet.v1 import coordinator_pb2, node_pb2, node_pb2_grpc, pose_pb2
 from posefleet.v1.discovery import NODE_HEALTH_SERVICE
@@ -38,7 +38,7 @@ class NodeReport:
 
     @property
     def serving(self) -> bool:
-        return self.health == "SERVING"
+        return self.health == SERVING
 
 
 async def node_report(address: str, tls: TlsFiles | None, timeout: float = 2.0) -> NodeReport:
@@ -46,19 +46,16 @@ async def node_report(address: str, tls: TlsFiles | None, timeout: float = 2.0) 
     reported, not raised."""
     async with aio_channel(address, tls, role_name("node")) as channel:
         try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=NODE_HEALTH_SERVICE), timeout=timeout
-            )
+            status = await health(channel, NODE_HEALTH_SERVICE, timeout)
         except grpc.aio.AioRpcError as exc:
             return NodeReport(address, "UNREACHABLE", error=f"{exc.code().name}: {exc.details() or ''}".strip())
-        health = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-        if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            return NodeReport(address, health)
+        if status != SERVING:
+            return NodeReport(address, status)
         try:
             info = await node_pb2_grpc.PoseNodeStub(channel).GetInfo(node_pb2.GetInfoRequest(), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            return NodeReport(address, health, error=f"GetInfo: {exc.code().name}")
-        return NodeReport(address, health, info)
+            return NodeReport(address, status, error=f"GetInfo: {exc.code().name}")
+        return NodeReport(address, status, info)
 
 
 async def wait_node(address: str, tls: TlsFiles | None, timeout: float) -> NodeReport:

@@ -191,19 +191,11 @@ class CameraSession:
                     await self._arrived.wait()
                     continue
                 job = self._order[0]
-                try:
-                    await asyncio.wait_for(
-                        asyncio.shield(job.future), timeout=max(0.0, job.deadline - time.monotonic())
-                    )
-                except TimeoutError:
-                    job.fail(grpc.StatusCode.DEADLINE_EXCEEDED, f"no result within {self.frame_timeout:.1f} s")
-                result = job.future.result()
+                result = await job.result()
                 self._order.popleft()
                 if len(self._order) < MAX_UNANSWERED:
                     self._order_room.set()
-                latency_ms = job.elapsed_ms()
-                result.timings.route_ms = latency_ms
-                self.stats.answered(result, latency_ms)
+                self.stats.answered(result, result.timings.route_ms)
                 self.publish(result)
                 yield result
         finally:

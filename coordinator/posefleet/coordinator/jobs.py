@@ -27,6 +27,8 @@ class Job:
     cost: int = 1
     #: Credits its camera's share counts for it while it is unanswered (set when first sent to a node).
     share: int = 0
+    #: The frame timeout its deadline came from (named when it runs out).
+    timeout_s: float = 0.0
 
     @classmethod
     def start(cls, frame: pose_pb2.Frame, timeout_s: float) -> Job:
@@ -34,11 +36,23 @@ class Job:
         if not frame.HasField("capture_time"):
             frame.capture_time.GetCurrentTime()
         loop = asyncio.get_running_loop()
-        return cls(frame, loop.create_future(), time.monotonic() + timeout_s, cost=frame_cost(frame.image))
+        deadline = time.monotonic() + timeout_s
+        return cls(frame, loop.create_future(), deadline, cost=frame_cost(frame.image), timeout_s=timeout_s)
 
     @property
     def done(self) -> bool:
         return self.future.done()
+
+    async def result(self) -> pose_pb2.PoseResult:
+        """Its one result, when it comes or at its deadline (FAILED, DEADLINE_EXCEEDED), whatever the caller's
+        own deadline; the result's route time is set."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.future), timeout=max(0.0, self.deadline - time.monotonic()))
+        except TimeoutError:
+            self.fail(grpc.StatusCode.DEADLINE_EXCEEDED, f"no result within {self.timeout_s:.1f} s")
+        result = self.future.result()
+        result.timings.route_ms = self.elapsed_ms()
+        return result
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.received) * 1e3

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 from cryptography import x509
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from posefleet.common.certs import revocations_of
+from posefleet.common.health import SERVING, health
 from posefleet.common.tls import TlsError, TlsFiles, aio_channel, peer_certificate, role_name
 from posefleet.coordinator.jobs import Job
 from posefleet.coordinator.validation import MAX_RESULT_BYTES, result_problem
@@ -103,7 +103,6 @@ class NodeLink:
         server = role_name("node", self.claimed_id)
         self._channel = aio_channel(self.address, self._tls, server, options)
         self._stub = node_pb2_grpc.PoseNodeStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
 
     async def _certificate_serial(self, tls: TlsFiles, node_id: str) -> int:
         """The serial of the certificate the node presents (a TLS handshake of its own: a gRPC channel does
@@ -154,14 +153,12 @@ class NodeLink:
     async def check(self, timeout: float = 1.0) -> bool:
         """One health check; SERVING keeps the link, anything else takes it out at once."""
         try:
-            reply = await self._health.Check(
-                health_pb2.HealthCheckRequest(service=NODE_HEALTH_SERVICE), timeout=timeout
-            )
+            status = await health(self._channel, NODE_HEALTH_SERVICE, timeout)
         except grpc.aio.AioRpcError as exc:
             self.mark_down(f"health check failed: {exc.code().name}")
             return False
-        if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            self.mark_down("node reports NOT_SERVING")
+        if status != SERVING:
+            self.mark_down(f"node reports {status}")
             return False
         return True
 

@@ -69,7 +69,7 @@ class Registry:
         self._straggler_task: asyncio.Task[None] | None = None
         self.stragglers_resent = 0
         self.gate: AdvertGate | None = None
-        #: Node credits each camera's unanswered frames hold, and cameras waiting for credits (fair shares).
+        #: Node credits each camera's unanswered frames hold (fair shares).
         self._held: collections.Counter[str] = collections.Counter()
         self.auditor = Auditor(
             self._pick_for,
@@ -79,10 +79,9 @@ class Registry:
             min_agreement=settings.audit_min_agreement,
             strikes=settings.audit_strikes,
         )
-        self._waiting: collections.Counter[str] = collections.Counter()
-        #: When each camera last asked for a node (oldest first, kept for ``SHARE_WINDOW_S``): the cameras a
-        #: fair share is reserved for, even between their frames.
-        self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
+        #: When each camera last asked for a node and what that frame cost (oldest first, kept for
+        #: ``SHARE_WINDOW_S``): reserved for it between its frames.
+        self._seen: collections.OrderedDict[str, tuple[float, int]] = collections.OrderedDict()
         #: Adverts not dialled, by mDNS name: (address, claimed node id, why); the last ``IGNORED_KEPT`` (status).
         self.ignored: collections.OrderedDict[str, tuple[str, str, str]] = collections.OrderedDict()
 
@@ -336,23 +335,24 @@ class Registry:
         return [link for link in self.links.values() if link.available and link.serves(selector)]
 
     def _over_share(self, camera: str, cost: int) -> bool:
-        """Whether ``camera`` already holds its fair share of the cluster's credits while others want some:
-        node work is shared by what it costs, and a camera of expensive frames waits (dropping its own oldest
-        frames) before it takes more than its share. A camera holding nothing may always send one frame, and a
-        frame of one credit is never held back: among cameras of ordinary frames, first come first served
-        already shares by frame count (holding them back cost a live scene its windows under load). A camera
-        that sent a frame within ``SHARE_WINDOW_S`` keeps its share reserved between frames: a cheap camera at
-        15 FPS holds nothing most of the time, and without the reservation an expensive one took every node
-        (and the cores decoding for them) in those gaps, the cheap camera's frames then waiting for CPU."""
+        """Whether ``camera``'s next frame would take credits the other cameras need: node work is shared by
+        what it costs, and a camera of expensive frames waits (dropping its own oldest frames) rather than take
+        them. Each other camera that asked for a node within ``SHARE_WINDOW_S`` keeps what it holds, or at
+        least its last frame's cost, reserved: a cheap camera at 15 FPS holds nothing most of the time, and
+        without the reservation an expensive one took every node (and the cores decoding for it) in those
+        gaps, the cheap camera's frames then waiting for CPU. A camera holding nothing may always send one
+        frame, and a frame of one credit is never held back: among cameras of ordinary frames, first come
+        first served already shares by frame count (holding them back cost a live scene its windows)."""
         held = self._held.get(camera, 0)
         if not camera or not held or cost <= 1:
             return False
-        active = {c for c, n in self._held.items() if n} | {c for c, n in self._waiting.items() if n} | {camera}
-        active.update(self._seen)
-        if len(active) < 2:
+        largest = max((link.capacity for link in self.links.values()), default=1)
+        others = (set(self._held) | set(self._seen)) - {camera}
+        if not others:
             return False
+        reserved = sum(max(self._held.get(c, 0), min(self._seen.get(c, (0.0, 0))[1], largest)) for c in others)
         total = sum(link.capacity for link in self.links.values() if link.available)
-        return held + min(cost, max((link.capacity for link in self.links.values()), default=1)) > total / len(active)
+        return held + min(cost, largest) > total - reserved
 
     async def acquire(
         self,
@@ -368,7 +368,7 @@ class Registry:
         ``camera``'s fair share."""
         exclude = exclude or set()
         no_node_since: float | None = None
-        self._saw(camera)
+        self._saw(camera, cost)
         async with self._changed:
             while True:
                 link = None
@@ -388,23 +388,19 @@ class Registry:
                 if now >= deadline:
                     raise NoNode("no node had a free slot before the frame's deadline")
                 self._waiters += 1
-                self._waiting[camera] += 1
                 try:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._changed.wait(), timeout=min(0.25, max(0.0, deadline - now)))
                 finally:
                     self._waiters -= 1
-                    self._waiting[camera] -= 1
-                    if not self._waiting[camera]:
-                        del self._waiting[camera]
 
-    def _saw(self, camera: str) -> None:
-        """Note that ``camera`` wants node work now; forget cameras silent for ``SHARE_WINDOW_S``."""
+    def _saw(self, camera: str, cost: int) -> None:
+        """Note that ``camera`` wants node work of ``cost`` now; forget cameras silent for ``SHARE_WINDOW_S``."""
         now = time.monotonic()
         if camera:
-            self._seen[camera] = now
+            self._seen[camera] = (now, cost)
             self._seen.move_to_end(camera)
-        while self._seen and next(iter(self._seen.values())) < now - SHARE_WINDOW_S:
+        while self._seen and next(iter(self._seen.values()))[0] < now - SHARE_WINDOW_S:
             self._seen.popitem(last=False)
 
     def _pick_for(self, job: Job, exclude: set[str]) -> NodeLink | None:

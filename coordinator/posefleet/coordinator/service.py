@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -66,7 +65,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self.cameras: dict[str, CameraStats] = {}
         self.streams = Slots("camera streams", settings.max_streams_per_peer, settings.max_streams)
         self.subscriptions = Slots("subscriptions", settings.max_subscriptions_per_peer, settings.max_subscriptions)
-        self.view = FleetView(self)
+        self.view = FleetView(self.cameras, registry, self.merger)
         #: Who else sees every answered result, every frame sent on, every camera forgotten (dashboard, MQTT).
         self.on_result: list[Callable[[pose_pb2.PoseResult], None]] = [self.view.answered]
         self.on_frame: list[Callable[[pose_pb2.Frame], None]] = []
@@ -162,12 +161,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, _refusal(peer, {request.camera_id}))
         job = Job.start(request, self.settings.frame_timeout_s)
         await self.registry.dispatch(job)
-        try:  # the frame's own deadline, whatever the caller's
-            await asyncio.wait_for(asyncio.shield(job.future), timeout=max(0.0, job.deadline - time.monotonic()))
-        except TimeoutError:
-            job.fail(grpc.StatusCode.DEADLINE_EXCEEDED, f"no result within {self.settings.frame_timeout_s:.1f} s")
-        result = job.future.result()
-        result.timings.route_ms = job.elapsed_ms()
+        result = await job.result()
         self._publish(result)
         if result.status == pose_pb2.RESULT_STATUS_FAILED:
             await context.abort(status_code(result.error_code), result.error)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
-from posefleet.common.settings import FileSettings
+from posefleet.common.settings import FileSettings, IpAddress
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -78,7 +78,7 @@ class CoordinatorSettings(FileSettings):
     name: str = Field("coordinator", description="its certificate's name in the fleet PKI directory (--pki)")
     host: str = Field("0.0.0.0", description="address the gRPC server binds")
     port: int = Field(50050, ge=0, le=65535)
-    zeroconf_interfaces: list[str] = Field(default_factory=list, description="IPs zeroconf binds (default: all)")
+    zeroconf_interfaces: list[IpAddress] = Field(default_factory=list, description="IPs zeroconf binds (default: all)")
     discover: bool = Field(True, description="browse _posefleet._tcp with zeroconf")
     nodes: list[str] = Field(default_factory=list, description="static nodes, HOST:PORT")
     #: mDNS is unauthenticated: discovered nodes are bounded per advertised host and per minute (adverts.py).
@@ -146,13 +146,6 @@ class CoordinatorSettings(FileSettings):
     max_message_mb: float = Field(16.0, gt=0, le=256)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     scenes: dict[str, SceneSettings] = Field(default_factory=dict, description="calibrated scenes by name")
-
-    @field_validator("zeroconf_interfaces")
-    @classmethod
-    def _ips(cls, values: list[str]) -> list[str]:
-        for value in values:
-            ipaddress.ip_address(value)
-        return values
 
     @field_validator("nodes")
     @classmethod

@@ -11,7 +11,9 @@ import numpy as np
 from posefleet.v1 import coordinator_pb2, pose_pb2
 
 if TYPE_CHECKING:
-    from posefleet.coordinator.service import CoordinatorService
+    from posefleet.coordinator.cameras import CameraStats
+    from posefleet.coordinator.merging import Merger
+    from posefleet.coordinator.registry import Registry
 
 
 def _r(value: float, digits: int = 1) -> float | None:
@@ -34,8 +36,9 @@ class FleetView:
     """Builds the snapshot; keeps what a snapshot needs between calls (latest results, node FPS), bounded by
     the cameras and nodes the coordinator knows."""
 
-    def __init__(self, service: CoordinatorService) -> None:
-        self.service = service
+    def __init__(self, cameras: dict[str, CameraStats], registry: Registry, merger: Merger) -> None:
+        """``cameras``: the coordinator's table of camera stats (read, never changed here)."""
+        self.cameras, self.registry, self.merger = cameras, registry, merger
         self.latest: dict[str, pose_pb2.PoseResult] = {}  # camera -> latest OK result (evicted with it)
         self._done: dict[str, tuple[float, int, float]] = {}  # node key -> (time, frames done, fps)
 
@@ -57,9 +60,8 @@ class FleetView:
         return fps
 
     def __call__(self) -> dict[str, Any]:
-        service = self.service
         cameras = []
-        for camera, stats in sorted(service.cameras.items()):
+        for camera, stats in sorted(self.cameras.items()):
             s = stats.to_proto()
             latest = self.latest.get(camera)
             cameras.append(
@@ -81,7 +83,7 @@ class FleetView:
                 }
             )
         nodes = []
-        links = service.registry.links
+        links = self.registry.links
         for gone in set(self._done) - set(links):
             del self._done[gone]
         for key, link in sorted(links.items()):
@@ -101,11 +103,11 @@ class FleetView:
                     "last_error": link.last_error,
                 }
             )
-        scenes = [self._scene(name) for name in sorted(service.merger.scenes)]
+        scenes = [self._scene(name) for name in sorted(self.merger.scenes)]
         return {"time": time.time(), "cameras": cameras, "nodes": nodes, "scenes": scenes}
 
     def _scene(self, name: str) -> dict[str, Any]:
-        scene = self.service.merger.scenes[name]
+        scene = self.merger.scenes[name]
         out: dict[str, Any] = {
             "name": name,
             "cameras": sorted(scene.calibrated),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -12,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from posefleet.common.errors import PosefleetError
+from posefleet.common.health import SERVING, health_sync
 from posefleet.common.tls import TlsFiles, cli_args, role_name, sync_channel
 
 _READY = re.compile(r"^posefleet-(\w+) ready(?P<fields>( \w+=\S*)*)\s*$", re.MULTILINE)
@@ -90,14 +91,10 @@ def start_posefleet(
 
 def _wait_serving(address: str, tls: TlsFiles | None, server: str, deadline: float) -> bool:
     with sync_channel(address, tls, server) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            with contextlib.suppress(grpc.RpcError):
+                if health_sync(channel) == SERVING:
                     return True
-            except grpc.RpcError:
-                pass
             time.sleep(0.05)
     return False
 

@@ -7,15 +7,16 @@ becomes one ``ConfigError`` line naming the setting.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from posefleet.common.errors import PosefleetError
 from posefleet.common.tls import TlsFiles, resolve
-from pydantic import Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     JsonConfigSettingsSource,
@@ -24,6 +25,15 @@ from pydantic_settings import (
 )
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("posefleet_config_file", default=None)
+
+
+def _ip_address(value: str) -> str:
+    ipaddress.ip_address(value)  # raises ValueError naming the bad value
+    return value
+
+
+#: A setting that must be an IP address (the interfaces zeroconf binds, the addresses a node advertises).
+IpAddress = Annotated[str, AfterValidator(_ip_address)]
 
 
 class ConfigError(PosefleetError):

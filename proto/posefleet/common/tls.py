@@ -12,7 +12,7 @@ in DNS names that ordinary hostname verification checks, so no central database 
 A coordinator dials a node as ``NODE_ID.node.posefleet`` (the id its advert claims) and clients dial a
 coordinator as ``coordinator.posefleet``, whatever address they use. ``--insecure`` is for development: no
 TLS, no authentication, a warning at every start; it is never the default. This module needs no
-``cryptography`` (camera machines do not install it); reading roles from certificates is in ``pki``.
+``cryptography`` (camera machines do not install it); reading roles from certificates is in ``certs``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
 families); a new format is one new module there. Nothing here runs on a node's frame path.
 """
 
-from posefleet.node.convert.core import ConversionError, Converted, Precision, SourceFormat, convert, detect_format
+from posefleet.node.convert.core import convert, detect_format
+from posefleet.node.convert.formats import ConversionError, Converted, Precision, SourceFormat
 
 __all__ = ["ConversionError", "Converted", "Precision", "SourceFormat", "convert", "detect_format"]

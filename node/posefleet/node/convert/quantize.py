@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import openvino as ov
 from posefleet.common.images import IMAGE_SUFFIXES
-from posefleet.node.convert.core import ConversionError
+from posefleet.node.convert.formats import ConversionError
 from posefleet.node.engine.card import InputSpec, ModelCard, QuantizationSpec
 from posefleet.node.engine.families import create_model
 

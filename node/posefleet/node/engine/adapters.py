@@ -103,12 +103,27 @@ class OpenVINOAdapter:
 
     @property
     def kernels(self) -> str:
-        from posefleet.node.engine.runtime import conv_kernels
-
         return conv_kernels(self._model())
 
     def close(self) -> None:
         self.compiled = None
+
+
+CONV_LAYERS = {"Convolution", "GroupConvolution"}
+
+
+def conv_kernels(compiled: CompiledModel) -> str:
+    """The precisions of a compiled model's convolution kernels as the device reports them, e.g. ``"I8"``
+    or ``"bf16"`` (``"unknown"`` from devices that do not say)."""
+    kinds = set()
+    try:
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if info["layerType"].astype(str) in CONV_LAYERS:
+                kinds.add(info["primitiveType"].astype(str).rsplit("_", 1)[-1])
+    except (RuntimeError, KeyError, AttributeError, TypeError):  # e.g. MYRIAD on OpenVINO 2022.3
+        return "unknown"
+    return "/".join(sorted(kinds)) or "none"
 
 
 # -- OpenVINO 2022.3 in a worker process ----------------------------------------------------------------

@@ -61,23 +61,6 @@ def adapter_for(core: Core, options: EngineOptions) -> InferenceAdapter:
     return OpenVINOAdapter(core)
 
 
-CONV_LAYERS = {"Convolution", "GroupConvolution"}
-
-
-def conv_kernels(compiled: CompiledModel) -> str:
-    """The precisions of a compiled model's convolution kernels as the device reports them, e.g. ``"I8"``
-    or ``"bf16"`` (``"unknown"`` from devices that do not say)."""
-    kinds = set()
-    try:
-        for op in compiled.get_runtime_model().get_ordered_ops():
-            info = op.get_rt_info()
-            if info["layerType"].astype(str) in CONV_LAYERS:
-                kinds.add(info["primitiveType"].astype(str).rsplit("_", 1)[-1])
-    except (RuntimeError, KeyError, AttributeError, TypeError):  # e.g. MYRIAD on OpenVINO 2022.3
-        return "unknown"
-    return "/".join(sorted(kinds)) or "none"
-
-
 def device_precision(core: Core, device: str) -> str:
     """The device's own default inference precision (``bf16`` on CPUs with bfloat16), ``""`` if it does not say."""
     try:

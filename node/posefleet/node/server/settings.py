@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import socket
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from posefleet.common.settings import FileSettings
+from posefleet.common.settings import FileSettings, IpAddress
 from posefleet.node.devices import DEVICES, InferencePrecision, known_device
 from posefleet.node.engine.adapters import AdapterError
 from posefleet.node.engine.simulated import SimulatedAccelerator, recorded_input_size
@@ -43,9 +42,9 @@ class NodeSettings(FileSettings):
     infer_requests: int = Field(
         0, ge=0, description="OpenVINO infer requests (one thread each); 0 = 2 x the device optimum"
     )
-    zeroconf_interfaces: list[str] = Field(default_factory=list, description="IPs zeroconf binds (default: all)")
+    zeroconf_interfaces: list[IpAddress] = Field(default_factory=list, description="IPs zeroconf binds (default: all)")
     advertise: bool = True
-    advertise_addresses: list[str] = Field(default_factory=list, description="addresses put in the mDNS record")
+    advertise_addresses: list[IpAddress] = Field(default_factory=list, description="addresses put in the mDNS record")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus endpoint; 0 = free port")
     metrics_host: str = "127.0.0.1"
     #: As the coordinator's: an uncompressed 1440p frame (11 MB) fits, and both sides agree.
@@ -94,13 +93,6 @@ class NodeSettings(FileSettings):
         if not known_device(value):
             raise ValueError(f"unknown device {value!r}; choose one of {', '.join(DEVICES)}")
         return value.upper() if ":" not in value else value
-
-    @field_validator("zeroconf_interfaces", "advertise_addresses")
-    @classmethod
-    def _ips(cls, values: list[str]) -> list[str]:
-        for value in values:
-            ipaddress.ip_address(value)  # raises ValueError with the bad value
-        return values
 
     @field_validator("name")
     @classmethod

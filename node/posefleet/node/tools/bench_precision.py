@@ -21,7 +21,8 @@ import numpy.typing as npt
 import openvino as ov
 from openvino import opset13 as ops
 from posefleet.node.devices import InferencePrecision
-from posefleet.node.engine.runtime import EngineOptions, PoseEngine, conv_kernels, device_precision
+from posefleet.node.engine.adapters import conv_kernels
+from posefleet.node.engine.runtime import EngineOptions, PoseEngine, device_precision
 
 #: The runs of one row: the float model in f32, the float model in the device's default precision, INT8.
 RUNS = ("f32", "default", "INT8")

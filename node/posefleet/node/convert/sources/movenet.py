@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import openvino as ov
-from posefleet.node.convert.core import ConversionError, Converted, SourceFormat, read_model
+from posefleet.node.convert.formats import ConversionError, Converted, SourceFormat, read_model
 from posefleet.node.engine.card import InputSpec, ModelCard, SourceSpec, sha256_of
 
 

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 import openvino as ov
-from posefleet.node.convert.core import ConversionError, Converted, SourceFormat, first_line
+from posefleet.node.convert.formats import ConversionError, Converted, SourceFormat, first_line
 from posefleet.node.engine.card import InputSpec, ModelCard, SourceSpec, sha256_of
 
 

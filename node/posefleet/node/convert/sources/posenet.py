@@ -8,7 +8,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 from posefleet.node.convert import posenet_tfjs
-from posefleet.node.convert.core import (
+from posefleet.node.convert.formats import (
     ConversionError,
     Converted,
     SourceFormat,
@@ -115,18 +115,33 @@ class FrozenGraph(SourceFormat):
             raise ConversionError(
                 f"{source}: this frozen graph has output stride {measured}; --stride {stride} needs a tfjs checkpoint"
             )
-        spec = _posenet_input(size, measured, element="f32", mean=127.5, scale=127.5)
-        _fixed_size(model, size, spec)
-        variant = _variant_from_name(source.name)
-        card = _card(
-            model_id=f"posenet-mobilenet-v1-{variant}-s{measured}",
-            description=f"PoseNet MobileNetV1 {variant} (TensorFlow frozen graph), output stride {measured}",
-            input_spec=spec,
-            stride=measured,
-            source=source,
-            fmt=cls.name,
-        )
-        return Converted(model, card)
+        return _float_posenet(model, source, cls.name, "TensorFlow frozen graph", size=size, stride=measured)
+
+
+def _float_posenet(
+    model: ov.Model,
+    source: Path,
+    fmt: str,
+    kind: str,
+    *,
+    size: tuple[int, int] | None,
+    stride: int,
+    variant: str | None = None,
+) -> Converted:
+    """A float PoseNet graph (inputs in [-1, 1]) fixed at ``size``, with its card; ``variant`` (0.50, 0.75...)
+    from the source's file name unless given."""
+    spec = _posenet_input(size, stride, element="f32", mean=127.5, scale=127.5)
+    _fixed_size(model, size, spec)
+    variant = variant or _variant_from_name(source.name)
+    card = _card(
+        model_id=f"posenet-mobilenet-v1-{variant}-s{stride}",
+        description=f"PoseNet MobileNetV1 {variant} ({kind}), output stride {stride}",
+        input_spec=spec,
+        stride=stride,
+        source=source,
+        fmt=fmt,
+    )
+    return Converted(model, card)
 
 
 class TfjsCheckpoint(SourceFormat):
@@ -147,17 +162,9 @@ class TfjsCheckpoint(SourceFormat):
             model = posenet_tfjs.build_model(checkpoint, stride)
         except posenet_tfjs.CheckpointError as exc:
             raise ConversionError(str(exc)) from exc
-        spec = _posenet_input(size, stride, element="f32", mean=127.5, scale=127.5)
-        _fixed_size(model, size, spec)
-        card = _card(
-            model_id=f"posenet-mobilenet-v1-{checkpoint.variant}-s{stride}",
-            description=f"PoseNet MobileNetV1 {checkpoint.variant} (tfjs-models checkpoint), output stride {stride}",
-            input_spec=spec,
-            stride=stride,
-            source=source,
-            fmt=cls.name,
+        return _float_posenet(
+            model, source, cls.name, "tfjs-models checkpoint", size=size, stride=stride, variant=checkpoint.variant
         )
-        return Converted(model, card)
 
 
 class CoralTflite(SourceFormat):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import openvino as ov
-from posefleet.node.convert.core import ConversionError, Converted, SourceFormat, read_model
+from posefleet.node.convert.formats import ConversionError, Converted, SourceFormat, read_model
 from posefleet.node.engine.card import InputSpec, ModelCard, SourceSpec, sha256_of
 
 #: Metadata keys whose ONNX values are Python literals written with ``str()`` by Ultralytics' exporter.

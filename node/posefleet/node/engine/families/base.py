@@ -28,6 +28,12 @@ from posefleet.node.engine.types import Pose
 U8Image = npt.NDArray[np.uint8]
 
 
+def check_image(image: U8Image) -> None:
+    """``ValueError`` unless ``image`` is what every family pre-processes: BGR uint8, HxWx3."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected a BGR uint8 HxWx3 image, got {image.dtype} {image.shape}")
+
+
 @dataclass(frozen=True)
 class FrameMeta:
     """How the source image maps to the network input: ``x_src = (x_in - pad_x) / scale_x``."""
@@ -92,8 +98,7 @@ class PoseModel(ABC):
 
         ``stream`` names the camera or video the frame belongs to; stateless families ignore it.
         """
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected a BGR uint8 HxWx3 image, got {image.dtype} {image.shape}")
+        check_image(image)
         src_h, src_w = image.shape[:2]
         h, w = self.input_size
         if self.card.input.resize == "letterbox":

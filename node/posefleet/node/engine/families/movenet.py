@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 from posefleet.common.keypoints import KEYPOINT_INDEX
-from posefleet.node.engine.families.base import FrameMeta, PoseModel, U8Image
+from posefleet.node.engine.families.base import FrameMeta, PoseModel, U8Image, check_image
 from posefleet.node.engine.types import Pose
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass
@@ -92,8 +92,7 @@ class MoveNetModel(PoseModel):
 
     def preprocess(self, image: U8Image, stream: str | None = None) -> tuple[U8Image, FrameMeta]:
         """The stream's crop region of ``image`` (zero outside the image) scaled to the input size."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected a BGR uint8 HxWx3 image, got {image.dtype} {image.shape}")
+        check_image(image)
         src_h, src_w = image.shape[:2]
         h, w = self.input_size
         x0, y0, side = self._crop_for(stream, src_h, src_w)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 import numpy.typing as npt
-from posefleet.node.engine.families.base import FrameMeta, PoseModel, U8Image
+from posefleet.node.engine.families.base import FrameMeta, PoseModel, U8Image, check_image
 from posefleet.node.engine.types import Pose
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass
@@ -39,8 +39,7 @@ class YoloPoseModel(PoseModel):
 
     def preprocess(self, image: U8Image, stream: str | None = None) -> tuple[U8Image, FrameMeta]:
         """Ultralytics' letterbox: scale to fit, centre, pad with grey 114."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected a BGR uint8 HxWx3 image, got {image.dtype} {image.shape}")
+        check_image(image)
         src_h, src_w = image.shape[:2]
         h, w = self.input_size
         scale = min(h / src_h, w / src_w)
