@@ -47,8 +47,8 @@ scene-demo: setup
 	$(BIN)/posefleet demo --scene --out demo-out/scene
 	cp demo-out/scene/scene.png bench/scene.png
 
-# The `posefleet` namespace spans node/, coordinator/, clients/ and proto/ (see pyproject.toml).
-SOURCE_PATH := node:coordinator:clients:proto
+# The `posefleet` namespace spans proto/, common/, merge/, node/, coordinator/ and clients/ (see pyproject.toml).
+SOURCE_PATH := proto:common:merge:node:coordinator:clients
 
 lint: setup
 	$(BIN)/ruff check .

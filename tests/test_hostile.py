@@ -415,7 +415,8 @@ async def test_a_camera_of_huge_frames_pays_for_them_itself(models: dict[str, Pa
     second beside a camera streaming the sample clip at 15 FPS through two real PoseNet nodes. A node decodes
     such a JPEG at half scale (30 instead of 100 ms for a 257x257 model), and node work is shared by its cost
     (a frame takes credits by its pixels, ``jobs.frame_cost``; a camera's frame waits when it would take what
-    the other cameras hold or last needed within a second), so the huge camera holds one node at a time. The clip camera keeps >= 99% OK and p99 < 100 ms (measured 28-72 ms; 152 ms before:
+    the other cameras hold or last needed within a second), so the huge camera holds one node at a time. The
+    clip camera keeps >= 99% OK and p99 < 100 ms (measured 28-72 ms; 152 ms before:
     ``make bench-fair-share`` writes bench/fair-share.md)."""
     small = [
         jpeg(cv2.resize(f, (257, 257), interpolation=cv2.INTER_AREA)) for f in frames(assets / "video" / "pose_1.mp4")
