@@ -42,7 +42,7 @@ dashboard-screenshot: setup system-deps
 demo: setup
 	$(BIN)/posefleet demo
 
-# The calibrated four-camera scene fused live (needs the assets); refreshes the README's picture of it.
+# The calibrated four-camera scene fused live (needs the assets); refreshes the picture of it in docs/merge.md.
 scene-demo: setup
 	$(BIN)/posefleet demo --scene --out demo-out/scene
 	cp demo-out/scene/scene.png bench/scene.png

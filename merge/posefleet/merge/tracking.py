@@ -39,7 +39,7 @@ class TrackerParams:
     min_keypoints: int = 4
     max_tracks: int = 18
     max_age_ms: float = 1000.0
-    #: Smooth each track's keypoints with a One-Euro filter (adds no frame of latency; see README).
+    #: Smooth each track's keypoints with a One-Euro filter (adds no frame of latency; see docs/merge.md).
     smoothing: bool = False
     one_euro: OneEuroParams = field(default_factory=OneEuroParams)
 
