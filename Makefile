@@ -47,8 +47,8 @@ scene-demo: setup
 	$(BIN)/posefleet demo --scene --out demo-out/scene
 	cp demo-out/scene/scene.png bench/scene.png
 
-# The `posefleet` namespace spans proto/, common/, merge/, node/, coordinator/ and clients/ (see pyproject.toml).
-SOURCE_PATH := proto:common:merge:node:coordinator:clients
+# The `posefleet` namespace spans proto/, common/, merge/, node/, coordinator/, clients/ and bench/ (see pyproject.toml).
+SOURCE_PATH := proto:common:merge:node:coordinator:clients:bench
 
 lint: setup
 	$(BIN)/ruff check .

@@ -64,7 +64,7 @@ class DashboardCluster:
         address = f"127.0.0.1:{self.coordinator.port}"
         args = ["camera", "--coordinator", address, "--source", str(clip), "--camera-id", name, "--fps", str(fps)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "posefleet.clients.cli", *args, "--resize-to-model", *cli_args(self.fleet[name])],
+            [sys.executable, "-m", "posefleet.cli", *args, "--resize-to-model", *cli_args(self.fleet[name])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -71,7 +71,7 @@ class NodeProcess:
 def run_cli(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """``posefleet ARGS`` to its end, output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "posefleet.clients.cli", *map(str, args)],
+        [sys.executable, "-m", "posefleet.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from nodes import run_cli
 from people import people_views
+from posefleet.bench.calibration import PLATFORM, aligned_errors, clicks
 from posefleet.merge.boards import parse_board
 from posefleet.merge.calibration import CalibrationError, Camera, load_calibration, write_calibration
 from posefleet.merge.extrinsics import anchor, camera_from_points
 from posefleet.merge.intrinsics import calibrate_intrinsics
 from posefleet.merge.selfcal import LEG_TRUNK_OF_STATURE, calibrate_from_people
-from posefleet.node.tools.bench_calibration import PLATFORM, aligned_errors, clicks
 
 LAB = "multiview/pose2sim"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import pytest
 from nodes import run_cli
-from posefleet.clients.cli import main
+from posefleet.cli import main
 from posefleet.node.tools.media import read_image
 
 

@@ -365,7 +365,7 @@ async def test_a_camera_is_back_within_a_second_of_its_coordinator_after_a_long_
 
 
 def _status(*args: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "posefleet.clients.cli", "status", *args, "--insecure"]
+    cmd = [sys.executable, "-m", "posefleet.cli", "status", *args, "--insecure"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

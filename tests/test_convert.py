@@ -418,7 +418,7 @@ def test_int8_ceiling_bench_measures_the_kernels_it_names(assets: Path, tmp_path
     """``bench --int8-ceiling``: each figure's convolutions really ran in the precision its column names."""
     import openvino as ov
     from nodes import integer_kernels, run_cli
-    from posefleet.node.tools.bench_precision import measure_models
+    from posefleet.bench.precision import measure_models
 
     default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()  # bf16 on CPUs with it
     source = assets / "models/posenet/tfjs_v1/mobilenet_v1_075"

@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import pytest
 from browser import chromium, dashboard_cluster, track_rgb
+from posefleet.bench.loopback import LoopbackLink
 from posefleet.clients.sdk import PosefleetClient
 from posefleet.common.certs import issue_token, throwaway_fleet
 from posefleet.common.tls import TlsFiles
-from posefleet.coordinator.loopback import LoopbackLink
 from posefleet.coordinator.server import CoordinatorServer
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.v1 import pose_pb2

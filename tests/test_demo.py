@@ -15,7 +15,7 @@ import cv2
 def test_demo_runs_the_cluster_and_writes_outputs(assets: Path, tmp_path: Path) -> None:
     env = {**os.environ, "POSEFLEET_HOME": str(tmp_path / "home"), "POSEFLEET_ASSETS": str(assets)}
     proc = subprocess.run(
-        [sys.executable, "-m", "posefleet.clients.cli", "demo", "--out", str(tmp_path / "out"), "--cameras", "2"],
+        [sys.executable, "-m", "posefleet.cli", "demo", "--out", str(tmp_path / "out"), "--cameras", "2"],
         capture_output=True,
         text=True,
         timeout=300,

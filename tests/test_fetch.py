@@ -40,7 +40,7 @@ def test_fetch_openpose_from_mirror_with_cli(assets: Path, tmp_path: Path) -> No
         [
             sys.executable,
             "-m",
-            "posefleet.clients.cli",
+            "posefleet.cli",
             "models",
             "fetch",
             "human-pose-estimation-0001",

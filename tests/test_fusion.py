@@ -169,7 +169,7 @@ def test_live_3d_on_the_lab_videos_keeps_one_id_per_person_and_their_shape(
     """The lab's multi-person videos through human-pose-estimation-0001 (whose 2D of the participant on the
     platform used to split him over two overlapping ids): each person seen by two cameras keeps one id, is
     reconstructed in >= 95% of the frames two cameras see them, never twice, with bone lengths that vary <= 8%."""
-    from posefleet.node.tools.bench_scene import Recording, _per_frame, _video_views, measure
+    from posefleet.bench.scene import Recording, _per_frame, _video_views, measure
 
     calibration = load_calibration(scene / "calibration" / "Calib_qualisys.toml")
     per_camera, fitted = {}, {}

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 from nodes import frame, jpeg
-from posefleet.coordinator.loopback import LoopbackLink
+from posefleet.bench.loopback import LoopbackLink
 from posefleet.coordinator.server import CoordinatorServer
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.node.server.app import NodeServer

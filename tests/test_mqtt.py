@@ -14,8 +14,8 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from posefleet.bench.loopback import LoopbackLink, ok
 from posefleet.common.tls import TlsFiles
-from posefleet.coordinator.loopback import LoopbackLink, ok
 from posefleet.coordinator.server import CoordinatorServer
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.v1 import coordinator_pb2, coordinator_pb2_grpc, pose_pb2
@@ -174,7 +174,7 @@ async def test_results_go_to_mqtt_and_a_lost_broker_never_slows_the_cameras(brok
 async def test_a_scene_s_3d_people_go_to_mqtt(broker: Broker, assets: Path) -> None:
     """Each fused window of a calibrated scene on ``posefleet/<scene>/persons``; a clean stop says offline."""
     import grpc
-    from posefleet.coordinator import bench_merge
+    from posefleet.bench import merge as bench_merge
     from posefleet.coordinator.settings import SceneSettings
 
     synthetic = bench_merge.SyntheticScene()

@@ -427,7 +427,7 @@ def test_invalid_settings_are_reported(tmp_path: Path, models: dict[str, Path]) 
     ]
     for args, text in cases:
         proc = subprocess.run(
-            [sys.executable, "-m", "posefleet.clients.cli", "node", *args],
+            [sys.executable, "-m", "posefleet.cli", "node", *args],
             capture_output=True,
             text=True,
             timeout=60,

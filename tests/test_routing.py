@@ -9,11 +9,11 @@ from typing import Any
 
 import grpc
 import pytest
+from posefleet.bench.loopback import LoopbackLink as FakeLink
+from posefleet.bench.loopback import ok
 from posefleet.coordinator.cameras import CameraSession, CameraStats
 from posefleet.coordinator.jobs import Job
 from posefleet.coordinator.links import SLOW_START_CREDITS
-from posefleet.coordinator.loopback import LoopbackLink as FakeLink
-from posefleet.coordinator.loopback import ok
 from posefleet.coordinator.registry import Registry
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.v1 import pose_pb2

@@ -105,7 +105,7 @@ def test_bad_scene_settings_stop_the_coordinator_with_one_line(calibration: Path
             json.dumps({"host": "127.0.0.1", "port": 0, "discover": False, "insecure": True, "scenes": {"lab": scene}})
         )
         proc = subprocess.run(
-            [sys.executable, "-m", "posefleet.clients.cli", "coordinator", "--config", str(config)],
+            [sys.executable, "-m", "posefleet.cli", "coordinator", "--config", str(config)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -120,7 +120,7 @@ def test_scene_demo_fuses_four_live_cameras_on_a_cluster(assets: Path, tmp_path:
     env = {**os.environ, "POSEFLEET_HOME": str(tmp_path / "home"), "POSEFLEET_ASSETS": str(assets)}
     out = tmp_path / "scene"
     proc = subprocess.run(
-        [sys.executable, "-m", "posefleet.clients.cli", "demo", "--scene", "--out", str(out)],
+        [sys.executable, "-m", "posefleet.cli", "demo", "--scene", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -158,8 +158,8 @@ def test_scene_demo_fuses_four_live_cameras_on_a_cluster(assets: Path, tmp_path:
 async def synthetic_lab(calibration: Path, answer: Any = None) -> Any:
     """A started coordinator (insecure, 127.0.0.1) with the lab scene and one in-process loopback node that
     answers with ``answer`` (default: the three synthetic people of ``bench_merge.SyntheticScene``)."""
-    from posefleet.coordinator import bench_merge
-    from posefleet.coordinator.loopback import LoopbackLink
+    from posefleet.bench import merge as bench_merge
+    from posefleet.bench.loopback import LoopbackLink
     from posefleet.coordinator.server import CoordinatorServer
 
     answer = answer or bench_merge._answer(bench_merge.SyntheticScene())
@@ -182,7 +182,7 @@ async def test_subscribe_cli_writes_scene_windows_from_a_running_coordinator(
     import asyncio
 
     import grpc
-    from posefleet.coordinator import bench_merge
+    from posefleet.bench import merge as bench_merge
     from posefleet.v1 import coordinator_pb2_grpc
 
     server = await synthetic_lab(calibration)
@@ -191,7 +191,7 @@ async def test_subscribe_cli_writes_scene_windows_from_a_running_coordinator(
     cli = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "posefleet.clients.cli",
+        "posefleet.cli",
         "subscribe",
         "--coordinator",
         f"127.0.0.1:{server.port}",
@@ -215,7 +215,7 @@ async def test_subscribe_cli_writes_scene_windows_from_a_running_coordinator(
         unknown = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "posefleet.clients.cli",
+            "posefleet.cli",
             "subscribe",
             "--coordinator",
             f"127.0.0.1:{server.port}",
@@ -298,9 +298,9 @@ async def test_a_live_scene_is_calibrated_from_its_people_while_routing_goes_on(
     import asyncio
 
     import grpc
+    from posefleet.bench import merge as bench_merge
+    from posefleet.bench.calibration import aligned_errors
     from posefleet.clients.sdk import PosefleetClient
-    from posefleet.coordinator import bench_merge
-    from posefleet.node.tools.bench_calibration import aligned_errors
     from posefleet.v1 import coordinator_pb2_grpc
 
     server = await synthetic_lab(calibration, walking_answer(calibration))
@@ -329,7 +329,7 @@ async def test_a_live_scene_is_calibrated_from_its_people_while_routing_goes_on(
                 await asyncio.sleep(1.0)
                 out = tmp_path / "live.toml"
                 cli = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "posefleet.clients.cli", "calibrate-scene", "--coordinator", address,
+                    sys.executable, "-m", "posefleet.cli", "calibrate-scene", "--coordinator", address,
                     "--scene", "lab", "--windows", "200", "--out", str(out), "--insecure",
                     env={**os.environ, "POSEFLEET_ASSETS": str(assets)}, stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,

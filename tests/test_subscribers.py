@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from posefleet.coordinator.loopback import LoopbackLink, ok
+from posefleet.bench.loopback import LoopbackLink, ok
 from posefleet.coordinator.server import CoordinatorServer
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.coordinator.subscribers import Backlog, SubscriberTooSlow

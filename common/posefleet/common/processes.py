@@ -69,7 +69,7 @@ def start_posefleet(
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*(command or [sys.executable, "-m", "posefleet.clients.cli"]), *args],
+            [*(command or [sys.executable, "-m", "posefleet.cli"]), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
@@ -135,7 +135,7 @@ def start_coordinator(log: Path | None, *extra: str, tls: TlsFiles | None, timeo
 def run_posefleet(args: list[str], timeout: float = 1800) -> str:
     """Run a ``posefleet`` command to its end and return its stdout; its one-line error becomes a PosefleetError."""
     proc = subprocess.run(
-        [sys.executable, "-m", "posefleet.clients.cli", *args],
+        [sys.executable, "-m", "posefleet.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -36,9 +36,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--mqtt-discovery", action="store_true", default=None, help="Home Assistant MQTT discovery")
     tls.add_arguments(p)
     p.set_defaults(func=cmd_coordinator)
-    from posefleet.coordinator import bench_merge
-
-    bench_merge.register(sub)
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:

@@ -1,1 +1,1 @@
-"""Offline tools on the engine: pose, eval, bench, convert and models commands, rendering, media."""
+"""Offline tools on the engine: pose, eval, convert and models commands, fusion and calibration, rendering, media."""

@@ -13,7 +13,7 @@ Each round measures:
   splits the node's cost in two: what the pipeline costs (mostly JPEG decoding) and what gRPC costs;
 - a real node in a subprocess on 127.0.0.1, fed JPEG frames already at the model's input size over
   one EstimateStream with a credit window equal to its capacity. The load generator runs on the same
-  cores: the compiled one (``posefleet.node.tools.loadgen``) when there is one, and the Python client too;
+  cores: the compiled one (``posefleet.bench.loadgen``) when there is one, and the Python client too;
   the headline ratio uses the compiled one, and both node figures are reported.
 
 The figures are medians over the rounds. Then the latency the node adds: sequential unary calls
@@ -32,14 +32,14 @@ from typing import Any
 import cv2
 import grpc
 import numpy as np
+from posefleet.bench.loadgen import native_stream_throughput
+from posefleet.bench.models import async_throughput
 from posefleet.common.processes import PosefleetProcess, start_posefleet
 from posefleet.node.engine.families.base import U8Image
 from posefleet.node.engine.runtime import EngineOptions, PoseEngine
 from posefleet.node.server.images import FrameImage
 from posefleet.node.server.pipeline import AsyncEngine
 from posefleet.node.server.settings import NodeSettings
-from posefleet.node.tools.bench import async_throughput
-from posefleet.node.tools.loadgen import native_stream_throughput
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 
 

@@ -145,9 +145,9 @@ def _points(reference: Mapping[str, Any], own: Mapping[str, Any], noise: float) 
 
 
 def _people(recordings: list[Any], reference: Mapping[str, Any], noise: float) -> list[dict[str, Any]]:
+    from posefleet.bench.scene import fused
     from posefleet.merge.extrinsics import anchor
     from posefleet.merge.selfcal import calibrate_from_people
-    from posefleet.node.tools.bench_scene import fused
 
     rows = []
     for recording in recordings:
@@ -198,7 +198,7 @@ PEOPLE_NOTE = (
 
 def _pose_times(lab: Path, models: Path) -> dict[str, float]:
     """Seconds each model takes for the 2D poses of one video (100 frames), measured now (never cached)."""
-    from posefleet.node.tools.bench_scene import MODELS
+    from posefleet.bench.scene import MODELS
     from posefleet.node.tools.fuse import video_poses
 
     out = {}
@@ -242,9 +242,9 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 def cmd_bench_calibration(args: argparse.Namespace) -> int:
+    from posefleet.bench.scene import LAB, lab_recordings
     from posefleet.common.paths import assets_dir
     from posefleet.merge.calibration import load_calibration
-    from posefleet.node.tools.bench_scene import LAB, lab_recordings
 
     assets = assets_dir(required=False)
     if assets is None or not (assets / LAB).is_dir():

@@ -1,4 +1,5 @@
-"""The ``posefleet`` command: the one place that assembles every package's subcommands.
+"""The ``posefleet`` command: the one place that assembles every package's subcommands (a package of its own,
+which nothing imports: the composition root).
 
 Each subcommand lives with its package (``register(sub)`` in a module that imports only argparse and
 ``posefleet.common``), so the parser builds on a camera machine without OpenVINO; a user error of any
@@ -16,11 +17,16 @@ from posefleet.common.version import software_version
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from posefleet.clients import bench_cluster, calibrate_scene, camera, demo, status, subscribe
+    from posefleet.bench import calibration as bench_calibration
+    from posefleet.bench import cli as bench_cli
+    from posefleet.bench import cluster as bench_cluster
+    from posefleet.bench import merge as bench_merge
+    from posefleet.bench import scene as bench_scene
+    from posefleet.clients import calibrate_scene, camera, demo, status, subscribe
     from posefleet.common import pki
     from posefleet.coordinator import cli as coordinator_cli
     from posefleet.node.server import cli as node_cli
-    from posefleet.node.tools import bench_calibration, bench_scene, calibrate, fuse
+    from posefleet.node.tools import calibrate, fuse
     from posefleet.node.tools import cli as tools_cli
 
     parser = argparse.ArgumentParser(
@@ -37,12 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
         bench_calibration,
         node_cli,
         coordinator_cli,
+        bench_merge,
         camera,
         status,
         subscribe,
         calibrate_scene,
         demo,
         bench_cluster,
+        bench_cli,
         pki,
     ):
         module.register(sub)
@@ -61,7 +69,3 @@ def main(argv: list[str] | None = None) -> int:
 def console() -> None:
     """Console-script entry point."""
     sys.exit(main())
-
-
-if __name__ == "__main__":
-    console()

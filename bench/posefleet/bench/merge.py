@@ -113,7 +113,7 @@ def fusion_times(windows: int) -> dict[str, float]:
 
 async def _capacity(with_scene: bool, seconds: float) -> tuple[float, int, int]:
     """Frames/s through the coordinator, and the windows fused and skipped meanwhile."""
-    from posefleet.coordinator.loopback import LoopbackLink
+    from posefleet.bench.loopback import LoopbackLink
     from posefleet.coordinator.server import CoordinatorServer
     from posefleet.coordinator.settings import CoordinatorSettings, SceneSettings
 
