@@ -58,6 +58,12 @@ async def test_frames_balance_per_frame_over_nodes_with_credits(cluster: Any) ->
     assert [r.status for r in results] == [OK] * 40
     served = collections.Counter(r.node_id for r in results)
     assert served["a"] >= 10 and served["b"] >= 10, served
+    # Every credit comes back; a straggler's copy (sent on when a loaded machine delays an answer past
+    # ``straggler_after_s``) may still be on the other node for its own few milliseconds.
+    for _ in range(200):
+        if all(link.in_flight == 0 for link in registry.links.values()):
+            break
+        await asyncio.sleep(0.01)
     assert all(link.in_flight == 0 for link in registry.links.values())
 
 
@@ -382,7 +388,7 @@ async def test_an_expensive_camera_leaves_a_sparse_cheap_camera_its_share(cluste
 
     async def watch() -> None:
         while not done.is_set():
-            held.append(registry._held.get("huge", 0))
+            held.append(registry.shares.held("huge"))
             await asyncio.sleep(0.005)
 
     async def cheap() -> list[pose_pb2.PoseResult]:

@@ -1,8 +1,9 @@
-"""Nodes known to the coordinator: discovered by zeroconf or named statically, kept alive by gRPC health.
+"""Nodes known to the coordinator (named statically, or found by ``discovery``), kept alive by gRPC health,
+and the one dispatch path of a frame.
 
 mDNS only says where a node is; a node is used while its health checks pass and its stream works,
-taken out at once when either fails, and retried with exponential backoff. A zeroconf goodbye (or
-a TXT state=draining) removes it at once.
+taken out at once when either fails, and retried with exponential backoff. Node work is shared between
+cameras by what it costs (``shares``).
 """
 
 from __future__ import annotations
@@ -16,17 +17,15 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
-from posefleet.common.mdns import accept_only_from, open_zeroconf
 from posefleet.common.tls import TlsFiles
-from posefleet.coordinator.adverts import AdvertGate, listening_networks
+from posefleet.coordinator.adverts import AdvertGate
 from posefleet.coordinator.audit import Auditor
+from posefleet.coordinator.discovery import Membership, NodeBrowser
 from posefleet.coordinator.jobs import Job
 from posefleet.coordinator.links import NodeLink
 from posefleet.coordinator.settings import CoordinatorSettings
+from posefleet.coordinator.shares import FairShares
 from posefleet.v1 import pose_pb2
-from posefleet.v1.discovery import SERVICE_TYPE, NodeAdvert
-from zeroconf import ServiceStateChange, Zeroconf
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 log = logging.getLogger("posefleet.coordinator")
 #: How often the registry looks for frames a node holds far longer than it usually takes.
@@ -36,8 +35,6 @@ RECOVERY_PROBE_S = 0.5
 RECOVERY_WATCH_S = 60.0
 #: Ignored adverts kept for ``posefleet status`` (the most recent).
 IGNORED_KEPT = 32
-#: A camera that asked for a node this recently keeps its fair share of node work reserved.
-SHARE_WINDOW_S = 1.0
 
 
 class NoNode(Exception):
@@ -63,25 +60,20 @@ class Registry:
         self._changed = asyncio.Condition()
         self._waiters = 0
         self._tasks: set[asyncio.Task[object]] = set()
-        self._zc: AsyncZeroconf | None = None
-        self._browser: AsyncServiceBrowser | None = None
+        self.browser: NodeBrowser | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._straggler_task: asyncio.Task[None] | None = None
         self.stragglers_resent = 0
         self.gate: AdvertGate | None = None
-        #: Node credits each camera's unanswered frames hold (fair shares).
-        self._held: collections.Counter[str] = collections.Counter()
+        self.shares = FairShares()
         self.auditor = Auditor(
             self._pick_for,
             self._node_of,
-            self._spawn,
+            self.spawn,
             share=settings.audit_share,
             min_agreement=settings.audit_min_agreement,
             strikes=settings.audit_strikes,
         )
-        #: When each camera last asked for a node and what that frame cost (oldest first, kept for
-        #: ``SHARE_WINDOW_S``): reserved for it between its frames.
-        self._seen: collections.OrderedDict[str, tuple[float, int]] = collections.OrderedDict()
         #: Adverts not dialled, by mDNS name: (address, claimed node id, why); the last ``IGNORED_KEPT`` (status).
         self.ignored: collections.OrderedDict[str, tuple[str, str, str]] = collections.OrderedDict()
 
@@ -90,16 +82,10 @@ class Registry:
         for address in self.settings.nodes:
             self.add(address, address, "static")
         if self.settings.discover:
-            networks = listening_networks(self.settings.zeroconf_interfaces)
-            self.gate = AdvertGate(
-                networks,
-                max_links_per_host=self.settings.max_links_per_host,
-                max_new_links_per_minute=self.settings.max_new_links_per_minute,
-                backoff_initial_s=self.settings.backoff_initial_s,
-            )
-            self._zc = open_zeroconf(self.settings.zeroconf_interfaces)
-            await accept_only_from(self._zc, networks)
-            self._browser = AsyncServiceBrowser(self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_service])
+            members = Membership(self.links, self.add, self.remove, self.ignore, self.spawn)
+            self.browser = NodeBrowser(self.settings, members)
+            self.gate = self.browser.gate
+            await self.browser.start()
         self._health_task = asyncio.create_task(self._health_loop(), name="node-health")
         self._straggler_task = asyncio.create_task(self._straggler_loop(), name="node-stragglers")
 
@@ -107,10 +93,8 @@ class Registry:
         for loop in (self._health_task, self._straggler_task):
             if loop is not None:
                 loop.cancel()
-        if self._browser is not None:
-            await self._browser.async_cancel()
-        if self._zc is not None:
-            await self._zc.async_close()
+        if self.browser is not None:
+            await self.browser.stop()
         for task in list(self._tasks):
             task.cancel()
         for link in list(self.links.values()):
@@ -124,10 +108,10 @@ class Registry:
         if link is not None and link.address == address:
             if not link.healthy:
                 link.retry_at = 0.0  # an announcement is a good moment to try again
-                self._spawn(self._connect(link))
+                self.spawn(self.connect(link))
             return
         if link is not None:  # announced at another address: only if the known one no longer answers
-            self._spawn(self._moved(link, address, node_id))
+            self.spawn(self._moved(link, address, node_id))
             return
         self._create(key, address, source, node_id)
 
@@ -146,7 +130,7 @@ class Registry:
         self.links[key] = link
         if source == "zeroconf" and self.gate is not None:
             self.gate.created(time.monotonic())
-        self._spawn(self._connect(link))
+        self.spawn(self.connect(link))
 
     async def _moved(self, link: NodeLink, address: str, node_id: str | None) -> None:
         """A known node announced at another address: kept where it is while it answers its health check
@@ -159,7 +143,7 @@ class Registry:
                 "ignoring an announcement of node %s at %s: it still answers at %s", link.key, address, link.address
             )
             why = f"node {link.info.node_id} still answers at {link.address}: a second node with its id, or a spoof"
-            self._ignore(f"{link.key}@{address}", address, why, node_id or "")
+            self.ignore(f"{link.key}@{address}", address, why, node_id or "")
             return
         candidate = f"{link.key}@{address}"
         if candidate not in self.links and self.links.get(link.key) is link:
@@ -170,15 +154,15 @@ class Registry:
         link = self.links.pop(key, None)
         if link is not None:
             link.mark_down(reason)
-            self._spawn(link.close())
+            self.spawn(link.close())
             self._notify()
 
-    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task: asyncio.Task[object] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connect(self, link: NodeLink) -> None:
+    async def connect(self, link: NodeLink) -> None:
         if link.quarantined:
             return
         connected = await link.connect()
@@ -211,50 +195,7 @@ class Registry:
                 return
             await self._wake()
 
-    def _on_service(self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
-        if state_change is ServiceStateChange.Removed:
-            self._spawn(self._check_leaving(name, "zeroconf goodbye"))
-        else:
-            self._spawn(self._resolve(name))
-
-    async def _check_leaving(self, key: str, said: str) -> None:
-        """A goodbye or ``state=draining`` is a hint, not trust (mDNS is unauthenticated): it triggers a
-        health check at once, and the node leaves only when that fails or the node says NOT_SERVING itself."""
-        link = self.links.get(key)
-        if link is None:
-            return
-        if link.healthy and await link.check():
-            log.warning("node %s: %s, but it still answers its health check: staying", link.key, said)
-            return
-        self.remove(key, f"{said}, and its health check failed")
-
-    async def _resolve(self, name: str) -> None:
-        assert self._zc is not None
-        info = AsyncServiceInfo(SERVICE_TYPE, name)
-        if not await info.async_request(self._zc.zeroconf, 3000):
-            return
-        try:
-            advert = NodeAdvert.from_txt(info.properties)
-        except ValueError as exc:
-            self._ignore(name, "", f"an advert posefleet cannot use: {exc}")
-            return
-        if advert.state == "draining":
-            await self._check_leaving(name, "advertised draining")
-            return
-        addresses = info.parsed_scoped_addresses()
-        if not addresses or info.port is None:
-            return
-        host = addresses[0]
-        address = f"[{host}]:{info.port}" if ":" in host else f"{host}:{info.port}"
-        known = self.links.get(name)
-        if self.gate is not None and (known is None or known.address != address):
-            discovered = (link.address for link in self.links.values() if link.source == "zeroconf")
-            if (why := self.gate.refusal(host, address, discovered, time.monotonic())) is not None:
-                self._ignore(name, address, why, advert.node_id)
-                return
-        self.add(name, address, "zeroconf", advert.node_id)
-
-    def _ignore(self, name: str, address: str, why: str, claimed: str = "") -> None:
+    def ignore(self, name: str, address: str, why: str, claimed: str = "") -> None:
         """Log an ignored advert once per name and reason (a flood of them stays a few lines) and keep the
         last few for ``posefleet status``."""
         if self.ignored.get(name, ("", "", ""))[2] != why:
@@ -276,7 +217,7 @@ class Registry:
                     # Healthy by its own word, but not answering: out, its frames to other nodes.
                     link.mark_down(f"no answer to a frame for {overdue:.1f} s")
                 elif link.healthy:
-                    self._spawn(link.check())
+                    self.spawn(link.check())
                 elif not link.quarantined:
                     backoff = min(
                         self.settings.backoff_max_s, self.settings.backoff_initial_s * 2 ** max(0, link.failures - 1)
@@ -287,7 +228,7 @@ class Registry:
                         backoff = min(backoff, RECOVERY_PROBE_S)
                     if now >= link.retry_at + backoff:
                         link.retry_at = now
-                        self._spawn(self._connect(link))
+                        self.spawn(self.connect(link))
 
     async def _straggler_loop(self) -> None:
         """A frame a node holds much longer than it usually takes also goes to another node with a free
@@ -309,7 +250,7 @@ class Registry:
     # -- routing ---------------------------------------------------------------------------
     def _notify(self) -> None:
         if self._waiters:  # nobody waits for a credit most of the time: no task per frame then
-            self._spawn(self._wake())
+            self.spawn(self._wake())
 
     async def _wake(self) -> None:
         async with self._changed:
@@ -335,24 +276,10 @@ class Registry:
         return [link for link in self.links.values() if link.available and link.serves(selector)]
 
     def _over_share(self, camera: str, cost: int) -> bool:
-        """Whether ``camera``'s next frame would take credits the other cameras need: node work is shared by
-        what it costs, and a camera of expensive frames waits (dropping its own oldest frames) rather than take
-        them. Each other camera that asked for a node within ``SHARE_WINDOW_S`` keeps what it holds, or at
-        least its last frame's cost, reserved: a cheap camera at 15 FPS holds nothing most of the time, and
-        without the reservation an expensive one took every node (and the cores decoding for it) in those
-        gaps, the cheap camera's frames then waiting for CPU. A camera holding nothing may always send one
-        frame, and a frame of one credit is never held back: among cameras of ordinary frames, first come
-        first served already shares by frame count (holding them back cost a live scene its windows)."""
-        held = self._held.get(camera, 0)
-        if not camera or not held or cost <= 1:
-            return False
+        """Whether ``camera``'s next frame would take node credits the other cameras need (``FairShares``)."""
         largest = max((link.capacity for link in self.links.values()), default=1)
-        others = (set(self._held) | set(self._seen)) - {camera}
-        if not others:
-            return False
-        reserved = sum(max(self._held.get(c, 0), min(self._seen.get(c, (0.0, 0))[1], largest)) for c in others)
         total = sum(link.capacity for link in self.links.values() if link.available)
-        return held + min(cost, largest) > total - reserved
+        return self.shares.over(camera, cost, largest, total)
 
     async def acquire(
         self,
@@ -368,7 +295,7 @@ class Registry:
         ``camera``'s fair share."""
         exclude = exclude or set()
         no_node_since: float | None = None
-        self._saw(camera, cost)
+        self.shares.saw(camera, cost)
         async with self._changed:
             while True:
                 link = None
@@ -394,15 +321,6 @@ class Registry:
                 finally:
                     self._waiters -= 1
 
-    def _saw(self, camera: str, cost: int) -> None:
-        """Note that ``camera`` wants node work of ``cost`` now; forget cameras silent for ``SHARE_WINDOW_S``."""
-        now = time.monotonic()
-        if camera:
-            self._seen[camera] = (now, cost)
-            self._seen.move_to_end(camera)
-        while self._seen and next(iter(self._seen.values()))[0] < now - SHARE_WINDOW_S:
-            self._seen.popitem(last=False)
-
     def _pick_for(self, job: Job, exclude: set[str]) -> NodeLink | None:
         """A node with a free credit for ``job`` now, none of ``exclude`` (a straggler's or an audit's copy)."""
         return self._pick(job.frame.model, exclude, job.frame.ByteSize(), job.cost)
@@ -416,12 +334,10 @@ class Registry:
             return
         camera = job.frame.camera_id
         job.share = min(job.cost, link.capacity)
-        self._held[camera] += job.share
+        self.shares.hold(camera, job.share)
 
         def release(future: asyncio.Future[pose_pb2.PoseResult]) -> None:
-            self._held[camera] -= job.share
-            if self._held[camera] <= 0:
-                del self._held[camera]
+            self.shares.release(camera, job.share)
             self._notify()
             if not future.cancelled():
                 self.auditor.answered(job, future.result())
@@ -436,7 +352,7 @@ class Registry:
             if job.attempts >= 2:
                 job.fail(grpc.StatusCode.UNAVAILABLE, f"{reason} (already retried once)")
             else:
-                self._spawn(self.dispatch(job, reason))
+                self.spawn(self.dispatch(job, reason))
         self._notify()
 
     async def dispatch(self, job: Job, retry_reason: str = "") -> None:

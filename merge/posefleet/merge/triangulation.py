@@ -34,7 +34,7 @@ def dlt(P: F64, xy: F64, w: F64) -> F64:
     norms = np.linalg.norm(A, axis=2, keepdims=True)
     A = A / np.maximum(norms, 1e-12) * np.concatenate([w, w], axis=1)[..., None]
     # The least-squares null vector: the eigenvector of A^T A with the smallest eigenvalue (4x4, batched;
-    # measured 4x faster than the SVD of A with the same points to 1e-9).
+    # faster than the SVD of A: bench/design-choices.md).
     _, vectors = np.linalg.eigh(np.einsum("jri,jrk->jik", A, A))
     X = vectors[:, :, 0]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -75,8 +75,8 @@ def triangulate(
         drop = (mean_err > max_error_px) & (used.sum(axis=1) > 2)
         if not drop.any():
             break
-        # Leave out the view that reprojects worst (measured here: closer to Pose2Sim's own 3D of the
-        # assets than trying every view left out, 6.5/13.8 mm against 7.2/22.3 mm MPJPE).
+        # Leave out the view that reprojects worst (closer to Pose2Sim's own 3D than trying every view left
+        # out: bench/design-choices.md).
         err = np.where(used, np.linalg.norm(reproject(P, points) - xy, axis=2), -np.inf)
         used[np.flatnonzero(drop), err[drop].argmax(axis=1)] = False
         points[drop] = dlt(P, xy[drop], np.where(used[drop], score[drop], 0.0))

@@ -54,11 +54,8 @@ class AsyncEngine(Admission):
     request has its own thread, which takes a frame, decodes its image (``load``), pre-processes it,
     runs inference and decodes the poses; OpenCV, OpenVINO and the compiled PoseNet decoder release
     the GIL meanwhile, so the requests overlap. The event loop only receives frames and replies:
-    finished frames are handed back in batches, one loop wake-up for whatever finished meanwhile.
-
-    Against the earlier design (a worker pool feeding an ``AsyncInferQueue``, whose completion
-    callback decoded the poses on yet another thread) this measured 18 instead of 23 context
-    switches and 0.5 instead of 0.7 ms of worker CPU per frame (PoseNet 0.50, 257x257, 2 cores).
+    finished frames are handed back in batches, one loop wake-up for whatever finished meanwhile
+    (against the earlier design: bench/design-choices.md).
     """
 
     def __init__(self, engine: PoseEngine, max_inflight: int, requests: int) -> None:

@@ -25,11 +25,8 @@ class OpenPoseModel(PoseModel):
     upsample = 2
 
     def extend(self, model: ov.Model) -> ov.Model:
-        """Upsample heatmaps and PAFs and add the 3x3 max-pool used for peak NMS, inside the graph.
-
-        x2 measured best here: COCO AP 0.571 on the assets' four images (x4: 0.538) with 3.6 ms of
-        decoding instead of 8.6 ms.
-        """
+        """Upsample heatmaps and PAFs (x2: why, bench/design-choices.md) and add the 3x3 max-pool used for peak
+        NMS, inside the graph."""
         producers = {r.input_value(0).get_any_name(): r.input_value(0) for r in model.get_results()}
         heat = producers[self.card.outputs["heatmaps"]]
         pafs = producers[self.card.outputs["pafs"]]
