@@ -26,8 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from posefleet.common import pki
     from posefleet.coordinator import cli as coordinator_cli
     from posefleet.node.server import cli as node_cli
-    from posefleet.node.tools import calibrate, fuse
-    from posefleet.node.tools import cli as tools_cli
+    from posefleet.node.tools import calibrate, convert_cli, estimate_cli, fuse, models_cli
 
     parser = argparse.ArgumentParser(
         prog="posefleet", description="Real-time human pose estimation on fleets of edge machines."
@@ -36,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (
-        tools_cli,
+        convert_cli,
+        models_cli,
+        estimate_cli,
         fuse,
         calibrate,
         bench_scene,
