@@ -96,7 +96,7 @@ class NodeBrowser:
         host = addresses[0]
         address = f"[{host}]:{info.port}" if ":" in host else f"{host}:{info.port}"
         known = self.members.links.get(name)
-        if self.gate is not None and (known is None or known.address != address):
+        if known is None or known.address != address:
             discovered = (link.address for link in self.members.links.values() if link.source == "zeroconf")
             if (why := self.gate.refusal(host, address, discovered, time.monotonic())) is not None:
                 self.members.ignore(name, address, why, advert.node_id)

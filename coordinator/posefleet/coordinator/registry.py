@@ -64,7 +64,6 @@ class Registry:
         self._health_task: asyncio.Task[None] | None = None
         self._straggler_task: asyncio.Task[None] | None = None
         self.stragglers_resent = 0
-        self.gate: AdvertGate | None = None
         self.shares = FairShares()
         self.auditor = Auditor(
             self._pick_for,
@@ -77,6 +76,11 @@ class Registry:
         #: Adverts not dialled, by mDNS name: (address, claimed node id, why); the last ``IGNORED_KEPT`` (status).
         self.ignored: collections.OrderedDict[str, tuple[str, str, str]] = collections.OrderedDict()
 
+    @property
+    def gate(self) -> AdvertGate | None:
+        """The limits on discovered adverts (none without discovery)."""
+        return self.browser.gate if self.browser is not None else None
+
     # -- membership ------------------------------------------------------------------------
     async def start(self) -> None:
         for address in self.settings.nodes:
@@ -84,7 +88,6 @@ class Registry:
         if self.settings.discover:
             members = Membership(self.links, self.add, self.remove, self.ignore, self.spawn)
             self.browser = NodeBrowser(self.settings, members)
-            self.gate = self.browser.gate
             await self.browser.start()
         self._health_task = asyncio.create_task(self._health_loop(), name="node-health")
         self._straggler_task = asyncio.create_task(self._straggler_loop(), name="node-stragglers")
@@ -108,7 +111,7 @@ class Registry:
         if link is not None and link.address == address:
             if not link.healthy:
                 link.retry_at = 0.0  # an announcement is a good moment to try again
-                self.spawn(self.connect(link))
+                self.spawn(self._connect(link))
             return
         if link is not None:  # announced at another address: only if the known one no longer answers
             self.spawn(self._moved(link, address, node_id))
@@ -130,7 +133,7 @@ class Registry:
         self.links[key] = link
         if source == "zeroconf" and self.gate is not None:
             self.gate.created(time.monotonic())
-        self.spawn(self.connect(link))
+        self.spawn(self._connect(link))
 
     async def _moved(self, link: NodeLink, address: str, node_id: str | None) -> None:
         """A known node announced at another address: kept where it is while it answers its health check
@@ -162,7 +165,7 @@ class Registry:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def connect(self, link: NodeLink) -> None:
+    async def _connect(self, link: NodeLink) -> None:
         if link.quarantined:
             return
         connected = await link.connect()
@@ -228,7 +231,7 @@ class Registry:
                         backoff = min(backoff, RECOVERY_PROBE_S)
                     if now >= link.retry_at + backoff:
                         link.retry_at = now
-                        self.spawn(self.connect(link))
+                        self.spawn(self._connect(link))
 
     async def _straggler_loop(self) -> None:
         """A frame a node holds much longer than it usually takes also goes to another node with a free
