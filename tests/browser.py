@@ -10,8 +10,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from posefleet.clients.local_fleet import start_coordinator, start_node
 from posefleet.common.certs import issue_token, throwaway_fleet
-from posefleet.common.processes import PosefleetProcess, start_coordinator, start_node, stop_all
+from posefleet.common.processes import PosefleetProcess, stop_all
 from posefleet.common.tls import TlsFiles, cli_args
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from posefleet.common.processes import PosefleetProcess, start_node
+from posefleet.clients.local_fleet import start_node
+from posefleet.common.processes import PosefleetProcess
 from posefleet.common.tls import TlsFiles
 from posefleet.v1 import pose_pb2
 

@@ -24,8 +24,8 @@ import cv2
 import grpc
 import numpy as np
 import pytest
+from posefleet.clients.local_fleet import start_node
 from posefleet.clients.sdk import encode_frame
-from posefleet.common.processes import start_node
 from posefleet.node.convert import convert
 from posefleet.node.engine.runtime import EngineOptions, PoseEngine
 from posefleet.node.tools.media import frames

@@ -16,8 +16,8 @@ import grpc
 import numpy as np
 import pytest
 from nodes import NodeProcess, jpeg, write_report
+from posefleet.clients.local_fleet import start_coordinator
 from posefleet.clients.sdk import PosefleetClient, encode_frame
-from posefleet.common.processes import start_coordinator
 from posefleet.merge.agreement import agreement
 from posefleet.node.tools.media import frames
 from posefleet.v1 import node_pb2, pose_pb2

@@ -150,7 +150,7 @@ async def test_overload_drops_oldest_and_stays_bounded(models: dict[str, Path], 
         # Latency stays bounded by queue + in-flight, not by the backlog: ~ (3 + 2) x 40 ms.
         assert max(r.timings.route_ms for r in ok) < 2000
         link = next(iter(server.registry.links.values()))
-        assert link.in_flight <= link.capacity
+        assert link.credits.in_flight <= link.credits.capacity
     finally:
         await server.stop()
         slow.stop()

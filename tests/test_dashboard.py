@@ -202,10 +202,11 @@ def test_the_dashboard_in_a_real_browser(models: dict[str, Path], assets: Path, 
     scale = shown["cw"] / shown["width"]
     checked = matched = 0
     for pose in shown["poses"]:
-        if not pose["track_id"]:
+        if not pose.get("track_id"):
             continue
         want = np.array(track_rgb(pose["track_id"])[::-1], float)  # BGR
-        for x, y, score in pose["keypoints"]:
+        for keypoint in pose["keypoints"]:
+            x, y, score = keypoint["x"], keypoint["y"], keypoint["score"]
             if score < 0.2:
                 continue
             px, py = round(shown["left"] + x * scale), round(shown["top"] + y * scale)

@@ -17,10 +17,11 @@ import grpc
 import numpy as np
 import pytest
 from nodes import NodeProcess, jpeg, write_report
+from posefleet.clients.local_fleet import start_coordinator
 from posefleet.clients.sdk import PosefleetClient, encode_frame
 from posefleet.common.memory import rss_bytes
-from posefleet.common.processes import PosefleetProcess, start_coordinator
-from posefleet.coordinator.links import SLOW_START_CREDITS
+from posefleet.common.processes import PosefleetProcess
+from posefleet.coordinator.credits import SLOW_START_CREDITS
 from posefleet.node.engine.runtime import record_outputs
 from posefleet.node.tools.media import frames, read_image
 from posefleet.v1 import coordinator_pb2_grpc, node_pb2, node_pb2_grpc, pose_pb2

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from nodes import NodeProcess
-from posefleet.common.processes import start_coordinator
+from posefleet.clients.local_fleet import start_coordinator
 from posefleet.common.tls import TlsFiles, cli_args
 
 ROOT = Path(__file__).resolve().parents[1]

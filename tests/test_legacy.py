@@ -80,8 +80,9 @@ async def test_a_node_serves_the_clip_through_the_worker_to_a_coordinator(
 
     import cv2
     from nodes import NodeProcess, jpeg
+    from posefleet.clients.local_fleet import start_coordinator
     from posefleet.clients.sdk import PosefleetClient, encode_frame
-    from posefleet.common.processes import start_coordinator, stop_all
+    from posefleet.common.processes import stop_all
     from posefleet.v1 import pose_pb2
 
     legacy = legacy_venv("3.9")

@@ -12,8 +12,8 @@ import pytest
 from posefleet.bench.loopback import LoopbackLink as FakeLink
 from posefleet.bench.loopback import ok
 from posefleet.coordinator.cameras import CameraSession, CameraStats
+from posefleet.coordinator.credits import SLOW_START_CREDITS
 from posefleet.coordinator.jobs import Job
-from posefleet.coordinator.links import SLOW_START_CREDITS
 from posefleet.coordinator.registry import Registry
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.v1 import pose_pb2
@@ -61,10 +61,10 @@ async def test_frames_balance_per_frame_over_nodes_with_credits(cluster: Any) ->
     # Every credit comes back; a straggler's copy (sent on when a loaded machine delays an answer past
     # ``straggler_after_s``) may still be on the other node for its own few milliseconds.
     for _ in range(200):
-        if all(link.in_flight == 0 for link in registry.links.values()):
+        if all(link.credits.in_flight == 0 for link in registry.links.values()):
             break
         await asyncio.sleep(0.01)
-    assert all(link.in_flight == 0 for link in registry.links.values())
+    assert all(link.credits.in_flight == 0 for link in registry.links.values())
 
 
 async def test_results_carry_the_cameras_identity_not_the_link_tag(cluster: Any) -> None:
@@ -94,7 +94,7 @@ async def test_lost_node_frames_go_elsewhere_once(cluster: Any) -> None:
     for job in jobs:
         await registry.dispatch(job)
     stuck = registry.links["stuck"]
-    assert stuck.in_flight > 0
+    assert stuck.credits.in_flight > 0
     stuck.mark_down("test: node lost")
     results = await asyncio.gather(*(job.future for job in jobs))
     assert [r.status for r in results] == [OK] * 8 and {r.node_id for r in results} == {"good"}
@@ -105,10 +105,10 @@ async def test_a_frame_lost_twice_fails_with_the_reason(cluster: Any) -> None:
     registry = await cluster({"x": {"answer": lambda link, f: None}, "y": {"answer": lambda link, f: None}})
     job = Job.start(frame(7), 5.0)
     await registry.dispatch(job)
-    first = next(link for link in registry.links.values() if link.in_flight)
+    first = next(link for link in registry.links.values() if link.credits.in_flight)
     first.mark_down("first loss")
     await asyncio.sleep(0.01)
-    second = next(link for link in registry.links.values() if link.in_flight)
+    second = next(link for link in registry.links.values() if link.credits.in_flight)
     assert second is not first
     second.mark_down("second loss")
     result = await asyncio.wait_for(job.future, 1.0)
@@ -199,7 +199,7 @@ async def test_a_node_that_never_answers_is_taken_out_and_its_frames_go_elsewher
             if not hole.healthy:
                 break
             await asyncio.sleep(0.01)
-        assert not hole.healthy and "no answer to a frame for" in hole.last_error and hole.in_flight == 0
+        assert not hole.healthy and "no answer to a frame for" in hole.last_error and hole.credits.in_flight == 0
         assert loop.time() - started < 0.6 + 0.2, "out once its first frame was overdue"
         await registry.stop()
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from posefleet.common.keypoints import COCO_KEYPOINTS
-from posefleet.coordinator.merging import LiveScene
+from posefleet.coordinator.live_scene import LiveScene
 from posefleet.coordinator.settings import CoordinatorSettings, SceneSettings
 from posefleet.coordinator.subscribers import Backlog
 from posefleet.merge.calibration import load_calibration
@@ -62,7 +62,7 @@ def test_windows_fuse_complete_and_late_cameras_and_refuse_bad_resolutions(calib
             scene.add(result(calibration, cam, seq, t, people))
         if seq < 5:  # cam04 goes away after 5 frames
             scene.add(result(calibration, "cam04", seq, t, people))
-    scene.last_seen["cam04"] -= 10  # ... and has been silent for longer than a camera may be
+    scene.windows.last_seen["cam04"] -= 10  # ... and has been silent for longer than a camera may be
     scene.flush(force=True)
     got = list(backlog._items)
     assert len(got) == 10 and [len(w.views) for w in got] == [4] * 5 + [3] * 5
@@ -75,7 +75,7 @@ def test_windows_fuse_complete_and_late_cameras_and_refuse_bad_resolutions(calib
     assert {v.camera_id for v in person.views} == set(CAMS.values())
     # A late result of a window that has left is counted, not fused again.
     scene.add(result(calibration, "cam01", 3, start + 3 / 30, people))
-    assert scene.late == 1
+    assert scene.windows.late == 1
     # A camera streaming at a resolution the calibration cannot serve is refused and reported, not fatal.
     scene.add(result(calibration, "cam04", 20, start + 1, people, size=(960, 544)))
     status = scene.status()
@@ -235,10 +235,10 @@ async def test_subscribe_cli_writes_scene_windows_from_a_running_coordinator(
     assert lab["name"] == "lab" and len(lab["persons"]) == 3 and sorted(lab["reprojections"]) == sorted(lab["cameras"])
     latest = {c["id"]: c for c in view["cameras"]}
     for camera, seen in lab["reprojections"].items():  # the 3D people land on each camera's own 2D people
-        poses = [np.array([k[:2] for k in p["keypoints"]]) for p in latest[camera]["poses"]]
+        poses = [np.array([(k["x"], k["y"]) for k in p["keypoints"]]) for p in latest[camera]["poses"]]
         for person in seen["persons"]:
-            joints = [i for i, xy in enumerate(person) if xy is not None]
-            points = np.array([person[i] for i in joints])
+            joints = [i for i, k in enumerate(person["keypoints"]) if k["score"] > 0]
+            points = np.array([(person["keypoints"][i]["x"], person["keypoints"][i]["y"]) for i in joints])
             assert len(joints) >= 12
             error = min(float(np.median(np.linalg.norm(points - pose[joints], axis=1))) for pose in poses)
             assert error < 25, (camera, error)

@@ -19,9 +19,10 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from nodes import NodeProcess, jpeg, run_cli
 from posefleet.bench.loopback import LoopbackLink
+from posefleet.clients.local_fleet import start_coordinator
 from posefleet.clients.sdk import PosefleetClient, encode_frame
 from posefleet.common.certs import issue, throwaway_fleet
-from posefleet.common.processes import PosefleetProcess, start_coordinator
+from posefleet.common.processes import PosefleetProcess
 from posefleet.common.tls import TlsFiles, aio_channel, peer_certificate, role_name
 from posefleet.coordinator.server import CoordinatorServer
 from posefleet.coordinator.settings import CoordinatorSettings

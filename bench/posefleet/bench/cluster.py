@@ -26,16 +26,11 @@ from typing import Any
 import cv2
 import grpc
 import numpy as np
+from posefleet.clients.local_fleet import start_coordinator, start_node
 from posefleet.clients.sdk import PosefleetClient, encode_frame
 from posefleet.common.cli import positive_int, report
 from posefleet.common.memory import rss_bytes
-from posefleet.common.processes import (
-    PosefleetProcess,
-    run_posefleet,
-    start_coordinator,
-    start_node,
-    stop_all,
-)
+from posefleet.common.processes import PosefleetProcess, run_posefleet, stop_all
 from posefleet.common.tls import TlsFiles, aio_channel, role_name
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 

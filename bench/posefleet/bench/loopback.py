@@ -10,8 +10,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
-from posefleet.common.tls import TlsFiles
 from posefleet.coordinator.links import NodeLink
+from posefleet.coordinator.trust import NodeTrust
 from posefleet.v1 import pose_pb2
 
 #: How a fake node answers one frame: a result, or ``None`` to hold it forever.
@@ -20,6 +20,11 @@ Answer = Callable[["LoopbackLink", pose_pb2.Frame], pose_pb2.PoseResult | None]
 
 def ok(link: LoopbackLink, frame: pose_pb2.Frame) -> pose_pb2.PoseResult:
     return pose_pb2.PoseResult(status=pose_pb2.RESULT_STATUS_OK, sequence=frame.sequence, node_id=link.key)
+
+
+class _NoCertificate(NodeTrust):
+    async def certificate_problem(self, address: str, node_id: str) -> str | None:
+        return None  # an in-process node has no certificate (nothing to read, nothing to revoke)
 
 
 class LoopbackLink(NodeLink):
@@ -36,14 +41,12 @@ class LoopbackLink(NodeLink):
         self.answer: Answer = spec.get("answer", ok)
         self.received: list[pose_pb2.Frame] = []
         self.fake_healthy = True
+        self.trust = _NoCertificate(self.trust.tls, self.trust.claimed_id)
 
     async def _info(self) -> pose_pb2.NodeInfo | None:
         return pose_pb2.NodeInfo(
             node_id=self.key, model_id=f"{self.family}-model", model_family=self.family, capacity=self.fake_capacity
         )
-
-    async def _certificate_serial(self, tls: TlsFiles, node_id: str) -> int:
-        return 0  # an in-process node has no certificate (nothing to revoke)
 
     async def check(self, timeout: float = 1.0) -> bool:
         if not self.fake_healthy:

@@ -86,7 +86,7 @@ class SyntheticScene:
 
 def fusion_times(windows: int) -> dict[str, float]:
     """Milliseconds the coordinator spends per window (``LiveScene``: proto in, fusion, SceneResult out)."""
-    from posefleet.coordinator.merging import LiveScene
+    from posefleet.coordinator.live_scene import LiveScene
     from posefleet.coordinator.settings import SceneSettings
 
     synthetic = SyntheticScene()

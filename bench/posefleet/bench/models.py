@@ -2,12 +2,14 @@
 
 Per model and input size: raw inference FPS without post-processing (sync, LATENCY hint, like the
 article), raw async throughput (THROUGHPUT hint, all optimal requests in flight), end-to-end FPS with
-decoding (sync and async), and sync latency p50/p99. Loops are bounded by a frame count and a time budget.
+decoding (sync, and async through the node's own pipeline with a default node's infer requests and
+admission: ``posefleet.bench.throughput``), and sync latency p50/p99. Loops are bounded by a frame count
+and a time budget.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -15,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from posefleet.bench.throughput import pipeline_fps, raw_async_fps
 from posefleet.node.devices import InferencePrecision
 from posefleet.node.engine.families import U8Image
-from posefleet.node.engine.ov_compat import AsyncInferQueue, InferRequest
 from posefleet.node.engine.runtime import EngineOptions, PoseEngine
-from posefleet.node.engine.types import PoseResult, Timings
+from posefleet.node.engine.types import PoseResult
+from posefleet.node.server.pipeline import pipeline_size
 
 
 @dataclass
@@ -59,83 +62,6 @@ def _timed_loop(step: Callable[[], None], frames: int, seconds: float, warmup: i
     return times
 
 
-ResultCallback = Callable[[PoseResult | BaseException, Any], None]
-
-
-class AsyncPipeline:
-    """Keeps up to ``jobs`` frames in flight on an OpenVINO ``AsyncInferQueue`` (the benchmark's raw async baseline).
-
-    ``submit`` pre-processes on the caller's thread and blocks only while every request is busy;
-    decoding runs in OpenVINO's completion callback, which then hands the result to ``callback``.
-    """
-
-    def __init__(self, engine: PoseEngine, callback: ResultCallback, jobs: int = 0, decode: bool = True) -> None:
-        self.engine = engine
-        self.jobs = jobs or engine.optimal_requests
-        self.decode = decode
-        self._callback = callback
-        self._queue = AsyncInferQueue(engine.compiled, self.jobs)
-        self._queue.set_callback(self._done)
-
-    def submit(self, image: U8Image, userdata: Any = None) -> None:
-        t0 = time.perf_counter()
-        tensor, meta = self.engine.model.preprocess(image)
-        self.submit_tensor(tensor, meta, userdata, preprocess_ms=(time.perf_counter() - t0) * 1e3)
-
-    def submit_tensor(self, tensor: U8Image, meta: Any, userdata: Any = None, preprocess_ms: float = 0.0) -> None:
-        self._queue.start_async({0: tensor}, (meta, userdata, preprocess_ms, time.perf_counter()))
-
-    def _done(self, request: InferRequest, data: tuple[Any, Any, float, float]) -> None:
-        meta, userdata, pre_ms, started = data
-        t_inf = time.perf_counter()
-        try:
-            poses = []
-            if self.decode:
-                poses = self.engine.model.decode(self.engine.outputs_of(request), meta)
-            timings = Timings(pre_ms, (t_inf - started) * 1e3, (time.perf_counter() - t_inf) * 1e3)
-            result: PoseResult | BaseException = PoseResult(poses, meta.source_size, timings)
-        except Exception as exc:  # handed to the caller, never lost in OpenVINO's thread
-            result = exc
-        self._callback(result, userdata)
-
-    def wait_all(self) -> None:
-        self._queue.wait_all()
-
-
-def async_throughput(
-    engine: PoseEngine, image: U8Image, frames: int, seconds: float, decode: bool, *, requests: int = 0
-) -> tuple[float, int]:
-    """Frames per second with ``requests`` (default: the optimal number) in flight; returns (fps, requests)."""
-    done = threading.Semaphore(0)
-    errors: list[BaseException] = []
-
-    def on_result(result: PoseResult | BaseException, _user: Any) -> None:
-        if isinstance(result, BaseException):
-            errors.append(result)
-        done.release()
-
-    pipeline = AsyncPipeline(engine, on_result, jobs=requests, decode=decode)
-    tensor, meta = engine.model.preprocess(image)
-    for _ in range(pipeline.jobs):  # warm-up
-        pipeline.submit_tensor(tensor, meta)
-    pipeline.wait_all()
-    for _ in range(pipeline.jobs):
-        done.acquire()
-    sent = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while sent < frames and time.perf_counter() < deadline:
-        pipeline.submit_tensor(tensor, meta)
-        sent += 1
-    pipeline.wait_all()
-    elapsed = time.perf_counter() - start
-    for _ in range(sent):
-        done.acquire()
-    if errors:
-        raise errors[0]
-    return sent / elapsed, pipeline.jobs
-
-
 def bench_model(
     model_dir: Path,
     image: U8Image,
@@ -165,8 +91,11 @@ def bench_model(
     decoded = _timed_loop(lambda: decoded_results.append(sync.infer(frame)), frames, seconds)
     decode_ms = [r.timings.decode_ms for r in decoded_results]
     thr = PoseEngine(model_dir, replace(options, hint="THROUGHPUT"))
-    raw_async, jobs = async_throughput(thr, frame, frames * 2, seconds, decode=False)
-    dec_async, _ = async_throughput(thr, frame, frames * 2, seconds, decode=True)
+    raw_async, jobs = raw_async_fps(thr.compiled, tensor, frames=frames * 2, seconds=seconds)
+    requests, capacity = pipeline_size(thr)
+    dec_async = asyncio.run(
+        pipeline_fps(thr, lambda: frame, requests=requests, capacity=capacity, frames=2 * frames, seconds=seconds)
+    )
     ms = 1e3
     return BenchResult(
         model_id=sync.card.model_id,

@@ -33,12 +33,11 @@ import cv2
 import grpc
 import numpy as np
 from posefleet.bench.loadgen import native_stream_throughput
-from posefleet.bench.models import async_throughput
+from posefleet.bench.throughput import pipeline_fps, raw_async_fps
 from posefleet.common.processes import PosefleetProcess, start_posefleet
 from posefleet.node.engine.families.base import U8Image
 from posefleet.node.engine.runtime import EngineOptions, PoseEngine
 from posefleet.node.server.images import FrameImage
-from posefleet.node.server.pipeline import AsyncEngine
 from posefleet.node.server.settings import NodeSettings
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 
@@ -106,43 +105,6 @@ async def _stream_throughput(address: str, payload: bytes, frames: int, seconds:
         return done / elapsed, capacity, ok
 
 
-async def _pipeline_throughput(
-    engine: PoseEngine, payload: bytes, *, requests: int, capacity: int, frames: int, seconds: float
-) -> float:
-    """Frames/s of the node's pipeline in-process (no gRPC), at most ``capacity`` frames outstanding."""
-    limits = NodeSettings.model_fields  # the node's default image limits
-    image = pose_pb2.Image(encoding=pose_pb2.IMAGE_ENCODING_JPEG, data=payload)
-    load = FrameImage(image, limits["max_image_side"].default, limits["max_image_pixels"].default, engine.input_size)
-    pipeline = AsyncEngine(engine, capacity, requests)
-    credits = asyncio.Semaphore(capacity)
-    failures: list[BaseException] = []
-    done = 0
-
-    def finished(future: asyncio.Future[Any]) -> None:
-        nonlocal done
-        done += 1
-        if (error := future.exception()) is not None:
-            failures.append(error)
-        credits.release()
-
-    try:
-        sent = 0
-        start = time.perf_counter()
-        deadline = start + seconds
-        while sent < frames and time.perf_counter() < deadline:
-            await credits.acquire()  # the credit window, not admission, bounds what is outstanding
-            pipeline.submit(load).add_done_callback(finished)
-            sent += 1
-        for _ in range(capacity):
-            await credits.acquire()
-        elapsed = time.perf_counter() - start
-    finally:
-        pipeline.close()
-    if failures:
-        raise failures[0]
-    return done / elapsed
-
-
 async def _unary_latency(address: str, payload: bytes, count: int) -> list[float]:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = node_pb2_grpc.PoseNodeStub(channel)
@@ -172,6 +134,10 @@ def bench_node(
     frame = cv2.resize(image, (w, h))
     _, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
     payload = buf.tobytes()
+    tensor, _ = thr.model.preprocess(frame)
+    limits = NodeSettings.model_fields  # the node's default image limits
+    jpeg = pose_pb2.Image(encoding=pose_pb2.IMAGE_ENCODING_JPEG, data=payload)
+    load = FrameImage(jpeg, limits["max_image_side"].default, limits["max_image_pixels"].default, thr.input_size)
     sync = PoseEngine(model_dir, EngineOptions(hint="LATENCY", input_size=input_size))
     bare = []
     for _ in range(min(frames, 200)):
@@ -189,14 +155,13 @@ def bench_node(
         asyncio.run(_stream_throughput(address, payload, frames, min(seconds, 1.0)))  # warm-up
         for _ in range(rounds):
             raw = {
-                n: async_throughput(thr, frame, frames, seconds, decode=False, requests=n)[0] for n in request_counts
+                n: raw_async_fps(thr.compiled, tensor, frames=frames, seconds=seconds, requests=n)[0]
+                for n in request_counts
             }
             best = max(raw, key=lambda n: raw[n])
             python_fps, capacity, ok = asyncio.run(_stream_throughput(address, payload, frames, seconds))
-            pipeline_fps = asyncio.run(
-                _pipeline_throughput(
-                    thr, payload, requests=node_requests, capacity=capacity, frames=frames, seconds=seconds
-                )
+            in_process = asyncio.run(
+                pipeline_fps(thr, load, requests=node_requests, capacity=capacity, frames=frames, seconds=seconds)
             )
             answered_ok += ok
             node_fps = python_fps
@@ -212,8 +177,8 @@ def bench_node(
                     "ratio": node_fps / raw[best],
                     "node_stream_fps_python": python_fps,
                     "ratio_python": python_fps / raw[best],
-                    "pipeline_fps": pipeline_fps,
-                    "pipeline_ratio": pipeline_fps / raw[best],
+                    "pipeline_fps": in_process,
+                    "pipeline_ratio": in_process / raw[best],
                     **by_requests,
                 }
             )

@@ -11,7 +11,6 @@ ran in bf16.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -20,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import openvino as ov
 from openvino import opset13 as ops
+from posefleet.bench.throughput import raw_async_fps
 from posefleet.node.devices import InferencePrecision
 from posefleet.node.engine.adapters import conv_kernels
 from posefleet.node.engine.runtime import EngineOptions, PoseEngine, device_precision
@@ -53,24 +53,8 @@ class CeilingRow:
         }
 
 
-def raw_async_fps(compiled: ov.CompiledModel, tensor: npt.NDArray[Any], *, frames: int, seconds: float) -> float:
-    """Inferences per second with the device's optimal number of requests in flight (no decoding)."""
-    queue = ov.AsyncInferQueue(compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-    for _ in range(len(queue)):  # warm-up
-        queue.start_async({0: tensor}, share_inputs=True)
-    queue.wait_all()
-    sent = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while sent < frames and time.perf_counter() < deadline:
-        queue.start_async({0: tensor}, share_inputs=True)
-        sent += 1
-    queue.wait_all()
-    return sent / (time.perf_counter() - start)
-
-
 def measure(compiled: ov.CompiledModel, tensor: npt.NDArray[Any], *, frames: int, seconds: float) -> Run:
-    return Run(raw_async_fps(compiled, tensor, frames=frames, seconds=seconds), conv_kernels(compiled))
+    return Run(raw_async_fps(compiled, tensor, frames=frames, seconds=seconds)[0], conv_kernels(compiled))
 
 
 def synthetic(kind: str, *, channels: int = 512, size: int = 32, layers: int = 4, seed: int = 0) -> ov.Model:

@@ -15,7 +15,8 @@ import asyncio
 from pathlib import Path
 
 from posefleet.clients.demo_fleet import ADMIN, DEMO_INPUT, demo_fleet, demo_model, sample_video
-from posefleet.common.processes import PosefleetProcess, start_coordinator, start_node, stop_all
+from posefleet.clients.local_fleet import start_coordinator, start_node
+from posefleet.common.processes import PosefleetProcess, stop_all
 from posefleet.common.tls import TlsFiles
 
 

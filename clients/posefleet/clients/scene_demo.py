@@ -19,10 +19,11 @@ import cv2
 import numpy as np
 from posefleet.clients.camera import CameraClient, CameraOptions
 from posefleet.clients.demo_fleet import ADMIN, demo_fleet
+from posefleet.clients.local_fleet import start_coordinator, start_node
 from posefleet.clients.sdk import PosefleetClient, scene_to_dict
 from posefleet.common.errors import PosefleetError
 from posefleet.common.paths import assets_dir
-from posefleet.common.processes import PosefleetProcess, start_coordinator, start_node, stop_all
+from posefleet.common.processes import PosefleetProcess, stop_all
 from posefleet.common.tls import TlsFiles
 from posefleet.v1 import coordinator_pb2
 

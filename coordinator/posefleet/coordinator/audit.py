@@ -17,8 +17,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
-from posefleet.coordinator.fusion import poses_of
 from posefleet.coordinator.jobs import Job
+from posefleet.coordinator.keypoint_arrays import keypoint_arrays
 from posefleet.coordinator.links import NodeLink
 from posefleet.merge.agreement import agreement
 from posefleet.v1 import pose_pb2
@@ -75,7 +75,7 @@ class Auditor:
         if second is None:
             return
         auditor, check = second
-        agree = agreement(poses_of(result), poses_of(check))
+        agree = agreement(keypoint_arrays(result), keypoint_arrays(check))
         log.debug("audit: %s and %s agree %.2f", link.info.node_id, auditor.info.node_id, agree)
         if agree >= self.min_agreement:
             self._judge(link, struck=False)
@@ -91,7 +91,7 @@ class Auditor:
             return
         _, verdict = third
         for node, answer in ((link, result), (auditor, check)):
-            self._judge(node, struck=agreement(poses_of(answer), poses_of(verdict)) < self.min_agreement)
+            self._judge(node, struck=agreement(keypoint_arrays(answer), keypoint_arrays(verdict)) < self.min_agreement)
 
     def _judge(self, link: NodeLink, *, struck: bool) -> None:
         judged = self._judged.setdefault(link.key, collections.deque(maxlen=AUDIT_WINDOW))

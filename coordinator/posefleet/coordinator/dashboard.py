@@ -28,6 +28,7 @@ from posefleet.common.images import EncodedImageError, decode_encoded
 from posefleet.common.keypoints import SKELETON
 from posefleet.common.slots import Slots, SlotsFull
 from posefleet.common.tls import TlsFiles
+from posefleet.coordinator.consumers import ResultConsumer
 from posefleet.v1 import pose_pb2
 
 log = logging.getLogger("posefleet.coordinator.dashboard")
@@ -52,9 +53,11 @@ PEER = web.RequestKey("peer", Peer)
 Snapshot = Callable[[], dict[str, Any]]
 
 
-class Frames:
+class Frames(ResultConsumer):
     """What each camera's tile shows: the image of its latest answered frame, kept only while someone
     watches, and its thumbnail, made on request (at most every ``THUMB_EVERY_S``)."""
+
+    wants_frames = True
 
     def __init__(self) -> None:
         self.watchers = 0
@@ -63,7 +66,7 @@ class Frames:
         self.shown: dict[str, tuple[int, tuple[str, bytes]]] = {}  # camera -> (sequence, image) of its latest result
         self._thumbs: dict[str, tuple[int, bytes, float]] = {}  # camera -> (sequence, JPEG, made at)
 
-    def offer(self, frame: pose_pb2.Frame) -> None:
+    def sent(self, frame: pose_pb2.Frame) -> None:
         """A frame on its way to a node (only JPEG/PNG frames get thumbnails)."""
         kind = {pose_pb2.IMAGE_ENCODING_JPEG: "JPEG", pose_pb2.IMAGE_ENCODING_PNG: "PNG"}.get(frame.image.encoding)
         if not self.watchers or kind is None:

@@ -19,7 +19,8 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 import numpy as np
-from posefleet.common.keypoints import COCO_KEYPOINTS, NUM_KEYPOINTS
+from posefleet.common.keypoints import COCO_KEYPOINTS
+from posefleet.coordinator.keypoint_arrays import keypoint_arrays
 from posefleet.merge.calibration import Camera
 from posefleet.merge.scene import FusionParams, Person3D, SceneFuser
 from posefleet.v1 import coordinator_pb2, pose_pb2
@@ -37,15 +38,6 @@ class Fused:
     persons: int
     camera_errors: dict[str, float] = field(default_factory=dict)
     fuse_ms: float = 0.0
-
-
-def poses_of(result: pose_pb2.PoseResult) -> list[np.ndarray]:
-    """The result's poses as (17, 3) arrays of x, y, score (COCO order)."""
-    return [
-        np.array([(k.x, k.y, k.score) for k in pose.keypoints], np.float32)
-        for pose in result.poses
-        if len(pose.keypoints) == NUM_KEYPOINTS
-    ]
 
 
 class WindowFuser:
@@ -72,7 +64,7 @@ class WindowFuser:
         persons = 0
         if fuser is not None:
             poses = {
-                c: poses_of(r)
+                c: keypoint_arrays(r)
                 for c, r in results.items()
                 if c in fuser.cameras and r.status == pose_pb2.RESULT_STATUS_OK
             }

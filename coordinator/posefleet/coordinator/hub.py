@@ -7,19 +7,25 @@ import time
 from collections.abc import AsyncIterator
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from posefleet.coordinator.consumers import ResultConsumer
 from posefleet.coordinator.subscribers import Backlog
 from posefleet.v1 import coordinator_pb2, pose_pb2
 
 
-class Hub:
+class Hub(ResultConsumer):
+    """Every answered frame to each ``Subscribe`` call's backlog."""
+
     def __init__(self) -> None:
         self._subscribers: set[Backlog[pose_pb2.PoseResult]] = set()
         self.active_cameras: dict[str, float] = {}  # camera -> last result time (monotonic)
 
-    def publish(self, result: pose_pb2.PoseResult) -> None:
+    def answered(self, result: pose_pb2.PoseResult) -> None:
         self.active_cameras[result.camera_id] = time.monotonic()
         for backlog in self._subscribers:  # a slow subscriber loses its oldest results, never blocks cameras
             backlog.put(result)
+
+    def forget(self, camera: str) -> None:
+        self.active_cameras.pop(camera, None)
 
     async def subscribe(
         self, request: coordinator_pb2.SubscribeRequest, backlog: Backlog[pose_pb2.PoseResult]

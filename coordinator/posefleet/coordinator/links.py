@@ -1,26 +1,24 @@
-"""A coordinator's connection to one node: health, info, and a long-lived EstimateStream.
+"""A coordinator's connection to one node: its health and info, joining and leaving, and a long-lived
+EstimateStream.
 
-Frames are balanced per frame, not per connection: each node has one stream, and the router puts
-each frame on the stream of the least-loaded node with a free credit (credits = the node's capacity).
-A node earns its credits: after it (re)joins it gets ``SLOW_START_CREDITS`` frames at once and one more
-per answer, up to its capacity, so a node that takes frames and never answers holds only a few.
+Frames are balanced per frame, not per connection: each node has one stream, and the router puts each frame
+on the stream of the least-loaded node with a free credit (``credits``: what the node holds and may take).
+With TLS the node proves who it is (``trust``) before any frame goes to it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
-from cryptography import x509
-from posefleet.common.certs import revocations_of
 from posefleet.common.health import SERVING, health
-from posefleet.common.tls import TlsError, TlsFiles, aio_channel, peer_certificate, role_name
+from posefleet.common.tls import TlsFiles, aio_channel
+from posefleet.coordinator.credits import Credits
 from posefleet.coordinator.jobs import Job
+from posefleet.coordinator.trust import NodeTrust
 from posefleet.coordinator.validation import MAX_RESULT_BYTES, result_problem
 from posefleet.v1 import node_pb2, node_pb2_grpc, pose_pb2
 from posefleet.v1.discovery import NODE_HEALTH_SERVICE
@@ -32,14 +30,12 @@ RECOVERED_AFTER_S = 30.0
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
 
 
-#: Frames a node that has not answered yet may hold at once; each answer adds one, up to its capacity.
-SLOW_START_CREDITS = 2
-
-
 LostJobs = Callable[["NodeLink", list[Job], str], None]
 
 
 class NodeLink:
+    """One node: health checks and GetInfo, joining (``connect``) and leaving (``mark_down``), its stream."""
+
     def __init__(
         self,
         key: str,
@@ -58,37 +54,24 @@ class NodeLink:
         self.info = pose_pb2.NodeInfo()
         self.healthy = False
         self.draining = False
-        self.capacity = 1
-        self.in_flight = 0
-        self.in_flight_cost = 0  # credits taken by the frames in flight (``Job.cost``, at most the capacity each)
+        self.credits = Credits()
         self.frames_done = 0
         self.frames_failed = 0
-        self.answered = 0  # since it last (re)joined: its slow start
-        self.answer_s = 0.0  # moving average of the time its answers took
         self.last_error = ""
         self.failures = 0
         self.retry_at = 0.0
-        self.last_used = 0.0
         self._max_message_bytes = max_message_bytes
         self.max_frame_bytes = max_message_bytes
         self._on_lost = on_lost
         self._on_credit = on_credit
-        self._pending: dict[int, tuple[Job, float]] = {}  # link tag -> (job, monotonic time sent)
         self.healthy_since = 0.0
         #: When a node that had served was taken out (it is probed often for a while after: a stall ends).
         self.out_since = -1e9
         #: Why the audit took it out for good ("" while it is trusted; see ``coordinator.audit``).
         self.quarantined = ""
-        self._seq = itertools.count()
         self._send: asyncio.Queue[pose_pb2.Frame | None] = asyncio.Queue()
         self._stream_task: asyncio.Task[None] | None = None
-        self._tls = tls
-        self._revocations = revocations_of(tls.ca) if tls is not None else None
-        #: The serial of the certificate the node presented when it (re)joined (checked against ``ca.crl``).
-        self.cert_serial: int | None = None
-        #: The node id this node must prove (its certificate's name): what its advert claims, or, for a static
-        #: address, what it says in GetInfo (until then any fleet node certificate will do).
-        self.claimed_id = node_id
+        self.trust = NodeTrust(tls, node_id)
         self._open()
 
     def _open(self) -> None:
@@ -100,23 +83,8 @@ class NodeLink:
             ("grpc.keepalive_time_ms", 10_000),
             ("grpc.initial_reconnect_backoff_ms", 100),
         ]
-        server = role_name("node", self.claimed_id)
-        self._channel = aio_channel(self.address, self._tls, server, options)
+        self._channel = aio_channel(self.address, self.trust.tls, self.trust.server_name, options)
         self._stub = node_pb2_grpc.PoseNodeStub(self._channel)
-
-    async def _certificate_serial(self, tls: TlsFiles, node_id: str) -> int:
-        """The serial of the certificate the node presents (a TLS handshake of its own: a gRPC channel does
-        not show its peer's certificate)."""
-        der = await peer_certificate(self.address, tls, role_name("node", node_id))
-        return int(x509.load_der_x509_certificate(der).serial_number)
-
-    def revoked(self) -> bool:
-        """Whether the certificate this node presented is in the fleet's revocation list now."""
-        return (
-            self._revocations is not None
-            and self.cert_serial is not None
-            and self._revocations.revoked(self.cert_serial)
-        )
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -124,25 +92,8 @@ class NodeLink:
         return self.healthy and not self.draining and self._stream_task is not None
 
     def has_credit(self, cost: int = 1) -> bool:
-        """Whether a frame of ``cost`` credits fits now (a frame costing more than the node's credits goes
-        alone, when nothing else is in flight)."""
-        if not self.available:
-            return False
-        limit = min(self.capacity, SLOW_START_CREDITS + self.answered)
-        return self.in_flight == 0 or self.in_flight_cost + min(cost, self.capacity) <= limit
-
-    def oldest_pending_s(self, now: float) -> float:
-        """How long the oldest frame on this node has waited for its answer (0 when none)."""
-        return max((now - sent for _, sent in self._pending.values()), default=0.0)
-
-    def stragglers(self, now: float, floor_s: float) -> list[Job]:
-        """Frames waiting longer than this node usually takes (4x its average, at least ``floor_s``) that have
-        not been sent anywhere else yet."""
-        after = max(floor_s, 4 * self.answer_s)
-        return [job for job, sent in self._pending.values() if now - sent > after and job.attempts < 2 and not job.done]
-
-    def load(self) -> float:
-        return self.in_flight_cost / self.capacity
+        """Whether a frame of ``cost`` credits may go to this node now."""
+        return self.available and self.credits.fits(cost)
 
     def serves(self, selector: pose_pb2.ModelSelector) -> bool:
         return (not selector.family or selector.family == self.info.model_family) and (
@@ -186,40 +137,34 @@ class NodeLink:
         if (problem := node_id_problem(info.node_id)) is not None:
             self.mark_down(f"GetInfo: {problem}")  # e.g. an empty id, which every node certificate would prove
             return False
-        if self.claimed_id is None and self._tls is not None:
-            self.claimed_id = info.node_id
+        trust = self.trust
+        if trust.claimed_id is None and trust.tls is not None:
+            trust.claimed_id = info.node_id
             old = self._channel
             self._open()
             await old.close()
             if not await self.check(timeout=2.0):
                 self.last_error = f"its certificate is not for node id {info.node_id!r}: {self.last_error}"
-                self.claimed_id = None
+                trust.claimed_id = None
                 return False
-        elif self.claimed_id is not None and info.node_id != self.claimed_id:
-            self.mark_down(f"it says node id {info.node_id!r} where {self.claimed_id!r} was expected")
+        elif trust.claimed_id is not None and info.node_id != trust.claimed_id:
+            self.mark_down(f"it says node id {info.node_id!r} where {trust.claimed_id!r} was expected")
             return False
-        if self._tls is not None:
-            try:
-                self.cert_serial = await self._certificate_serial(self._tls, info.node_id)
-            except (TimeoutError, OSError, ssl.SSLError, TlsError, ValueError) as exc:
-                self.mark_down(f"its certificate could not be read: {exc}")
-                return False
-            if self.revoked():
-                self.mark_down(f"its certificate (serial {self.cert_serial:x}) is revoked")
-                return False
+        if (problem := await trust.certificate_problem(self.address, info.node_id)) is not None:
+            self.mark_down(problem)
+            return False
         self.info = info
-        self.capacity = max(1, self.info.capacity)
+        self.credits.restart(info.capacity)
         # What the node accepts, within what this link's channel may send.
         self.max_frame_bytes = min(self.info.max_message_bytes or self._max_message_bytes, self._max_message_bytes)
         self.healthy = True
-        self.answered = 0
         self.healthy_since = time.monotonic()
         self.draining = False
         self.last_error = ""
         self._send = asyncio.Queue()
         self._stream_task = asyncio.create_task(self._stream(), name=f"node-stream-{self.key}")
         log.info(
-            "node %s (%s) joined: %s, capacity %d", self.info.node_id, self.address, self.info.model_id, self.capacity
+            "node %s (%s) joined: %s, capacity %d", info.node_id, self.address, info.model_id, self.credits.capacity
         )
         self._on_credit()
         return True
@@ -240,13 +185,7 @@ class NodeLink:
             self._stream_task.cancel()
             self._stream_task = None
         self._send.put_nowait(None)
-        lost = [job for job, _ in self._pending.values()]
-        for job in lost:
-            job.in_flight -= 1
-        self._pending.clear()
-        self.in_flight = 0
-        self.in_flight_cost = 0
-        if lost:
+        if lost := self.credits.drop_all():
             self._on_lost(self, lost, reason)
 
     async def close(self) -> None:
@@ -258,16 +197,9 @@ class NodeLink:
 
     # -- frames ----------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
-        seq = next(self._seq)
-        self.last_used = time.monotonic()
-        self._pending[seq] = (job, self.last_used)
-        self.in_flight += 1
-        self.in_flight_cost += min(job.cost, self.capacity)
-        job.in_flight += 1
-        job.attempts += 1
-        job.tried.add(self.key)
+        tag = self.credits.take(job, self.key)
         # On the link, ``sequence`` tags the frame on this stream; the job keeps the camera's own identity.
-        self._send.put_nowait(pose_pb2.Frame(camera_id=job.frame.camera_id, sequence=seq, image=job.frame.image))
+        self._send.put_nowait(pose_pb2.Frame(camera_id=job.frame.camera_id, sequence=tag, image=job.frame.image))
 
     async def _requests(self) -> AsyncIterator[pose_pb2.Frame]:
         while (frame := await self._send.get()) is not None:
@@ -282,17 +214,10 @@ class NodeLink:
         results = self._results()
         try:
             async for result in results:
-                entry = self._pending.pop(result.sequence, None)
-                if entry is None:  # an answer to a frame never sent (or answered twice): the node misbehaves
+                job = self.credits.settle(result.sequence)
+                if job is None:  # an answer to a frame never sent (or answered twice): the node misbehaves
                     reason = f"answered a frame it was never sent (tag {result.sequence})"
                     break
-                job, sent = entry
-                self.in_flight -= 1
-                self.in_flight_cost = max(0, self.in_flight_cost - min(job.cost, self.capacity))
-                job.in_flight -= 1
-                self.answered += 1
-                took = time.monotonic() - sent
-                self.answer_s = took if self.answered == 1 else 0.9 * self.answer_s + 0.1 * took
                 if (problem := result_problem(result)) is not None:  # passed on to no one: the node misbehaves
                     self._on_lost(self, [job], f"node {self.info.node_id or self.key} sent an invalid result")
                     reason = f"invalid result: {problem}"

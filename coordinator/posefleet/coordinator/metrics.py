@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 
+from posefleet.coordinator.consumers import ResultConsumer, status_name
 from posefleet.coordinator.links import NodeLink
+from posefleet.v1 import pose_pb2
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -23,12 +25,14 @@ class _NodeCollector(Collector):
         nodes.add_metric([], sum(link.available for link in links))
         inflight = GaugeMetricFamily("posefleet_coordinator_node_inflight", "Frames on a node", labels=["node"])
         for link in links:
-            inflight.add_metric([link.info.node_id or link.key], link.in_flight)
+            inflight.add_metric([link.info.node_id or link.key], link.credits.in_flight)
         yield nodes
         yield inflight
 
 
-class CoordinatorMetrics:
+class CoordinatorMetrics(ResultConsumer):
+    """Frames answered per camera and status, route latency, MQTT drops; node gauges at scrape time."""
+
     def __init__(self, links: Callable[[], Iterable[NodeLink]]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -41,6 +45,11 @@ class CoordinatorMetrics:
             "posefleet_coordinator_mqtt_dropped", "MQTT messages dropped: the broker was absent or slow", registry=r
         )
         r.register(_NodeCollector(links))
+
+    def answered(self, result: pose_pb2.PoseResult) -> None:
+        self.frames.labels(result.camera_id, status_name(result.status)).inc()
+        if result.status == pose_pb2.RESULT_STATUS_OK:
+            self.latency.labels(result.camera_id).observe(result.timings.route_ms / 1e3)
 
     def forget(self, camera: str) -> None:
         """Remove a camera's series (when the coordinator forgets the camera)."""

@@ -36,15 +36,16 @@ import aiomqtt
 from posefleet.common.errors import PosefleetError
 from posefleet.common.jsonview import poses_of, scene_to_dict
 from posefleet.common.tls import TlsFiles
+from posefleet.coordinator.consumers import ResultConsumer, status_name
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.coordinator.subscribers import Backlog, SubscriberTooSlow
 from posefleet.v1 import coordinator_pb2, pose_pb2
 
 if TYPE_CHECKING:
-    from posefleet.coordinator.service import CoordinatorService
+    from posefleet.coordinator.live_scene import LiveScene
+    from posefleet.coordinator.view import FleetView
 
 log = logging.getLogger("posefleet.coordinator.mqtt")
-_STATUS = {pose_pb2.RESULT_STATUS_OK: "ok", pose_pb2.RESULT_STATUS_DROPPED: "dropped"}
 _TOPIC_SAFE = re.compile(r"[^A-Za-z0-9._:@=-]")  # '+', '#' and '/' mean something in MQTT topics
 
 
@@ -84,7 +85,7 @@ def parse_url(url: str) -> dict[str, Any]:
     }
 
 
-class MqttPublisher:
+class MqttPublisher(ResultConsumer):
     """Takes results from the coordinator (never blocking it) and publishes them while a broker is there."""
 
     def __init__(self, settings: CoordinatorSettings, tls: TlsFiles | None) -> None:
@@ -137,7 +138,7 @@ class MqttPublisher:
         """A camera the coordinator forgot: announced again (discovery) if it comes back."""
         self._announced.discard(topic_part(camera))
 
-    def result(self, result: pose_pb2.PoseResult) -> None:
+    def answered(self, result: pose_pb2.PoseResult) -> None:
         camera = topic_part(result.camera_id)
         if self.discovery and camera not in self._announced:
             self._announced.add(camera)
@@ -146,7 +147,7 @@ class MqttPublisher:
             "camera": result.camera_id,
             "sequence": result.sequence,
             "capture_time_ms": result.capture_time.ToMilliseconds(),
-            "status": _STATUS.get(result.status, "failed"),
+            "status": status_name(result.status),
             "people": sum(1 for pose in result.poses if pose.track_id),  # a person is a tracked pose
             "poses": poses_of(result),
         }
@@ -169,13 +170,15 @@ class MqttPublisher:
         self._enqueue(f"homeassistant/sensor/posefleet_{camera}/people/config", config, 1, True)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self, service: CoordinatorService) -> None:
+    def start(self, view: FleetView, scenes: dict[str, LiveScene]) -> None:
+        """Publish from now on: results as they come, ``view``'s stats every ``stats_every_s``, each scene's
+        fused windows."""
         self._tasks = [
             asyncio.create_task(self._publish(), name="mqtt-publish"),
-            asyncio.create_task(self._stats(service), name="mqtt-stats"),
+            asyncio.create_task(self._stats(view), name="mqtt-stats"),
             *(
-                asyncio.create_task(self._scene(service, name), name=f"mqtt-scene-{name}")
-                for name in service.merger.scenes
+                asyncio.create_task(self._scene(name, scene), name=f"mqtt-scene-{name}")
+                for name, scene in scenes.items()
             ),
         ]
 
@@ -184,18 +187,17 @@ class MqttPublisher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _stats(self, service: CoordinatorService) -> None:
+    async def _stats(self, view: FleetView) -> None:
         while True:
             await asyncio.sleep(self.stats_every_s)
-            state = service.view()
+            state = view()
             self.put("stats", {k: state[k] for k in ("time", "nodes", "scenes")} | {
                 "cameras": [{k: v for k, v in c.items() if k != "poses"} for c in state["cameras"]],
                 "mqtt": {"published": self.published, "dropped": self.dropped},
             }, qos=1, retain=True)  # fmt: skip
 
-    async def _scene(self, service: CoordinatorService, name: str) -> None:
+    async def _scene(self, name: str, scene: LiveScene) -> None:
         """Each fused window of the scene, through the same bounded backlog as any subscriber."""
-        scene = service.merger.scenes[name]
         while True:
             backlog: Backlog[coordinator_pb2.SceneResult] = Backlog(100, 3600.0)
             try:

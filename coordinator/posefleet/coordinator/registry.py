@@ -213,9 +213,9 @@ class Registry:
             await asyncio.sleep(self.settings.health_interval_s)
             now = time.monotonic()
             for link in list(self.links.values()):
-                overdue = link.oldest_pending_s(now) if link.healthy else 0.0
-                if link.healthy and link.revoked():  # the revocation list changed: out before its next frame
-                    link.mark_down(f"its certificate (serial {link.cert_serial:x}) is revoked")
+                overdue = link.credits.oldest_pending_s(now) if link.healthy else 0.0
+                if link.healthy and link.trust.revoked():  # the revocation list changed: out before its next frame
+                    link.mark_down(f"its certificate (serial {link.trust.cert_serial:x}) is revoked")
                 elif overdue > self.settings.node_answer_timeout_s:
                     # Healthy by its own word, but not answering: out, its frames to other nodes.
                     link.mark_down(f"no answer to a frame for {overdue:.1f} s")
@@ -243,7 +243,7 @@ class Registry:
             for link in list(self.links.values()):
                 if not link.healthy:
                     continue
-                for job in link.stragglers(now, self.settings.straggler_after_s):
+                for job in link.credits.stragglers(now, self.settings.straggler_after_s):
                     other = self._pick_for(job, job.tried)
                     if other is None or other.key in job.tried:
                         break
@@ -271,7 +271,7 @@ class Registry:
                 or size > link.max_frame_bytes
             ):
                 continue
-            if best is None or (link.load(), link.last_used) < (best.load(), best.last_used):
+            if best is None or link.credits.rank() < best.credits.rank():
                 best = link
         return best
 
@@ -280,8 +280,8 @@ class Registry:
 
     def _over_share(self, camera: str, cost: int) -> bool:
         """Whether ``camera``'s next frame would take node credits the other cameras need (``FairShares``)."""
-        largest = max((link.capacity for link in self.links.values()), default=1)
-        total = sum(link.capacity for link in self.links.values() if link.available)
+        largest = max((link.credits.capacity for link in self.links.values()), default=1)
+        total = sum(link.credits.capacity for link in self.links.values() if link.available)
         return self.shares.over(camera, cost, largest, total)
 
     async def acquire(
@@ -336,7 +336,7 @@ class Registry:
         if job.share:
             return
         camera = job.frame.camera_id
-        job.share = min(job.cost, link.capacity)
+        job.share = min(job.cost, link.credits.capacity)
         self.shares.hold(camera, job.share)
 
         def release(future: asyncio.Future[pose_pb2.PoseResult]) -> None:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from posefleet.coordinator.fusion import poses_of
-from posefleet.coordinator.merging import LiveScene
+from posefleet.coordinator.keypoint_arrays import keypoint_arrays
+from posefleet.coordinator.live_scene import LiveScene
 from posefleet.merge.calibration import CalibrationError, Camera, calibration_toml
 from posefleet.v1 import coordinator_pb2, pose_pb2
 
@@ -52,7 +52,7 @@ async def record(scene: LiveScene, windows: int, timeout_s: float) -> list[dict[
     done = asyncio.get_running_loop().create_future()
 
     def add(views: dict[str, pose_pb2.PoseResult]) -> None:
-        frames.append({c: poses_of(r) for c, r in views.items() if r.status == pose_pb2.RESULT_STATUS_OK})
+        frames.append({c: keypoint_arrays(r) for c, r in views.items() if r.status == pose_pb2.RESULT_STATUS_OK})
         if len(frames) >= windows and not done.done():
             done.set_result(None)
 

@@ -42,8 +42,7 @@ class CoordinatorServer:
         if settings.mqtt is not None:
             self.mqtt = MqttPublisher(settings, self.tls)
             self.mqtt.on_drop.append(self.metrics.mqtt_dropped.inc)
-            self.service.on_result.append(self.mqtt.result)
-            self.service.on_forget.append(self.mqtt.forget)
+            self.service.results.add(self.mqtt)
 
     async def start(self) -> None:
         s = self.settings
@@ -65,13 +64,11 @@ class CoordinatorServer:
             self.metrics_port = serve_metrics(self.metrics.registry, s.metrics_host, s.metrics_port, self.tls)
         if s.http_port is not None:
             frames = Frames()
-            self.service.on_frame.append(frames.offer)
-            self.service.on_result.append(frames.answered)
-            self.service.on_forget.append(frames.forget)
+            self.service.results.add(frames)
             self.dashboard = Dashboard(self.service.view, frames, self.tls, max_token_days=s.max_token_days)
             self.http_port = await self.dashboard.start(s.http_host, s.http_port)
         if self.mqtt is not None:
-            self.mqtt.start(self.service)
+            self.mqtt.start(self.service.view, self.service.merger.scenes)
         log.info("coordinator listening on %s:%d", s.host, self.port)
 
     async def _evict(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -12,10 +12,12 @@ from posefleet.common.certs import ANYONE, Guard, Peer, require
 from posefleet.common.grpc_server import Malformed, status_code
 from posefleet.common.slots import Slots, SlotsFull
 from posefleet.coordinator.cameras import CameraSession, CameraStats
+from posefleet.coordinator.consumers import FanOut
 from posefleet.coordinator.hub import Hub
 from posefleet.coordinator.jobs import Job
 from posefleet.coordinator.links import NodeLink
-from posefleet.coordinator.merging import LiveScene, Merger
+from posefleet.coordinator.live_scene import LiveScene
+from posefleet.coordinator.merging import Merger
 from posefleet.coordinator.metrics import CoordinatorMetrics
 from posefleet.coordinator.registry import Registry
 from posefleet.coordinator.scene_calibration import CalibrationRefused, calibrate_scene, request_problem
@@ -24,12 +26,6 @@ from posefleet.coordinator.subscribers import Backlog, relay
 from posefleet.coordinator.validation import MIN_WINDOW_MS, camera_id_problem
 from posefleet.coordinator.view import FleetView
 from posefleet.v1 import coordinator_pb2, coordinator_pb2_grpc, pose_pb2
-
-_STATUS = {
-    pose_pb2.RESULT_STATUS_OK: "ok",
-    pose_pb2.RESULT_STATUS_DROPPED: "dropped",
-    pose_pb2.RESULT_STATUS_FAILED: "failed",
-}
 
 
 def _may(peer: Peer, cameras: set[str] | frozenset[str]) -> bool:
@@ -66,26 +62,10 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self.streams = Slots("camera streams", settings.max_streams_per_peer, settings.max_streams)
         self.subscriptions = Slots("subscriptions", settings.max_subscriptions_per_peer, settings.max_subscriptions)
         self.view = FleetView(self.cameras, registry, self.merger)
-        #: Who else sees every answered result, every frame sent on, every camera forgotten (dashboard, MQTT).
-        self.on_result: list[Callable[[pose_pb2.PoseResult], None]] = [self.view.answered]
-        self.on_frame: list[Callable[[pose_pb2.Frame], None]] = []
-        self.on_forget: list[Callable[[str], None]] = [self.view.forget]
+        #: Who sees every answered frame, every frame sent on and every camera forgotten: the merge first (the
+        #: others see tracked poses); the server adds the dashboard and MQTT.
+        self.results = FanOut([self.merger, metrics, self.hub, self.view])
         self.calibrating: str | None = None  # the scene a CalibrateScene call is recording (one at a time)
-
-    def _publish(self, result: pose_pb2.PoseResult) -> None:
-        """Every answered frame, before it leaves: tracked, counted, and handed to subscribers and scenes."""
-        self.merger.tracks.track(result)
-        self.metrics.frames.labels(result.camera_id, _STATUS.get(result.status, "failed")).inc()
-        if result.status == pose_pb2.RESULT_STATUS_OK:
-            self.metrics.latency.labels(result.camera_id).observe(result.timings.route_ms / 1e3)
-        self.hub.publish(result)
-        self.merger.publish(result)
-        for listener in self.on_result:
-            listener(result)
-
-    def _frame(self, frame: pose_pb2.Frame) -> None:
-        for listener in self.on_frame:
-            listener(frame)
 
     async def StreamCamera(
         self, request_iterator: AsyncIterator[pose_pb2.Frame], context: grpc.aio.ServicerContext
@@ -129,8 +109,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             queue_size=self.settings.camera_queue,
             policy=self.settings.drop_policy,
             frame_timeout=self.settings.frame_timeout_s,
-            publish=self._publish,
-            watch=self._frame if self.on_frame else None,
+            publish=self.results.answered,
+            watch=self.results.sent if self.results.watching else None,
         )
         try:
             async for result in session.results(frames()):
@@ -146,11 +126,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         gone = [c for c, s in self.cameras.items() if not s.streams and now - s.last_seen > self.settings.camera_idle_s]
         for camera in gone:
             del self.cameras[camera]
-            self.merger.tracks.forget(camera)
-            self.hub.active_cameras.pop(camera, None)
-            self.metrics.forget(camera)
-            for listener in self.on_forget:
-                listener(camera)
+            self.results.forget(camera)
         return len(gone)
 
     async def Estimate(self, request: pose_pb2.Frame, context: grpc.aio.ServicerContext) -> pose_pb2.PoseResult:
@@ -162,7 +138,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         job = Job.start(request, self.settings.frame_timeout_s)
         await self.registry.dispatch(job)
         result = await job.result()
-        self._publish(result)
+        self.results.answered(result)
         if result.status == pose_pb2.RESULT_STATUS_FAILED:
             await context.abort(status_code(result.error_code), result.error)
         return result
@@ -230,12 +206,12 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             info=link.info,
             address=link.address,
             healthy=link.available,
-            in_flight=link.in_flight,
+            in_flight=link.credits.in_flight,
             frames_done=link.frames_done,
             frames_failed=link.frames_failed,
             source=link.source,
             last_error=link.last_error,
-            claimed_id=link.claimed_id or "",
+            claimed_id=link.trust.claimed_id or "",
         )
 
     def _ignored(self) -> list[coordinator_pb2.NodeStatus]:

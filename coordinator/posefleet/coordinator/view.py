@@ -8,6 +8,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from posefleet.common.jsonview import poses_of, scene_to_dict
+from posefleet.coordinator.consumers import ResultConsumer
 from posefleet.v1 import coordinator_pb2, pose_pb2
 
 if TYPE_CHECKING:
@@ -20,19 +22,7 @@ def _r(value: float, digits: int = 1) -> float | None:
     return round(value, digits) if math.isfinite(value) else None
 
 
-def result_poses(result: pose_pb2.PoseResult) -> list[dict[str, Any]]:
-    """Poses compactly: track id, score and ``[x, y, score]`` per keypoint (image pixels)."""
-    return [
-        {
-            "track_id": p.track_id,
-            "score": round(p.score, 3),
-            "keypoints": [[round(k.x, 1), round(k.y, 1), round(k.score, 3)] for k in p.keypoints],
-        }
-        for p in result.poses
-    ]
-
-
-class FleetView:
+class FleetView(ResultConsumer):
     """Builds the snapshot; keeps what a snapshot needs between calls (latest results, node FPS), bounded by
     the cameras and nodes the coordinator knows."""
 
@@ -77,7 +67,7 @@ class FleetView:
                     "sequence": latest.sequence if latest is not None else None,
                     "width": latest.image_width if latest is not None else 0,
                     "height": latest.image_height if latest is not None else 0,
-                    "poses": result_poses(latest) if latest is not None else [],
+                    "poses": poses_of(latest) if latest is not None else [],
                     # a person is a tracked pose; the decoder's weak leftovers are not people
                     "people": sum(1 for p in latest.poses if p.track_id) if latest is not None else 0,
                 }
@@ -95,8 +85,8 @@ class FleetView:
                     "model": link.info.model_id,
                     "device": link.info.device,
                     "precision": link.info.precision,
-                    "in_flight": link.in_flight,
-                    "capacity": link.capacity,
+                    "in_flight": link.credits.in_flight,
+                    "capacity": link.credits.capacity,
                     "done": link.frames_done,
                     "failed": link.frames_failed,
                     "fps": _r(self._node_fps(key, link.frames_done)),
@@ -117,24 +107,19 @@ class FleetView:
         }
         if scene.last_fused is None:
             return out
-        result = coordinator_pb2.SceneResult.FromString(scene.last_fused)
-        for person in result.persons:
-            joints = [[j.x, j.y, j.z] if math.isfinite(j.x) else None for j in person.joints]
-            rounded = [[round(v, 3) for v in j] if j else None for j in joints]
-            out["persons"].append({"id": person.id, "joints": rounded})
+        out["persons"] = scene_to_dict(coordinator_pb2.SceneResult.FromString(scene.last_fused))["persons"]
         for camera, fitted in scene.fitted.items():  # each person's joints seen through each calibrated camera
             per_person = []
             for person in out["persons"]:
-                known = [j for j in person["joints"] if j is not None]
+                joints = person["keypoints"]
+                known = [[j["x"], j["y"], j["z"]] for j in joints if j["x"] is not None]
                 projected = iter(fitted.project(np.asarray(known, np.float64)).tolist() if known else [])
-                row: list[list[float] | None] = []
-                for joint in person["joints"]:
-                    if joint is None:
-                        row.append(None)
-                    else:
-                        x, y = next(projected)
-                        row.append([round(x, 1), round(y, 1)])
-                per_person.append(row)
+                keypoints = []
+                for joint in joints:  # the 2D pose shape; a joint not triangulated has score 0
+                    x, y = next(projected) if joint["x"] is not None else (0.0, 0.0)
+                    score = 1.0 if joint["x"] is not None else 0.0
+                    keypoints.append({"name": joint["name"], "x": round(x, 1), "y": round(y, 1), "score": score})
+                per_person.append({"track_id": person["id"], "keypoints": keypoints})
             width, height = fitted.image_size or fitted.size
             out["reprojections"][camera] = {"width": width, "height": height, "persons": per_person}
         return out

@@ -54,16 +54,16 @@ function drawPoses(ctx, poses, scale) {
     ctx.lineWidth = pose.track_id ? 3 : 1;
     ctx.strokeStyle = colour;
     ctx.fillStyle = colour;
-    const k = pose.keypoints;
+    const k = pose.keypoints;  // [{name, x, y, score}]: the one pose shape (posefleet.common.jsonview)
     for (const [a, b] of skeleton) {
-      if (!k[a] || !k[b] || k[a][2] < 0.2 || k[b][2] < 0.2) continue;
+      if (!k[a] || !k[b] || k[a].score < 0.2 || k[b].score < 0.2) continue;
       ctx.beginPath();
-      ctx.moveTo(k[a][0] * scale, k[a][1] * scale);
-      ctx.lineTo(k[b][0] * scale, k[b][1] * scale);
+      ctx.moveTo(k[a].x * scale, k[a].y * scale);
+      ctx.lineTo(k[b].x * scale, k[b].y * scale);
       ctx.stroke();
     }
-    for (const [x, y, s] of k) {
-      if (s < 0.2) continue;
+    for (const { x, y, score } of k) {
+      if (score < 0.2) continue;
       ctx.beginPath();
       ctx.arc(x * scale, y * scale, 4, 0, 2 * Math.PI);
       ctx.fill();
@@ -165,7 +165,9 @@ function paintSpace(s) {
   const w = s.space.width, h = s.space.height;
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, w, h);
-  const joints = s.scene.persons.flatMap((p) => p.joints.filter(Boolean));
+  // A 3D person's keypoints: [{name, x, y, z, ...}] in metres, x null where a joint was not triangulated.
+  const xyz = (j) => (j && j.x !== null ? [j.x, j.y, j.z] : null);
+  const joints = s.scene.persons.flatMap((p) => p.keypoints.map(xyz).filter(Boolean));
   if (!joints.length) return;
   const centre = [0, 1, 2].map((i) => joints.reduce((a, j) => a + j[i], 0) / joints.length);
   const cy = Math.cos(s.yaw), sy = Math.sin(s.yaw), cp = Math.cos(s.pitch), sp = Math.sin(s.pitch);
@@ -187,7 +189,7 @@ function paintSpace(s) {
   for (const person of s.scene.persons) {
     ctx.strokeStyle = ctx.fillStyle = trackColour(person.id);
     for (const [a, b] of skeleton) {
-      const ja = person.joints[a], jb = person.joints[b];
+      const ja = xyz(person.keypoints[a]), jb = xyz(person.keypoints[b]);
       if (!ja || !jb) continue;
       ctx.beginPath(); ctx.moveTo(...project(ja)); ctx.lineTo(...project(jb)); ctx.stroke();
     }
@@ -209,11 +211,7 @@ function paintViews(s) {
     ctx.fillRect(0, 0, canvas.width, canvas.height);
     const tile = tiles.get(camera);
     if (tile && tile.image) ctx.drawImage(tile.image, 0, 0, canvas.width, canvas.height);
-    const poses = s.scene.persons.map((p, i) => ({
-      track_id: p.id,
-      keypoints: view.persons[i].map((xy) => (xy ? [xy[0], xy[1], 1] : [0, 0, 0])),
-    }));
-    drawPoses(ctx, poses, scale);
+    drawPoses(ctx, view.persons, scale);  // each person's joints projected: 2D poses of the person's id
   }
 }
 

@@ -15,7 +15,7 @@ from posefleet.node.engine.ov_compat import openvino_version
 from posefleet.node.engine.runtime import EngineOptions, PoseEngine
 from posefleet.node.server.advertise import Advertiser
 from posefleet.node.server.metrics import NodeMetrics
-from posefleet.node.server.pipeline import AsyncEngine
+from posefleet.node.server.pipeline import AsyncEngine, pipeline_size
 from posefleet.node.server.service import PoseNodeService
 from posefleet.node.server.settings import NodeSettings
 from posefleet.v1 import node_pb2, pose_pb2
@@ -77,8 +77,7 @@ class NodeServer:
         )
         engine = await asyncio.get_running_loop().run_in_executor(None, PoseEngine, s.model, options)
         self._inference = engine
-        requests = s.infer_requests or 2 * engine.optimal_requests
-        capacity = s.max_inflight or 2 * requests
+        requests, capacity = pipeline_size(engine, s.infer_requests, s.max_inflight)
         self._engine = AsyncEngine(engine, capacity, requests)
         card = engine.card
         h, w = engine.input_size

@@ -140,6 +140,13 @@ class AsyncEngine(Admission):
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
+def pipeline_size(engine: PoseEngine, requests: int | None = None, max_inflight: int | None = None) -> tuple[int, int]:
+    """(infer requests, frames admitted) of a node's pipeline; None or 0 takes the default: twice the device's optimal
+    number of requests (one pre- or post-processing while the other infers), and twice that admitted."""
+    requests = requests or 2 * engine.optimal_requests
+    return requests, max_inflight or 2 * requests
+
+
 @dataclass
 class _Frame:
     """One admitted frame waiting for an infer request."""
