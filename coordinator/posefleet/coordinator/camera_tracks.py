@@ -6,7 +6,7 @@ import dataclasses
 import time
 
 from posefleet.coordinator.capture_windows import stamp_ms
-from posefleet.coordinator.keypoint_arrays import keypoint_arrays
+from posefleet.coordinator.keypoint_arrays import F32, keypoint_arrays
 from posefleet.coordinator.settings import TrackingSettings
 from posefleet.merge.filters import OneEuroParams
 from posefleet.merge.tracking import PoseTracker, TrackerParams, bbox
@@ -39,10 +39,11 @@ class CameraTracks:
             self._trackers[camera] = tracker
         return tracker
 
-    def track(self, result: pose_pb2.PoseResult) -> None:
-        """Give every pose of an OK result its track id and box (smoothed keypoints where smoothing is on)."""
+    def track(self, result: pose_pb2.PoseResult) -> list[F32] | None:
+        """Give every pose of an OK result its track id and box (smoothed keypoints where smoothing is on);
+        returns the poses as arrays, as the result now holds them (None: not tracked)."""
         if not self.settings.enabled or result.status != pose_pb2.RESULT_STATUS_OK or not result.camera_id:
-            return
+            return None
         t0 = time.perf_counter()
         tracker = self._tracker(result.camera_id)
         arrays = keypoint_arrays(result)
@@ -55,6 +56,7 @@ class CameraTracks:
                 for kp, (kx, ky, _) in zip(pose.keypoints, keypoints.tolist(), strict=True):
                     kp.x, kp.y = kx, ky
         result.timings.track_ms = (time.perf_counter() - t0) * 1e3
+        return [keypoints for _, keypoints in tracked]
 
     def forget(self, camera: str) -> None:
         self._trackers.pop(camera, None)

@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
 from google.protobuf.timestamp_pb2 import Timestamp
 from posefleet.v1 import pose_pb2
 
@@ -28,6 +30,8 @@ class Window:
     end: float
     opened: float  # monotonic
     views: dict[str, pose_pb2.PoseResult] = field(default_factory=dict)
+    #: Each camera's poses as arrays, where whoever added the result had them (tracking has).
+    poses: dict[str, list[npt.NDArray[np.float32]]] = field(default_factory=dict)
 
 
 class CaptureWindows:
@@ -70,8 +74,8 @@ class CaptureWindows:
             expected |= {c for c in self.cameras if c not in self.last_seen and c not in self.excluded}
         return expected
 
-    def add(self, result: pose_pb2.PoseResult) -> list[Window]:
-        """Place one camera's result; returns the windows that left with it."""
+    def add(self, result: pose_pb2.PoseResult, poses: list[npt.NDArray[np.float32]] | None = None) -> list[Window]:
+        """Place one camera's result (and its ``poses`` as arrays, if known); returns the windows that left."""
         camera = result.camera_id
         now = time.monotonic()
         if self._started is None:
@@ -85,7 +89,12 @@ class CaptureWindows:
         if capture < self._closed_until:
             self.late += 1  # its window left already (the camera was slower than max_wait_ms)
             return []
-        self._window_for(camera, capture).views[camera] = result
+        window = self._window_for(camera, capture)
+        window.views[camera] = result
+        if poses is not None:
+            window.poses[camera] = poses
+        else:
+            window.poses.pop(camera, None)
         return self.flush()
 
     def _window_for(self, camera: str, capture: float) -> Window:

@@ -1,9 +1,10 @@
 """Fusing a scene's windows off the frame path: in a worker process (the coordinator's), or inline.
 
-Both run the same ``WindowFuser``: results of one window in (serialized ``PoseResult``s), a serialized
-``SceneResult`` out. The coordinator's event loop only groups results into windows and hands them over, so
-fusion uses another core and never slows routing; a worker that falls behind by ``MAX_PENDING`` windows
-makes the scene skip windows (counted) rather than queue them.
+Both run the same ``WindowFuser``: one window in, serialized once (a ``SceneResult`` holding the window's
+results as its views), the same ``SceneResult`` out with its 3D people, serialized once. The coordinator's
+event loop only groups results into windows and hands them over, so fusion uses another core and never
+slows routing; a worker that falls behind by ``MAX_PENDING`` windows makes the scene skip windows (counted)
+rather than queue them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from posefleet.common.keypoints import COCO_KEYPOINTS
-from posefleet.coordinator.keypoint_arrays import keypoint_arrays
+from posefleet.coordinator.keypoint_arrays import F32
 from posefleet.merge.calibration import Camera
 from posefleet.merge.scene import FusionParams, Person3D, SceneFuser
 from posefleet.v1 import coordinator_pb2, pose_pb2
@@ -30,7 +31,7 @@ MAX_PENDING = 8
 
 
 @dataclass
-class Fused:
+class FusedWindow:
     """What came out of one window: the SceneResult (serialized) and what the scene's status needs."""
 
     scene: str
@@ -50,33 +51,27 @@ class WindowFuser:
         """(Re)build a scene's fuser for its cameras as they stream now (3D track ids start again)."""
         self._fusers[scene] = SceneFuser(cameras, params)
 
-    def fuse(self, scene: str, start_ms: float, t_ms: float, views: list[bytes], missing: list[str]) -> Fused:
+    def fuse(self, window: bytes, t_ms: float, poses: dict[str, list[F32]]) -> FusedWindow:
+        """``window``: a serialized ``SceneResult`` of the scene's results in one window (``window_start``,
+        ``views``, ``missing_cameras``); ``t_ms``: the window's middle (capture time); ``poses``: the OK
+        results' poses as arrays (tracking made them: not read from the views again)."""
         t0 = time.perf_counter()
-        out = coordinator_pb2.SceneResult(scene=scene, missing_cameras=missing)
-        out.window_start.FromMilliseconds(round(start_ms))
-        results = {}
-        for data in views:
-            result = out.views.add()
-            result.ParseFromString(data)
-            results[result.camera_id] = result
+        out = coordinator_pb2.SceneResult.FromString(window)
+        scene = out.scene
+        results = {result.camera_id: result for result in out.views}
         fuser = self._fusers.get(scene)
         errors: dict[str, list[float]] = {}
         persons = 0
         if fuser is not None:
-            poses = {
-                c: keypoint_arrays(r)
-                for c, r in results.items()
-                if c in fuser.cameras and r.status == pose_pb2.RESULT_STATUS_OK
-            }
-            frame = fuser.fuse(poses, t_ms)
+            frame = fuser.fuse({c: p for c, p in poses.items() if c in fuser.cameras}, t_ms)
             for person in frame.persons:
                 _person(out.persons.add(), person, results, fuser.names)
                 for cam, err in person.camera_error_px.items():
                     errors.setdefault(cam, []).append(err)
             persons = len(frame.persons)
         out.fuse_ms = (time.perf_counter() - t0) * 1e3
-        camera_errors = {c: float(np.mean(v)) for c, v in errors.items()}
-        return Fused(scene, out.SerializeToString(), persons, camera_errors, out.fuse_ms)
+        camera_errors = {c: sum(v) / len(v) for c, v in errors.items()}
+        return FusedWindow(scene, out.SerializeToString(), persons, camera_errors, out.fuse_ms)
 
 
 def _person(
@@ -101,7 +96,7 @@ def _person(
         out.views.add(camera_id=cam_id, pose_index=index, track_id=poses[index].track_id if index < len(poses) else 0)
 
 
-OnFused = Callable[[Fused], None]
+OnFused = Callable[[FusedWindow], None]
 
 
 class Fusion(Protocol):
@@ -111,7 +106,7 @@ class Fusion(Protocol):
 
     def ready(self) -> bool: ...
 
-    def submit(self, scene: str, start_ms: float, t_ms: float, views: list[bytes], missing: list[str]) -> None: ...
+    def submit(self, window: bytes, t_ms: float, poses: dict[str, list[F32]]) -> None: ...
 
 
 class InlineFusion:
@@ -127,12 +122,12 @@ class InlineFusion:
     def ready(self) -> bool:
         return True
 
-    def submit(self, scene: str, start_ms: float, t_ms: float, views: list[bytes], missing: list[str]) -> None:
-        self._on_fused(self._fuser.fuse(scene, start_ms, t_ms, views, missing))
+    def submit(self, window: bytes, t_ms: float, poses: dict[str, list[F32]]) -> None:
+        self._on_fused(self._fuser.fuse(window, t_ms, poses))
 
 
 def _worker(conn: Connection) -> None:
-    """The worker process: configure and fuse messages in, ``Fused`` out, in order, until the pipe closes.
+    """The worker process: configure and fuse messages in, ``FusedWindow`` out, in order, until the pipe closes.
 
     It only runs on CPU time nothing else wants (Linux SCHED_IDLE, else nice 19): routing frames comes
     first, fusion takes what is left over, and a scene skips windows rather than slow cameras when nothing is.
@@ -173,8 +168,8 @@ class ProcessFusion:
     def ready(self) -> bool:
         return self.pending < MAX_PENDING and self._alive
 
-    def submit(self, scene: str, start_ms: float, t_ms: float, views: list[bytes], missing: list[str]) -> None:
-        self._conn.send(("fuse", (scene, start_ms, t_ms, views, missing)))
+    def submit(self, window: bytes, t_ms: float, poses: dict[str, list[F32]]) -> None:
+        self._conn.send(("fuse", (window, t_ms, poses)))
         self.pending += 1
 
     def _readable(self) -> None:

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 from posefleet.coordinator.capture_windows import CaptureWindows, Window
-from posefleet.coordinator.fusion import Fused, Fusion, InlineFusion
+from posefleet.coordinator.fusion import FusedWindow, Fusion, InlineFusion
+from posefleet.coordinator.keypoint_arrays import F32, keypoint_arrays
 from posefleet.coordinator.settings import SceneSettings
 from posefleet.coordinator.subscribers import Backlog
 from posefleet.merge.association import AssociationParams
@@ -56,7 +57,8 @@ class LiveScene:
         self.recorders: set[Callable[[dict[str, pose_pb2.PoseResult]], None]] = set()
 
     # -- windows ---------------------------------------------------------------------------
-    def add(self, result: pose_pb2.PoseResult) -> None:
+    def add(self, result: pose_pb2.PoseResult, poses: list[F32] | None = None) -> None:
+        """One camera's answered frame (``poses``: its poses as arrays, when tracking made them)."""
         camera = result.camera_id
         if camera not in self.calibrated or camera in self.problems:
             return
@@ -72,7 +74,7 @@ class LiveScene:
                 self.windows.excluded.add(camera)
                 log.error("scene %s: %s", self.name, exc)
                 return
-        for window in self.windows.add(result):
+        for window in self.windows.add(result, poses):
             self._emit(window)
 
     def flush(self, force: bool = False) -> None:
@@ -89,11 +91,20 @@ class LiveScene:
         if not self.fusion.ready():
             self.skipped += 1  # fusion is behind: this window is skipped before any work is spent on it
             return
-        views = [window.views[c].SerializeToString() for c in sorted(window.views)]
-        missing = sorted(set(self.calibrated) - set(window.views))
-        self.fusion.submit(self.name, window.start, (window.start + window.end) / 2, views, missing)
+        out = coordinator_pb2.SceneResult(
+            scene=self.name,
+            views=[window.views[c] for c in sorted(window.views)],
+            missing_cameras=sorted(set(self.calibrated) - set(window.views)),
+        )
+        out.window_start.FromMilliseconds(round(window.start))
+        poses = {
+            c: window.poses[c] if c in window.poses else keypoint_arrays(r)
+            for c, r in window.views.items()
+            if r.status == pose_pb2.RESULT_STATUS_OK
+        }
+        self.fusion.submit(out.SerializeToString(), (window.start + window.end) / 2, poses)
 
-    def fused(self, fused: Fused) -> None:
+    def fused(self, fused: FusedWindow) -> None:
         """A window came back fused: count it and hand it to every subscriber."""
         self.windows_done += 1
         self.last_persons = fused.persons

@@ -58,9 +58,9 @@ class Merger(ResultConsumer):
 
     def answered(self, result: pose_pb2.PoseResult) -> None:
         """Every answered frame: its poses tracked (before its camera gets it back), then to its scenes."""
-        self.tracks.track(result)
+        poses = self.tracks.track(result)
         for scene in self._by_camera.get(result.camera_id, ()):
-            scene.add(result)
+            scene.add(result, poses)
 
     def forget(self, camera: str) -> None:
         self.tracks.forget(camera)

@@ -11,6 +11,7 @@ import json
 import logging
 import tomllib
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +49,19 @@ class Camera:
     #: The image size the camera streams at (``fit``); K above already matches it.
     image_size: tuple[int, int] | None = None
 
-    @property
+    # Derived once per camera (fusion asks for them every window; the camera never changes: ``fit`` and
+    # ``replace`` make new ones). Read-only: callers must not write into them.
+    @cached_property
     def P(self) -> F64:
         return self.K @ np.hstack([self.R, self.t[:, None]])
 
-    @property
+    @cached_property
     def center(self) -> F64:
         return -self.R.T @ self.t
+
+    @cached_property
+    def _pixel_to_ray(self) -> F64:
+        return self.R.T @ np.linalg.inv(self.K)
 
     def undistort(self, points: F64) -> F64:
         """Pixel points (N, 2) -> undistorted pixel points (N, 2) (same K)."""
@@ -72,7 +79,7 @@ class Camera:
 
     def rays(self, points: F64) -> F64:
         """Undistorted pixel points (N, 2) -> unit ray directions (N, 3) in the world frame."""
-        M = self.R.T @ np.linalg.inv(self.K)
+        M = self._pixel_to_ray
         d = points @ M[:, :2].T + M[:, 2]
         return d / np.sqrt((d * d).sum(axis=1, keepdims=True))  # type: ignore[no-any-return]
 

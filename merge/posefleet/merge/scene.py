@@ -41,6 +41,12 @@ class FusionParams:
     #: Two poses of one camera whose confident keypoints lie within this fraction of the pose's size (median)
     #: are one person detected twice (bottom-up decoders do that); the weaker is left out.
     duplicate_distance: float = 0.1
+    #: A 2D pose with fewer than ``association.min_joints`` keypoints at ``association.min_score`` but
+    #: ``weak_joints`` at ``weak_score`` is used with its scores scaled up (``SceneFuser._lift_weak``): a
+    #: heatmap model scores a far person 0.1-0.3 all over. 0.1 is where OpenPose's decoder (and
+    #: human-pose-estimation-0001's) finds a keypoint at all; geometry, not the score, then decides.
+    weak_score: float = 0.1
+    weak_joints: int = 6
     #: New 3D people with fewer triangulated joints are dropped (stray detections that happen to agree)...
     min_joints: int = 6
     #: ... and a tracked person is published with this many (a partial view of someone already known).
@@ -117,6 +123,19 @@ class _Track:
         return points + self.velocity * dt
 
 
+def assignment(cost: F64) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The optimal assignment of rows to columns (``linear_sum_assignment``). When every row's cheapest
+    column is a different one (people apart: most windows) that is the answer already: it reaches the sum of
+    the row minima, which no assignment of every row undercuts, so the solver is not called."""
+    rows, cols = cost.shape
+    if 0 < rows <= cols:
+        best = cost.argmin(axis=1)
+        if len(set(best.tolist())) == rows:
+            return np.arange(rows), best
+    result: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] = linear_sum_assignment(cost)
+    return result
+
+
 def distinct_poses(poses: F64, cameras: npt.NDArray[np.int64], min_score: float, max_distance: float) -> list[int]:
     """Indices of the poses (N, J, 3) that are not a weaker duplicate of another pose of the same camera
     (strongest first kept), all cameras at once."""
@@ -127,15 +146,27 @@ def distinct_poses(poses: F64, cameras: npt.NDArray[np.int64], min_score: float,
     found = np.asarray(seen.any(axis=1))
     span = np.where(found[:, None], high - low, 0.0)
     size = np.sqrt((span * span).sum(axis=1)) + 1e-6  # (N,) the diagonal of each pose's confident keypoints
-    both = seen[:, None] & seen[None, :] & (cameras[:, None] == cameras[None, :])[..., None]  # (N, N, J)
-    diff = poses[:, None, :, :2] - poses[None, :, :, :2]
+    # Only poses of one camera whose boxes come closer than the distance limit can be one person twice (no
+    # keypoint of one lies nearer the other than their boxes do): the keypoints of those pairs only.
+    gap = np.maximum(low[None] - high[:, None], low[:, None] - high[None]).max(axis=-1)  # (N, N)
+    near = (cameras[:, None] == cameras[None, :]) & (gap < max_distance * size[:, None]) & ~np.eye(n, dtype=bool)
+    a, b = np.nonzero(near)
+    if not len(a):
+        return np.flatnonzero(found).tolist()
+    same = np.zeros((n, n), bool)
+    both = seen[a] & seen[b]  # (K, J)
+    diff = poses[a, :, :2] - poses[b, :, :2]
     dist = np.where(both, np.sqrt((diff * diff).sum(-1)), np.inf)
     count = both.sum(-1)
-    median = np.take_along_axis(np.sort(dist, axis=-1), np.maximum(count - 1, 0)[..., None] // 2, axis=-1)[..., 0]
-    same = (count >= 3) & (median < max_distance * size[:, None]) & ~np.eye(n, dtype=bool)
+    median = np.take_along_axis(np.sort(dist, axis=-1), np.maximum(count - 1, 0)[:, None] // 2, axis=-1)[:, 0]
+    same[a, b] = (count >= 3) & (median < max_distance * size[a])
     kept: list[int] = []
+    has = found.tolist()
+    twins: dict[int, list[int]] = {}  # the poses each one is a duplicate of
+    for i, k in np.argwhere(same).tolist():
+        twins.setdefault(i, []).append(k)
     for i in np.argsort(-np.where(seen, poses[..., 2], 0).sum(axis=1), kind="stable").tolist():
-        if seen[i].any() and not same[i, kept].any():
+        if has[i] and not any(k in kept for k in twins.get(i, ())):
             kept.append(i)
     return sorted(kept)
 
@@ -196,27 +227,41 @@ class SceneFuser:
     def _candidates(self, views: dict[str, list[F32]]) -> tuple[list[PoseRef], F64]:
         """Every camera's poses with at least ``min_joints`` usable keypoints, undistorted, one per person."""
         p = self.params.association
-        candidates: list[PoseRef] = []
-        und: list[F64] = []
-        for c, name in enumerate(self.names):
-            found = views.get(name, [])
-            if not found:
-                continue
-            arr = np.asarray(found, np.float64)
-            usable = np.flatnonzero((arr[..., 2] >= p.min_score).sum(axis=1) >= p.min_joints)
-            if not len(usable):
-                continue
-            arr = arr[usable]
-            xy = self.cameras[name].undistort(arr[..., :2].reshape(-1, 2)).reshape(arr.shape[0], arr.shape[1], 2)
-            und.append(np.concatenate([xy, arr[..., 2:]], axis=2))
-            candidates.extend((c, int(i)) for i in usable)
-        if not und:
+        refs = [(c, i) for c, name in enumerate(self.names) for i in range(len(views.get(name, ())))]
+        if not refs:
             return [], np.empty((0, 0, 3))
-        stacked = np.concatenate(und)
-        keep = distinct_poses(
-            stacked, np.array([c for c, _ in candidates]), p.min_score, self.params.duplicate_distance
-        )
-        return [candidates[k] for k in keep], stacked[keep]
+        arr = self._lift_weak(np.array([views[self.names[c]][i] for c, i in refs], np.float64))  # (N, J, 3)
+        usable = np.flatnonzero((arr[..., 2] >= p.min_score).sum(axis=1) >= p.min_joints)
+        if not len(usable):
+            return [], np.empty((0, 0, 3))
+        arr = arr[usable]
+        cams = np.array([refs[k][0] for k in usable.tolist()])
+        for c in np.unique(cams).tolist():  # undistorted, one call per camera
+            rows = cams == c
+            arr[rows, :, :2] = (
+                self.cameras[self.names[c]].undistort(arr[rows, :, :2].reshape(-1, 2)).reshape(-1, arr.shape[1], 2)
+            )
+        keep = distinct_poses(arr, cams, p.min_score, self.params.duplicate_distance)
+        return [refs[usable[k]] for k in keep], arr[keep]
+
+    def _lift_weak(self, arr: F64) -> F64:
+        """Poses too weak to be used as they came (fewer than ``min_joints`` keypoints at ``min_score``) that
+        have ``weak_joints`` keypoints at ``weak_score``: their scores scaled so that ``weak_score`` counts
+        as ``min_score`` (a model scores a far or blurred person low all over: the pose's own scale).
+
+        The rule of the issue's anchors: Pose2Sim's association keeps a person's 2D pose for its geometry (the
+        reprojection of the triangulated candidates), not its score; a weak pose here still has to pair with
+        another camera's by ray distance over its joints and triangulate within ``max_error_px``, and a new
+        person needs ``min_joints`` joints. Poses strong enough as they came are not changed."""
+        p = self.params
+        if p.weak_score >= p.association.min_score or not len(arr):
+            return arr
+        strong = (arr[..., 2] >= p.association.min_score).sum(axis=1) >= p.association.min_joints
+        weak = ~strong & ((arr[..., 2] >= p.weak_score).sum(axis=1) >= p.weak_joints)
+        if weak.any():
+            arr = arr.copy()
+            arr[weak, :, 2] = np.minimum(1.0, arr[weak, :, 2] * (p.association.min_score / p.weak_score))
+        return arr
 
     def _window(self, refs: list[PoseRef], poses: F64) -> _Window:
         cams = np.array([c for c, _ in refs])
@@ -239,15 +284,22 @@ class SceneFuser:
         p = self.params
         predicted = np.stack([t.predict(t_ms) for t in self._tracks])  # (T, J, 3)
         scores = w.poses[..., 2]
-        cost = track_costs(predicted, w.centers, w.dirs, scores, p.association)  # (T, N)
-        mirrored = track_costs(predicted, w.centers, w.dirs[:, MIRROR], scores[:, MIRROR], p.association)
+        n = len(w.refs)
+        both = track_costs(  # (T, 2N): every pose as it came, then mirrored, in one broadcast
+            predicted,
+            np.concatenate([w.centers, w.centers]),
+            np.concatenate([w.dirs, w.dirs[:, MIRROR]]),
+            np.concatenate([scores, scores[:, MIRROR]]),
+            p.association,
+        )
+        cost, mirrored = both[:, :n], both[:, n:]
         flip = mirrored < cost - MIRROR_MARGIN_M
         best = np.where(flip, mirrored, cost)
         claimed: dict[int, list[int]] = {}
         for c in np.unique(w.cams).tolist():
             rows = np.flatnonzero(w.cams == c)
             sub = best[:, rows]
-            ti, pi = linear_sum_assignment(np.where(np.isfinite(sub), sub, 1e6))
+            ti, pi = assignment(np.where(np.isfinite(sub), sub, 1e6))
             for t, k in zip(ti.tolist(), pi.tolist(), strict=True):
                 if sub[t, k] <= p.track_gate_m:
                     row = int(rows[k])
@@ -329,8 +381,9 @@ class SceneFuser:
         merged = True
         while merged and len(persons) > 1:
             merged = False
+            same = self._same_people(np.stack([person.points for person in persons]))
             for a, b in itertools.combinations(range(len(persons)), 2):
-                if not self._same_person(persons[a].points, persons[b].points):
+                if not same[a, b]:
                     continue
                 keep, drop = (
                     (a, b) if self._rank(persons[a], owners[a]) >= self._rank(persons[b], owners[b]) else (b, a)
@@ -348,18 +401,32 @@ class SceneFuser:
                 break
         return persons, groups, owners
 
-    def _same_person(self, a: F64, b: F64) -> bool:
-        """Two skeletons are one person when most shared joints coincide (``same_person_m``), or when their
-        trunks are closer than two bodies can be (``min_body_distance_m``)."""
+    def _same_people(self, points: F64) -> npt.NDArray[np.bool_]:
+        """(P, P) which of the skeletons (P, J, 3) are one person: most shared joints coincide (their median
+        distance within ``same_person_m``, over at least half of the fewer's joints and 3), or their trunks
+        (shoulders and hips both have; limbs and head say little about where a body is) are closer than two
+        bodies can be (``min_body_distance_m``). All pairs at once."""
         p = self.params
-        both: npt.NDArray[np.bool_] = np.asarray(np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1))
-        fewer = min(np.isfinite(a).all(axis=1).sum(), np.isfinite(b).all(axis=1).sum())
-        if both.sum() >= max(3, fewer // 2) and np.median(np.linalg.norm(a[both] - b[both], axis=1)) <= p.same_person_m:
-            return True
-        trunk = both & TRUNK  # limbs and head say little about where a body is
-        if trunk.sum() < 2:
-            return False
-        return bool(np.linalg.norm(a[trunk].mean(axis=0) - b[trunk].mean(axis=0)) <= p.min_body_distance_m)
+        seen: npt.NDArray[np.bool_] = np.asarray(np.isfinite(points).all(axis=2))  # (P, J)
+        both = seen[:, None] & seen[None]  # (P, P, J)
+        diff = np.nan_to_num(points[:, None] - points[None])
+        dist = np.where(both, np.sqrt((diff * diff).sum(-1)), np.inf)
+        count = both.sum(-1)
+        median_at = np.maximum(count - 1, 0)[..., None] // 2
+        ordered = np.sort(dist, axis=-1)
+        median = (np.take_along_axis(ordered, median_at, -1) + np.take_along_axis(ordered, count[..., None] // 2, -1))[
+            ..., 0
+        ] / 2
+        fewer = np.minimum(seen.sum(1)[:, None], seen.sum(1)[None])
+        coincide = (count >= np.maximum(3, fewer // 2)) & (median <= p.same_person_m)
+        trunk = both & TRUNK  # (P, P, J)
+        n = np.maximum(trunk.sum(-1), 1)[..., None]
+        clean = np.nan_to_num(points)
+        mine = (trunk[..., None] * clean[:, None]).sum(2) / n  # (P, P, 3) a's trunk over the joints both have
+        theirs = (trunk[..., None] * clean[None]).sum(2) / n
+        close = (trunk.sum(-1) >= 2) & (np.sqrt(((mine - theirs) ** 2).sum(-1)) <= p.min_body_distance_m)
+        same: npt.NDArray[np.bool_] = (coincide | close) & ~np.eye(len(points), dtype=bool)
+        return same
 
     @staticmethod
     def _rank(person: Person3D, owner: int | None) -> tuple[bool, int]:
@@ -393,8 +460,7 @@ class SceneFuser:
         )
         points = tri.points.reshape(g, j, 3)
         used = tri.used.reshape(g, j, c)
-        errors = np.linalg.norm(reproject(self.P, tri.points) - np.nan_to_num(xy.reshape(g * j, c, 2)), axis=2)
-        errors = errors.reshape(g, j, c)
+        errors = tri.view_error_px.reshape(g, j, c)
         # Per camera: mean reprojection error of the joints it contributed (the status reports its median).
         with np.errstate(invalid="ignore"):
             cam_err = np.where(used, errors, 0.0).sum(axis=1) / used.sum(axis=1)  # (G, C)
@@ -435,12 +501,13 @@ class SceneFuser:
         for k, person in enumerate(persons):
             owner = owners[k]
             if owner is None:
+                track_id = next(self._ids)
                 track = _Track(
-                    next(self._ids),
+                    track_id,
                     np.full_like(person.points, np.nan),
                     np.full(len(person.points), -np.inf),
                     t_ms,
-                    BoneModel(p.bone_window, p.bone_min_samples, p.bone_tolerance),
+                    BoneModel(p.bone_window, p.bone_min_samples, p.bone_tolerance, phase=track_id),
                     smoother=OneEuroFilter(p.one_euro) if p.smoothing else None,
                 )
                 self._tracks.append(track)

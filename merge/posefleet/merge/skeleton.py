@@ -24,15 +24,21 @@ PLAUSIBLE = np.array(
 PROPORTION = np.array([0.186, 0.146, 0.186, 0.146, 0.245, 0.246, 0.245, 0.246] + [np.nan] * 4)
 #: COCO keypoint order with left and right exchanged (a 2D pose whose sides a model mixed up).
 MIRROR = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
+#: Learns between two recomputations of the lengths once every bone's window is full (``BoneModel.learn``).
+REFRESH_EVERY = 4
 _A = np.array([a for a, _ in BONES])
 _B = np.array([b for _, b in BONES])
 
 
 def bone_lengths(points: F64, bones: tuple[tuple[int, int], ...] = LIMB_BONES) -> F64:
     """Lengths of ``bones`` of skeletons (..., J, 3) -> (..., B); NaN where an end is missing."""
-    a = np.array([i for i, _ in bones])
-    b = np.array([j for _, j in bones])
-    return np.linalg.norm(points[..., a, :] - points[..., b, :], axis=-1)  # type: ignore[no-any-return]
+    if bones is BONES:
+        a, b = _A, _B
+    else:
+        a = np.array([i for i, _ in bones])
+        b = np.array([j for _, j in bones])
+    diff = points[..., a, :] - points[..., b, :]
+    return np.sqrt((diff * diff).sum(-1))  # type: ignore[no-any-return]
 
 
 class BoneModel:
@@ -42,7 +48,9 @@ class BoneModel:
     ``violations`` names the joints whose bones break that shape by more than ``tolerance`` (a fraction of
     the learned length) or have a length no person has."""
 
-    def __init__(self, window: int = 120, min_samples: int = 10, tolerance: float = 0.2) -> None:
+    def __init__(self, window: int = 120, min_samples: int = 10, tolerance: float = 0.2, phase: int = 0) -> None:
+        """``phase``: which of every ``REFRESH_EVERY`` learns recomputes the lengths once the windows are full
+        (people of one scene given different phases do not all pay for it in the same window)."""
         self.window = window
         self.min_samples = min_samples
         self.tolerance = tolerance
@@ -50,6 +58,7 @@ class BoneModel:
         self._next = np.zeros(len(BONES), np.int64)
         self._lengths: F64 | None = None
         self._expected: tuple[F64, F64] | None = None
+        self._learned = phase
 
     def lengths(self) -> F64:
         """The learned length of each bone of ``BONES`` (NaN until trusted)."""
@@ -70,7 +79,8 @@ class BoneModel:
         tolerance = np.full(len(BONES), self.tolerance)
         known = np.isfinite(learned) & np.isfinite(PROPORTION)
         if known.any():
-            height = float(np.median(learned[known] / PROPORTION[known]))
+            ratios = np.sort(learned[known] / PROPORTION[known])
+            height = float(ratios[(len(ratios) - 1) // 2] + ratios[len(ratios) // 2]) / 2  # their median
             guess = ~np.isfinite(learned) & np.isfinite(PROPORTION)
             learned[guess] = PROPORTION[guess] * height
             tolerance[guess] = 2 * self.tolerance
@@ -118,4 +128,9 @@ class BoneModel:
         rows = np.flatnonzero(ok)
         self._samples[rows, self._next[rows] % self.window] = now[rows]
         self._next[rows] += 1
-        self._lengths = self._expected = None  # (computing them every few windows only lost frames: measured)
+        self._learned += 1
+        # While a bone's window fills, every sample moves its median: lengths are recomputed at each learn
+        # (computing them every few learns then lost frames: measured). Once every bone learnt now has a full
+        # window, a median of 2 x ``window`` samples barely moves: every ``REFRESH_EVERY`` learns.
+        if (self._next[rows] <= self.window).any() or self._learned % REFRESH_EVERY == 0:
+            self._lengths = self._expected = None

@@ -16,6 +16,7 @@ class Triangulated:
     error_px: F64  # (J,) mean reprojection error over the views used (undistorted pixels)
     used: npt.NDArray[np.bool_]  # (J, C) the views each joint was triangulated from
     score: F64  # (J,) mean 2D score of the views used
+    view_error_px: F64  # (J, C) each view's reprojection error of the joint (any view, used or not; NaN: none)
 
 
 def dlt(P: F64, xy: F64, w: F64) -> F64:
@@ -51,10 +52,10 @@ def reproject(P: F64, points: F64) -> F64:
         return proj[..., :2] / proj[..., 2:3]  # type: ignore[no-any-return]
 
 
-def _mean_error(P: F64, points: F64, xy: F64, used: npt.NDArray[np.bool_]) -> F64:
-    """Mean reprojection error (pixels) of each joint over its used views (0 views: 0)."""
-    err = np.linalg.norm(reproject(P, points) - xy, axis=2)
-    return np.where(used, err, 0.0).sum(axis=1) / np.maximum(used.sum(axis=1), 1)  # type: ignore[no-any-return]
+def _view_errors(P: F64, points: F64, xy: F64) -> F64:
+    """(J, C) reprojection error (pixels) of each joint in each view."""
+    diff = reproject(P, points) - xy
+    return np.sqrt((diff * diff).sum(axis=2))  # type: ignore[no-any-return]
 
 
 def triangulate(
@@ -70,17 +71,19 @@ def triangulate(
     weights = np.where(used, score, 0.0)
     xy = np.nan_to_num(xy)
     points = dlt(P, xy, weights)
-    for _ in range(max_iter):
-        mean_err = _mean_error(P, points, xy, used)
-        drop = (mean_err > max_error_px) & (used.sum(axis=1) > 2)
+    for attempt in range(max_iter + 1):
+        err = _view_errors(P, points, xy)
+        if attempt == max_iter:
+            break
+        count = used.sum(axis=1)
+        mean_err = np.where(used, err, 0.0).sum(axis=1) / np.maximum(count, 1)
+        drop = (mean_err > max_error_px) & (count > 2)
         if not drop.any():
             break
         # Leave out the view that reprojects worst (closer to Pose2Sim's own 3D than trying every view left
         # out: bench/design-choices.md).
-        err = np.where(used, np.linalg.norm(reproject(P, points) - xy, axis=2), -np.inf)
-        used[np.flatnonzero(drop), err[drop].argmax(axis=1)] = False
+        used[np.flatnonzero(drop), np.where(used, err, -np.inf)[drop].argmax(axis=1)] = False
         points[drop] = dlt(P, xy[drop], np.where(used[drop], score[drop], 0.0))
-    err = np.linalg.norm(reproject(P, points) - xy, axis=2)
     count = used.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_err = np.where(count > 0, np.where(used, err, 0).sum(axis=1) / count, np.nan)
@@ -88,4 +91,4 @@ def triangulate(
     bad = (count < 2) | ~(mean_err <= max_error_px)
     points[bad] = np.nan
     used[bad] = False
-    return Triangulated(points, np.where(bad, np.nan, mean_err), used, np.where(bad, 0.0, mean_score))
+    return Triangulated(points, np.where(bad, np.nan, mean_err), used, np.where(bad, 0.0, mean_score), err)
