@@ -175,7 +175,8 @@ def run_scene_demo(out: Path, model_dir: Path, nodes: int, device: str) -> int:
     windows = done["windows"]
     ids = sorted({p.id for w in windows for p in w.persons})
     with_people = sum(1 for w in windows if w.persons)
-    print(f"scene {SCENE}: {len(windows)} windows, {with_people} with 3D people, person ids {ids}")
+    skipped = sum(status.windows_skipped for status in done["stats"].scenes)
+    print(f"scene {SCENE}: {len(windows)} windows ({skipped} skipped), {with_people} with 3D people, person ids {ids}")
     for status in done["stats"].scenes:
         for cam in status.cameras:
             print(

@@ -10,6 +10,7 @@ rather than queue them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import multiprocessing
 import os
@@ -21,13 +22,18 @@ from typing import Any, Protocol
 
 import numpy as np
 from posefleet.common.keypoints import COCO_KEYPOINTS
-from posefleet.coordinator.keypoint_arrays import F32
+from posefleet.coordinator.keypoint_arrays import PackedPoses
 from posefleet.merge.calibration import Camera
 from posefleet.merge.scene import FusionParams, Person3D, SceneFuser
 from posefleet.v1 import coordinator_pb2, pose_pb2
 
-#: Windows a worker may have in hand; beyond that the scene skips windows (a pipe holds ~64 KB).
-MAX_PENDING = 8
+#: Windows a worker may have in hand, and their bytes; beyond either the scene skips windows. The pipe (a
+#: socket pair) holds about 200 KB: a send must never block the event loop. 32 windows are 3 s of a scene at
+#: 10 FPS, which rides out the seconds in which a machine's nodes and cameras fill its cores.
+MAX_PENDING = 32
+MAX_PENDING_BYTES = 128 * 1024
+#: What the worker says once it can fuse.
+_STARTED = "started"
 
 
 @dataclass
@@ -51,9 +57,9 @@ class WindowFuser:
         """(Re)build a scene's fuser for its cameras as they stream now (3D track ids start again)."""
         self._fusers[scene] = SceneFuser(cameras, params)
 
-    def fuse(self, window: bytes, t_ms: float, poses: dict[str, list[F32]]) -> FusedWindow:
+    def fuse(self, window: bytes, t_ms: float, packed: PackedPoses) -> FusedWindow:
         """``window``: a serialized ``SceneResult`` of the scene's results in one window (``window_start``,
-        ``views``, ``missing_cameras``); ``t_ms``: the window's middle (capture time); ``poses``: the OK
+        ``views``, ``missing_cameras``); ``t_ms``: the window's middle (capture time); ``packed``: the OK
         results' poses as arrays (tracking made them: not read from the views again)."""
         t0 = time.perf_counter()
         out = coordinator_pb2.SceneResult.FromString(window)
@@ -63,6 +69,7 @@ class WindowFuser:
         errors: dict[str, list[float]] = {}
         persons = 0
         if fuser is not None:
+            poses = packed.unpack()
             frame = fuser.fuse({c: p for c, p in poses.items() if c in fuser.cameras}, t_ms)
             for person in frame.persons:
                 _person(out.persons.add(), person, results, fuser.names)
@@ -106,7 +113,7 @@ class Fusion(Protocol):
 
     def ready(self) -> bool: ...
 
-    def submit(self, window: bytes, t_ms: float, poses: dict[str, list[F32]]) -> None: ...
+    def submit(self, window: bytes, t_ms: float, poses: PackedPoses) -> None: ...
 
 
 class InlineFusion:
@@ -122,15 +129,17 @@ class InlineFusion:
     def ready(self) -> bool:
         return True
 
-    def submit(self, window: bytes, t_ms: float, poses: dict[str, list[F32]]) -> None:
+    def submit(self, window: bytes, t_ms: float, poses: PackedPoses) -> None:
         self._on_fused(self._fuser.fuse(window, t_ms, poses))
 
 
 def _worker(conn: Connection) -> None:
     """The worker process: configure and fuse messages in, ``FusedWindow`` out, in order, until the pipe closes.
 
-    It only runs on CPU time nothing else wants (Linux SCHED_IDLE, else nice 19): routing frames comes
-    first, fusion takes what is left over, and a scene skips windows rather than slow cameras when nothing is.
+    It only runs on CPU time nothing else wants (Linux SCHED_IDLE, else nice 19): routing frames comes first,
+    fusion takes what is left over (a worker at nice 10 instead, which takes a tenth of a busy core, cost routing
+    20% at saturation: measured). Windows wait for it while the cores are busy, up to ``MAX_PENDING``, and a
+    scene skips windows beyond that.
     """
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
@@ -139,6 +148,7 @@ def _worker(conn: Connection) -> None:
             os.nice(19)
     fuser = WindowFuser()
     with contextlib.suppress(EOFError, KeyboardInterrupt):
+        conn.send(_STARTED)  # its imports are done: windows sent now are fused at once
         while (message := conn.recv()) is not None:
             kind, args = message
             if kind == "configure":
@@ -158,25 +168,42 @@ class ProcessFusion:
         self._process.start()
         child.close()
         self.pending = 0
+        self._sizes: collections.deque[int] = collections.deque()  # bytes of each window in hand, in order
+        self.pending_bytes = 0
         self._alive = True
+        self._started = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._conn.fileno(), self._readable)
+
+    async def started(self, timeout: float) -> bool:
+        """Wait until the worker has started (a spawned interpreter importing NumPy, SciPy and OpenCV: a
+        second or more on a busy machine, in which a scene's first windows would be skipped)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._started.wait(), timeout)
+        return self._started.is_set()
 
     def configure(self, scene: str, cameras: dict[str, Camera], params: FusionParams) -> None:
         self._conn.send(("configure", (scene, cameras, params)))
 
     def ready(self) -> bool:
-        return self.pending < MAX_PENDING and self._alive
+        return self.pending < MAX_PENDING and self.pending_bytes < MAX_PENDING_BYTES and self._alive
 
-    def submit(self, window: bytes, t_ms: float, poses: dict[str, list[F32]]) -> None:
+    def submit(self, window: bytes, t_ms: float, poses: PackedPoses) -> None:
         self._conn.send(("fuse", (window, t_ms, poses)))
         self.pending += 1
+        size = len(window) + len(poses.data) + 256
+        self._sizes.append(size)
+        self.pending_bytes += size
 
     def _readable(self) -> None:
         try:
             while self._conn.poll():
                 fused: Any = self._conn.recv()
+                if fused == _STARTED:
+                    self._started.set()
+                    continue
                 self.pending -= 1
+                self.pending_bytes -= self._sizes.popleft()
                 self._on_fused(fused)
         except (EOFError, OSError):  # the worker died: scenes stop fusing (windows skipped), routing goes on
             self._alive = False

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import numpy as np
 from posefleet.coordinator.capture_windows import CaptureWindows, Window
 from posefleet.coordinator.fusion import FusedWindow, Fusion, InlineFusion
-from posefleet.coordinator.keypoint_arrays import F32, keypoint_arrays
+from posefleet.coordinator.keypoint_arrays import F32, PackedPoses, keypoint_arrays
 from posefleet.coordinator.settings import SceneSettings
 from posefleet.coordinator.subscribers import Backlog
 from posefleet.merge.association import AssociationParams
@@ -55,6 +55,11 @@ class LiveScene:
         }
         #: Called with every window's results as it leaves, fused or skipped (a live calibration records them).
         self.recorders: set[Callable[[dict[str, pose_pb2.PoseResult]], None]] = set()
+
+    def fuse_in(self, fusion: Fusion) -> None:
+        """Fuse the windows from now on in ``fusion`` (the coordinator's worker process), configured anew."""
+        self.fusion = fusion
+        self._configured = False
 
     # -- windows ---------------------------------------------------------------------------
     def add(self, result: pose_pb2.PoseResult, poses: list[F32] | None = None) -> None:
@@ -102,7 +107,7 @@ class LiveScene:
             for c, r in window.views.items()
             if r.status == pose_pb2.RESULT_STATUS_OK
         }
-        self.fusion.submit(out.SerializeToString(), (window.start + window.end) / 2, poses)
+        self.fusion.submit(out.SerializeToString(), (window.start + window.end) / 2, PackedPoses.pack(poses))
 
     def fused(self, fused: FusedWindow) -> None:
         """A window came back fused: count it and hand it to every subscriber."""

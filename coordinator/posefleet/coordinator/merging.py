@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from posefleet.coordinator.camera_tracks import CameraTracks
 from posefleet.coordinator.consumers import ResultConsumer
@@ -17,6 +18,8 @@ from posefleet.coordinator.fusion import ProcessFusion
 from posefleet.coordinator.live_scene import LiveScene
 from posefleet.coordinator.settings import SceneSettings, TrackingSettings
 from posefleet.v1 import pose_pb2
+
+log = logging.getLogger("posefleet.coordinator")
 
 
 class Merger(ResultConsumer):
@@ -32,13 +35,15 @@ class Merger(ResultConsumer):
         self._task: asyncio.Task[None] | None = None
         self._worker: ProcessFusion | None = None
 
-    def start(self) -> None:
-        """Fuse in a worker process from now on (needs the running loop)."""
+    async def start(self, timeout: float = 30.0) -> None:
+        """Fuse in a worker process from now on, once it has started (at most ``timeout`` s: a worker still
+        starting then fuses the windows that wait for it, and the scene skips those beyond ``MAX_PENDING``)."""
         if self.scenes:
             self._worker = ProcessFusion(lambda fused: self.scenes[fused.scene].fused(fused))
+            if not await self._worker.started(timeout):
+                log.warning("the fusion worker has not started after %.0f s; scenes skip windows until it has", timeout)
             for scene in self.scenes.values():
-                scene.fusion = self._worker
-                scene._configured = False
+                scene.fuse_in(self._worker)
             self._task = asyncio.create_task(self._close_overdue(), name="scene-windows")
 
     async def stop(self) -> None:

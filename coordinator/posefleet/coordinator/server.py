@@ -55,7 +55,7 @@ class CoordinatorServer:
         server.add(self.service, coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"])
         self.port = server.bind(s.host, s.port, self.tls)
         await self.registry.start()
-        self.service.merger.start()
+        await self.service.merger.start()
         self._evictor = asyncio.create_task(self._evict(), name="camera-eviction")
         self._trimmer = asyncio.create_task(memory.return_memory(), name="return-memory")
         await server.start()

@@ -408,6 +408,7 @@ class SceneFuser:
         bodies can be (``min_body_distance_m``). All pairs at once."""
         p = self.params
         seen: npt.NDArray[np.bool_] = np.asarray(np.isfinite(points).all(axis=2))  # (P, J)
+        clean = np.nan_to_num(points)
         both = seen[:, None] & seen[None]  # (P, P, J)
         diff = np.nan_to_num(points[:, None] - points[None])
         dist = np.where(both, np.sqrt((diff * diff).sum(-1)), np.inf)
@@ -421,7 +422,6 @@ class SceneFuser:
         coincide = (count >= np.maximum(3, fewer // 2)) & (median <= p.same_person_m)
         trunk = both & TRUNK  # (P, P, J)
         n = np.maximum(trunk.sum(-1), 1)[..., None]
-        clean = np.nan_to_num(points)
         mine = (trunk[..., None] * clean[:, None]).sum(2) / n  # (P, P, 3) a's trunk over the joints both have
         theirs = (trunk[..., None] * clean[None]).sum(2) / n
         close = (trunk.sum(-1) >= 2) & (np.sqrt(((mine - theirs) ** 2).sum(-1)) <= p.min_body_distance_m)
