@@ -93,8 +93,6 @@ class CaptureWindows:
         window.views[camera] = result
         if poses is not None:
             window.poses[camera] = poses
-        else:
-            window.poses.pop(camera, None)
         return self.flush()
 
     def _window_for(self, camera: str, capture: float) -> Window:

@@ -167,7 +167,6 @@ class ProcessFusion:
         self._process = context.Process(target=_worker, args=(child,), name="posefleet-fusion", daemon=True)
         self._process.start()
         child.close()
-        self.pending = 0
         self._sizes: collections.deque[int] = collections.deque()  # bytes of each window in hand, in order
         self.pending_bytes = 0
         self._alive = True
@@ -185,12 +184,16 @@ class ProcessFusion:
     def configure(self, scene: str, cameras: dict[str, Camera], params: FusionParams) -> None:
         self._conn.send(("configure", (scene, cameras, params)))
 
+    @property
+    def pending(self) -> int:
+        """Windows sent and not answered yet."""
+        return len(self._sizes)
+
     def ready(self) -> bool:
         return self.pending < MAX_PENDING and self.pending_bytes < MAX_PENDING_BYTES and self._alive
 
     def submit(self, window: bytes, t_ms: float, poses: PackedPoses) -> None:
         self._conn.send(("fuse", (window, t_ms, poses)))
-        self.pending += 1
         size = len(window) + len(poses.data) + 256
         self._sizes.append(size)
         self.pending_bytes += size
@@ -202,7 +205,6 @@ class ProcessFusion:
                 if fused == _STARTED:
                     self._started.set()
                     continue
-                self.pending -= 1
                 self.pending_bytes -= self._sizes.popleft()
                 self._on_fused(fused)
         except (EOFError, OSError):  # the worker died: scenes stop fusing (windows skipped), routing goes on

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from posefleet.coordinator.capture_windows import stamp_ms
 from posefleet.coordinator.consumers import ResultConsumer
 from posefleet.coordinator.subscribers import Backlog
 from posefleet.v1 import coordinator_pb2, pose_pb2
@@ -49,8 +50,7 @@ class Hub(ResultConsumer):
                 except TimeoutError:
                     result = None
                 if result is not None and (not wanted or result.camera_id in wanted):
-                    stamp = result.capture_time.seconds * 1000 + result.capture_time.nanos // 1_000_000
-                    key = stamp // window_ms
+                    key = int(stamp_ms(result.capture_time)) // window_ms
                     buckets.setdefault(key, {})[result.camera_id] = result
                     opened.setdefault(key, time.monotonic())
                 expected = wanted or {c for c, t in self.active_cameras.items() if time.monotonic() - t < 5.0}

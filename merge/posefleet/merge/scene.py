@@ -410,7 +410,7 @@ class SceneFuser:
         seen: npt.NDArray[np.bool_] = np.asarray(np.isfinite(points).all(axis=2))  # (P, J)
         clean = np.nan_to_num(points)
         both = seen[:, None] & seen[None]  # (P, P, J)
-        diff = np.nan_to_num(points[:, None] - points[None])
+        diff = clean[:, None] - clean[None]
         dist = np.where(both, np.sqrt((diff * diff).sum(-1)), np.inf)
         count = both.sum(-1)
         median_at = np.maximum(count - 1, 0)[..., None] // 2

@@ -16,7 +16,7 @@ class Triangulated:
     error_px: F64  # (J,) mean reprojection error over the views used (undistorted pixels)
     used: npt.NDArray[np.bool_]  # (J, C) the views each joint was triangulated from
     score: F64  # (J,) mean 2D score of the views used
-    view_error_px: F64  # (J, C) each view's reprojection error of the joint (any view, used or not; NaN: none)
+    view_error_px: F64  # (J, C) each view's reprojection error of the joint (meaningful where ``used``)
 
 
 def dlt(P: F64, xy: F64, w: F64) -> F64:
