@@ -428,6 +428,60 @@ def test_the_bone_model_blames_the_outer_joint_and_learns_both_sides_as_one() ->
     assert BoneModel().violations(giant)[15], "implausible lengths are refused before anything is learned"
 
 
+def test_dlt_is_the_least_squares_null_vector_and_refuses_single_views() -> None:
+    """The DLT gives the SVD's point on views 20 px off; a joint with fewer than two weighted views is NaN and
+    does not disturb the others."""
+    from posefleet.merge.triangulation import dlt
+
+    rng = np.random.default_rng(3)
+    cams = ring(4)
+    P = np.stack([c.P for c in cams.values()])
+    truth = person((0.2, 0.4), rng)
+    xy = np.stack([project(cams, truth, 20.0, rng)[n][:, :2] for n in cams], axis=1).astype(np.float64)
+    w = rng.uniform(0.3, 1.0, size=(17, 4))
+    w[0, 1:] = 0.0  # one view only
+    w[1] = 0.0  # none
+    xy[2, 3] = np.nan  # a missing view with no weight
+    w[2, 3] = 0.0
+    got = dlt(P, xy, w)
+    assert np.isnan(got[:2]).all() and np.isfinite(got[2:]).all()
+    for j in range(2, 17):
+        used = w[j] > 0
+        rows = []
+        for c in np.flatnonzero(used):
+            for axis in (0, 1):
+                row = xy[j, c, axis] * P[c, 2] - P[c, axis]
+                rows.append(row / np.linalg.norm(row) * w[j, c])
+        X = np.linalg.svd(np.array(rows))[2][-1]
+        assert np.abs(got[j] - X[:3] / X[3]).max() < 1e-6  # metres
+
+
+def test_bones_of_several_people_are_blamed_at_once_as_one_at_a_time() -> None:
+    """``blame`` over a batch of people names the joints ``violations`` names for each one alone: limb bones
+    blame their outer joint, trunk bones the end with more bones off, then the one reprojecting worse."""
+    from posefleet.merge.skeleton import BoneModel, blame
+
+    rng = np.random.default_rng(4)
+    models, bodies, errors = [], [], []
+    for k in range(3):
+        model = BoneModel(min_samples=10, tolerance=0.12)
+        body = person((k, 0), rng)
+        for _ in range(5):
+            model.learn(body)
+        body = body.copy()
+        body[[9, 12, 6][k]] += np.array([0.0, 0.0, 0.2])  # a wrist, a hip, a shoulder out of place
+        models.append(model)
+        bodies.append(body)
+        errors.append(rng.uniform(0, 10, 17))
+    bounds = [m.bounds() for m in models]
+    together = blame(
+        np.stack(bodies), np.stack(errors), np.stack([b[0] for b in bounds]), np.stack([b[1] for b in bounds])
+    )
+    for k, model in enumerate(models):
+        assert (together[k] == model.violations(bodies[k], errors[k])).all()
+        assert together[k, [9, 12, 6][k]], "the displaced joint is blamed"
+
+
 def test_butterworth_filters_each_seen_run_and_keeps_gaps() -> None:
     """Zero-phase low-pass: a slow motion passes unchanged in phase, jitter is removed, gaps stay gaps."""
     from posefleet.merge.filters import butterworth

@@ -85,19 +85,23 @@ def _person(
     out: coordinator_pb2.Person3D, person: Person3D, views: dict[str, pose_pb2.PoseResult], names: list[str]
 ) -> None:
     out.id = person.id
-    errors = np.nan_to_num(person.error_px).tolist()
-    for name, (x, y, z), score, count, error, row in zip(
+    errors = np.where(np.isnan(person.error_px), 0.0, person.error_px).tolist()
+    masks = (person.used.astype(np.int64) @ (1 << np.arange(len(names)))).tolist()  # each joint's cameras, as bits
+    cameras: dict[int, list[str]] = {}
+    for name, (x, y, z), score, count, error, mask in zip(
         COCO_KEYPOINTS,
         person.points.tolist(),
         person.score.tolist(),
         person.views.tolist(),
         errors,
-        person.used.tolist(),
+        masks,
         strict=True,
     ):
         joint = out.joints.add(name=name, x=x, y=y, z=z, score=score, views=count, reprojection_error_px=error)
         if count:
-            joint.cameras.extend([n for n, u in zip(names, row, strict=True) if u])
+            if mask not in cameras:
+                cameras[mask] = [n for c, n in enumerate(names) if mask >> c & 1]
+            joint.cameras.extend(cameras[mask])
     for cam_id, index in sorted(person.cameras.items()):
         poses = views[cam_id].poses
         out.views.add(camera_id=cam_id, pose_index=index, track_id=poses[index].track_id if index < len(poses) else 0)

@@ -47,7 +47,8 @@ def ray_distances(c1: F64, d1: F64, c2: F64, d2: F64) -> F64:
     t = np.clip(np.where(parallel, e, (e - b * d) / safe), 0.0, None)
     p1 = c1 + s[..., None] * d1
     p2 = c2 + t[..., None] * d2
-    return np.linalg.norm(p1 - p2, axis=-1)  # type: ignore[no-any-return]
+    gap = p1 - p2
+    return np.sqrt((gap * gap).sum(-1))  # type: ignore[no-any-return]
 
 
 def pair_costs(
@@ -65,7 +66,7 @@ def pair_costs(
     seen = scores >= params.min_score
     both = seen[:, None] & seen[None, :]
     weight = np.where(both, np.sqrt(np.clip(scores[:, None] * scores[None, :], 0.0, None)), 0.0)
-    mean = _capped_mean(np.nan_to_num(dist, nan=np.inf), weight, params)
+    mean = _capped_mean(np.where(np.isnan(dist), np.inf, dist), weight, params)
     count = both.sum(-1)
     cams = np.array([c for c, _ in refs])
     ok = (count >= params.min_joints) & (mean <= params.max_ray_distance_m) & (cams[:, None] < cams[None, :])
@@ -85,7 +86,8 @@ def point_ray_distances(points: F64, centers: F64, dirs: F64) -> F64:
     (T, N, J); NaN where a point is missing."""
     rel = points[:, None] - centers[None, :, None]  # (T, N, J, 3)
     along = (rel * dirs[None]).sum(-1, keepdims=True)
-    return np.linalg.norm(rel - np.clip(along, 0.0, None) * dirs[None], axis=-1)  # type: ignore[no-any-return]
+    off = rel - np.clip(along, 0.0, None) * dirs[None]
+    return np.sqrt((off * off).sum(-1))  # type: ignore[no-any-return]
 
 
 def track_costs(predicted: F64, centers: F64, dirs: F64, scores: F64, params: AssociationParams) -> F64:
@@ -95,7 +97,7 @@ def track_costs(predicted: F64, centers: F64, dirs: F64, scores: F64, params: As
     dist = point_ray_distances(predicted, centers, dirs)
     usable = np.isfinite(dist) & (scores[None] >= params.min_score)
     weight = np.where(usable, scores[None], 0.0)
-    mean = _capped_mean(np.nan_to_num(dist, nan=0.0), weight, params)
+    mean = _capped_mean(np.where(usable, dist, 0.0), weight, params)
     return np.where(usable.sum(-1) >= params.min_joints, mean, np.inf)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy.typing as npt
 from posefleet.merge.association import AssociationParams, PoseRef, group_poses, pair_costs, track_costs
 from posefleet.merge.calibration import Camera
 from posefleet.merge.filters import OneEuroFilter, OneEuroParams
-from posefleet.merge.skeleton import MIRROR, BoneModel
+from posefleet.merge.skeleton import MIRROR, BoneModel, blame
 from posefleet.merge.triangulation import dlt, reproject, triangulate
 from scipy.optimize import linear_sum_assignment
 
@@ -327,10 +328,10 @@ class SceneFuser:
         """Tracked people's joints that break their learned bone lengths: triangulated again without their
         worst view, else left out; people with too few joints left are dropped."""
         p = self.params
+        tracked = [k for k, owner in enumerate(owners) if owner is not None]
+        self._fix_bones(w, [persons[k] for k in tracked], [groups[k] for k in tracked], [owners[k] for k in tracked])
         kept: tuple[list[Person3D], list[list[PoseRef]], list[int | None]] = ([], [], [])
         for person, group, owner in zip(persons, groups, owners, strict=True):
-            if owner is not None:
-                self._fix_bones(w, person, self._tracks[owner].bones, group)
             needed = p.min_joints if owner is None else p.min_tracked_joints
             if int(np.isfinite(person.points).all(axis=1).sum()) >= needed:
                 kept[0].append(person)
@@ -338,32 +339,44 @@ class SceneFuser:
                 kept[2].append(owner)
         return kept
 
-    def _fix_bones(self, w: _Window, person: Person3D, bones: BoneModel, group: list[PoseRef]) -> None:
-        """Joints the bone model blames: without their worst view (3 views or more), else left out."""
-        views, scores = self._views(w, group)
-        for _ in range(2):
-            bad = bones.violations(person.points, person.error_px)
-            if not bad.any():
+    def _fix_bones(
+        self, w: _Window, persons: list[Person3D], groups: list[list[PoseRef]], owners: list[int | None]
+    ) -> None:
+        """Joints their tracks' bone models blame: without their worst view (3 views or more), else left out.
+        A blamed joint is fixed on its own views only, so every person's are fixed in one triangulation."""
+        if not persons:
+            return
+        bounds = [self._tracks[owner].bones.bounds() for owner in owners if owner is not None]
+        expected, slack = np.stack([b[0] for b in bounds]), np.stack([b[1] for b in bounds])
+        views: dict[int, tuple[F64, F64]] = {}
+        for attempt in range(3):
+            points = np.stack([person.points for person in persons])
+            errors = np.stack([person.error_px for person in persons])
+            rows, joints = np.nonzero(blame(points, errors, expected, slack))
+            if not len(rows):
                 return
-            for j in np.flatnonzero(bad).tolist():
-                used = person.used[j].copy()
-                if used.sum() <= 2:
-                    self._drop_joint(person, j)
-                    continue
-                xy, score = views[j], scores[j]
-                err = np.where(
-                    used,
-                    np.linalg.norm(reproject(self.P, person.points[j : j + 1])[0] - np.nan_to_num(xy), axis=1),
-                    -np.inf,
-                )
-                used[int(err.argmax())] = False
-                weights = np.where(used, score, 0.0)
-                point = dlt(self.P, np.nan_to_num(xy)[None], weights[None])[0]
-                person.points[j] = point
-                person.used[j] = used
-                person.views[j] = int(used.sum())
-        for j in np.flatnonzero(bones.violations(person.points, person.error_px)).tolist():
-            self._drop_joint(person, j)
+            used = np.stack([persons[r].used[j] for r, j in zip(rows.tolist(), joints.tolist(), strict=True)])
+            few = used.sum(axis=1) <= 2
+            if attempt == 2:  # still blamed after two tries: left out
+                few[:] = True
+            for r, j in zip(rows[few].tolist(), joints[few].tolist(), strict=True):
+                self._drop_joint(persons[r], j)
+            rows, joints, used = rows[~few], joints[~few], used[~few]
+            if not len(rows):
+                continue
+            for r in set(rows.tolist()) - set(views):
+                xy, score = self._views(w, groups[r])
+                views[r] = np.where(np.isfinite(xy), xy, 0.0), score
+            xy = np.stack([views[r][0][j] for r, j in zip(rows.tolist(), joints.tolist(), strict=True)])  # (K, C, 2)
+            score = np.stack([views[r][1][j] for r, j in zip(rows.tolist(), joints.tolist(), strict=True)])
+            diff = reproject(self.P, points[rows, joints]) - xy
+            err = np.where(used, (diff * diff).sum(axis=2), -np.inf)
+            used[np.arange(len(rows)), err.argmax(axis=1)] = False
+            fixed = dlt(self.P, xy, np.where(used, score, 0.0))
+            for k, (r, j) in enumerate(zip(rows.tolist(), joints.tolist(), strict=True)):
+                persons[r].points[j] = fixed[k]
+                persons[r].used[j] = used[k]
+                persons[r].views[j] = int(used[k].sum())
 
     @staticmethod
     def _drop_joint(person: Person3D, j: int) -> None:
@@ -393,7 +406,7 @@ class SceneFuser:
                 (person,) = self._triangulate(w, [group])
                 owner = owners[keep]
                 if owner is not None:
-                    self._fix_bones(w, person, self._tracks[owner].bones, group)
+                    self._fix_bones(w, [person], [group], [owner])
                 persons[keep], groups[keep] = person, group
                 for seq in (persons, groups, owners):
                     del seq[drop]
@@ -408,7 +421,7 @@ class SceneFuser:
         bodies can be (``min_body_distance_m``). All pairs at once."""
         p = self.params
         seen: npt.NDArray[np.bool_] = np.asarray(np.isfinite(points).all(axis=2))  # (P, J)
-        clean = np.nan_to_num(points)
+        clean = np.where(seen[..., None], points, 0.0)
         both = seen[:, None] & seen[None]  # (P, P, J)
         diff = clean[:, None] - clean[None]
         dist = np.where(both, np.sqrt((diff * diff).sum(-1)), np.inf)
@@ -525,8 +538,9 @@ class SceneFuser:
         dt = (t_ms - track.last_ms) / 1e3
         shared = fresh & np.isfinite(track.points).all(axis=1)
         if shared.sum() >= 3 and 0 < dt < 0.5:
-            velocity = np.median(person.points[shared] - track.points[shared], axis=0) / dt
-            speed = float(np.linalg.norm(velocity))
+            moved = np.sort(person.points[shared] - track.points[shared], axis=0)
+            velocity = (moved[(len(moved) - 1) // 2] + moved[len(moved) // 2]) / (2 * dt)  # the median
+            speed = math.sqrt(float((velocity * velocity).sum()))
             velocity = velocity * min(1.0, MAX_SPEED / speed) if speed > 0 else velocity
             track.velocity = 0.5 * track.velocity + 0.5 * velocity
         else:

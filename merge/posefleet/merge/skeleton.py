@@ -28,6 +28,13 @@ MIRROR = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
 REFRESH_EVERY = 4
 _A = np.array([a for a, _ in BONES])
 _B = np.array([b for _, b in BONES])
+_TWIN = np.array(TWIN)
+_ROWS = np.arange(len(BONES))
+_LOW, _HIGH = PLAUSIBLE[:, 0].copy(), PLAUSIBLE[:, 1].copy()
+_LIMBS = len(LIMB_BONES)
+_INCIDENCE = np.zeros((len(BONES), 17), np.int64)  # bone -> its two COCO joints
+_INCIDENCE[_ROWS, _A] = 1
+_INCIDENCE[_ROWS, _B] = 1
 
 
 def bone_lengths(points: F64, bones: tuple[tuple[int, int], ...] = LIMB_BONES) -> F64:
@@ -39,6 +46,36 @@ def bone_lengths(points: F64, bones: tuple[tuple[int, int], ...] = LIMB_BONES) -
         b = np.array([j for _, j in bones])
     diff = points[..., a, :] - points[..., b, :]
     return np.sqrt((diff * diff).sum(-1))  # type: ignore[no-any-return]
+
+
+def bones_off(points: F64, expected: F64, slack: F64) -> npt.NDArray[np.bool_]:
+    """(..., B) the bones of skeletons (..., J, 3) whose length is implausible or further than ``slack`` from
+    ``expected`` (..., B)."""
+    diff = points[..., _A, :] - points[..., _B, :]
+    now = np.sqrt((diff * diff).sum(axis=-1))  # NaN compares False
+    off: npt.NDArray[np.bool_] = (now < _LOW) | (now > _HIGH) | (np.abs(now - expected) > slack)
+    return off
+
+
+def blame(points: F64, error_px: F64, expected: F64, slack: F64) -> npt.NDArray[np.bool_]:
+    """(P, J) the joints of skeletons (P, J, 3) to blame for their bones that are off (``bones_off``): a limb
+    bone's outer end (the elbow, not the shoulder the trunk holds in place); a trunk bone's end with more bones
+    off, else the one that reprojects worse (``error_px`` (P, J))."""
+    off = bones_off(points, expected, slack)
+    blamed = np.zeros(points.shape[:2], bool)
+    if not off.any():
+        return blamed
+    limb = off[:, :_LIMBS]
+    blamed[:, _B[:_LIMBS]] |= limb
+    trunk = off[:, _LIMBS:]
+    if trunk.any():
+        count = off.astype(np.int64) @ _INCIDENCE  # (P, J) bones off at each joint
+        errors = np.where(np.isnan(error_px), 0.0, error_px)
+        a, z = _A[_LIMBS:], _B[_LIMBS:]
+        first = (count[:, a] > count[:, z]) | ((count[:, a] == count[:, z]) & (errors[:, a] >= errors[:, z]))
+        rows, bones = np.nonzero(trunk)
+        blamed[rows, np.where(first[rows, bones], a[bones], z[bones])] = True
+    return blamed
 
 
 class BoneModel:
@@ -58,15 +95,16 @@ class BoneModel:
         self._next = np.zeros(len(BONES), np.int64)
         self._lengths: F64 | None = None
         self._expected: tuple[F64, F64] | None = None
+        self._slack = np.full(len(BONES), np.nan)  # tolerance x expected length (set by ``expected``)
         self._learned = phase
 
     def lengths(self) -> F64:
         """The learned length of each bone of ``BONES`` (NaN until trusted)."""
         if self._lengths is None:
-            both = np.sort(np.concatenate([self._samples, self._samples[list(TWIN)]], axis=1), axis=1)  # NaN last
+            both = np.sort(np.concatenate([self._samples, self._samples[_TWIN]], axis=1), axis=1)  # NaN last
             count = np.isfinite(both).sum(axis=1)
-            low = np.take_along_axis(both, np.maximum(count - 1, 0)[:, None] // 2, axis=1)[:, 0]
-            high = np.take_along_axis(both, np.minimum(count // 2, both.shape[1] - 1)[:, None], axis=1)[:, 0]
+            low = both[_ROWS, np.maximum(count - 1, 0) // 2]
+            high = both[_ROWS, np.minimum(count // 2, both.shape[1] - 1)]
             self._lengths = np.where(count >= self.min_samples, (low + high) / 2, np.nan)
         return self._lengths.copy()
 
@@ -85,46 +123,32 @@ class BoneModel:
             learned[guess] = PROPORTION[guess] * height
             tolerance[guess] = 2 * self.tolerance
         self._expected = (learned, tolerance)
+        self._slack = tolerance * learned
         return self._expected
+
+    def bounds(self) -> tuple[F64, F64]:
+        """(B,) each bone's expected length and how far off it may be (metres; NaN: anything plausible)."""
+        learned, _ = self.expected()
+        return learned, self._slack
 
     def off(self, points: F64) -> npt.NDArray[np.bool_]:
         """(B,) bones measured now whose length breaks the learned shape or is implausible."""
-        learned, tolerance = self.expected()
-        now = np.linalg.norm(points[_A] - points[_B], axis=1)
-        with np.errstate(invalid="ignore"):  # NaN compares False
-            off: npt.NDArray[np.bool_] = (
-                (now < PLAUSIBLE[:, 0]) | (now > PLAUSIBLE[:, 1]) | (np.abs(now - learned) > tolerance * learned)
-            )
-        return off
+        return bones_off(points, *self.bounds())
 
     def violations(self, points: F64, error_px: F64 | None = None) -> npt.NDArray[np.bool_]:
-        """(J,) the joints to blame for the bones that are off: a limb bone's outer end (the elbow, not the
-        shoulder the trunk holds in place); a trunk bone's end with more bones off, else the one that
-        reprojects worse (``error_px``, per joint)."""
-        off = self.off(points)
-        blamed = np.zeros(points.shape[0], bool)
-        if not off.any():
-            return blamed
-        count = np.zeros(points.shape[0], int)
-        np.add.at(count, _A[off], 1)
-        np.add.at(count, _B[off], 1)
-        errors = np.zeros(points.shape[0]) if error_px is None else np.nan_to_num(error_px)
-        for b in np.flatnonzero(off).tolist():
-            a, z = BONES[b]
-            if b < len(LIMB_BONES):
-                blamed[z] = True
-            else:
-                blamed[a if (count[a], errors[a]) >= (count[z], errors[z]) else z] = True
+        """(J,) the joints to blame for the bones that are off (``blame``)."""
+        errors = np.zeros(points.shape[0]) if error_px is None else error_px
+        expected, slack = self.bounds()
+        blamed: npt.NDArray[np.bool_] = blame(points[None], errors[None], expected[None], slack[None])[0]
         return blamed
 
     def learn(self, points: F64) -> None:
         """Add this skeleton's plausible bones (those with both ends), unless far (twice the tolerance) from a
         length already learned: a person whose shape was learned wrong still converges, slowly."""
         now = bone_lengths(points, BONES)
-        learned = self.lengths()
-        with np.errstate(invalid="ignore"):
-            far = np.abs(now - learned) > 2 * self.tolerance * learned
-            ok = (now >= PLAUSIBLE[:, 0]) & (now <= PLAUSIBLE[:, 1]) & ~far
+        learned = self._lengths if self._lengths is not None else self.lengths()
+        far = np.abs(now - learned) > 2 * self.tolerance * learned  # NaN (nothing learned) compares False
+        ok = (now >= _LOW) & (now <= _HIGH) & ~far
         rows = np.flatnonzero(ok)
         self._samples[rows, self._next[rows] % self.window] = now[rows]
         self._next[rows] += 1

@@ -32,7 +32,7 @@ def dlt(P: F64, xy: F64, w: F64) -> F64:
     rows_y = xy[..., 1:2] * P[None, :, 2, :] - P[None, :, 1, :]
     A = np.concatenate([rows_x, rows_y], axis=1)  # (J, 2C, 4)
     # Unit rows (pixel-scale rows would otherwise weigh more), then each view's weight.
-    norms = np.linalg.norm(A, axis=2, keepdims=True)
+    norms = np.sqrt((A * A).sum(axis=2, keepdims=True))
     A = A / np.maximum(norms, 1e-12) * np.concatenate([w, w], axis=1)[..., None]
     # The least-squares null vector: the eigenvector of A^T A with the smallest eigenvalue (4x4, batched;
     # faster than the SVD of A: bench/design-choices.md).
@@ -69,7 +69,7 @@ def triangulate(
     """
     used = (score >= min_score) & np.isfinite(xy).all(axis=2)
     weights = np.where(used, score, 0.0)
-    xy = np.nan_to_num(xy)
+    xy = np.where(np.isfinite(xy), xy, 0.0)
     points = dlt(P, xy, weights)
     for attempt in range(max_iter + 1):
         err = _view_errors(P, points, xy)
