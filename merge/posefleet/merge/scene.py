@@ -328,8 +328,8 @@ class SceneFuser:
         """Tracked people's joints that break their learned bone lengths: triangulated again without their
         worst view, else left out; people with too few joints left are dropped."""
         p = self.params
-        tracked = [k for k, owner in enumerate(owners) if owner is not None]
-        self._fix_bones(w, [persons[k] for k in tracked], [groups[k] for k in tracked], [owners[k] for k in tracked])
+        tracked = [(k, owner) for k, owner in enumerate(owners) if owner is not None]
+        self._fix_bones(w, [persons[k] for k, _ in tracked], [groups[k] for k, _ in tracked], [o for _, o in tracked])
         kept: tuple[list[Person3D], list[list[PoseRef]], list[int | None]] = ([], [], [])
         for person, group, owner in zip(persons, groups, owners, strict=True):
             needed = p.min_joints if owner is None else p.min_tracked_joints
@@ -339,14 +339,12 @@ class SceneFuser:
                 kept[2].append(owner)
         return kept
 
-    def _fix_bones(
-        self, w: _Window, persons: list[Person3D], groups: list[list[PoseRef]], owners: list[int | None]
-    ) -> None:
+    def _fix_bones(self, w: _Window, persons: list[Person3D], groups: list[list[PoseRef]], owners: list[int]) -> None:
         """Joints their tracks' bone models blame: without their worst view (3 views or more), else left out.
         A blamed joint is fixed on its own views only, so every person's are fixed in one triangulation."""
         if not persons:
             return
-        bounds = [self._tracks[owner].bones.bounds() for owner in owners if owner is not None]
+        bounds = [self._tracks[owner].bones.bounds() for owner in owners]
         expected, slack = np.stack([b[0] for b in bounds]), np.stack([b[1] for b in bounds])
         views: dict[int, tuple[F64, F64]] = {}
         for attempt in range(3):
