@@ -77,12 +77,19 @@ def clicks(cameras: Mapping[str, Any], noise_px: float, seed: int) -> dict[str, 
     return out
 
 
-def people_mpjpe(a: Sequence[Sequence[Any]], b: Sequence[Sequence[Any]], gate_m: float = 0.5) -> tuple[float, int]:
+def people_mpjpe(
+    a: Sequence[Sequence[Any]], b: Sequence[Sequence[Any]], gate_m: float = 0.5
+) -> tuple[float, int, dict[str, float]]:
     """Mean per-joint distance (mm) between the 3D people of two runs, people paired per frame (optimal
-    assignment on their mean joint distance, pairs within ``gate_m``), and how many pairs there were."""
+    assignment on their mean joint distance, pairs within ``gate_m``), how many pairs there were, and the mean
+    per person of ``b`` (its track id, named by where the person stands on average: a far person's error is not
+    the same as a near one's)."""
     from scipy.optimize import linear_sum_assignment
 
-    errors, pairs = [], 0
+    errors: list[float] = []
+    pairs = 0
+    by_person: dict[int, list[float]] = {}
+    where: dict[int, list[F64]] = {}
     for people_a, people_b in zip(a, b, strict=True):
         if not people_a or not people_b:
             continue
@@ -96,8 +103,14 @@ def people_mpjpe(a: Sequence[Sequence[Any]], b: Sequence[Sequence[Any]], gate_m:
             if cost[i, j] <= gate_m:
                 d = np.linalg.norm(people_a[i].points - people_b[j].points, axis=1)
                 errors.extend(d[np.isfinite(d)].tolist())
+                by_person.setdefault(people_b[j].id, []).extend(d[np.isfinite(d)].tolist())
+                where.setdefault(people_b[j].id, []).append(np.nanmean(people_b[j].points[:, :2], axis=0))
                 pairs += 1
-    return (float(np.mean(errors)) * 1000 if errors else float("nan")), pairs
+    per_person = {}
+    for pid, values in sorted(by_person.items()):
+        x, y = np.mean(where[pid], axis=0)
+        per_person[f"({x:.1f}, {y:.1f}) m"] = float(np.mean(values)) * 1000
+    return (float(np.mean(errors)) * 1000 if errors else float("nan")), pairs, per_person
 
 
 def _intrinsics(lab: Path, reference: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -168,7 +181,7 @@ def _people(recordings: list[Any], reference: Mapping[str, Any], noise: float) -
             }
             mine, _ = fused(fitted, views, recording.fps)
             theirs, _ = fused({n: recording.cameras[n] for n in fitted}, views, recording.fps)
-            mpjpe, pairs = people_mpjpe(mine, theirs)
+            mpjpe, pairs, per_person = people_mpjpe(mine, theirs)
             rows.append({
                 "recording": recording.name, "source": source, "placed": len(placed), "points": result.points,
                 "frames": result.frames, "seconds": seconds, "stages": result.seconds,
@@ -177,6 +190,7 @@ def _people(recordings: list[Any], reference: Mapping[str, Any], noise: float) -
                 "height_scale_error_pct": 100 * (scale - 1),
                 "reprojection_px": {r.name: r.error_px for r in result.report},
                 "anchor_residual_cm": 100 * max(residual.values()), "mpjpe_mm": mpjpe, "people_pairs": pairs,
+                "mpjpe_mm_per_person": per_person,
             })  # fmt: skip
     return rows
 
@@ -192,8 +206,14 @@ PEOPLE_HEAD = (
 PEOPLE_NOTE = (
     "Centres and orientations after the best similarity alignment; the scale error is that of the people's "
     "height (1.75 m assumed); MPJPE: the videos' 3D people fused with the people-made calibration (anchored to "
-    "the platform points) against the same 2D fused with the Qualisys calibration."
+    "the platform points) against the same 2D fused with the Qualisys calibration, over all people paired and "
+    "per person (where they stand; the platform points lie between x = -2 and 0 m)."
 )
+
+
+def _per_person(row: dict[str, Any]) -> str:
+    per = row.get("mpjpe_mm_per_person") or {}
+    return "; " + ", ".join(f"{v:.0f} mm at {k}" for k, v in per.items()) if per else ""
 
 
 def _pose_times(lab: Path, models: Path) -> dict[str, float]:
@@ -234,7 +254,8 @@ def markdown(data: dict[str, Any]) -> str:
         px = " / ".join(f"{v:.1f}" for v in r["reprojection_px"].values())
         out.append(
             f"| {r['recording']} | {r['source']} | {cm} | {deg} | {r['height_scale_error_pct']:+.0f}% | {px} | "
-            f"{r['points']} | {r['mpjpe_mm']:.0f} mm ({r['people_pairs']} people) | {r['seconds']:.1f} s |"
+            f"{r['points']} | {r['mpjpe_mm']:.0f} mm ({r['people_pairs']} people){_per_person(r)} | "
+            f"{r['seconds']:.1f} s |"
         )
     out += ["", "2D poses of one 100-frame video (the people step needs four): "
             + ", ".join(f"{k} {v:.1f} s" for k, v in data["pose_seconds_per_video"].items()) + "."]  # fmt: skip
