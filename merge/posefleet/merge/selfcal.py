@@ -17,10 +17,10 @@ structure-from-motion on people, the classic incremental pipeline with joints as
    placed by PnP with RANSAC on them; every placed camera triangulates.
 4. **Bundle adjustment**, in two steps. First the camera poses alone, every joint triangulated anew inside
    the residuals (6 unknowns per camera: it converges in tens of iterations, where the full adjustment
-   started from the placement stopped at its 100 iterations still far from its minimum: on the OpenPose
-   recording camera centres 7-13 cm off Qualisys instead of 4-8 cm). Then all camera poses and 3D joints:
-   SciPy ``least_squares`` (trust region, a
-   sparse Jacobian, a Huber loss in pixels, residuals weighted by the 2D confidence); observations left far
+   started from the placement stopped at its 100 iterations far from its minimum: on the OpenPose
+   recording, camera centres 7-13 cm off Qualisys instead of 3.5-8 cm). Then all camera poses and 3D
+   joints: SciPy ``least_squares`` (trust region, a sparse Jacobian, a Huber loss in pixels, residuals
+   weighted by the 2D confidence); observations left far
    off are dropped and it runs again; then the people are paired again under the adjusted cameras (every
    pair, from the poses, not from the first matrices) and the whole adjustment repeats (three rounds).
    The pipeline starts at three inlier thresholds; the run explaining the most joints is kept.
