@@ -365,13 +365,14 @@ class SceneFuser:
             for r in set(rows.tolist()) - set(views):
                 xy, score = self._views(w, groups[r])
                 views[r] = np.where(np.isfinite(xy), xy, 0.0), score
-            xy = np.stack([views[r][0][j] for r, j in zip(rows.tolist(), joints.tolist(), strict=True)])  # (K, C, 2)
-            score = np.stack([views[r][1][j] for r, j in zip(rows.tolist(), joints.tolist(), strict=True)])
+            blamed = list(zip(rows.tolist(), joints.tolist(), strict=True))
+            xy = np.stack([views[r][0][j] for r, j in blamed])  # (K, C, 2)
+            score = np.stack([views[r][1][j] for r, j in blamed])
             diff = reproject(self.P, points[rows, joints]) - xy
             err = np.where(used, (diff * diff).sum(axis=2), -np.inf)
             used[np.arange(len(rows)), err.argmax(axis=1)] = False
             fixed = dlt(self.P, xy, np.where(used, score, 0.0))
-            for k, (r, j) in enumerate(zip(rows.tolist(), joints.tolist(), strict=True)):
+            for k, (r, j) in enumerate(blamed):
                 persons[r].points[j] = fixed[k]
                 persons[r].used[j] = used[k]
                 persons[r].views[j] = int(used[k].sum())

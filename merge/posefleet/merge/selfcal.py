@@ -347,6 +347,34 @@ def _P(cam: Camera, R: F64, t: F64) -> F64:
     return cam.K @ np.hstack([R, t[:, None]])
 
 
+def _track_views(tracks: list[_Track], names: list[str]) -> tuple[F64, F64]:
+    """The tracks' observations as (N, C, 2) undistorted pixels and (N, C) confidences (0: not seen)."""
+    xy = np.zeros((len(tracks), len(names), 2))
+    w = np.zeros((len(tracks), len(names)))
+    for i, tr in enumerate(tracks):
+        for c, n in enumerate(names):
+            if n in tr.obs:
+                xy[i, c], w[i, c] = tr.obs[n]
+    return xy, w
+
+
+def _adjustable(tracks: list[_Track], poses: Mapping[str, tuple[F64, F64]]) -> list[_Track]:
+    """The triangulated tracks that at least two placed cameras see."""
+    return [tr for tr in tracks if tr.X is not None and sum(n in poses for n in tr.obs) >= 2]
+
+
+def _pose_vectors(poses: Mapping[str, tuple[F64, F64]], names: list[str]) -> F64:
+    """(C, 6) each camera's rotation vector and translation."""
+    return np.stack([np.concatenate([cv2.Rodrigues(poses[n][0])[0].ravel(), poses[n][1]]) for n in names])
+
+
+def _poses_of(vectors: F64, names: list[str]) -> dict[str, tuple[F64, F64]]:
+    """``_pose_vectors`` back to (R, t) per camera."""
+    return {
+        n: (np.asarray(cv2.Rodrigues(v[:3])[0], np.float64), v[3:].copy()) for n, v in zip(names, vectors, strict=True)
+    }
+
+
 def _triangulate(
     tracks: list[_Track], cams: Mapping[str, Camera], poses: Mapping[str, tuple[F64, F64]], max_px: float
 ) -> None:
@@ -358,12 +386,7 @@ def _triangulate(
         for tr in tracks:
             tr.X = None
         return
-    xy = np.zeros((len(tracks), len(names), 2))
-    w = np.zeros((len(tracks), len(names)))
-    for i, tr in enumerate(tracks):
-        for c, n in enumerate(names):
-            if n in tr.obs:
-                xy[i, c], w[i, c] = tr.obs[n]
+    xy, w = _track_views(tracks, names)
     X = dlt(P, xy, w)
     homo = np.concatenate([X, np.ones((len(X), 1))], axis=1)
     proj = np.einsum("cij,kj->kci", P, homo)
@@ -405,7 +428,7 @@ def _adjust(
 ) -> tuple[dict[str, tuple[F64, F64]], list[_Track]]:
     """Bundle adjustment of the placed cameras and the triangulated joints (``tracks`` with X)."""
     names = list(poses)
-    live = [tr for tr in tracks if tr.X is not None and sum(n in poses for n in tr.obs) >= 2]
+    live = _adjustable(tracks, poses)
     cam_idx, pt_idx, obs_xy, obs_w = [], [], [], []
     for i, tr in enumerate(live):
         for n, (xy, conf) in tr.obs.items():
@@ -418,10 +441,7 @@ def _adjust(
     xy, w = np.asarray(obs_xy), np.asarray(obs_w)
     Ks = np.stack([cams[n].K for n in names])
     nc, npt_ = len(names), len(live)
-    x0 = np.concatenate(
-        [np.concatenate([cv2.Rodrigues(poses[n][0])[0].ravel(), poses[n][1]]) for n in names]
-        + [np.asarray([tr.X for tr in live]).ravel()]
-    )
+    x0 = np.concatenate([_pose_vectors(poses, names).ravel(), np.asarray([tr.X for tr in live]).ravel()])
 
     def residuals(x: F64) -> F64:
         cam = x[: nc * 6].reshape(nc, 6)
@@ -453,8 +473,7 @@ def _adjust(
         fit.nfev,
         fit.message,
     )
-    cam = fit.x[: nc * 6].reshape(nc, 6)
-    out = {n: (np.asarray(cv2.Rodrigues(cam[c, :3])[0], np.float64), cam[c, 3:].copy()) for c, n in enumerate(names)}
+    out = _poses_of(fit.x[: nc * 6].reshape(nc, 6), names)
     X = fit.x[nc * 6 :].reshape(npt_, 3)
     for i, tr in enumerate(live):
         tr.X = X[i]
@@ -469,18 +488,13 @@ def _adjust_cameras(
     needs hundreds of iterations on the shared recordings (its sparse solver is inexact); from here it
     needs few. The first camera is held: the world frame is then fixed but for the scale."""
     names = list(poses)
-    live = [tr for tr in tracks if tr.X is not None and sum(n in poses for n in tr.obs) >= 2]
+    live = _adjustable(tracks, poses)
     if len(names) < 2 or not live:
         return poses
-    xy = np.zeros((len(live), len(names), 2))
-    w = np.zeros((len(live), len(names)))
-    for i, tr in enumerate(live):
-        for c, n in enumerate(names):
-            if n in tr.obs:
-                xy[i, c], w[i, c] = tr.obs[n]
+    xy, w = _track_views(live, names)
     used = w > 0
     Ks = np.stack([cams[n].K for n in names])
-    every = np.stack([np.concatenate([cv2.Rodrigues(poses[n][0])[0].ravel(), poses[n][1]]) for n in names])
+    every = _pose_vectors(poses, names)
 
     def residuals(x: F64) -> F64:
         cam = np.concatenate([every[:1], x.reshape(-1, 6)])
@@ -496,8 +510,7 @@ def _adjust_cameras(
         residuals, every[1:].ravel(), loss="huber", f_scale=p.huber_px, method="trf", x_scale="jac",
         max_nfev=p.adjustment_evaluations,
     )  # fmt: skip
-    cam = np.concatenate([every[:1], fit.x.reshape(-1, 6)])
-    return {n: (np.asarray(cv2.Rodrigues(cam[c, :3])[0], np.float64), cam[c, 3:].copy()) for c, n in enumerate(names)}
+    return _poses_of(np.concatenate([every[:1], fit.x.reshape(-1, 6)]), names)
 
 
 def _errors(tracks: list[_Track], cams: Mapping[str, Camera], poses: Mapping[str, tuple[F64, F64]]) -> dict[str, F64]:

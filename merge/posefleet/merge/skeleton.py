@@ -94,8 +94,7 @@ class BoneModel:
         self._samples = np.full((len(BONES), window), np.nan)  # a ring buffer per bone
         self._next = np.zeros(len(BONES), np.int64)
         self._lengths: F64 | None = None
-        self._expected: tuple[F64, F64] | None = None
-        self._slack = np.full(len(BONES), np.nan)  # tolerance x expected length (set by ``expected``)
+        self._bounds: tuple[F64, F64] | None = None
         self._learned = phase
 
     def lengths(self) -> F64:
@@ -108,11 +107,12 @@ class BoneModel:
             self._lengths = np.where(count >= self.min_samples, (low + high) / 2, np.nan)
         return self._lengths.copy()
 
-    def expected(self) -> tuple[F64, F64]:
-        """Each bone's expected length and tolerance: learned, else its share of the height the learned limb
-        bones imply (twice the tolerance), else NaN. Computed once per ``learn``."""
-        if self._expected is not None:
-            return self._expected
+    def bounds(self) -> tuple[F64, F64]:
+        """(B,) each bone's expected length and how far off it may be (metres; NaN: anything plausible). The
+        length: learned, else its share of the height the learned limb bones imply (then twice the tolerance),
+        else NaN. Computed once per ``learn``."""
+        if self._bounds is not None:
+            return self._bounds
         learned = self.lengths()
         tolerance = np.full(len(BONES), self.tolerance)
         known = np.isfinite(learned) & np.isfinite(PROPORTION)
@@ -122,18 +122,8 @@ class BoneModel:
             guess = ~np.isfinite(learned) & np.isfinite(PROPORTION)
             learned[guess] = PROPORTION[guess] * height
             tolerance[guess] = 2 * self.tolerance
-        self._expected = (learned, tolerance)
-        self._slack = tolerance * learned
-        return self._expected
-
-    def bounds(self) -> tuple[F64, F64]:
-        """(B,) each bone's expected length and how far off it may be (metres; NaN: anything plausible)."""
-        learned, _ = self.expected()
-        return learned, self._slack
-
-    def off(self, points: F64) -> npt.NDArray[np.bool_]:
-        """(B,) bones measured now whose length breaks the learned shape or is implausible."""
-        return bones_off(points, *self.bounds())
+        self._bounds = (learned, tolerance * learned)
+        return self._bounds
 
     def violations(self, points: F64, error_px: F64 | None = None) -> npt.NDArray[np.bool_]:
         """(J,) the joints to blame for the bones that are off (``blame``)."""
@@ -157,4 +147,4 @@ class BoneModel:
         # (computing them every few learns then lost frames: measured). Once every bone learnt now has a full
         # window, a median of 2 x ``window`` samples barely moves: every ``REFRESH_EVERY`` learns.
         if (self._next[rows] <= self.window).any() or self._learned % REFRESH_EVERY == 0:
-            self._lengths = self._expected = None
+            self._lengths = self._bounds = None
