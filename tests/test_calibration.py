@@ -198,7 +198,8 @@ def test_people_anchor_to_known_points_and_refuse_a_camera_they_never_share(asse
 def test_calibrate_people_cli_on_the_openpose_recording(assets: Path, tmp_path: Path) -> None:
     """``posefleet calibrate people`` on real 2D keypoints of the rig (the OpenPose recording), anchored to
     the platform points: every camera placed, centres within 25 cm of Qualisys (bench-calibration
-    measures the figure), the TOML fuses; inputs of different lengths are refused as unsynchronised."""
+    measures the figure), the people's limb lengths reported as rigid, the TOML fuses; inputs of different
+    lengths are refused as unsynchronised."""
     reference = _qualisys(assets)
     calib = assets / LAB / "calibration" / "Calib_qualisys.toml"
     args: list[str | Path] = ["calibrate", "people", "--calibration", calib, "--out", tmp_path / "people.toml"]
@@ -216,6 +217,8 @@ def test_calibrate_people_cli_on_the_openpose_recording(assets: Path, tmp_path: 
         assert np.linalg.norm(placed[name].center - cam.center) < 0.25, (name, placed[name].center, cam.center)
     report = json.loads((tmp_path / "report.json").read_text())
     assert all(c["placed"] and c["error_px"] < 15 for c in report["cameras"]), report["cameras"]
+    assert 0 < report["bone_spread"] < 0.2, report["bone_spread"]  # 0.14 measured: the people's bones stay rigid
+    assert f"limb lengths vary {report['bone_spread']:.0%}" in done.stdout, done.stdout
     short = tmp_path / "short"
     short.mkdir()
     for path in sorted((assets / LAB / "openpose-2d" / "cam04_json").iterdir())[:50]:

@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 from posefleet.merge.calibration import CalibrationError, Camera
+from posefleet.merge.skeleton import bone_lengths
 from posefleet.merge.triangulation import dlt
 from scipy.optimize import least_squares
 from scipy.sparse import lil_matrix
@@ -91,6 +92,7 @@ class SelfCalResult:
     points: int  # 3D joints in the adjustment
     frames: int  # frames that gave at least one joint
     scale_source: str
+    bone_spread: float = float("nan")  # the people's limb lengths' robust CV (``_bone_spread``)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -561,29 +563,53 @@ def _world_frame(tracks: list[_Track], poses: dict[str, tuple[F64, F64]], first:
     return np.stack([x, y, up]), c, "floor from the ankles"
 
 
-def _height_scale(tracks: list[_Track], person_height: float) -> float | None:
-    """Metres per model unit: the people's median leg + trunk segments against ``person_height``."""
-    by_person: dict[tuple[int, int], dict[int, F64]] = {}
+def _skeletons(tracks: list[_Track]) -> F64:
+    """The triangulated joints as one (N, 17, 3) skeleton per person and frame (NaN: not triangulated)."""
+    index: dict[tuple[int, int], int] = {}
     for tr in tracks:
         if tr.X is not None:
-            by_person.setdefault((tr.frame, tr.person), {})[tr.joint] = tr.X
-    lengths: dict[str, list[float]] = {"shank": [], "thigh": [], "trunk": []}
+            index.setdefault((tr.frame, tr.person), len(index))
+    out = np.full((len(index), 17, 3), np.nan)
+    for tr in tracks:
+        if tr.X is not None:
+            out[index[(tr.frame, tr.person)], tr.joint] = tr.X
+    return out
+
+
+def _height_scale(skeletons: F64, person_height: float) -> float | None:
+    """Metres per model unit: the people's median leg + trunk segments against ``person_height``."""
     segments = {
         "shank": ((L_KNEE, L_ANKLE), (R_KNEE, R_ANKLE)),
         "thigh": ((L_HIP, L_KNEE), (R_HIP, R_KNEE)),
         "trunk": ((L_HIP, L_SHOULDER), (R_HIP, R_SHOULDER)),
     }
-    for joints in by_person.values():
-        for name, pairs in segments.items():
-            for a, b in pairs:
-                if a in joints and b in joints:
-                    lengths[name].append(float(np.linalg.norm(joints[a] - joints[b])))
-    if any(len(v) < 10 for v in lengths.values()):
-        return None
-    chain = sum(float(np.median(v)) for v in lengths.values())
+    chain = 0.0
+    for pairs in segments.values():
+        lengths = bone_lengths(skeletons, pairs).ravel()
+        lengths = lengths[np.isfinite(lengths)]
+        if len(lengths) < 10:
+            return None
+        chain += float(np.median(lengths))
     if not np.isfinite(chain) or chain <= 1e-9:
         return None
     return person_height * LEG_TRUNK_OF_STATURE / chain
+
+
+def _bone_spread(skeletons: F64) -> float:
+    """How much the people's limb bones change length, a check of the result that needs no reference: each of
+    the 8 limb bones' robust coefficient of variation (1.4826 MAD / median) over every person and frame,
+    averaged (NaN if no bone is seen 10 times). Right cameras keep bones rigid (0.12-0.16 on the shared
+    recordings with OpenPose, hpe-0001 and YOLOv8n-pose, 0.25 with PoseNet 0.75, where the runs 0.6-4 m
+    off gave 0.30-1.46). It is reported, not used to choose between runs: on halves of the recordings, runs
+    metres off scored as low as 0.05 (bench/design-choices.md)."""
+    lengths = bone_lengths(skeletons)
+    spreads = []
+    for b in range(lengths.shape[1]):
+        values = lengths[:, b][np.isfinite(lengths[:, b])]
+        if len(values) >= 10:
+            median = float(np.median(values))
+            spreads.append(1.4826 * float(np.median(np.abs(values - median))) / max(median, 1e-12))
+    return float(np.mean(spreads)) if spreads else float("nan")
 
 
 # -- the whole -----------------------------------------------------------------------------------------
@@ -634,7 +660,10 @@ def calibrate_from_people(
         except CalibrationError as exc:
             failures.append(str(exc))
             continue
-        log.info("people calibration at %.0f px: %d joints, %s cameras", px, result.points, len(result.placed))
+        log.info(
+            "people calibration at %.0f px: %d joints, %s cameras, bone spread %.3f",
+            px, result.points, len(result.placed), result.bone_spread,
+        )  # fmt: skip
         if best is None or (len(result.placed), result.points) > (len(best.placed), best.points):
             best = result
     if best is None:
@@ -703,8 +732,9 @@ def _calibrate_once(
     seconds["adjustment"] = time.perf_counter() - t0
     R0, c0, _ = _world_frame(live, poses, names[0] if names[0] in poses else best.a)
     scale, source = 1.0, "no scale: the first pair's baseline is 1"
+    skeletons = _skeletons(live)
     if person_height is not None:
-        found = _height_scale(live, person_height)
+        found = _height_scale(skeletons, person_height)
         if found is not None:
             scale, source = found, f"the people's leg and trunk segments for a height of {person_height:.2f} m"
     poses = _similarity(poses, scale, R0, c0)
@@ -719,4 +749,7 @@ def _calibrate_once(
         reports[n] = CameraReport(
             n, True, "", len(e), len(frames_seen), float(np.sqrt(np.mean(e**2))) if len(e) else float("nan")
         )
-    return SelfCalResult(out, [reports[n] for n in names], len(live), len({tr.frame for tr in live}), source, seconds)
+    return SelfCalResult(
+        out, [reports[n] for n in names], len(live), len({tr.frame for tr in live}), source, _bone_spread(skeletons),
+        seconds,
+    )  # fmt: skip

@@ -260,7 +260,8 @@ def cmd_people(args: argparse.Namespace) -> int:
             f"centre {cameras[r.name].center.round(3).tolist()} m"
         )
     print(
-        f"{result.points} 3D joints from {result.frames} frames; world frame and scale: {frame_source}; "
+        f"{result.points} 3D joints from {result.frames} frames; limb lengths vary {result.bone_spread:.0%} "
+        f"(robust CV: a wrong geometry stretches them); world frame and scale: {frame_source}; "
         + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
     )
     write_calibration(
@@ -270,7 +271,8 @@ def cmd_people(args: argparse.Namespace) -> int:
     )
     _write_json(args.json, {
         "cameras": [vars(r) for r in result.report], "points": result.points, "frames": result.frames,
-        "world_frame": frame_source, "known_point_residuals_m": residuals, "seconds": seconds,
+        "bone_spread": result.bone_spread, "world_frame": frame_source, "known_point_residuals_m": residuals,
+        "seconds": seconds,
         "centres": {n: np.round(c.center, 4).tolist() for n, c in cameras.items()},
     })  # fmt: skip
     print(f"wrote {args.out}")
