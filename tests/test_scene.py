@@ -354,3 +354,37 @@ async def test_a_live_scene_is_calibrated_from_its_people_while_routing_goes_on(
         assert np.allclose(cam.K, reference[name].K) and np.isfinite(cam.R).all() and np.isfinite(cam.t).all()
     _, errors = aligned_errors(placed, reference)
     assert all(e[0] < 0.05 and e[1] < 1.0 for e in errors.values()), errors
+
+
+async def test_a_dead_fusion_worker_stops_fusion_never_routing(calibration: Path) -> None:
+    """The fusion worker killed mid-stream (an out-of-memory kill, say): a window handed to it before its pipe
+    has said so is dropped, not raised (a send to the dead pipe used to raise BrokenPipeError into the frame
+    path); every frame sent afterwards is still answered OK and the scene skips its windows."""
+    import asyncio
+
+    import grpc
+    from posefleet.bench import merge as bench_merge
+    from posefleet.coordinator.keypoint_arrays import PackedPoses
+    from posefleet.v1 import coordinator_pb2_grpc
+
+    server = await synthetic_lab(calibration)
+    try:
+        scene = server.service.merger.scenes["lab"]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+            before = [0]
+            await bench_merge._streams(stub, 1.0, before)
+            assert before[0] > 0 and scene.windows_done > 0
+            worker = server.service.merger._worker
+            worker._process.kill()
+            worker._process.join(5)
+            worker.submit(b"", 0.0, PackedPoses.pack({}))  # before the event loop has read the pipe's end
+            assert not worker.ready()
+            await asyncio.sleep(0.2)  # replies already in the pipe are read, then its end
+            done, skipped = scene.windows_done, scene.skipped
+            after = [0]
+            await bench_merge._streams(stub, 1.0, after)  # raises if a stream ends in an error
+        assert after[0] > 50, after
+        assert scene.skipped > skipped and scene.windows_done == done
+    finally:
+        await server.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import multiprocessing
 import os
 import time
@@ -26,6 +27,8 @@ from posefleet.coordinator.keypoint_arrays import PackedPoses
 from posefleet.merge.calibration import Camera
 from posefleet.merge.scene import FusionParams, Person3D, SceneFuser
 from posefleet.v1 import coordinator_pb2, pose_pb2
+
+log = logging.getLogger("posefleet.coordinator")
 
 #: Windows a worker may have in hand, and their bytes; beyond either the scene skips windows. The pipe (a
 #: socket pair) holds about 200 KB: a send must never block the event loop. 32 windows are 3 s of a scene at
@@ -186,7 +189,7 @@ class ProcessFusion:
         return self._started.is_set()
 
     def configure(self, scene: str, cameras: dict[str, Camera], params: FusionParams) -> None:
-        self._conn.send(("configure", (scene, cameras, params)))
+        self._send(("configure", (scene, cameras, params)))
 
     @property
     def pending(self) -> int:
@@ -197,10 +200,28 @@ class ProcessFusion:
         return self.pending < MAX_PENDING and self.pending_bytes < MAX_PENDING_BYTES and self._alive
 
     def submit(self, window: bytes, t_ms: float, poses: PackedPoses) -> None:
-        self._conn.send(("fuse", (window, t_ms, poses)))
+        if not self._send(("fuse", (window, t_ms, poses))):
+            return
         size = len(window) + len(poses.data) + 256
         self._sizes.append(size)
         self.pending_bytes += size
+
+    def _send(self, message: tuple[str, tuple[Any, ...]]) -> bool:
+        """Send to the worker; one that died stops the scenes' fusion (windows skipped), never the caller."""
+        if not self._alive:
+            return False
+        try:
+            self._conn.send(message)
+        except (OSError, ValueError):  # BrokenPipeError: the worker is gone before its pipe said so
+            log.error("the fusion worker died: scenes stop fusing, routing goes on")
+            self._dead()
+            return False
+        return True
+
+    def _dead(self) -> None:
+        self._alive = False
+        with contextlib.suppress(OSError, ValueError):
+            self._loop.remove_reader(self._conn.fileno())
 
     def _readable(self) -> None:
         try:
@@ -212,8 +233,8 @@ class ProcessFusion:
                 self.pending_bytes -= self._sizes.popleft()
                 self._on_fused(fused)
         except (EOFError, OSError):  # the worker died: scenes stop fusing (windows skipped), routing goes on
-            self._alive = False
-            self._loop.remove_reader(self._conn.fileno())
+            log.error("the fusion worker died: scenes stop fusing, routing goes on")
+            self._dead()
 
     def close(self) -> None:
         with contextlib.suppress(OSError, ValueError):
