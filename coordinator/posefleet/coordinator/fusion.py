@@ -65,10 +65,10 @@ class WindowFuser:
         ``views``, ``missing_cameras``); ``t_ms``: the window's middle (capture time); ``packed``: the OK
         results' poses as arrays (tracking made them: not read from the views again)."""
         t0 = time.perf_counter()
-        out = coordinator_pb2.SceneResult.FromString(window)
-        scene = out.scene
-        results = {result.camera_id: result for result in out.views}
-        fuser = self._fusers.get(scene)
+        scene = coordinator_pb2.SceneResult.FromString(window)
+        results = {result.camera_id: result for result in scene.views}
+        fuser = self._fusers.get(scene.scene)
+        out = coordinator_pb2.SceneResult()  # what fusion adds to the window: its people and its time
         errors: dict[str, list[float]] = {}
         persons = 0
         if fuser is not None:
@@ -81,7 +81,9 @@ class WindowFuser:
             persons = len(frame.persons)
         out.fuse_ms = (time.perf_counter() - t0) * 1e3
         camera_errors = {c: sum(v) / len(v) for c, v in errors.items()}
-        return FusedWindow(scene, out.SerializeToString(), persons, camera_errors, out.fuse_ms)
+        # Two messages' encodings concatenated parse as the two merged (the wire format's rule): the window's
+        # views go back as they came, never serialized again.
+        return FusedWindow(scene.scene, window + out.SerializeToString(), persons, camera_errors, out.fuse_ms)
 
 
 def _person(
