@@ -1,7 +1,8 @@
 """Fusing a scene's windows off the frame path: in a worker process (the coordinator's), or inline.
 
 Both run the same ``WindowFuser``: one window in, serialized once (a ``SceneResult`` holding the window's
-results as its views), the same ``SceneResult`` out with its 3D people, serialized once. The coordinator's
+results as its views, appended already serialized), the same bytes out with the window's 3D people and its
+fusion time appended as a second encoding (the two parse as one message). The coordinator's
 event loop only groups results into windows and hands them over, so fusion uses another core and never
 slows routing; a worker that falls behind by ``MAX_PENDING`` windows makes the scene skip windows (counted)
 rather than queue them.
