@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -345,6 +346,7 @@ async def test_a_live_scene_is_calibrated_from_its_people_while_routing_goes_on(
         await server.stop()
     assert cli.returncode == 0, stderr.decode()
     assert stdout.decode().count("reprojection RMS") == 4, stdout.decode()
+    assert re.search(r"limb lengths vary \d+%", stdout.decode()), stdout.decode()  # reported, not 'nan%'
     gains = [b - a for a, b in zip(progress, progress[2:], strict=False)]
     assert len(gains) >= 5 and min(gains) > 0, f"routing stalled while the scene was calibrated: {progress}"
     placed = load_calibration(out)

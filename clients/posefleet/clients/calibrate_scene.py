@@ -40,7 +40,10 @@ async def _calibrate(args: argparse.Namespace) -> int:
             )
         else:
             print(f"{cam.camera_id} ({cam.calibration_name}): not placed: {cam.reason}")
-    print(f"{reply.joints} 3D joints from {reply.windows} windows in {reply.seconds:.1f} s; {reply.world_frame}")
+    print(
+        f"{reply.joints} 3D joints from {reply.windows} windows in {reply.seconds:.1f} s; limb lengths vary "
+        f"{reply.limb_length_spread:.0%} (robust CV: a wrong geometry stretches them); {reply.world_frame}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(reply.calibration_toml)
     print(f"wrote {args.out}")

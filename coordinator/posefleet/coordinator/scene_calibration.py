@@ -77,6 +77,7 @@ def _calibrate(cameras: dict[str, Camera], frames: list[dict[str, list[F32]]], h
         "joints": result.points,
         "frames": result.frames,
         "world_frame": result.scale_source,
+        "bone_spread": result.bone_spread,
     }
 
 
@@ -116,6 +117,7 @@ async def calibrate_scene(
         joints=found["joints"],
         windows=found["frames"],
         world_frame=found["world_frame"],
+        limb_length_spread=found["bone_spread"],
         seconds=time.perf_counter() - t0,
     )
     reported = {r["name"]: r for r in found["report"]}
