@@ -66,9 +66,9 @@ class WindowFuser:
         ``views``, ``missing_cameras``); ``t_ms``: the window's middle (capture time); ``packed``: the OK
         results' poses as arrays (tracking made them: not read from the views again)."""
         t0 = time.perf_counter()
-        scene = coordinator_pb2.SceneResult.FromString(window)
-        results = {result.camera_id: result for result in scene.views}
-        fuser = self._fusers.get(scene.scene)
+        received = coordinator_pb2.SceneResult.FromString(window)
+        results = {result.camera_id: result for result in received.views}
+        fuser = self._fusers.get(received.scene)
         out = coordinator_pb2.SceneResult()  # what fusion adds to the window: its people and its time
         errors: dict[str, list[float]] = {}
         persons = 0
@@ -84,7 +84,7 @@ class WindowFuser:
         camera_errors = {c: sum(v) / len(v) for c, v in errors.items()}
         # Two messages' encodings concatenated parse as the two merged (the wire format's rule): the window's
         # views go back as they came, never serialized again.
-        return FusedWindow(scene.scene, window + out.SerializeToString(), persons, camera_errors, out.fuse_ms)
+        return FusedWindow(received.scene, window + out.SerializeToString(), persons, camera_errors, out.fuse_ms)
 
 
 def _person(
@@ -216,12 +216,12 @@ class ProcessFusion:
         try:
             self._conn.send(message)
         except (OSError, ValueError):  # BrokenPipeError: the worker is gone before its pipe said so
-            log.error("the fusion worker died: scenes stop fusing, routing goes on")
             self._dead()
             return False
         return True
 
     def _dead(self) -> None:
+        log.error("the fusion worker died: scenes stop fusing, routing goes on")
         self._alive = False
         with contextlib.suppress(OSError, ValueError):
             self._loop.remove_reader(self._conn.fileno())
@@ -236,7 +236,6 @@ class ProcessFusion:
                 self.pending_bytes -= self._sizes.popleft()
                 self._on_fused(fused)
         except (EOFError, OSError):  # the worker died: scenes stop fusing (windows skipped), routing goes on
-            log.error("the fusion worker died: scenes stop fusing, routing goes on")
             self._dead()
 
     def close(self) -> None:
