@@ -16,11 +16,17 @@ _SKELETON = np.array([
 
 
 def people_views(
-    cameras: dict[str, Camera], frames: int, noise_px: float, seed: int
+    cameras: dict[str, Camera],
+    frames: int,
+    noise_px: float,
+    seed: int,
+    looks: list[dict[str, list[np.ndarray]]] | None = None,
 ) -> list[dict[str, list[np.ndarray]]]:
     """Three people walking and turning through the rig, projected into every camera with noise (joints
-    outside the image are missing), plus one person each camera sees alone."""
+    outside the image are missing), plus one person each camera sees alone. ``looks``, when given, receives
+    each pose's appearance (a colour of its own per person, noise of 3 levels, as ``merge.appearance``)."""
     rng = np.random.default_rng(seed)
+    colours = rng.uniform(100, 160, (4, 4))
     starts = [np.array([-1.0, 0.0]), np.array([0.5, 0.8]), np.array([-0.3, -1.0])]
     views: list[dict[str, list[np.ndarray]]] = []
     for k in range(frames):
@@ -43,6 +49,12 @@ def people_views(
                 inside &= (person @ cam.R.T + cam.t)[:, 2] > 0  # in front of the camera
                 px = np.clip(px, 0, np.array(cam.size) - 1)  # a missing joint sits at the edge, score 0
                 seen.append(np.column_stack([px, np.where(inside, 0.9, 0.0)]).astype(np.float32))
-            frame[name] = [seen[j] for j in rng.permutation(len(seen))]
+            order = rng.permutation(len(seen))
+            frame[name] = [seen[j] for j in order]
+            if looks is not None:
+                described = looks[-1] if len(looks) > k else {}
+                described[name] = [(colours[j] + rng.normal(0, 3, 4)).astype(np.float32) for j in order]
+                if len(looks) <= k:
+                    looks.append(described)
         views.append(frame)
     return views

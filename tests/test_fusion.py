@@ -174,8 +174,8 @@ def test_live_3d_on_the_lab_videos_keeps_one_id_per_person_and_their_shape(
     calibration = load_calibration(scene / "calibration" / "Calib_qualisys.toml")
     per_camera, fitted = {}, {}
     for name, camera in calibration.items():
-        poses, size, _ = _video_views(models["hpe"], scene / "videos" / f"{name.replace('_', '')}.mp4", None)
-        per_camera[name], fitted[name] = poses, camera.fit(*size)
+        got = _video_views(models["hpe"], scene / "videos" / f"{name.replace('_', '')}.mp4", None)
+        per_camera[name], fitted[name] = got.poses, camera.fit(*(got.size or camera.size))
     result = measure(Recording("lab", fitted, {"hpe": _per_frame(per_camera)}, 60.0))
     fused = [row for row in result["rows"] if row["method"] == "hpe, fused" and row["eligible"] >= 30]
     assert len(fused) >= 2, result["rows"]  # the participant and the woman in front (hpe misses the far one)

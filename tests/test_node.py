@@ -50,12 +50,18 @@ def stub(server: NodeServer) -> tuple[grpc.aio.Channel, node_pb2_grpc.PoseNodeSt
 
 
 async def test_unary_and_stream_equal_the_engine(node: NodeServer, models: dict[str, Path], assets: Path) -> None:
+    """The node answers what its engine finds, each pose described by its colours (``Pose.appearance``) as
+    ``posefleet.merge.appearance`` describes it on the decoded frame."""
+    from posefleet.merge.appearance import describe
+
     images = [read_image(assets / "images" / n) for n in ("multi_skiing.jpg", "tennis.jpg", "two_on_bench.jpg")]
     payloads = [jpeg(im) for im in images]
     engine = PoseEngine(models["posenet075"], EngineOptions(input_size=SIZE))
     import cv2
 
-    expected = [engine.infer(np.asarray(cv2.imdecode(np.frombuffer(p, np.uint8), cv2.IMREAD_COLOR))) for p in payloads]
+    decoded = [np.asarray(cv2.imdecode(np.frombuffer(p, np.uint8), cv2.IMREAD_COLOR)) for p in payloads]
+    expected = [engine.infer(image) for image in decoded]
+    described = 0
     channel, node_stub = stub(node)
     async with channel:
         unary = [await node_stub.Estimate(frame(p, i)) for i, p in enumerate(payloads)]
@@ -73,7 +79,10 @@ async def test_unary_and_stream_equal_the_engine(node: NodeServer, models: dict[
                 np.testing.assert_allclose(kp, wp.keypoints, atol=1e-3)
                 assert gp.score == pytest.approx(wp.score, abs=1e-5)
                 assert [k.name for k in gp.keypoints][:2] == ["nose", "left_eye"]
+                np.testing.assert_allclose(gp.appearance, describe(decoded[i], wp.keypoints), atol=1.0)
+                described += int(np.isfinite(gp.appearance).any())
             assert got.timings.inference_ms > 0 and got.timings.total_ms >= got.timings.inference_ms
+    assert described >= 4  # the people whose torso or thighs are seen: 2 answers each
 
 
 async def test_raw_and_png_frames(node: NodeServer, assets: Path) -> None:

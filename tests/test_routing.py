@@ -243,6 +243,24 @@ async def test_invalid_node_results_are_not_passed_on_and_take_the_node_out(clus
     )
 
 
+def test_a_pose_appearance_is_checked_like_its_keypoints() -> None:
+    """A node's ``Pose.appearance`` is 4 values of 0-255 or NaN (unseen), or nothing; anything else is an
+    invalid result, said so."""
+    from posefleet.coordinator.validation import result_problem
+
+    def answer(appearance: list[float]) -> pose_pb2.PoseResult:
+        result = pose_pb2.PoseResult(status=OK, image_width=100, image_height=100)
+        pose = result.poses.add(score=1.0, appearance=appearance)
+        for _ in range(17):
+            pose.keypoints.add(x=50.0, y=50.0, score=0.9)
+        return result
+
+    for fine in ([], [128.0, 120.5, 0.0, 255.0], [float("nan")] * 4, [130.0, 131.0, float("nan"), float("nan")]):
+        assert result_problem(answer(fine)) is None, fine
+    for bad in ([128.0] * 3, [128.0] * 5, [300.0, 128, 128, 128], [-1.0, 128, 128, 128], [float("inf")] * 4):
+        assert "a pose appearance of" in (result_problem(answer(bad)) or ""), bad
+
+
 async def test_camera_streams_are_checked_id_and_sequence() -> None:
     """A real coordinator (gRPC) with a loopback node: bad camera ids are refused, bad sequences answered FAILED."""
     import grpc

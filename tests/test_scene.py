@@ -255,21 +255,23 @@ async def test_subscribe_cli_writes_scene_windows_from_a_running_coordinator(
 
 
 def walking_answer(calibration: Path, frames: int = 60) -> Any:
-    """A loopback node's answers: three people walking through the lab (``people.people_views``, 1 px noise)."""
+    """A loopback node's answers: three people walking through the lab (``people.people_views``, 1 px noise),
+    each pose described by its person's colours as a node describes them."""
     from people import people_views
 
     cameras = load_calibration(calibration)
-    views = people_views(cameras, frames, 1.0, seed=4)
+    looks: list[dict[str, list[np.ndarray]]] = []
+    views = people_views(cameras, frames, 1.0, seed=4, looks=looks)
     made: dict[str, list[bytes]] = {}
     for calib, cam_id in CAMS.items():
         width, height = cameras[calib].size
         made[cam_id] = []
-        for frame in views:
+        for frame, described in zip(views, looks, strict=True):
             out = pose_pb2.PoseResult(
                 camera_id=cam_id, status=pose_pb2.RESULT_STATUS_OK, image_width=width, image_height=height
             )
-            for kp in frame[calib]:
-                pose = out.poses.add(score=0.9)
+            for kp, look in zip(frame[calib], described[calib], strict=True):
+                pose = out.poses.add(score=0.9, appearance=look.tolist())
                 for name, (x, y, score) in zip(COCO_KEYPOINTS, kp.tolist(), strict=True):
                     pose.keypoints.add(name=name, x=x, y=y, score=score)
             made[cam_id].append(out.SerializeToString())
@@ -347,6 +349,7 @@ async def test_a_live_scene_is_calibrated_from_its_people_while_routing_goes_on(
     assert cli.returncode == 0, stderr.decode()
     assert stdout.decode().count("reprojection RMS") == 4, stdout.decode()
     assert re.search(r"limb lengths vary \d+%", stdout.decode()), stdout.decode()  # reported, not 'nan%'
+    assert "paired across cameras by colour and geometry" in stdout.decode(), stdout.decode()
     gains = [b - a for a, b in zip(progress, progress[2:], strict=False)]
     assert len(gains) >= 5 and min(gains) > 0, f"routing stalled while the scene was calibrated: {progress}"
     placed = load_calibration(out)

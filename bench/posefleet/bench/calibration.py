@@ -167,7 +167,7 @@ def _people(recordings: list[Any], reference: Mapping[str, Any], noise: float) -
         for source, views in recording.views.items():
             t0 = time.perf_counter()
             try:
-                result = calibrate_from_people(recording.cameras, views)
+                result = calibrate_from_people(recording.cameras, views, looks=recording.looks.get(source))
             except PosefleetError as exc:
                 rows.append({"recording": recording.name, "source": source, "error": str(exc)})
                 continue
@@ -204,21 +204,25 @@ def _halves(recordings: list[Any], reference: Mapping[str, Any]) -> list[dict[st
     for recording in recordings:
         for source, views in recording.views.items():
             middle = len(views) // 2
-            for half, part in (("first", views[:middle]), ("second", views[middle:])):
-                row: dict[str, Any] = {"recording": recording.name, "source": source, "half": half}
-                t0 = time.perf_counter()
-                try:
-                    result = calibrate_from_people(recording.cameras, part)
-                except PosefleetError as exc:
-                    rows.append({**row, "error": str(exc)})
-                    continue
-                _, errors = aligned_errors({n: result.cameras[n] for n in result.placed}, reference)
-                rows.append({
-                    **row, "frames": len(part), "placed": len(result.placed), "points": result.points,
-                    "worst_cm": max(100 * e[0] for e in errors.values()),
-                    "worst_deg": max(e[1] for e in errors.values()), "bone_spread": result.bone_spread,
-                    "seconds": time.perf_counter() - t0,
-                })  # fmt: skip
+            looks = recording.looks.get(source)
+            pairing = ["colour and geometry", "geometry alone"] if looks else ["geometry alone"]
+            for half, part in (("first", slice(None, middle)), ("second", slice(middle, None))):
+                for how in pairing:
+                    row: dict[str, Any] = {"recording": recording.name, "source": source, "half": half, "pairing": how}
+                    given = looks[part] if looks and how != "geometry alone" else None
+                    t0 = time.perf_counter()
+                    try:
+                        result = calibrate_from_people(recording.cameras, views[part], looks=given)
+                    except PosefleetError as exc:
+                        rows.append({**row, "error": str(exc)})
+                        continue
+                    _, errors = aligned_errors({n: result.cameras[n] for n in result.placed}, reference)
+                    rows.append({
+                        **row, "frames": len(views[part]), "placed": len(result.placed), "points": result.points,
+                        "worst_cm": max(100 * e[0] for e in errors.values()),
+                        "worst_deg": max(e[1] for e in errors.values()), "bone_spread": result.bone_spread,
+                        "seconds": time.perf_counter() - t0,
+                    })  # fmt: skip
     return rows
 
 
@@ -232,8 +236,8 @@ PEOPLE_HEAD = (
     "|---|---|---|---|---|---|---|---|---|---|"
 )
 HALVES_HEAD = (
-    "| recording | 2D | half | cameras placed | worst centre error | worst orientation error | joints | "
-    "limb-length spread | time |\n|---|---|---|---|---|---|---|---|---|"
+    "| recording | 2D | half | people paired by | cameras placed | worst centre error | worst orientation error | "
+    "joints | limb-length spread | time |\n|---|---|---|---|---|---|---|---|---|---|"
 )
 PEOPLE_NOTE = (
     "Centres and orientations after the best similarity alignment; the scale error is that of the people's "
@@ -244,10 +248,12 @@ PEOPLE_NOTE = (
 
 
 HALVES_NOTE = (
-    "Each run as `posefleet calibrate people` makes it (defaults), on the first or the second 50 frames alone. "
-    "The runs metres off that were checked (PoseNet 0.75, YOLOv8n-pose) pair different people across cameras: "
-    "people standing in place never contradict such a permutation, and it fits the 2D as well as the right "
-    "pairing (bench/design-choices.md)."
+    "Each run as `posefleet calibrate people` makes it (defaults), on the first or the second 50 frames alone, "
+    "with the people paired across cameras by their colours and positions (the default for videos) and by "
+    "positions alone (`--no-appearance`; the OpenPose recording has no frames to take colours from). The runs "
+    "metres off that were checked (PoseNet 0.75, YOLOv8n-pose) pair different people across cameras: people "
+    "standing in place never contradict such a permutation, and it fits the 2D as well as the right pairing "
+    "(bench/design-choices.md)."
 )
 
 
@@ -264,7 +270,7 @@ def _pose_times(lab: Path, models: Path) -> dict[str, float]:
     out = {}
     for label in MODELS:
         t0 = time.perf_counter()
-        video_poses(models / label.replace(" ", "-"), lab / "videos" / "cam01.mp4", "CPU", None, keep_frames=False)
+        video_poses("cam_01", models / label.replace(" ", "-"), lab / "videos" / "cam01.mp4", looks=True)
         out[label] = time.perf_counter() - t0
     return out
 
@@ -301,10 +307,11 @@ def markdown(data: dict[str, Any]) -> str:
             HALVES_HEAD]  # fmt: skip
     for r in data.get("halves", []):
         if "error" in r:
-            out.append(f"| {r['recording']} | {r['source']} | {r['half']} | {r['error']} | | | | | |")
+            out.append(f"| {r['recording']} | {r['source']} | {r['half']} | {r['pairing']} | {r['error']} | | | | | |")
             continue
         out.append(
-            f"| {r['recording']} | {r['source']} | {r['half']} | {r['placed']} | {r['worst_cm']:.1f} cm | "
+            f"| {r['recording']} | {r['source']} | {r['half']} | {r['pairing']} | {r['placed']} | "
+            f"{r['worst_cm']:.1f} cm | "
             f"{r['worst_deg']:.2f} deg | {r['points']} | {r['bone_spread']:.2f} | {r['seconds']:.1f} s |"
         )
     out += ["", "2D poses of one 100-frame video (the people step needs four): "

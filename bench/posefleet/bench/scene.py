@@ -16,9 +16,9 @@ import json
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +27,9 @@ from posefleet.common.errors import PosefleetError
 from posefleet.common.keypoints import COCO_KEYPOINTS
 from posefleet.merge.calibration import Camera, load_calibration
 from posefleet.merge.quality import Frames3D, Output3D, People, eligibility, evaluate, people_from_outputs
+
+if TYPE_CHECKING:
+    from posefleet.node.tools.fuse import CameraInput
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -61,6 +64,7 @@ class Recording:
     views: dict[str, Views]  # source (model) -> per frame views
     fps: float
     reference: People | None = None
+    looks: dict[str, Views] = field(default_factory=dict)  # source -> per frame, each pose's appearance
 
 
 def naive(cameras: Mapping[str, Camera], views: Views) -> list[list[Output3D]]:
@@ -111,27 +115,30 @@ def fused(cameras: Mapping[str, Camera], views: Views, fps: float) -> tuple[list
     return out, times
 
 
-def _video_views(model_dir: Path, video: Path, cache: Path | None) -> tuple[list[list[F32]], tuple[int, int], float]:
-    """A model's poses on a video as ``fuse`` runs it (the model's size at the video's aspect ratio), cached."""
+def _video_views(model_dir: Path, video: Path, cache: Path | None) -> CameraInput:
+    """A model's poses on a video as ``fuse`` runs it (the model's size at the video's aspect ratio), with
+    their appearance, cached."""
     from posefleet.node.engine import load_card
     from posefleet.node.engine.families import family
-    from posefleet.node.tools.fuse import video_poses
+    from posefleet.node.tools.fuse import CameraInput, video_poses
 
     card = load_card(model_dir)
     decode = family(card.family).Params()  # the serving defaults are part of what is measured
-    key = f"{card.model_id}|{card.source.sha256}|{video.resolve()}|{decode}|v2"
+    key = f"{card.model_id}|{card.source.sha256}|{video.resolve()}|{decode}|v4"
     key = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = cache / f"{video.stem}-{key}.json" if cache else None
     if path is not None and path.is_file():
         data = json.loads(path.read_text())
         poses = [[np.array(p, np.float32) for p in frame] for frame in data["poses"]]
-        return poses, (int(data["size"][0]), int(data["size"][1])), float(data["fps"])
-    poses, _, size, fps = video_poses(model_dir, video, "CPU", None, keep_frames=False)
+        looks = [[np.array(d, np.float32) for d in frame] for frame in data["looks"]]  # None -> NaN
+        return CameraInput(video.stem, poses, looks=looks, size=tuple(data["size"]), fps=float(data["fps"]))
+    got = video_poses(video.stem, model_dir, video, looks=True)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        listed = [[p.round(3).tolist() for p in frame] for frame in poses]
-        path.write_text(json.dumps({"poses": listed, "size": size, "fps": fps}))
-    return poses, size, fps
+        listed = [[p.round(3).tolist() for p in frame] for frame in got.poses]
+        described = [[[None if np.isnan(x) else round(float(x), 2) for x in d] for d in f] for f in got.looks or []]
+        path.write_text(json.dumps({"poses": listed, "looks": described, "size": got.size, "fps": got.fps}))
+    return got
 
 
 def _per_frame(per_camera: Mapping[str, Sequence[list[F32]]]) -> Views:
@@ -164,19 +171,21 @@ def lab_recordings(assets: Path, cache: Path | None, work: Path) -> list[Recordi
     lab = assets / LAB
     calibration = load_calibration(lab / "calibration" / "Calib_qualisys.toml")
     views: dict[str, Views] = {}
+    looks: dict[str, Views] = {}
     fitted: dict[str, Camera] = {}
     fps = 60.0
     for label, source in MODELS.items():
         model_dir = (cache or work) / "models" / label.replace(" ", "-")
         if not (model_dir / "model.json").is_file():
             convert(assets / source, model_dir)
-        per_camera = {}
+        per_camera, per_camera_looks = {}, {}
         for name, camera in calibration.items():
-            poses, size, fps = _video_views(model_dir, lab / "videos" / f"{name.replace('_', '')}.mp4", cache)
-            per_camera[name] = poses
-            fitted[name] = camera.fit(*size)
-        views[label] = _per_frame(per_camera)
-    recordings = [Recording("lab videos (3 people, no reference)", fitted, views, fps)]
+            got = _video_views(model_dir, lab / "videos" / f"{name.replace('_', '')}.mp4", cache)
+            per_camera[name], per_camera_looks[name] = got.poses, got.looks or []
+            fitted[name] = camera.fit(*(got.size or camera.size))
+            fps = got.fps or fps
+        views[label], looks[label] = _per_frame(per_camera), _per_frame(per_camera_looks)
+    recordings = [Recording("lab videos (3 people, no reference)", fitted, views, fps, looks=looks)]
     openpose = {n: read_openpose_folder(lab / "openpose-2d" / f"{n.replace('_', '')}_json") for n in calibration}
     frames = _per_frame(openpose)
     references = sorted((lab / "openpose-3d").glob("*.trc"))
@@ -324,10 +333,10 @@ def _given_recording(args: argparse.Namespace) -> Recording:
     fps = args.fps
     for model in args.models or [None]:
         per_camera = {}
-        for name, poses, _, size, rate in read_inputs(args.cameras, list(calibration), model, args.calibration):
-            per_camera[name] = poses
-            fitted[name] = calibration[name].fit(*size) if size else calibration[name].fit(*calibration[name].size)
-            fps = fps or rate
+        for got in read_inputs(args.cameras, list(calibration), model, args.calibration):
+            per_camera[got.name] = got.poses
+            fitted[got.name] = calibration[got.name].fit(*(got.size or calibration[got.name].size))
+            fps = fps or got.fps
         views[model.name if model else "2D input"] = _per_frame(per_camera)
     frames = max(len(v) for v in views.values())
     reference = reference_people(args.reference, frames) if args.reference else None

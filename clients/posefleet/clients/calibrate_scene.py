@@ -41,7 +41,8 @@ async def _calibrate(args: argparse.Namespace) -> int:
         else:
             print(f"{cam.camera_id} ({cam.calibration_name}): not placed: {cam.reason}")
     print(
-        f"{reply.joints} 3D joints from {reply.windows} windows in {reply.seconds:.1f} s; limb lengths vary "
+        f"{reply.joints} 3D joints from {reply.windows} windows in {reply.seconds:.1f} s (people paired across "
+        f"cameras by {reply.people_paired_by or 'geometry alone'}); limb lengths vary "
         f"{reply.limb_length_spread:.0%} (robust CV: a wrong geometry stretches them); {reply.world_frame}"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from posefleet.common.keypoints import NUM_KEYPOINTS
+from posefleet.merge.appearance import DIMENSIONS
 from posefleet.v1 import pose_pb2
 
 F32 = npt.NDArray[np.float32]
@@ -16,6 +17,16 @@ def keypoint_arrays(result: pose_pb2.PoseResult) -> list[F32]:
     """The result's poses as (17, 3) arrays of x, y, score (COCO order); poses of another layout are left out."""
     return [
         np.array([(k.x, k.y, k.score) for k in pose.keypoints], np.float32)
+        for pose in result.poses
+        if len(pose.keypoints) == NUM_KEYPOINTS
+    ]
+
+
+def appearances(result: pose_pb2.PoseResult) -> list[F32]:
+    """The appearance of each pose ``keypoint_arrays`` keeps (all NaN where the node gave none)."""
+    unseen = np.full(DIMENSIONS, np.nan, np.float32)
+    return [
+        np.array(pose.appearance, np.float32) if len(pose.appearance) == DIMENSIONS else unseen
         for pose in result.poses
         if len(pose.keypoints) == NUM_KEYPOINTS
     ]

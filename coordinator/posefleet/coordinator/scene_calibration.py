@@ -12,12 +12,12 @@ import logging
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from posefleet.coordinator.keypoint_arrays import keypoint_arrays
+from posefleet.coordinator.keypoint_arrays import appearances, keypoint_arrays
 from posefleet.coordinator.live_scene import LiveScene
 from posefleet.merge.calibration import CalibrationError, Camera, calibration_toml
 from posefleet.v1 import coordinator_pb2, pose_pb2
@@ -45,15 +45,35 @@ def request_problem(request: coordinator_pb2.CalibrateSceneRequest) -> str | Non
     return None
 
 
-async def record(scene: LiveScene, windows: int, timeout_s: float) -> list[dict[str, list[F32]]]:
+@dataclass
+class Recorded:
+    """A scene's recorded windows: per window, camera id -> 2D poses, and each pose's appearance where the
+    nodes described them (``Pose.appearance``)."""
+
+    poses: list[dict[str, list[F32]]] = field(default_factory=list)
+    looks: list[dict[str, list[F32]]] = field(default_factory=list)
+
+    def add(self, views: dict[str, pose_pb2.PoseResult]) -> None:
+        ok = {c: r for c, r in views.items() if r.status == pose_pb2.RESULT_STATUS_OK}
+        self.poses.append({c: keypoint_arrays(r) for c, r in ok.items()})
+        self.looks.append({c: appearances(r) for c, r in ok.items()})
+
+    def described(self) -> list[dict[str, list[F32]]] | None:
+        """The appearances, or None when no node described a pose (geometry alone pairs the people)."""
+        seen = any(np.isfinite(d).any() for frame in self.looks for looks in frame.values() for d in looks)
+        return self.looks if seen else None
+
+
+async def record(scene: LiveScene, windows: int, timeout_s: float) -> Recorded:
     """The 2D poses (per camera id) of the scene's next ``windows`` windows; fewer when ``timeout_s`` ends
     first."""
-    frames: list[dict[str, list[F32]]] = []
+    recorded = Recorded()
     done = asyncio.get_running_loop().create_future()
 
     def add(views: dict[str, pose_pb2.PoseResult]) -> None:
-        frames.append({c: keypoint_arrays(r) for c, r in views.items() if r.status == pose_pb2.RESULT_STATUS_OK})
-        if len(frames) >= windows and not done.done():
+        if len(recorded.poses) < windows:
+            recorded.add(views)
+        if len(recorded.poses) >= windows and not done.done():
             done.set_result(None)
 
     scene.recorders.add(add)
@@ -63,14 +83,15 @@ async def record(scene: LiveScene, windows: int, timeout_s: float) -> list[dict[
         pass
     finally:
         scene.recorders.discard(add)
-    return frames[:windows]
+    return recorded
 
 
-def _calibrate(cameras: dict[str, Camera], frames: list[dict[str, list[F32]]], height: float) -> dict[str, Any]:
+def _calibrate(cameras: dict[str, Camera], recorded: Recorded, height: float) -> dict[str, Any]:
     """In the worker process: the calibration and its report (plain data, picklable)."""
     from posefleet.merge.selfcal import calibrate_from_people
 
-    result = calibrate_from_people(cameras, frames, person_height=height)
+    looks = recorded.described()
+    result = calibrate_from_people(cameras, recorded.poses, looks=looks, person_height=height)
     return {
         "poses": {n: (result.cameras[n].R, result.cameras[n].t) for n in result.placed},
         "report": [vars(r) for r in result.report],
@@ -78,6 +99,7 @@ def _calibrate(cameras: dict[str, Camera], frames: list[dict[str, list[F32]]], h
         "frames": result.frames,
         "world_frame": result.scale_source,
         "bone_spread": result.bone_spread,
+        "pairing": "colour and geometry" if looks else "geometry alone",
     }
 
 
@@ -88,16 +110,16 @@ async def calibrate_scene(
     windows came or the people place fewer than two cameras."""
     t0 = time.perf_counter()
     windows = request.windows or DEFAULT_WINDOWS
-    frames = await record(scene, windows, request.timeout_s or DEFAULT_TIMEOUT_S)
+    recorded = await record(scene, windows, request.timeout_s or DEFAULT_TIMEOUT_S)
     fitted = dict(scene.fitted)
-    if len(frames) < min(windows, 30) or len(fitted) < 2:
+    if len(recorded.poses) < min(windows, 30) or len(fitted) < 2:
         raise CalibrationRefused(
-            f"scene {scene.name}: {len(frames)} of {windows} windows came in time from {len(fitted)} streaming "
+            f"scene {scene.name}: {len(recorded.poses)} of {windows} windows came in time from {len(fitted)} streaming "
             "cameras; stream at least two of its cameras (or ask for fewer windows, or wait longer)"
         )
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        job = pool.submit(_calibrate, fitted, frames, request.person_height_m or 1.75)
+        job = pool.submit(_calibrate, fitted, recorded, request.person_height_m or 1.75)
         try:
             found = await asyncio.wrap_future(job)
         except CalibrationError as exc:
@@ -118,6 +140,7 @@ async def calibrate_scene(
         windows=found["frames"],
         world_frame=found["world_frame"],
         limb_length_spread=found["bone_spread"],
+        people_paired_by=found["pairing"],
         seconds=time.perf_counter() - t0,
     )
     reported = {r["name"]: r for r in found["report"]}

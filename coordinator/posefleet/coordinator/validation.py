@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from posefleet.common.keypoints import NUM_KEYPOINTS
+from posefleet.merge.appearance import DIMENSIONS
 from posefleet.v1 import pose_pb2
 from posefleet.v1.ids import camera_id_problem
 
@@ -30,6 +31,10 @@ def result_problem(result: pose_pb2.PoseResult) -> str | None:
     for pose in result.poses:
         if len(pose.keypoints) != NUM_KEYPOINTS:
             return f"a pose with {len(pose.keypoints)} keypoints (expected {NUM_KEYPOINTS})"
+        if pose.appearance and (
+            len(pose.appearance) != DIMENSIONS or not all(math.isnan(v) or 0 <= v <= 255 for v in pose.appearance)
+        ):
+            return f"a pose appearance of {len(pose.appearance)} values (expected {DIMENSIONS}, each 0-255 or NaN)"
         for k in pose.keypoints:
             if not (math.isfinite(k.x) and math.isfinite(k.y) and math.isfinite(k.score)):
                 return "a keypoint that is not a finite number"

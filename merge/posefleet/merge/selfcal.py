@@ -9,7 +9,11 @@ structure-from-motion on people, the classic incremental pipeline with joints as
    the pooled joints draws samples mixing people, and on noisy keypoints one such mix can win) and scored
    by the joints of each person's best partner that agree with them; under the winner each frame's people
    are paired by optimal assignment on their median Sampson distance (pixels), and the matrix is estimated
-   again from the pairs alone (MAGSAC++), then decomposed into a relative pose.
+   again from the pairs alone (MAGSAC++), then decomposed into a relative pose. Where the frames were seen
+   (``looks``: ``posefleet.merge.appearance``), the people's colours weigh in: a hypothesis counts a pairing's
+   joints times exp(-d^2/2) of the two people's appearance distance d (standardised per camera), and the
+   assignment adds ``look_px`` pixels per unit of d. People who stand in place never contradict a pairing of
+   different people across cameras, which fits the 2D as well as the right one; their clothes do.
 2. **People across cameras.** Per frame, the pairwise pairings are joined (union-find) into one group per
    person; a group holding two people of one camera keeps the one with more pairings.
 3. **Incremental placement.** The pair with the most inliers starts (baseline 1); its joints are
@@ -51,6 +55,7 @@ from scipy.sparse import lil_matrix
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 Views = Sequence[Mapping[str, Sequence[F32]]]  # per frame: camera -> its 2D poses (J, 3) in pixels
+Looks = Sequence[Mapping[str, Sequence[F32]]]  # parallel to Views: each pose's appearance (``appearance.describe``)
 log = logging.getLogger("posefleet.merge.selfcal")
 
 # COCO-17 joints: ankles, knees, hips, shoulders (the height segments).
@@ -73,6 +78,9 @@ class SelfCalParams:
     hypotheses: int = 300  # pairings of two people tried as the source of a pair's essential matrix
     adjustment_evaluations: int = 100  # residual evaluations of one bundle adjustment at most
     ransac_tries: tuple[float, ...] = (8.0, 12.0, 16.0)  # ``calibrate_from_people`` starts once with each
+    rounds: int = 3  # placement and adjustment rounds, the people paired again under the cameras before each
+    look_px: float = 8.0  # a pairing's cost per unit of appearance distance (pixels of Sampson distance)
+    look_sigma: float = 1.0  # appearance distance at which a pairing's hypothesis votes count exp(-1/2)
 
 
 @dataclass
@@ -138,20 +146,53 @@ class _Obs:
     norm: F64  # (J, 2)
     pix: F64  # (J, 2) undistorted pixels
     conf: F64  # (J,)
+    look: F64 | None = None  # appearance standardised over the camera's people (NaN where unseen)
 
 
-def _observations(cameras: Mapping[str, Camera], views: Views, p: SelfCalParams) -> dict[str, list[list[_Obs]]]:
+def _look_distance(a: _Obs, b: _Obs) -> float:
+    """RMS difference of two people's standardised appearance over the values both have (at least 3 of the 4:
+    the torso and part of the thighs); NaN otherwise, which counts as a distance of ``look_sigma``."""
+    if a.look is None or b.look is None:
+        return float("nan")
+    both = np.isfinite(a.look) & np.isfinite(b.look)
+    if both.sum() < 3:
+        return float("nan")
+    return float(np.sqrt(np.mean((a.look[both] - b.look[both]) ** 2)))
+
+
+def _standardised(looks: Looks | None, name: str) -> list[list[F64 | None]] | None:
+    """One camera's appearance descriptors, each dimension centred and scaled over all its people (a camera's
+    colour cast and exposure cancel; what is left tells its people apart)."""
+    if looks is None:
+        return None
+    per_frame = [[np.asarray(d, np.float64) for d in frame.get(name, [])] for frame in looks]
+    every = [d for frame in per_frame for d in frame]
+    if not every:
+        return None
+    stack = np.stack(every)
+    if np.isfinite(stack).sum(axis=0).min() < 2:
+        return None
+    mid, spread = np.nanmedian(stack, axis=0), np.nanstd(stack, axis=0) + 1e-6
+    return [[(d - mid) / spread for d in frame] for frame in per_frame]
+
+
+def _observations(
+    cameras: Mapping[str, Camera], views: Views, p: SelfCalParams, looks: Looks | None = None
+) -> dict[str, list[list[_Obs]]]:
     out: dict[str, list[list[_Obs]]] = {name: [] for name in cameras}
-    for frame in views:
+    standard = {name: _standardised(looks, name) for name in cameras}
+    for k, frame in enumerate(views):
         for name, cam in cameras.items():
             people = []
-            for pose in frame.get(name, []):
+            seen = standard[name]
+            for n, pose in enumerate(frame.get(name, [])):
                 kp = np.asarray(pose, np.float64)
                 conf = np.where(np.isfinite(kp[:, :2]).all(axis=1), kp[:, 2], 0.0)
                 xy = np.nan_to_num(kp[:, :2])
                 if (conf >= p.min_score).sum() < p.min_joints:
                     continue
-                people.append(_Obs(_normalised(cam, xy), cam.undistort(xy), conf))
+                look = seen[k][n] if seen is not None and k < len(seen) and n < len(seen[k]) else None
+                people.append(_Obs(_normalised(cam, xy), cam.undistort(xy), conf, look))
             out[name].append(people)
     return out
 
@@ -177,9 +218,11 @@ def _match(
                 both = (pa.conf >= p.min_score) & (pb.conf >= p.min_score)
                 if both.sum() >= p.min_joints:
                     cost[i, j] = float(np.median(_sampson(E, pa.norm[both], pb.norm[both]))) * focal
+        looks = np.array([[_look_distance(pa, pb) for pb in people_b] for pa in people_a]).reshape(cost.shape)
         frame_matches = []
         if cost.size:
-            for i, j in zip(*linear_sum_assignment(cost), strict=True):
+            total = cost + p.look_px * np.nan_to_num(looks, nan=p.look_sigma)
+            for i, j in zip(*linear_sum_assignment(total), strict=True):
                 if cost[i, j] <= p.match_px:
                     frame_matches.append((int(i), int(j)))
                     pa, pb = people_a[i], people_b[j]
@@ -205,6 +248,7 @@ def _best_hypothesis(
     dst: list[F64],
     group: npt.NDArray[np.int_],
     owner: list[tuple[int, int]],
+    weight: F64,
     *,
     A: F64,
     B: F64,
@@ -230,7 +274,7 @@ def _best_hypothesis(
             continue
         for E1 in E.reshape(-1, 3, 3):
             inlier = (_sampson(E1, A, B) < 2 * thr).astype(np.float64)
-            per_pair = np.bincount(group, weights=inlier, minlength=len(src))
+            per_pair = np.bincount(group, weights=inlier, minlength=len(src)) * weight
             top = np.zeros(inverse.max() + 1)
             np.maximum.at(top, inverse, per_pair)
             score = float(top.sum())
@@ -247,11 +291,13 @@ def _pair(
     dst: list[F64] = []
     group: list[npt.NDArray[np.int_]] = []
     owner: list[tuple[int, int]] = []
+    looks: list[float] = []
     for k, (people_a, people_b) in enumerate(zip(obs[a], obs[b], strict=True)):
         for i, pa in enumerate(people_a):
             for pb in people_b:
                 both = (pa.conf >= p.min_score) & (pb.conf >= p.min_score)
                 if both.sum() >= p.min_joints:
+                    looks.append(_look_distance(pa, pb))
                     src.append(pa.norm[both])
                     dst.append(pb.norm[both])
                     group.append(np.full(int(both.sum()), len(group)))
@@ -262,7 +308,8 @@ def _pair(
     if len(A) < p.min_pair_inliers:
         return None, f"only {len(A)} candidate joints seen by both"
     thr = p.ransac_px / focal
-    E = _best_hypothesis(src, dst, np.concatenate(group), owner, A=A, B=B, thr=thr, p=p)
+    d = np.nan_to_num(np.asarray(looks), nan=p.look_sigma) / p.look_sigma
+    E = _best_hypothesis(src, dst, np.concatenate(group), owner, np.exp(-0.5 * d**2), A=A, B=B, thr=thr, p=p)
     if E is None:
         return None, "no essential matrix fits the joints both see"
     matches, A, B = _match(E, obs[a], obs[b], focal, p)
@@ -642,9 +689,9 @@ def calibrate_from_people(
     cameras: Mapping[str, Camera],
     views: Views,
     *,
+    looks: Looks | None = None,
     person_height: float | None = 1.75,
     params: SelfCalParams | None = None,
-    rounds: int = 3,
 ) -> SelfCalResult:
     """Every camera's extrinsics from the people in ``views`` (``_calibrate_once``), started once per inlier
     threshold of ``params.ransac_tries``: the run that explains the most joints wins. A wrong start pairs
@@ -656,7 +703,7 @@ def calibrate_from_people(
     t0 = time.perf_counter()
     for px in p.ransac_tries:
         try:
-            result = _calibrate_once(cameras, views, person_height, replace(p, ransac_px=px), rounds)
+            result = _calibrate_once(cameras, views, looks, person_height, replace(p, ransac_px=px))
         except CalibrationError as exc:
             failures.append(str(exc))
             continue
@@ -673,17 +720,17 @@ def calibrate_from_people(
 
 
 def _calibrate_once(
-    cameras: Mapping[str, Camera], views: Views, person_height: float | None, p: SelfCalParams, rounds: int
+    cameras: Mapping[str, Camera], views: Views, looks: Looks | None, person_height: float | None, p: SelfCalParams
 ) -> SelfCalResult:
     """Every camera's extrinsics from the people its frames show (``views``: per frame, camera -> 2D poses in
     the camera's own pixels, COCO-17 with confidences). ``cameras`` supply the intrinsics (already ``fit`` to
     those pixels). After the first placement the people are paired again under the adjusted poses and the
-    adjustment runs again (``rounds`` in all): more joints, fewer wrong pairings each time. Raises
+    adjustment runs again (``p.rounds`` in all): more joints, fewer wrong pairings each time. Raises
     ``CalibrationError`` when not even two cameras can be placed, saying why."""
     names = list(cameras)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    obs = _observations(cameras, views, p)
+    obs = _observations(cameras, views, p, looks)
     focal = float(np.mean([c.K[0, 0] for c in cameras.values()]))
     pairs, why = [], {}
     for i, a in enumerate(names):
@@ -719,7 +766,7 @@ def _calibrate_once(
     seconds["placement"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     live: list[_Track] = []
-    for _ in range(rounds):
+    for _ in range(p.rounds):
         poses = _adjust_cameras(tracks, cameras, poses, p)
         _triangulate(tracks, cameras, poses, p.outlier_px)
         poses, live = _adjust(tracks, cameras, poses, p)

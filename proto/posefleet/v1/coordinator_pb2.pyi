@@ -551,6 +551,7 @@ class CalibrateSceneResponse(_message.Message):
     WORLD_FRAME_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
     LIMB_LENGTH_SPREAD_FIELD_NUMBER: _builtins.int
+    PEOPLE_PAIRED_BY_FIELD_NUMBER: _builtins.int
     calibration_toml: _builtins.str
     joints: _builtins.int
     """3D joints in the bundle adjustment"""
@@ -561,6 +562,10 @@ class CalibrateSceneResponse(_message.Message):
     limb_length_spread: _builtins.float
     """The people's limb lengths' robust coefficient of variation over the recording: right cameras keep bones
     rigid (0.12-0.16 on the shared rig's recordings); a much larger spread means a wrong geometry.
+    """
+    people_paired_by: _builtins.str
+    """How people were paired across cameras: "colour and geometry" when the nodes described their poses'
+    appearance (Pose.appearance), else "geometry alone".
     """
     @_builtins.property
     def cameras(self) -> _containers.RepeatedCompositeFieldContainer[Global___CameraCalibration]: ...
@@ -574,10 +579,11 @@ class CalibrateSceneResponse(_message.Message):
         world_frame: _builtins.str = ...,
         seconds: _builtins.float = ...,
         limb_length_spread: _builtins.float = ...,
+        people_paired_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration_toml", b"calibration_toml", "cameras", b"cameras", "joints", b"joints", "limb_length_spread", b"limb_length_spread", "seconds", b"seconds", "windows", b"windows", "world_frame", b"world_frame"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration_toml", b"calibration_toml", "cameras", b"cameras", "joints", b"joints", "limb_length_spread", b"limb_length_spread", "people_paired_by", b"people_paired_by", "seconds", b"seconds", "windows", b"windows", "world_frame", b"world_frame"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

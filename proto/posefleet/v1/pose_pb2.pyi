@@ -250,6 +250,7 @@ class Pose(_message.Message):
     KEYPOINTS_FIELD_NUMBER: _builtins.int
     TRACK_ID_FIELD_NUMBER: _builtins.int
     BBOX_FIELD_NUMBER: _builtins.int
+    APPEARANCE_FIELD_NUMBER: _builtins.int
     score: _builtins.float
     track_id: _builtins.int
     """Coordinator only: the person's track in this camera, stable while it stays in view (0: not tracked)."""
@@ -261,6 +262,13 @@ class Pose(_message.Message):
     def bbox(self) -> Global___BoundingBox:
         """Coordinator only: the box around the confident keypoints."""
 
+    @_builtins.property
+    def appearance(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Node: what the person looks like, for pairing people across cameras (posefleet.merge.appearance):
+        the median CIELAB a* and b* (0-255, 128 neutral) of the torso, then of the thighs; NaN where a region
+        is not seen. Empty when the node does not describe its poses.
+        """
+
     def __init__(
         self,
         *,
@@ -268,10 +276,11 @@ class Pose(_message.Message):
         keypoints: _abc.Iterable[Global___Keypoint] | None = ...,
         track_id: _builtins.int = ...,
         bbox: Global___BoundingBox | None = ...,
+        appearance: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["bbox", b"bbox"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bbox", b"bbox", "keypoints", b"keypoints", "score", b"score", "track_id", b"track_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appearance", b"appearance", "bbox", b"bbox", "keypoints", b"keypoints", "score", b"score", "track_id", b"track_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from posefleet.merge.appearance import describe_all
 from posefleet.node.engine.adapters import Request
 from posefleet.node.engine.families import U8Image
 from posefleet.node.engine.runtime import PoseEngine
@@ -103,6 +104,7 @@ class AsyncEngine(Admission):
         image = frame.load()
         t1 = time.perf_counter()
         result = self.engine.run(request, image, frame.stream)
+        result.looks = describe_all(image, [pose.keypoints for pose in result.poses])  # the pixels are here
         result.timings.queue_ms = (t0 - frame.submitted) * 1e3
         result.timings.decode_image_ms = (t1 - t0) * 1e3
         return result

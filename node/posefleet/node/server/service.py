@@ -116,13 +116,16 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
         result.status = pose_pb2.RESULT_STATUS_OK
         result.image_width, result.image_height = image.size
         scale = image.scale(poses.image_size)
-        for pose in poses.poses:
+        looks = poses.looks or []
+        for i, pose in enumerate(poses.poses):
             out = result.poses.add()
             out.CopyFrom(_NAMED_POSE)  # the 17 named keypoints; about half the time of adding them one by one
             out.score = float(pose.score)
             points = pose.keypoints if scale is None else pose.keypoints * (scale[0], scale[1], 1.0)
             for keypoint, (x, y, s) in zip(out.keypoints, points.tolist(), strict=True):
                 keypoint.x, keypoint.y, keypoint.score = x, y, s
+            if i < len(looks):
+                out.appearance.extend(looks[i].tolist())
         t = poses.timings
         total_ms = (time.perf_counter() - received) * 1e3
         timings = result.timings

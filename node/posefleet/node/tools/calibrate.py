@@ -78,6 +78,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )  # fmt: skip
     c.add_argument("--board", help="the board of --board-still (charuco:COLSxROWS:SQUARE_MM:MARKER_MM[:DICT])")
     c.add_argument("--min-score", type=positive_float, default=0.3, help="2D joints below this confidence are not used")
+    c.add_argument(
+        "--no-appearance",
+        action="store_true",
+        help="pair people across cameras by geometry alone (default: their torso and thigh colours help)",
+    )
     c.add_argument("--out", required=True, type=Path)
     c.add_argument("--json", type=Path, help="the report as JSON")
     c.set_defaults(func=cmd_people)
@@ -223,23 +228,33 @@ def cmd_people(args: argparse.Namespace) -> int:
 
     given = load_calibration(args.calibration)
     t0 = time.perf_counter()
-    views, fitted, lengths = {}, {}, {}
+    views, looks, fitted, lengths = {}, {}, {}, {}
     inputs = read_inputs(
-        args.cameras, list(given), args.model, args.calibration, device=args.device, input_size=args.input_size
+        args.cameras,
+        list(given),
+        args.model,
+        args.calibration,
+        device=args.device,
+        input_size=args.input_size,
+        looks=not args.no_appearance,
     )
-    for name, poses, _, size, _ in inputs:
-        views[name] = poses
-        lengths[name] = len(poses)
-        fitted[name] = given[name].fit(*size) if size else given[name].fit(*given[name].size)
+    for got in inputs:
+        views[got.name] = got.poses
+        lengths[got.name] = len(got.poses)
+        fitted[got.name] = given[got.name].fit(*(got.size or given[got.name].size))
+        if got.looks is not None:
+            looks[got.name] = got.looks
     seconds = {"2d poses": time.perf_counter() - t0}
     if len(views) < 2:
         raise PosefleetError("calibrate people needs at least 2 --camera inputs")
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{n} {c}" for n, c in lengths.items())
         raise PosefleetError(f"the inputs are not synchronised: they have different numbers of frames ({listed})")
-    frames = [{n: v[i] for n, v in views.items()} for i in range(next(iter(lengths.values())))]
+    count = next(iter(lengths.values()))
+    frames = [{n: v[i] for n, v in views.items()} for i in range(count)]
+    appearance = [{n: v[i] for n, v in looks.items()} for i in range(count)] if looks else None
     params = SelfCalParams(min_score=args.min_score)
-    result = calibrate_from_people(fitted, frames, person_height=args.person_height, params=params)
+    result = calibrate_from_people(fitted, frames, looks=appearance, person_height=args.person_height, params=params)
     seconds.update(result.seconds)
     unplaced = [r for r in result.report if not r.placed and r.name in views]
     if unplaced:
@@ -259,8 +274,10 @@ def cmd_people(args: argparse.Namespace) -> int:
             f"{r.name}: reprojection RMS {r.error_px:.1f} px over {r.observations} joints in {r.frames} frames; "
             f"centre {cameras[r.name].center.round(3).tolist()} m"
         )
+    pairing = "colour and geometry" if appearance else "geometry alone"
     print(
-        f"{result.points} 3D joints from {result.frames} frames; limb lengths vary {result.bone_spread:.0%} "
+        f"{result.points} 3D joints from {result.frames} frames (people paired across cameras by {pairing}); "
+        f"limb lengths vary {result.bone_spread:.0%} "
         f"(robust CV: a wrong geometry stretches them); world frame and scale: {frame_source}; "
         + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
     )
@@ -271,8 +288,8 @@ def cmd_people(args: argparse.Namespace) -> int:
     )
     _write_json(args.json, {
         "cameras": [vars(r) for r in result.report], "points": result.points, "frames": result.frames,
-        "bone_spread": result.bone_spread, "world_frame": frame_source, "known_point_residuals_m": residuals,
-        "seconds": seconds,
+        "bone_spread": result.bone_spread, "pairing": pairing, "world_frame": frame_source,
+        "known_point_residuals_m": residuals, "seconds": seconds,
         "centres": {n: np.round(c.center, 4).tolist() for n, c in cameras.items()},
     })  # fmt: skip
     print(f"wrote {args.out}")

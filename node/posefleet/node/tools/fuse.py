@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,28 +74,52 @@ def _pose_json(path: Path) -> list[list[F32]]:
         raise PosefleetError(f"{path}: not a 'posefleet pose --json' file: {exc}") from None
 
 
+@dataclass
+class CameraInput:
+    """One ``--camera NAME=INPUT``: its poses per frame, and where the input has them its frames
+    (``keep_frames``), each pose's appearance (``looks``, ``posefleet.merge.appearance``), image size and rate."""
+
+    name: str
+    poses: list[list[F32]]
+    frames: list[Any] = field(default_factory=list)
+    looks: list[list[F32]] | None = None
+    size: tuple[int, int] | None = None
+    fps: float | None = None
+
+
 def video_poses(
-    model: Path | None, path: Path, device: str, input_size: tuple[int, int] | None, keep_frames: bool
-) -> tuple[list[list[F32]], list[Any], tuple[int, int], float]:
-    """The model's poses on every frame of a video, the frames (``keep_frames``), the size and the rate."""
+    name: str,
+    model: Path | None,
+    path: Path,
+    device: str = "CPU",
+    input_size: tuple[int, int] | None = None,
+    *,
+    keep_frames: bool = False,
+    looks: bool = False,
+) -> CameraInput:
+    """The model's poses on every frame of a video, with the frames and the poses' appearance on request."""
+    from posefleet.merge.appearance import describe_all
     from posefleet.node.engine import EngineOptions, PoseEngine, load_card
     from posefleet.node.tools import media
 
     if model is None:
         raise PosefleetError(f"{path}: a video input needs --model (a converted model directory)")
-    poses, images = [], []
-    size = (0, 0)
+    out = CameraInput(name, [], looks=[] if looks else None)
     engine: PoseEngine | None = None
     for frame in media.frames(path):
-        size = (frame.shape[1], frame.shape[0])
+        out.size = (frame.shape[1], frame.shape[0])
         if engine is None:  # the model's own size at the video's aspect ratio, unless one is given
             card = load_card(model)
             fitted = input_size or card.input.size_for((frame.shape[0], frame.shape[1]))
             engine = PoseEngine(model, EngineOptions(device=device, input_size=fitted))
-        poses.append([p.keypoints for p in engine.infer(frame).poses])
+        poses = [p.keypoints for p in engine.infer(frame).poses]
+        out.poses.append(poses)
         if keep_frames:
-            images.append(frame)
-    return poses, images, size, media.video_fps(path)
+            out.frames.append(frame)
+        if out.looks is not None:
+            out.looks.append(describe_all(frame, poses))
+    out.fps = media.video_fps(path)
+    return out
 
 
 def read_inputs(
@@ -107,9 +132,9 @@ def read_inputs(
     input_size: tuple[int, int] | None = None,
     layout: str | None = None,
     keep_frames: bool = False,
-) -> Iterator[tuple[str, list[list[F32]], list[Any], tuple[int, int] | None, float | None]]:
-    """Each ``NAME=INPUT`` of ``specs``: the camera, its poses per frame, its frames (videos with
-    ``keep_frames``), its image size and frame rate where the input says."""
+    looks: bool = False,
+) -> Iterator[CameraInput]:
+    """Each ``NAME=INPUT`` of ``specs`` read (videos through ``video_poses``)."""
     from posefleet.merge.formats import read_openpose_folder
 
     seen = set()
@@ -124,12 +149,11 @@ def read_inputs(
         seen.add(name)
         path = Path(value)
         if path.is_dir():
-            yield name, read_openpose_folder(path, layout), [], None, None  # type: ignore[arg-type]
+            yield CameraInput(name, read_openpose_folder(path, layout))  # type: ignore[arg-type]
         elif path.suffix == ".json":
-            yield name, _pose_json(path), [], None, None
+            yield CameraInput(name, _pose_json(path))
         elif path.exists():
-            poses, images, size, fps = video_poses(model, path, device, input_size, keep_frames)
-            yield name, poses, images, size, fps
+            yield video_poses(name, model, path, device, input_size, keep_frames=keep_frames, looks=looks)
         else:
             raise PosefleetError(f"--camera {name}: {path}: no such file or folder")
 
@@ -155,11 +179,12 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         layout=args.openpose_layout,
         keep_frames=args.render is not None,
     )
-    for name, poses, frames, size, fps in inputs:
-        views[name], images[name] = poses, frames
-        fitted[name] = calibration[name].fit(*size) if size else calibration[name].fit(*calibration[name].size)
-        if fps:
-            rates.append(fps)
+    for given in inputs:
+        name = given.name
+        views[name], images[name] = given.poses, given.frames
+        fitted[name] = calibration[name].fit(*(given.size or calibration[name].size))
+        if given.fps:
+            rates.append(given.fps)
     if len(views) < 2:
         raise PosefleetError("fuse needs at least 2 --camera inputs")
     fps = args.fps or (rates[0] if rates else 30.0)
