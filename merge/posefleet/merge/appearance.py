@@ -23,6 +23,9 @@ REGIONS = ((5, 6, 12, 11), (11, 12, 14, 13))
 SHRINK = 0.7  # each region scaled about its centre: its edges lie on the limbs' outlines
 MIN_PIXELS = 20  # a region smaller than this on the image says nothing
 SAMPLES = 1500  # pixels a region's median is taken over, at most about
+#: A node describes only poses scoring at least this (``tracking.TrackerParams.min_pose_score``): a decoder's
+#: weak stray candidates are not people, and describing them costs the node time (0.2-0.45 ms a pose here).
+MIN_POSE_SCORE = 0.25
 DIMENSIONS = 2 * len(REGIONS)
 
 

@@ -266,7 +266,7 @@ class Pose(_message.Message):
     def appearance(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Node: what the person looks like, for pairing people across cameras (posefleet.merge.appearance):
         the median CIELAB a* and b* (0-255, 128 neutral) of the torso, then of the thighs; NaN where a region
-        is not seen. Empty when the node does not describe its poses.
+        is not seen. Empty when the node does not describe its poses, and for poses scoring below 0.25.
         """
 
     def __init__(

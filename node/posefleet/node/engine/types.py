@@ -51,5 +51,5 @@ class PoseResult:
     poses: list[Pose]
     image_size: tuple[int, int]  # (height, width) of the source image
     timings: Timings = field(default_factory=Timings)
-    #: Each pose's appearance (``posefleet.merge.appearance``), where the caller described them.
-    looks: list[FloatArray] | None = None
+    #: Each pose's appearance (``posefleet.merge.appearance``), where the caller described it.
+    looks: list[FloatArray | None] | None = None

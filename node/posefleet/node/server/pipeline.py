@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from posefleet.merge.appearance import describe_all
+from posefleet.merge.appearance import MIN_POSE_SCORE, describe
 from posefleet.node.engine.adapters import Request
 from posefleet.node.engine.families import U8Image
 from posefleet.node.engine.runtime import PoseEngine
@@ -104,7 +104,9 @@ class AsyncEngine(Admission):
         image = frame.load()
         t1 = time.perf_counter()
         result = self.engine.run(request, image, frame.stream)
-        result.looks = describe_all(image, [pose.keypoints for pose in result.poses])  # the pixels are here
+        result.looks = [  # the pixels are here; a decoder's weak stray candidates are not people: not described
+            describe(image, pose.keypoints) if pose.score >= MIN_POSE_SCORE else None for pose in result.poses
+        ]
         result.timings.queue_ms = (t0 - frame.submitted) * 1e3
         result.timings.decode_image_ms = (t1 - t0) * 1e3
         return result

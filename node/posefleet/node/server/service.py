@@ -124,8 +124,8 @@ class PoseNodeService(node_pb2_grpc.PoseNodeServicer):
             points = pose.keypoints if scale is None else pose.keypoints * (scale[0], scale[1], 1.0)
             for keypoint, (x, y, s) in zip(out.keypoints, points.tolist(), strict=True):
                 keypoint.x, keypoint.y, keypoint.score = x, y, s
-            if i < len(looks):
-                out.appearance.extend(looks[i].tolist())
+            if i < len(looks) and (look := looks[i]) is not None:
+                out.appearance.extend(look.tolist())
         t = poses.timings
         total_ms = (time.perf_counter() - received) * 1e3
         timings = result.timings
