@@ -38,7 +38,7 @@ def settings(model: Path, **kw: object) -> NodeSettings:
 
 @pytest.fixture
 async def node(models: dict[str, Path]) -> AsyncIterator[NodeServer]:
-    server = NodeServer(settings(models["posenet075"], metrics_port=0, name="test-node"))
+    server = NodeServer(settings(models["posenet075"], metrics_port=0, name="test-node", describe_poses=True))
     await server.start()
     yield server
     await server.drain()

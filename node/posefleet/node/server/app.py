@@ -78,7 +78,7 @@ class NodeServer:
         engine = await asyncio.get_running_loop().run_in_executor(None, PoseEngine, s.model, options)
         self._inference = engine
         requests, capacity = pipeline_size(engine, s.infer_requests, s.max_inflight)
-        self._engine = AsyncEngine(engine, capacity, requests)
+        self._engine = AsyncEngine(engine, capacity, requests, describe=s.describe_poses)
         card = engine.card
         h, w = engine.input_size
         precision = f"{card.precision}, runs {engine.kernels}"  # e.g. "FP16, runs bf16"

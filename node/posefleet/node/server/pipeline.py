@@ -59,9 +59,10 @@ class AsyncEngine(Admission):
     (against the earlier design: bench/design-choices.md).
     """
 
-    def __init__(self, engine: PoseEngine, max_inflight: int, requests: int) -> None:
+    def __init__(self, engine: PoseEngine, max_inflight: int, requests: int, *, describe: bool = False) -> None:
         """``requests`` infer requests and threads (the node's default is chosen in ``NodeServer``)."""
         self.engine = engine
+        self.describe = describe  # each pose's appearance (``NodeSettings.describe_poses``)
         self.max_inflight = max_inflight
         self.inflight = 0
         self.requests = requests
@@ -104,9 +105,10 @@ class AsyncEngine(Admission):
         image = frame.load()
         t1 = time.perf_counter()
         result = self.engine.run(request, image, frame.stream)
-        result.looks = [  # the pixels are here; a decoder's weak stray candidates are not people: not described
-            describe(image, pose.keypoints) if pose.score >= MIN_POSE_SCORE else None for pose in result.poses
-        ]
+        if self.describe:
+            result.looks = [  # the pixels are here; a decoder's weak stray candidates are not people: not described
+                describe(image, pose.keypoints) if pose.score >= MIN_POSE_SCORE else None for pose in result.poses
+            ]
         result.timings.queue_ms = (t0 - frame.submitted) * 1e3
         result.timings.decode_image_ms = (t1 - t0) * 1e3
         return result

@@ -53,6 +53,11 @@ class NodeSettings(FileSettings):
     max_image_side: int = Field(4096, ge=16)
     max_image_pixels: int = Field(4096 * 4096, ge=256)
     drain_seconds: float = Field(8.0, ge=0, le=60, description="SIGTERM: time allowed for in-flight frames")
+    #: Off by default: 0.2-0.45 ms a pose of a 1088x1920 frame on this machine, which timing-bound cluster
+    #: tests felt. A scene's nodes turn it on so that ``CalibrateScene`` pairs people by colour too.
+    describe_poses: bool = Field(
+        False, description="answer each pose's colours (Pose.appearance) for calibrating scenes from people"
+    )
     #: NCS2 (MYRIAD): inference in a legacy-OpenVINO worker under this interpreter (Python 3.7-3.10 with
     #: `pip install 'openvino==2022.3.*'`, or the OS's own with the 2022.3 archive); the node keeps the rest.
     legacy_python: str | None = Field(None, description="interpreter of the OpenVINO 2022.3 worker (NCS2)")
