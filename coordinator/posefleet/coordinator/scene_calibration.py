@@ -47,8 +47,8 @@ def request_problem(request: coordinator_pb2.CalibrateSceneRequest) -> str | Non
 
 @dataclass
 class Recorded:
-    """A scene's recorded windows: per window, camera id -> 2D poses, and each pose's appearance where the
-    nodes described them (``Pose.appearance``)."""
+    """A scene's recorded windows: per window, camera id -> 2D poses, and each pose's appearance (``Pose.appearance``;
+    NaN where the node described none: the calibration then pairs people by geometry alone)."""
 
     poses: list[dict[str, list[F32]]] = field(default_factory=list)
     looks: list[dict[str, list[F32]]] = field(default_factory=list)
@@ -57,11 +57,6 @@ class Recorded:
         ok = {c: r for c, r in views.items() if r.status == pose_pb2.RESULT_STATUS_OK}
         self.poses.append({c: keypoint_arrays(r) for c, r in ok.items()})
         self.looks.append({c: appearances(r) for c, r in ok.items()})
-
-    def described(self) -> list[dict[str, list[F32]]] | None:
-        """The appearances, or None when no node described a pose (geometry alone pairs the people)."""
-        seen = any(np.isfinite(d).any() for frame in self.looks for looks in frame.values() for d in looks)
-        return self.looks if seen else None
 
 
 async def record(scene: LiveScene, windows: int, timeout_s: float) -> Recorded:
@@ -90,8 +85,7 @@ def _calibrate(cameras: dict[str, Camera], recorded: Recorded, height: float) ->
     """In the worker process: the calibration and its report (plain data, picklable)."""
     from posefleet.merge.selfcal import calibrate_from_people
 
-    looks = recorded.described()
-    result = calibrate_from_people(cameras, recorded.poses, looks=looks, person_height=height)
+    result = calibrate_from_people(cameras, recorded.poses, looks=recorded.looks, person_height=height)
     return {
         "poses": {n: (result.cameras[n].R, result.cameras[n].t) for n in result.placed},
         "report": [vars(r) for r in result.report],
@@ -99,7 +93,7 @@ def _calibrate(cameras: dict[str, Camera], recorded: Recorded, height: float) ->
         "frames": result.frames,
         "world_frame": result.scale_source,
         "bone_spread": result.bone_spread,
-        "pairing": "colour and geometry" if looks else "geometry alone",
+        "pairing": result.people_paired_by,
     }
 
 

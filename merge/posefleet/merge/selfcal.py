@@ -101,6 +101,7 @@ class SelfCalResult:
     frames: int  # frames that gave at least one joint
     scale_source: str
     bone_spread: float = float("nan")  # the people's limb lengths' robust CV (``_bone_spread``)
+    people_paired_by: str = "geometry alone"  # or "colour and geometry", where ``looks`` described people
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -731,6 +732,7 @@ def _calibrate_once(
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     obs = _observations(cameras, views, p, looks)
+    described = any(o.look is not None for frames in obs.values() for people in frames for o in people)
     focal = float(np.mean([c.K[0, 0] for c in cameras.values()]))
     pairs, why = [], {}
     for i, a in enumerate(names):
@@ -798,5 +800,5 @@ def _calibrate_once(
         )
     return SelfCalResult(
         out, [reports[n] for n in names], len(live), len({tr.frame for tr in live}), source, _bone_spread(skeletons),
-        seconds,
+        "colour and geometry" if described else "geometry alone", seconds,
     )  # fmt: skip

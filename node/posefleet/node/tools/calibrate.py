@@ -274,9 +274,9 @@ def cmd_people(args: argparse.Namespace) -> int:
             f"{r.name}: reprojection RMS {r.error_px:.1f} px over {r.observations} joints in {r.frames} frames; "
             f"centre {cameras[r.name].center.round(3).tolist()} m"
         )
-    pairing = "colour and geometry" if appearance else "geometry alone"
     print(
-        f"{result.points} 3D joints from {result.frames} frames (people paired across cameras by {pairing}); "
+        f"{result.points} 3D joints from {result.frames} frames "
+        f"(people paired across cameras by {result.people_paired_by}); "
         f"limb lengths vary {result.bone_spread:.0%} "
         f"(robust CV: a wrong geometry stretches them); world frame and scale: {frame_source}; "
         + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
@@ -288,7 +288,7 @@ def cmd_people(args: argparse.Namespace) -> int:
     )
     _write_json(args.json, {
         "cameras": [vars(r) for r in result.report], "points": result.points, "frames": result.frames,
-        "bone_spread": result.bone_spread, "pairing": pairing, "world_frame": frame_source,
+        "bone_spread": result.bone_spread, "pairing": result.people_paired_by, "world_frame": frame_source,
         "known_point_residuals_m": residuals, "seconds": seconds,
         "centres": {n: np.round(c.center, 4).tolist() for n, c in cameras.items()},
     })  # fmt: skip
