@@ -499,3 +499,43 @@ def test_butterworth_filters_each_seen_run_and_keeps_gaps() -> None:
     assert abs(np.argmax(np.correlate(out[:, 1, 0], truth, "full")) - (len(t) - 1)) <= 1, "no lag"
     with pytest.raises(ValueError, match="half the frame rate"):
         butterworth(points, 10.0, cutoff_hz=6.0)
+
+
+def test_assignment_per_camera_is_optimal_with_and_without_the_shortcut() -> None:
+    """Each camera's columns get the optimal assignment: where every row's cheapest column differs (the
+    shortcut) and where rows compete for one column, or outnumber the camera's poses (the solver)."""
+    from posefleet.merge.scene import assign_per_camera
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        rows = int(rng.integers(1, 5))
+        cams = np.sort(rng.integers(0, 3, size=int(rng.integers(1, 9))))
+        cost = rng.uniform(0, 1, (rows, len(cams)))
+        if trial % 2:
+            cost[:, 0] = 0.0  # every row's cheapest: one column
+        pairs = assign_per_camera(cost, cams)
+        for cam in np.unique(cams).tolist():
+            mine = np.flatnonzero(cams == cam)
+            got = [(t, n) for t, n in pairs if cams[n] == cam]
+            assert len({t for t, _ in got}) == len(got) == min(rows, len(mine)), "one column per row, each once"
+            assert len({n for _, n in got}) == len(got)
+            t, n = linear_sum_assignment(cost[:, mine])
+            assert np.isclose(sum(cost[t_, n_] for t_, n_ in got), cost[t, mine[n]].sum())
+
+
+def test_coincident_skeletons_are_one_person_and_people_apart_are_not() -> None:
+    """``_same_people``: one person triangulated twice (a few cm apart, or trunks together with limbs
+    disagreeing) is one; bodies apart, even side by side, are not (the bounding-box shortcut included)."""
+    rng = np.random.default_rng(6)
+    fuser = SceneFuser(ring(4))
+    a = person((0.0, 0.0), rng)
+    twice = a + rng.normal(0, 0.02, a.shape)
+    limbs_off = a.copy()
+    limbs_off[[7, 8, 9, 10, 13, 14, 15, 16]] += 0.3  # limbs triangulated wrong, the trunk right
+    beside = person((0.5, 0.0), rng)  # shoulder to shoulder, 10 cm apart
+    far = person((3.0, 1.0), rng)
+    same = fuser._same_people(np.stack([a, twice, limbs_off, beside, far]))
+    assert same[0, 1] and same[1, 0] and same[0, 2]
+    assert not same[0, 3] and not same[0, 4] and not same[3, 4]
+    assert not fuser._same_people(np.stack([a, far])).any(), "people apart: nothing to merge"

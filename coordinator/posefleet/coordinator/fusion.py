@@ -103,11 +103,11 @@ def _person(
         masks,
         strict=True,
     ):
-        joint = out.joints.add(name=name, x=x, y=y, z=z, score=score, views=count, reprojection_error_px=error)
-        if count:
-            if mask not in cameras:
-                cameras[mask] = [n for c, n in enumerate(names) if mask >> c & 1]
-            joint.cameras.extend(cameras[mask])
+        if mask not in cameras:
+            cameras[mask] = [n for c, n in enumerate(names) if mask >> c & 1]
+        out.joints.add(
+            name=name, x=x, y=y, z=z, score=score, views=count, reprojection_error_px=error, cameras=cameras[mask]
+        )
     for cam_id, index in sorted(person.cameras.items()):
         poses = views[cam_id].poses
         out.views.add(camera_id=cam_id, pose_index=index, track_id=poses[index].track_id if index < len(poses) else 0)

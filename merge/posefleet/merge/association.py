@@ -85,9 +85,9 @@ def point_ray_distances(points: F64, centers: F64, dirs: F64) -> F64:
     """Distance of 3D points (T, J, 3) to the rays of poses (N, J, 3) from their camera centres (N, 3) ->
     (T, N, J); NaN where a point is missing."""
     rel = points[:, None] - centers[None, :, None]  # (T, N, J, 3)
-    along = (rel * dirs[None]).sum(-1, keepdims=True)
-    off = rel - np.clip(along, 0.0, None) * dirs[None]
-    return np.sqrt((off * off).sum(-1))  # type: ignore[no-any-return]
+    along = np.maximum((rel * dirs[None]).sum(-1), 0.0)  # behind the camera: the distance to its centre
+    # Pythagoras on the unit ray, clamped at 0 against rounding.
+    return np.sqrt(np.maximum((rel * rel).sum(-1) - along * along, 0.0))  # type: ignore[no-any-return]
 
 
 def track_costs(predicted: F64, centers: F64, dirs: F64, scores: F64, params: AssociationParams) -> F64:

@@ -60,7 +60,8 @@ class Camera:
         return -self.R.T @ self.t
 
     @cached_property
-    def _pixel_to_ray(self) -> F64:
+    def pixel_to_ray(self) -> F64:
+        """(3, 3): an undistorted pixel (x, y, 1) to its ray's direction in the world frame (not unit)."""
         return self.R.T @ np.linalg.inv(self.K)
 
     def undistort(self, points: F64) -> F64:
@@ -76,12 +77,6 @@ class Camera:
         rvec, _ = cv2.Rodrigues(self.R)
         px, _ = cv2.projectPoints(flat, rvec, self.t, self.K, self.dist)
         return px.reshape(*points.shape[:-1], 2)  # type: ignore[no-any-return]
-
-    def rays(self, points: F64) -> F64:
-        """Undistorted pixel points (N, 2) -> unit ray directions (N, 3) in the world frame."""
-        M = self._pixel_to_ray
-        d = points @ M[:, :2].T + M[:, 2]
-        return d / np.sqrt((d * d).sum(axis=1, keepdims=True))  # type: ignore[no-any-return]
 
     @property
     def scale(self) -> float:

@@ -115,26 +115,42 @@ class _Track:
     velocity: F64 = field(default_factory=lambda: np.zeros(3))  # of the body, m/s
     smoother: OneEuroFilter | None = None
 
-    def predict(self, t_ms: float) -> F64:
-        """Where its joints are expected at ``t_ms``: constant velocity of the body, for at most 0.5 s; joints
-        unseen for ``STALE_MS`` are left out while at least 4 recent ones remain."""
-        dt = min(max(t_ms - self.last_ms, 0.0), 500.0) / 1e3
-        recent = (t_ms - self.seen_ms) <= STALE_MS
-        points = np.where(recent[:, None], self.points, np.nan) if recent.sum() >= 4 else self.points
-        return points + self.velocity * dt
+
+def predict(tracks: list[_Track], t_ms: float) -> F64:
+    """(T, J, 3) where the tracks' joints are expected at ``t_ms``: constant velocity of the body, for at most
+    0.5 s; joints unseen for ``STALE_MS`` are left out while at least 4 recent ones remain."""
+    last = np.array([t.last_ms for t in tracks])
+    dt = np.clip(t_ms - last, 0.0, 500.0)[:, None, None] / 1e3
+    points = np.stack([t.points for t in tracks])
+    recent = (t_ms - np.stack([t.seen_ms for t in tracks])) <= STALE_MS  # (T, J)
+    recent |= (recent.sum(axis=1) < 4)[:, None]
+    velocity = np.stack([t.velocity for t in tracks])[:, None]
+    predicted: F64 = np.where(recent[..., None], points, np.nan) + velocity * dt
+    return predicted
 
 
-def assignment(cost: F64) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """The optimal assignment of rows to columns (``linear_sum_assignment``). When every row's cheapest
-    column is a different one (people apart: most windows) that is the answer already: it reaches the sum of
-    the row minima, which no assignment of every row undercuts, so the solver is not called."""
-    rows, cols = cost.shape
-    if 0 < rows <= cols:
-        best = cost.argmin(axis=1)
-        if len(set(best.tolist())) == rows:
-            return np.arange(rows), best
-    result: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] = linear_sum_assignment(cost)
-    return result
+def assign_per_camera(cost: F64, cams: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
+    """(row, column) pairs of the optimal assignment of the rows of ``cost`` (T, N) to the columns of each
+    camera separately (``cams``: (N,) each column's camera), cameras in ascending order.
+
+    Where every row's cheapest column of a camera is a different one (people apart: most windows) that is the
+    camera's answer already: it reaches the sum of the row minima, which no assignment undercuts. Those
+    cameras are answered at once; ``linear_sum_assignment`` solves the others."""
+    rows = len(cost)
+    cameras = np.unique(cams)
+    own = cams[None, :] == cameras[:, None]  # (C, N)
+    cheapest = np.where(own[:, None, :], cost[None], np.inf).argmin(axis=2)  # (C, T)
+    ordered = np.sort(cheapest, axis=1)
+    direct = ((own.sum(axis=1) >= rows) & (ordered[:, 1:] != ordered[:, :-1]).all(axis=1)).tolist()
+    pairs: list[tuple[int, int]] = []
+    for k, columns in enumerate(cheapest.tolist()):
+        if direct[k]:
+            pairs.extend(enumerate(columns))
+            continue
+        mine = np.flatnonzero(own[k])
+        t, n = linear_sum_assignment(cost[:, mine])
+        pairs.extend(zip(t.tolist(), mine[n].tolist(), strict=True))
+    return pairs
 
 
 def distinct_poses(poses: F64, cameras: npt.NDArray[np.int64], min_score: float, max_distance: float) -> list[int]:
@@ -161,6 +177,8 @@ def distinct_poses(poses: F64, cameras: npt.NDArray[np.int64], min_score: float,
     count = both.sum(-1)
     median = np.take_along_axis(np.sort(dist, axis=-1), np.maximum(count - 1, 0)[:, None] // 2, axis=-1)[:, 0]
     same[a, b] = (count >= 3) & (median < max_distance * size[a])
+    if not same.any():
+        return np.flatnonzero(found).tolist()
     kept: list[int] = []
     has = found.tolist()
     twins: dict[int, list[int]] = {}  # the poses each one is a duplicate of
@@ -187,6 +205,8 @@ class SceneFuser:
         self.names = list(cameras)
         self.params = params or FusionParams()
         self.P = np.stack([cameras[n].P for n in self.names])  # (C, 3, 4)
+        self._to_ray = np.stack([cameras[n].pixel_to_ray for n in self.names])  # (C, 3, 3)
+        self._centers = np.stack([cameras[n].center for n in self.names])  # (C, 3)
         self._tracks: list[_Track] = []
         self._ids = itertools.count(1)
 
@@ -237,11 +257,10 @@ class SceneFuser:
             return [], np.empty((0, 0, 3))
         arr = arr[usable]
         cams = np.array([refs[k][0] for k in usable.tolist()])
-        for c in np.unique(cams).tolist():  # undistorted, one call per camera
-            rows = cams == c
-            arr[rows, :, :2] = (
-                self.cameras[self.names[c]].undistort(arr[rows, :, :2].reshape(-1, 2)).reshape(-1, arr.shape[1], 2)
-            )
+        cuts = [0, *(np.flatnonzero(np.diff(cams)) + 1).tolist(), len(cams)]  # refs come camera by camera
+        for start, stop in itertools.pairwise(cuts):  # undistorted, one call per camera
+            block = arr[start:stop, :, :2]
+            block[:] = self.cameras[self.names[cams[start]]].undistort(block.reshape(-1, 2)).reshape(block.shape)
         keep = distinct_poses(arr, cams, p.min_score, self.params.duplicate_distance)
         return [refs[usable[k]] for k in keep], arr[keep]
 
@@ -265,14 +284,12 @@ class SceneFuser:
         return arr
 
     def _window(self, refs: list[PoseRef], poses: F64) -> _Window:
+        """The poses' joints as unit rays from their cameras' centres (every camera's at once)."""
         cams = np.array([c for c, _ in refs])
-        dirs = np.empty((len(refs), poses.shape[1], 3))
-        for c in set(cams.tolist()):
-            rows = cams == c
-            cam = self.cameras[self.names[c]]
-            dirs[rows] = cam.rays(poses[rows, :, :2].reshape(-1, 2)).reshape(int(rows.sum()), -1, 3)
-        centers = np.stack([self.cameras[self.names[c]].center for c in cams])
-        return _Window(refs, {ref: k for k, ref in enumerate(refs)}, cams, centers, dirs, poses)
+        M = self._to_ray[cams]  # (N, 3, 3)
+        dirs = np.matmul(poses[..., :2], M[:, :, :2].transpose(0, 2, 1)) + M[:, None, :, 2]  # (N, J, 3)
+        dirs /= np.sqrt((dirs * dirs).sum(axis=2, keepdims=True))
+        return _Window(refs, {ref: k for k, ref in enumerate(refs)}, cams, self._centers[cams], dirs, poses)
 
     def _claim(self, w: _Window, t_ms: float) -> tuple[dict[int, list[int]], F64]:
         """Track index -> the pose rows (at most one per camera) whose rays fit the track's predicted joints,
@@ -283,7 +300,7 @@ class SceneFuser:
         if not self._tracks:
             return {}, np.empty((0, len(w.refs)))
         p = self.params
-        predicted = np.stack([t.predict(t_ms) for t in self._tracks])  # (T, J, 3)
+        predicted = predict(self._tracks, t_ms)  # (T, J, 3)
         scores = w.poses[..., 2]
         n = len(w.refs)
         both = track_costs(  # (T, 2N): every pose as it came, then mirrored, in one broadcast
@@ -297,17 +314,12 @@ class SceneFuser:
         flip = mirrored < cost - MIRROR_MARGIN_M
         best = np.where(flip, mirrored, cost)
         claimed: dict[int, list[int]] = {}
-        for c in np.unique(w.cams).tolist():
-            rows = np.flatnonzero(w.cams == c)
-            sub = best[:, rows]
-            ti, pi = assignment(np.where(np.isfinite(sub), sub, 1e6))
-            for t, k in zip(ti.tolist(), pi.tolist(), strict=True):
-                if sub[t, k] <= p.track_gate_m:
-                    row = int(rows[k])
-                    claimed.setdefault(t, []).append(row)
-                    if flip[t, row]:
-                        w.poses[row] = w.poses[row, MIRROR]
-                        w.dirs[row] = w.dirs[row, MIRROR]
+        for t, row in assign_per_camera(np.where(np.isfinite(best), best, 1e6), w.cams):
+            if best[t, row] <= p.track_gate_m:
+                claimed.setdefault(t, []).append(row)
+                if flip[t, row]:
+                    w.poses[row] = w.poses[row, MIRROR]
+                    w.dirs[row] = w.dirs[row, MIRROR]
         return claimed, cost
 
     def _unexplained(self, w: _Window, free: list[int], claimed: dict[int, list[int]], cost: F64) -> list[int]:
@@ -331,9 +343,11 @@ class SceneFuser:
         tracked = [(k, owner) for k, owner in enumerate(owners) if owner is not None]
         self._fix_bones(w, [persons[k] for k, _ in tracked], [groups[k] for k, _ in tracked], [o for _, o in tracked])
         kept: tuple[list[Person3D], list[list[PoseRef]], list[int | None]] = ([], [], [])
-        for person, group, owner in zip(persons, groups, owners, strict=True):
+        points = np.stack([person.points for person in persons]) if persons else np.empty((0, 0, 3))
+        joints = np.isfinite(points).all(axis=2).sum(axis=1).tolist()
+        for person, group, owner, count in zip(persons, groups, owners, joints, strict=True):
             needed = p.min_joints if owner is None else p.min_tracked_joints
-            if int(np.isfinite(person.points).all(axis=1).sum()) >= needed:
+            if count >= needed:
                 kept[0].append(person)
                 kept[1].append(group)
                 kept[2].append(owner)
@@ -341,49 +355,55 @@ class SceneFuser:
 
     def _fix_bones(self, w: _Window, persons: list[Person3D], groups: list[list[PoseRef]], owners: list[int]) -> None:
         """Joints their tracks' bone models blame: without their worst view (3 views or more), else left out.
-        A blamed joint is fixed on its own views only, so every person's are fixed in one triangulation."""
+        A blamed joint is fixed on its own views only, so every person's are fixed in one triangulation; the
+        people are worked on as stacked arrays and written back once."""
         if not persons:
             return
         bounds = [self._tracks[owner].bones.bounds() for owner in owners]
         expected, slack = np.stack([b[0] for b in bounds]), np.stack([b[1] for b in bounds])
+        points = np.stack([person.points for person in persons])  # (P, J, 3)
+        errors = np.stack([person.error_px for person in persons])  # (P, J)
+        used_all = np.stack([person.used for person in persons])  # (P, J, C)
+        dropped = np.zeros(errors.shape, bool)
         views: dict[int, tuple[F64, F64]] = {}
+        changed = False
         for attempt in range(3):
-            points = np.stack([person.points for person in persons])
-            errors = np.stack([person.error_px for person in persons])
             rows, joints = np.nonzero(blame(points, errors, expected, slack))
             if not len(rows):
-                return
-            used = np.stack([persons[r].used[j] for r, j in zip(rows.tolist(), joints.tolist(), strict=True)])
+                break
+            changed = True
+            used = used_all[rows, joints]  # (K, C)
             few = used.sum(axis=1) <= 2
             if attempt == 2:  # still blamed after two tries: left out
                 few[:] = True
-            for r, j in zip(rows[few].tolist(), joints[few].tolist(), strict=True):
-                self._drop_joint(persons[r], j)
+            dropped[rows[few], joints[few]] = True
+            points[rows[few], joints[few]] = np.nan
+            errors[rows[few], joints[few]] = np.nan
+            used_all[rows[few], joints[few]] = False
             rows, joints, used = rows[~few], joints[~few], used[~few]
             if not len(rows):
                 continue
-            for r in set(rows.tolist()) - set(views):
-                xy, score = self._views(w, groups[r])
-                views[r] = np.where(np.isfinite(xy), xy, 0.0), score
+            needed = sorted(set(rows.tolist()) - set(views))
+            if needed:
+                xy, score = self._views(w, [groups[r] for r in needed])
+                for r, r_xy, r_score in zip(needed, np.where(np.isfinite(xy), xy, 0.0), score, strict=True):
+                    views[r] = r_xy, r_score
             blamed = list(zip(rows.tolist(), joints.tolist(), strict=True))
             xy = np.stack([views[r][0][j] for r, j in blamed])  # (K, C, 2)
             score = np.stack([views[r][1][j] for r, j in blamed])
             diff = reproject(self.P, points[rows, joints]) - xy
             err = np.where(used, (diff * diff).sum(axis=2), -np.inf)
             used[np.arange(len(rows)), err.argmax(axis=1)] = False
-            fixed = dlt(self.P, xy, np.where(used, score, 0.0))
-            for k, (r, j) in enumerate(blamed):
-                persons[r].points[j] = fixed[k]
-                persons[r].used[j] = used[k]
-                persons[r].views[j] = int(used[k].sum())
-
-    @staticmethod
-    def _drop_joint(person: Person3D, j: int) -> None:
-        person.points[j] = np.nan
-        person.used[j] = False
-        person.views[j] = 0
-        person.score[j] = 0.0
-        person.error_px[j] = np.nan
+            points[rows, joints] = dlt(self.P, xy, np.where(used, score, 0.0))
+            used_all[rows, joints] = used
+        if not changed:
+            return
+        for k, person in enumerate(persons):
+            person.points[:] = points[k]
+            person.used[:] = used_all[k]
+            person.views[:] = used_all[k].sum(axis=1)
+            person.score[dropped[k]] = 0.0
+            person.error_px[dropped[k]] = np.nan
 
     def _merge_coincident(
         self, w: _Window, persons: list[Person3D], groups: list[list[PoseRef]], owners: list[int | None]
@@ -420,6 +440,12 @@ class SceneFuser:
         bodies can be (``min_body_distance_m``). All pairs at once."""
         p = self.params
         seen: npt.NDArray[np.bool_] = np.asarray(np.isfinite(points).all(axis=2))  # (P, J)
+        # Every joint (and trunk centre) of a skeleton lies in its bounding box: two whose boxes are farther
+        # apart than both limits cannot be one (most windows: people apart), and the rest is not computed.
+        box = np.where(seen[..., None], np.concatenate([points, -points], axis=2), np.inf).min(axis=1)  # (P, 6)
+        gap = np.maximum(box[None, :, :3] + box[:, None, 3:], box[:, None, :3] + box[None, :, 3:]).max(axis=2)
+        if not (gap <= max(p.same_person_m, p.min_body_distance_m))[~np.eye(len(points), dtype=bool)].any():
+            return np.zeros((len(points), len(points)), bool)
         clean = np.where(seen[..., None], points, 0.0)
         both = seen[:, None] & seen[None]  # (P, P, J)
         diff = clean[:, None] - clean[None]
@@ -444,24 +470,25 @@ class SceneFuser:
     def _rank(person: Person3D, owner: int | None) -> tuple[bool, int]:
         return owner is not None, int(person.views.sum())
 
-    def _views(self, w: _Window, group: list[PoseRef]) -> tuple[F64, F64]:
-        """A group's 2D joints per camera: (J, C, 2) undistorted pixels (NaN: no pose) and (J, C) scores."""
-        xy = np.full((w.poses.shape[1], len(self.names), 2), np.nan)
-        score = np.zeros((w.poses.shape[1], len(self.names)))
-        for cam, i in group:
-            xy[:, cam] = w.poses[w.index[(cam, i)], :, :2]
-            score[:, cam] = w.poses[w.index[(cam, i)], :, 2]
-        return xy, score
+    def _views(self, w: _Window, groups: list[list[PoseRef]]) -> tuple[F64, F64]:
+        """The groups' 2D joints per camera: (G, J, C, 2) undistorted pixels (NaN: no pose) and (G, J, C)
+        scores, all groups at once."""
+        j, c = w.poses.shape[1], len(self.names)
+        member = np.array([k for k, group in enumerate(groups) for _ in group])
+        rows = np.array([w.index[ref] for group in groups for ref in group])
+        xy = np.full((len(groups), c, j, 2), np.nan)
+        score = np.zeros((len(groups), c, j))
+        if len(rows):
+            xy[member, w.cams[rows]] = w.poses[rows, :, :2]
+            score[member, w.cams[rows]] = w.poses[rows, :, 2]
+        return xy.transpose(0, 2, 1, 3), score.transpose(0, 2, 1)
 
     def _triangulate(self, w: _Window, groups: list[list[PoseRef]]) -> list[Person3D]:
         """All groups in one batched triangulation."""
         if not groups:
             return []
         g, j, c = len(groups), w.poses.shape[1], len(self.names)
-        xy = np.empty((g, j, c, 2))
-        score = np.empty((g, j, c))
-        for k, group in enumerate(groups):
-            xy[k], score[k] = self._views(w, group)
+        xy, score = self._views(w, groups)
         p = self.params
         tri = triangulate(
             self.P,
@@ -473,19 +500,21 @@ class SceneFuser:
         points = tri.points.reshape(g, j, 3)
         used = tri.used.reshape(g, j, c)
         errors = tri.view_error_px.reshape(g, j, c)
+        joint_score, joint_error, views = tri.score.reshape(g, j), tri.error_px.reshape(g, j), used.sum(axis=2)
         # Per camera: mean reprojection error of the joints it contributed (the status reports its median).
         with np.errstate(invalid="ignore"):
-            cam_err = np.where(used, errors, 0.0).sum(axis=1) / used.sum(axis=1)  # (G, C)
+            cam_err = (np.where(used, errors, 0.0).sum(axis=1) / used.sum(axis=1)).tolist()  # (G, C)
+        contributed: list[list[bool]] = np.asarray(used.any(axis=1)).tolist()
         persons = []
         for k, group in enumerate(groups):
-            camera_error = {self.names[cam]: float(cam_err[k, cam]) for cam, _ in group if used[k, :, cam].any()}
+            camera_error = {self.names[cam]: cam_err[k][cam] for cam, _ in group if contributed[k][cam]}
             persons.append(
                 Person3D(
                     0,
                     points[k],
-                    tri.score.reshape(g, j)[k],
-                    tri.error_px.reshape(g, j)[k],
-                    used[k].sum(axis=1),
+                    joint_score[k],
+                    joint_error[k],
+                    views[k],
                     {self.names[cam]: i for cam, i in group},
                     used[k],
                     camera_error,
@@ -502,7 +531,7 @@ class SceneFuser:
         lost = [t for t in range(len(self._tracks)) if t not in taken]
         if new and lost:
             now = np.stack([persons[k].points for k in new])[:, None]  # (P, 1, J, 3)
-            before = np.stack([self._tracks[t].predict(t_ms) for t in lost])[None]  # (1, T, J, 3)
+            before = predict([self._tracks[t] for t in lost], t_ms)[None]  # (1, T, J, 3)
             both = np.isfinite(now).all(-1) & np.isfinite(before).all(-1)
             dist = np.where(both, np.linalg.norm(np.nan_to_num(now - before), axis=-1), 0.0)
             mean = np.where(both.sum(-1) >= 3, dist.sum(-1) / np.maximum(both.sum(-1), 1), np.inf)

@@ -100,7 +100,8 @@ class BoneModel:
     def lengths(self) -> F64:
         """The learned length of each bone of ``BONES`` (NaN until trusted)."""
         if self._lengths is None:
-            both = np.sort(np.concatenate([self._samples, self._samples[_TWIN]], axis=1), axis=1)  # NaN last
+            filled = self._samples[:, : min(self.window, max(1, int(self._next.max())))]  # the rest is NaN yet
+            both = np.sort(np.concatenate([filled, filled[_TWIN]], axis=1), axis=1)  # NaN last
             count = np.isfinite(both).sum(axis=1)
             low = both[_ROWS, np.maximum(count - 1, 0) // 2]
             high = both[_ROWS, np.minimum(count // 2, both.shape[1] - 1)]

@@ -28,28 +28,25 @@ def dlt(P: F64, xy: F64, w: F64) -> F64:
     if bad.any():
         w = np.where(bad, 0.0, w)
         xy = np.where(bad[..., None], 0.0, xy)
-    rows_x = xy[..., 0:1] * P[None, :, 2, :] - P[None, :, 0, :]  # (J, C, 4)
-    rows_y = xy[..., 1:2] * P[None, :, 2, :] - P[None, :, 1, :]
-    A = np.concatenate([rows_x, rows_y], axis=1)  # (J, 2C, 4)
-    # Unit rows (pixel-scale rows would otherwise weigh more), then each view's weight.
-    norms = np.sqrt((A * A).sum(axis=2, keepdims=True))
-    A = A / np.maximum(norms, 1e-12) * np.concatenate([w, w], axis=1)[..., None]
+    # Each view's rows x P3 - P1 and y P3 - P2: (J, C, 2, 4), made unit (pixel-scale rows would otherwise weigh
+    # more) and weighted by the view's weight.
+    A = xy[..., None] * P[None, :, None, 2, :] - P[None, :, :2, :]
+    scale = w[..., None] / np.maximum(np.sqrt((A * A).sum(axis=3)), 1e-12)
+    A = (A * scale[..., None]).reshape(len(A), -1, 4)
     # The least-squares null vector: the eigenvector of A^T A with the smallest eigenvalue (4x4, batched;
     # faster than the SVD of A: bench/design-choices.md).
-    _, vectors = np.linalg.eigh(np.einsum("jri,jrk->jik", A, A))
+    _, vectors = np.linalg.eigh(A.transpose(0, 2, 1) @ A)
     X = vectors[:, :, 0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = X[:, :3] / X[:, 3:4]
-    out[(w > 0).sum(axis=1) < 2] = np.nan
-    return out  # type: ignore[no-any-return]
+    out = np.full((len(X), 3), np.nan)
+    np.divide(X[:, :3], X[:, 3:], out=out, where=((w > 0).sum(axis=1) >= 2)[:, None] & (X[:, 3:] != 0))
+    return out
 
 
 def reproject(P: F64, points: F64) -> F64:
     """World points (J, 3) -> undistorted pixels (J, C, 2) in each camera."""
-    homo = np.concatenate([points, np.ones((len(points), 1))], axis=1)
-    proj = np.einsum("cij,kj->kci", P, homo)
+    proj = np.matmul(P[:, :, :3], points.T) + P[:, :, 3:]  # (C, 3, J)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return proj[..., :2] / proj[..., 2:3]  # type: ignore[no-any-return]
+        return (proj[:, :2] / proj[:, 2:]).transpose(2, 0, 1)  # type: ignore[no-any-return]
 
 
 def _view_errors(P: F64, points: F64, xy: F64) -> F64:
@@ -71,10 +68,8 @@ def triangulate(
     weights = np.where(used, score, 0.0)
     xy = np.where(np.isfinite(xy), xy, 0.0)
     points = dlt(P, xy, weights)
-    for attempt in range(max_iter + 1):
-        err = _view_errors(P, points, xy)
-        if attempt == max_iter:
-            break
+    err = _view_errors(P, points, xy)
+    for _ in range(max_iter):
         count = used.sum(axis=1)
         mean_err = np.where(used, err, 0.0).sum(axis=1) / np.maximum(count, 1)
         drop = (mean_err > max_error_px) & (count > 2)
@@ -84,6 +79,7 @@ def triangulate(
         # out: bench/design-choices.md).
         used[np.flatnonzero(drop), np.where(used, err, -np.inf)[drop].argmax(axis=1)] = False
         points[drop] = dlt(P, xy[drop], np.where(used[drop], score[drop], 0.0))
+        err[drop] = _view_errors(P, points[drop], xy[drop])
     count = used.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_err = np.where(count > 0, np.where(used, err, 0).sum(axis=1) / count, np.nan)
