@@ -97,7 +97,9 @@ async def test_a_camera_that_never_reads_its_results_holds_coordinator_memory_fl
         early = sum(r for _, r in samples[2:5]) / 3  # 3-5 s, frames and windows in flight make +-6 MB of noise
         late = sum(r for _, r in samples[-3:]) / 3  # 10-12 s
         assert (sent_12 - sent_3) * len(payload) > 100 * MB, "the load went on"
-        assert late - early < 10 * MB, f"memory flat: {early / MB:.1f} MB at 3-5 s, {late / MB:.1f} MB at 10-12 s"
+        # Frames kept would add the 100+ MB sent in between; the allocator's arenas grow in steps once (a CI
+        # run: flat at 213-216 MB, then 221-230 MB from 7 s on), so a quarter of that is the bound.
+        assert late - early < 25 * MB, f"memory flat: {early / MB:.1f} MB at 3-5 s, {late / MB:.1f} MB at 10-12 s"
     finally:
         coord.stop()
 
@@ -506,9 +508,12 @@ async def test_a_burst_of_large_frames_gives_its_memory_back(models: dict[str, P
     print(
         f"node RSS {base / MB:.0f} MB, peak {peak / MB:.0f} MB, 12 s after each burst {[s // MB for s in settled]} MB"
     )
-    assert peak - base < 150 * MB
+    # 8 frames of 7.2 MB in flight, each held up to three times (gRPC's receive buffer, the parsed message, the
+    # decoded array): 173 MB at most, 95-155 MB measured. Kept memory was 250 MB a burst before the fix; the
+    # second burst's settled size moved by up to 23 MB between CI runs (434 -> 456 MB once).
+    assert peak - base < 200 * MB
     assert settled[0] - base < 80 * MB
-    assert settled[1] - settled[0] < 20 * MB, "a second burst reuses what the first left"
+    assert settled[1] - settled[0] < 40 * MB, "a second burst reuses what the first left"
 
 
 async def test_huge_results_from_a_node_leave_no_memory_behind() -> None:
