@@ -28,6 +28,12 @@ def dlt(P: F64, xy: F64, w: F64) -> F64:
     if bad.any():
         w = np.where(bad, 0.0, w)
         xy = np.where(bad[..., None], 0.0, xy)
+    out = np.full((len(xy), 3), np.nan)
+    enough = (w > 0).sum(axis=1) >= 2  # only these are solved
+    if not enough.all():
+        if not enough.any():
+            return out
+        xy, w = xy[enough], w[enough]
     # Each view's rows x P3 - P1 and y P3 - P2: (J, C, 2, 4), made unit (pixel-scale rows would otherwise weigh
     # more) and weighted by the view's weight.
     A = xy[..., None] * P[None, :, None, 2, :] - P[None, :, :2, :]
@@ -37,8 +43,11 @@ def dlt(P: F64, xy: F64, w: F64) -> F64:
     # faster than the SVD of A: bench/design-choices.md).
     _, vectors = np.linalg.eigh(A.transpose(0, 2, 1) @ A)
     X = vectors[:, :, 0]
-    out = np.full((len(X), 3), np.nan)
-    np.divide(X[:, :3], X[:, 3:], out=out, where=((w > 0).sum(axis=1) >= 2)[:, None] & (X[:, 3:] != 0))
+    solved = np.full((len(X), 3), np.nan)
+    np.divide(X[:, :3], X[:, 3:], out=solved, where=X[:, 3:] != 0)
+    if len(solved) == len(out):
+        return solved
+    out[enough] = solved
     return out
 
 
