@@ -382,7 +382,7 @@ class SceneFuser:
             used_all[rows[few], joints[few]] = False
             rows, joints, used = rows[~few], joints[~few], used[~few]
             if not len(rows):
-                continue
+                break  # every bone that was off lost its blamed end: none is off now
             needed = sorted(set(rows.tolist()) - set(views))
             if needed:
                 xy, score = self._views(w, [groups[r] for r in needed])
