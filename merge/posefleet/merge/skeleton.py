@@ -29,6 +29,10 @@ REFRESH_EVERY = 4
 _A = np.array([a for a, _ in BONES])
 _B = np.array([b for _, b in BONES])
 _TWIN = np.array(TWIN)
+#: One bone of each twin pair (and the bones that are their own twin): a pair's samples are one set.
+_FIRST = np.array([b for b, twin in enumerate(TWIN) if b <= twin])
+_SET = np.array([_FIRST.tolist().index(min(b, twin)) for b, twin in enumerate(TWIN)])  # bone -> its set
+_SET_ROWS = np.arange(len(_FIRST))
 _ROWS = np.arange(len(BONES))
 _LOW, _HIGH = PLAUSIBLE[:, 0].copy(), PLAUSIBLE[:, 1].copy()
 _LIMBS = len(LIMB_BONES)
@@ -101,11 +105,11 @@ class BoneModel:
         """The learned length of each bone of ``BONES`` (NaN until trusted)."""
         if self._lengths is None:
             filled = self._samples[:, : min(self.window, max(1, int(self._next.max())))]  # the rest is NaN yet
-            both = np.sort(np.concatenate([filled, filled[_TWIN]], axis=1), axis=1)  # NaN last
+            both = np.sort(np.concatenate([filled[_FIRST], filled[_TWIN[_FIRST]]], axis=1), axis=1)  # NaN last
             count = np.isfinite(both).sum(axis=1)
-            low = both[_ROWS, np.maximum(count - 1, 0) // 2]
-            high = both[_ROWS, np.minimum(count // 2, both.shape[1] - 1)]
-            self._lengths = np.where(count >= self.min_samples, (low + high) / 2, np.nan)
+            low = both[_SET_ROWS, np.maximum(count - 1, 0) // 2]
+            high = both[_SET_ROWS, np.minimum(count // 2, both.shape[1] - 1)]
+            self._lengths = np.where(count >= self.min_samples, (low + high) / 2, np.nan)[_SET]
         return self._lengths.copy()
 
     def bounds(self) -> tuple[F64, F64]:
