@@ -31,7 +31,7 @@ SIZE = (272, 480)  # a quarter of the lab cameras' 1088x1920
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench-merge", help="cost of tracking and live 3D fusion in the coordinator")
     p.add_argument("--seconds", type=positive_float, default=3.0, help="per capacity round")
-    p.add_argument("--rounds", type=positive_int, default=5, help="alternating rounds, without and with (medians)")
+    p.add_argument("--rounds", type=positive_int, default=9, help="alternating rounds, without and with (medians)")
     p.add_argument("--windows", type=positive_int, default=3000, help="fusion windows timed")
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", type=Path)
