@@ -80,8 +80,10 @@ async def test_three_cameras_two_nodes_node_killed_and_joined(
 ) -> None:
     n1, n2 = node(models, "e2e-a"), node(models, "e2e-b")
     n3: NodeProcess | None = None
-    # A node starting up takes the CPU for ~2 s on this 2-core machine: give cameras that much queue (2 s at 20 FPS).
-    server = await coordinator(camera_queue=40)
+    # A node starting up takes the CPU for ~2 s on this 2-core machine, and in CI it once stalled the surviving
+    # node for 3.2 s (marked down: no answer to a frame), when a 2 s queue replaced 26 frames of a camera's 160:
+    # cameras get 4 s of queue (80 frames at 20 FPS).
+    server = await coordinator(camera_queue=80)
     try:
         async with PosefleetClient(f"127.0.0.1:{server.port}", tls=None) as client:
             await client.wait_for_nodes(2, timeout=20)
