@@ -28,11 +28,11 @@ def dlt(P: F64, xy: F64, w: F64) -> F64:
     if bad.any():
         w = np.where(bad, 0.0, w)
         xy = np.where(bad[..., None], 0.0, xy)
-    out = np.full((len(xy), 3), np.nan)
     enough = (w > 0).sum(axis=1) >= 2  # only these are solved
-    if not enough.all():
+    every = bool(enough.all())
+    if not every:
         if not enough.any():
-            return out
+            return np.full((len(xy), 3), np.nan)
         xy, w = xy[enough], w[enough]
     # Each view's rows x P3 - P1 and y P3 - P2: (J, C, 2, 4), made unit (pixel-scale rows would otherwise weigh
     # more) and weighted by the view's weight.
@@ -45,8 +45,9 @@ def dlt(P: F64, xy: F64, w: F64) -> F64:
     X = vectors[:, :, 0]
     solved = np.full((len(X), 3), np.nan)
     np.divide(X[:, :3], X[:, 3:], out=solved, where=X[:, 3:] != 0)
-    if len(solved) == len(out):
+    if every:
         return solved
+    out = np.full((len(enough), 3), np.nan)
     out[enough] = solved
     return out
 
