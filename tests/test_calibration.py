@@ -19,7 +19,7 @@ from posefleet.merge.boards import parse_board
 from posefleet.merge.calibration import CalibrationError, Camera, load_calibration, write_calibration
 from posefleet.merge.extrinsics import anchor, camera_from_points
 from posefleet.merge.intrinsics import calibrate_intrinsics
-from posefleet.merge.selfcal import LEG_TRUNK_OF_STATURE, calibrate_from_people
+from posefleet.merge.selfcal import LEG_TRUNK_OF_STATURE, SelfCalParams, calibrate_from_people
 
 LAB = "multiview/pose2sim"
 
@@ -204,6 +204,22 @@ def test_people_anchor_to_known_points_and_refuse_a_camera_they_never_share(asse
     report = {r.name: r for r in alone.report}
     assert not report["cam_04"].placed and "joints" in report["cam_04"].reason
     assert all(report[n].placed for n in ("cam_01", "cam_02", "cam_03"))
+
+
+@pytest.mark.parametrize(
+    ("outlier_px", "says"),
+    [(1e-6, "no joint is seen by two of the placed cameras"), (0.01, r"only \d+ joints agree")],
+)
+def test_people_whose_joints_all_disagree_with_the_placed_cameras_are_refused_saying_so(
+    assets: Path, outlier_px: float, says: str
+) -> None:
+    """An outlier radius no triangulated joint can meet leaves the adjustment nothing (or a handful of joints)
+    to work on: the run is refused with a ``CalibrationError`` (a live scene's calibration once failed here
+    with an IndexError from indexing by an empty list), not answered with a rig fitted to a dozen joints."""
+    reference = _qualisys(assets)
+    views = people_views(reference, 40, 2.0, seed=4)
+    with pytest.raises(CalibrationError, match=says):
+        calibrate_from_people(reference, views, params=SelfCalParams(outlier_px=outlier_px))
 
 
 def test_calibrate_people_cli_on_the_openpose_recording(assets: Path, tmp_path: Path) -> None:

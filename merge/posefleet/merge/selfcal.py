@@ -479,6 +479,11 @@ def _adjust(
     """Bundle adjustment of the placed cameras and the triangulated joints (``tracks`` with X)."""
     names = list(poses)
     live = _adjustable(tracks, poses)
+    if not live:
+        raise CalibrationError(
+            f"no joint is seen by two of the placed cameras ({', '.join(names)}) within {p.outlier_px:g} px of"
+            " their poses: nothing to adjust them on"
+        )
     cam_idx, pt_idx, obs_xy, obs_w = [], [], [], []
     for i, tr in enumerate(live):
         for n, (xy, conf) in tr.obs.items():
@@ -776,9 +781,16 @@ def _calibrate_once(
         _triangulate(live, cameras, poses, p.outlier_px)
         poses, live = _adjust(live, cameras, poses, p)
         # Pair the people again under the adjusted poses: the next round starts from every joint they share.
-        tracks = _tracks(_groups(list(poses), _pairs_from_poses(poses, obs, focal, p), len(views)), obs, p)
-        _triangulate(tracks, cameras, poses, p.outlier_px)
+        paired = _tracks(_groups(list(poses), _pairs_from_poses(poses, obs, focal, p), len(views)), obs, p)
+        _triangulate(paired, cameras, poses, p.outlier_px)
+        if not _adjustable(paired, poses):  # nobody paired again: this round's result stands
+            break
+        tracks = paired
     seconds["adjustment"] = time.perf_counter() - t0
+    if len(live) < p.min_place_joints:
+        raise CalibrationError(
+            f"only {len(live)} joints agree with the cameras' poses after the adjustment (need {p.min_place_joints})"
+        )
     R0, c0, _ = _world_frame(live, poses, names[0] if names[0] in poses else best.a)
     scale, source = 1.0, "no scale: the first pair's baseline is 1"
     skeletons = _skeletons(live)
