@@ -431,7 +431,7 @@ def test_the_bone_model_blames_the_outer_joint_and_learns_both_sides_as_one() ->
 def test_dlt_is_the_least_squares_point_of_its_unit_rows_and_refuses_single_views() -> None:
     """The DLT gives the least-squares point of its unit rows (fourth coordinate 1) on views 20 px off, as
     near the truth as the SVD's null vector (the homogeneous DLT, Pose2Sim's); a joint with fewer than two
-    weighted views is NaN and does not disturb the others."""
+    weighted views, or one ray given twice, is NaN and does not disturb the others."""
     from posefleet.merge.triangulation import dlt
 
     rng = np.random.default_rng(3)
@@ -460,6 +460,8 @@ def test_dlt_is_the_least_squares_point_of_its_unit_rows_and_refuses_single_view
         ours.append(np.linalg.norm(got[j] - truth[j, :3]))
         svd.append(np.linalg.norm(X[:3] / X[3] - truth[j, :3]))
     assert np.mean(ours) < 1.05 * np.mean(svd), (np.mean(ours), np.mean(svd))
+    twice = dlt(P[[0, 0]], xy[3:4, [0, 0]], np.ones((1, 2)))  # one ray twice: no point, not a guess
+    assert np.isnan(twice).all()
 
 
 def test_bones_of_several_people_are_blamed_at_once_as_one_at_a_time() -> None:
