@@ -428,6 +428,36 @@ def test_the_bone_model_blames_the_outer_joint_and_learns_both_sides_as_one() ->
     assert BoneModel().violations(giant)[15], "implausible lengths are refused before anything is learned"
 
 
+def test_limbs_are_held_to_a_human_height_until_learned_and_a_child_still_gets_hers() -> None:
+    """Before any limb is learned, a limb far from its share of 1.70 m (35% either way) is blamed, though no
+    plausible-length limit refuses it (a PoseNet participant's first frames gave a 0.44 m upper arm). A 1 m
+    child, one of whose thighs fits, gets her height from it once it is learned (10 samples); a toddler none
+    of whose limbs fit is held to it only for the first ``PRIOR_LEARNS`` learns. Both then keep every limb."""
+    from posefleet.merge.skeleton import LIMB_BONES, PRIOR_LEARNS, BoneModel, bone_lengths
+
+    body = person((0, 0), np.random.default_rng(0))
+    long_arm = body.copy()
+    long_arm[7] = long_arm[5] + (long_arm[7] - long_arm[5]) * 0.44 / np.linalg.norm(long_arm[7] - long_arm[5])
+    model = BoneModel()
+    assert model.violations(long_arm)[7] and not model.violations(body).any()
+    for scale, held in ((0.6, 10), (0.5, PRIOR_LEARNS)):  # a 1 m child: one thigh fits; a toddler: none
+        child = body.copy()
+        child[5:] = child[5:].mean(axis=0) + (child[5:] - child[5:].mean(axis=0)) * scale  # every limb scaled
+        child_model = BoneModel()
+        learns = 0
+        while child_model.violations(child).any():
+            assert learns < PRIOR_LEARNS + 20, scale
+            kept = child.copy()
+            kept[child_model.violations(child)] = np.nan  # what the fuser publishes, and so learns from
+            child_model.learn(kept)
+            learns += 1
+        assert learns == held, (scale, learns)  # the fitting thigh learned gives her height; else the prior ends
+        for _ in range(10):
+            assert not child_model.violations(child).any()
+            child_model.learn(child)
+        assert np.allclose(child_model.lengths()[: len(LIMB_BONES)], bone_lengths(child), rtol=0.05), scale
+
+
 def test_dlt_is_the_least_squares_point_of_its_unit_rows_and_refuses_single_views() -> None:
     """The DLT gives the least-squares point of its unit rows (fourth coordinate 1) on views 20 px off, as
     near the truth as the SVD's null vector (the homogeneous DLT, Pose2Sim's); a joint with fewer than two

@@ -22,6 +22,13 @@ PLAUSIBLE = np.array(
 #: Biomechanics): upper arm, forearm, thigh, shank; a bone not yet learned is expected at its share of the
 #: height its learned bones imply, with twice the tolerance (people's proportions vary).
 PROPORTION = np.array([0.186, 0.146, 0.186, 0.146, 0.245, 0.246, 0.245, 0.246] + [np.nan] * 4)
+#: Before any limb bone of a person is learned, limbs are expected at their share of this height (metres), within
+#: ``PRIOR_TOLERANCE`` of it (1.70 m +- 35%: 1.1 to 2.3 m tall), for the first ``PRIOR_LEARNS`` learns: a
+#: person outside that range (a small child) gets no limbs from it, so none is learned, and after those learns
+#: only the plausible lengths apply again.
+PRIOR_HEIGHT = 1.70
+PRIOR_TOLERANCE = 0.35
+PRIOR_LEARNS = 60
 #: COCO keypoint order with left and right exchanged (a 2D pose whose sides a model mixed up).
 MIRROR = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
 #: Learns between two recomputations of the lengths once every bone's window is full (``BoneModel.learn``).
@@ -100,6 +107,7 @@ class BoneModel:
         self._lengths: F64 | None = None
         self._bounds: tuple[F64, F64] | None = None
         self._learned = phase
+        self._learns = 0
 
     def lengths(self) -> F64:
         """The learned length of each bone of ``BONES`` (NaN until trusted)."""
@@ -115,18 +123,22 @@ class BoneModel:
     def bounds(self) -> tuple[F64, F64]:
         """(B,) each bone's expected length and how far off it may be (metres; NaN: anything plausible). The
         length: learned, else its share of the height the learned limb bones imply (then twice the tolerance),
-        else NaN. Computed once per ``learn``."""
+        else, for a limb in the first ``PRIOR_LEARNS`` learns, its share of ``PRIOR_HEIGHT`` (within
+        ``PRIOR_TOLERANCE``), else NaN. Computed once per ``learn``."""
         if self._bounds is not None:
             return self._bounds
         learned = self.lengths()
         tolerance = np.full(len(BONES), self.tolerance)
         known = np.isfinite(learned) & np.isfinite(PROPORTION)
+        guess = ~np.isfinite(learned) & np.isfinite(PROPORTION)
         if known.any():
             ratios = np.sort(learned[known] / PROPORTION[known])
             height = float(ratios[(len(ratios) - 1) // 2] + ratios[len(ratios) // 2]) / 2  # their median
-            guess = ~np.isfinite(learned) & np.isfinite(PROPORTION)
             learned[guess] = PROPORTION[guess] * height
             tolerance[guess] = 2 * self.tolerance
+        elif self._learns < PRIOR_LEARNS:
+            learned[guess] = PROPORTION[guess] * PRIOR_HEIGHT
+            tolerance[guess] = PRIOR_TOLERANCE
         self._bounds = (learned, tolerance * learned)
         return self._bounds
 
@@ -148,8 +160,13 @@ class BoneModel:
         self._samples[rows, self._next[rows] % self.window] = now[rows]
         self._next[rows] += 1
         self._learned += 1
+        self._learns += 1
         # While a bone's window fills, every sample moves its median: lengths are recomputed at each learn
         # (computing them every few learns then lost frames: measured). Once every bone learnt now has a full
         # window, a median of 2 x ``window`` samples barely moves: every ``REFRESH_EVERY`` learns.
-        if (self._next[rows] <= self.window).any() or self._learned % REFRESH_EVERY == 0:
+        if (
+            (self._next[rows] <= self.window).any()
+            or self._learned % REFRESH_EVERY == 0
+            or self._learns == PRIOR_LEARNS
+        ):
             self._lengths = self._bounds = None
