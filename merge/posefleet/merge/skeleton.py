@@ -23,9 +23,9 @@ PLAUSIBLE = np.array(
 #: height its learned bones imply, with twice the tolerance (people's proportions vary).
 PROPORTION = np.array([0.186, 0.146, 0.186, 0.146, 0.245, 0.246, 0.245, 0.246] + [np.nan] * 4)
 #: Before any limb bone of a person is learned, limbs are expected at their share of this height (metres), within
-#: ``PRIOR_TOLERANCE`` of it (1.70 m +- 35%: 1.1 to 2.3 m tall), for the first ``PRIOR_LEARNS`` learns: a
-#: person outside that range (a small child) gets no limbs from it, so none is learned, and after those learns
-#: only the plausible lengths apply again.
+#: ``PRIOR_TOLERANCE`` of it (1.70 m +- 35%: 1.1 to 2.3 m tall), for the first ``PRIOR_LEARNS`` learns. One limb
+#: learned gives the person's own height; a person none of whose limbs fits (a small child) learns none while
+#: it holds, and after those learns only the plausible lengths apply.
 PRIOR_HEIGHT = 1.70
 PRIOR_TOLERANCE = 0.35
 PRIOR_LEARNS = 60
@@ -107,7 +107,7 @@ class BoneModel:
         self._lengths: F64 | None = None
         self._bounds: tuple[F64, F64] | None = None
         self._learned = phase
-        self._learns = 0
+        self._learn_count = 0
 
     def lengths(self) -> F64:
         """The learned length of each bone of ``BONES`` (NaN until trusted)."""
@@ -136,7 +136,7 @@ class BoneModel:
             height = float(ratios[(len(ratios) - 1) // 2] + ratios[len(ratios) // 2]) / 2  # their median
             learned[guess] = PROPORTION[guess] * height
             tolerance[guess] = 2 * self.tolerance
-        elif self._learns < PRIOR_LEARNS:
+        elif self._learn_count < PRIOR_LEARNS:
             learned[guess] = PROPORTION[guess] * PRIOR_HEIGHT
             tolerance[guess] = PRIOR_TOLERANCE
         self._bounds = (learned, tolerance * learned)
@@ -160,13 +160,13 @@ class BoneModel:
         self._samples[rows, self._next[rows] % self.window] = now[rows]
         self._next[rows] += 1
         self._learned += 1
-        self._learns += 1
+        self._learn_count += 1
         # While a bone's window fills, every sample moves its median: lengths are recomputed at each learn
         # (computing them every few learns then lost frames: measured). Once every bone learnt now has a full
         # window, a median of 2 x ``window`` samples barely moves: every ``REFRESH_EVERY`` learns.
         if (
             (self._next[rows] <= self.window).any()
             or self._learned % REFRESH_EVERY == 0
-            or self._learns == PRIOR_LEARNS
+            or self._learn_count == PRIOR_LEARNS
         ):
             self._lengths = self._bounds = None
