@@ -106,7 +106,7 @@ class BoneModel:
         self._next = np.zeros(len(BONES), np.int64)
         self._lengths: F64 | None = None
         self._bounds: tuple[F64, F64] | None = None
-        self._learned = phase
+        self._phase = phase
         self._learn_count = 0
 
     def lengths(self) -> F64:
@@ -159,14 +159,13 @@ class BoneModel:
         rows = np.flatnonzero(ok)
         self._samples[rows, self._next[rows] % self.window] = now[rows]
         self._next[rows] += 1
-        self._learned += 1
         self._learn_count += 1
         # While a bone's window fills, every sample moves its median: lengths are recomputed at each learn
         # (computing them every few learns then lost frames: measured). Once every bone learnt now has a full
         # window, a median of 2 x ``window`` samples barely moves: every ``REFRESH_EVERY`` learns.
         if (
             (self._next[rows] <= self.window).any()
-            or self._learned % REFRESH_EVERY == 0
+            or (self._learn_count + self._phase) % REFRESH_EVERY == 0
             or self._learn_count == PRIOR_LEARNS
         ):
             self._lengths = self._bounds = None
