@@ -128,7 +128,8 @@ class LiveScene:
             for c, r in window.views.items()
             if r.status == pose_pb2.RESULT_STATUS_OK
         }
-        self.fusion.submit(serialized, (window.start + window.end) / 2, PackedPoses.pack(poses))
+        if not self.fusion.submit(serialized, (window.start + window.end) / 2, PackedPoses.pack(poses)):
+            self.skipped += 1
 
     def fused(self, fused: FusedWindow) -> None:
         """A window came back fused: count it and hand it to every subscriber."""
