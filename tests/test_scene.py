@@ -99,6 +99,10 @@ def test_bad_scene_settings_stop_the_coordinator_with_one_line(calibration: Path
             "scene lab: camera cam_09 is not in the calibration",
         ),
         ({"calibration": str(calibration), "cameras": {"cam_01": "a"}}, "a scene needs at least 2 cameras"),
+        (
+            {"calibration": str(calibration), "cameras": {f"c{i}": f"c{i}" for i in range(64)}},
+            "a scene has at most 63 cameras",
+        ),
     ]
     for scene, message in cases:
         config = tmp_path / "c.json"
@@ -447,3 +451,52 @@ async def test_the_fusion_worker_answers_every_window_once_in_order_in_batches_u
     assert begins == sorted(set(begins)), "each window once, in order"
     assert all(len(w.views) == 4 and len(w.persons) == 3 for w in windows)
     assert batches < len(windows), (batches, len(windows))
+
+
+def test_a_3d_person_is_written_as_the_generated_classes_write_it() -> None:
+    """``fusion._person`` writes a Person3D's joints directly (``wire_bytes``): parsed, it is the message the
+    generated classes build, for joints not triangulated (NaN, 0 views), several camera sets, a large id."""
+    from posefleet.coordinator import fusion
+    from posefleet.merge.scene import Person3D
+
+    rng = np.random.default_rng(1)
+    names = ["cam_01", "cam_02", "cam_03", "cam_04"]
+    used = rng.random((17, 4)) < 0.6
+    used[3] = False
+    points = rng.normal(size=(17, 3))
+    points[3] = np.nan
+    error = rng.random(17) * 9
+    error[3] = np.nan
+    person = Person3D(
+        id=300,
+        points=points,
+        score=rng.random(17),
+        views=used.sum(axis=1),
+        error_px=error,
+        used=used,
+        cameras={"cam_02": 1, "cam_04": 0},
+        camera_error_px={},
+    )
+    view = pose_pb2.PoseResult(camera_id="cam_02")
+    view.poses.add()
+    view.poses.add(track_id=7)
+    views = {"cam_02": view, "cam_04": pose_pb2.PoseResult(camera_id="cam_04")}
+
+    expected = coordinator_pb2.Person3D(id=300)
+    for j, name in enumerate(COCO_KEYPOINTS):
+        x, y, z = points[j]
+        expected.joints.add(
+            name=name,
+            x=x,
+            y=y,
+            z=z,
+            score=person.score[j],
+            views=int(used[j].sum()),
+            reprojection_error_px=0.0 if np.isnan(error[j]) else error[j],
+            cameras=[n for c, n in enumerate(names) if used[j, c]],
+        )
+    expected.views.add(camera_id="cam_02", pose_index=1, track_id=7)
+    expected.views.add(camera_id="cam_04", pose_index=0, track_id=0)
+    got = coordinator_pb2.Person3D.FromString(fusion._person(person, views, names))
+    assert got.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
+    assert np.isnan(got.joints[3].x) and got.joints[3].views == 0 and not got.joints[3].cameras

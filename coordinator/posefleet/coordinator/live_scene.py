@@ -13,6 +13,7 @@ from posefleet.coordinator.fusion import FusedWindow, Fusion, InlineFusion
 from posefleet.coordinator.keypoint_arrays import F32, PackedPoses, keypoint_arrays
 from posefleet.coordinator.settings import SceneSettings
 from posefleet.coordinator.subscribers import Backlog
+from posefleet.coordinator.wire_bytes import embedded
 from posefleet.merge.association import AssociationParams
 from posefleet.merge.calibration import CalibrationError, Camera, load_calibration
 from posefleet.merge.scene import FusionParams
@@ -23,22 +24,6 @@ log = logging.getLogger("posefleet.coordinator")
 
 #: ``SceneResult.views``' field number: a window's results are appended to it already serialized.
 _VIEWS = coordinator_pb2.SceneResult.DESCRIPTOR.fields_by_name["views"].number
-
-
-def _embedded(field: int, payload: bytes) -> bytes:
-    """``payload`` (a serialized message) as one occurrence of message field ``field``: its tag, its length,
-    itself. Appending these to a serialized message is what setting the field would serialize to (the
-    protobuf wire format), without copying each view into the window first (half the window's cost)."""
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload  # wire type 2: length-delimited
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 class LiveScene:
@@ -121,7 +106,7 @@ class LiveScene:
         )
         out.window_start.FromMilliseconds(round(window.start))
         serialized = out.SerializeToString() + b"".join(
-            _embedded(_VIEWS, window.views[c].SerializeToString()) for c in sorted(window.views)
+            embedded(_VIEWS, window.views[c].SerializeToString()) for c in sorted(window.views)
         )
         poses = {
             c: window.poses[c] if c in window.poses else keypoint_arrays(r)

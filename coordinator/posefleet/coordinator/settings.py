@@ -31,6 +31,10 @@ class TrackingSettings(BaseModel):
     one_euro_derivative_cutoff: float = Field(1.0, gt=0)
 
 
+#: Cameras one scene fuses at most.
+MAX_SCENE_CAMERAS = 63
+
+
 class SceneSettings(BaseModel):
     """A calibrated scene: cameras fused into 3D people."""
 
@@ -57,6 +61,8 @@ class SceneSettings(BaseModel):
     def _cameras(cls, value: dict[str, str]) -> dict[str, str]:
         if len(value) < 2:
             raise ValueError("a scene needs at least 2 cameras")
+        if len(value) > MAX_SCENE_CAMERAS:
+            raise ValueError(f"a scene has at most {MAX_SCENE_CAMERAS} cameras (each joint's are one 64-bit mask)")
         if len(set(value.values())) != len(value):
             raise ValueError("two calibration cameras map to the same camera id")
         return value
