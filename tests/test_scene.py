@@ -500,3 +500,20 @@ def test_a_3d_person_is_written_as_the_generated_classes_write_it() -> None:
     got = coordinator_pb2.Person3D.FromString(fusion._person(person, views, names))
     assert got.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
     assert np.isnan(got.joints[3].x) and got.joints[3].views == 0 and not got.joints[3].cameras
+
+
+def test_bench_merge_cli_measures_fusion_and_routing(tmp_path: Path) -> None:
+    """A short real run of ``posefleet bench-merge``: fusion timed over its passes (3 people found in every
+    window) and alternating routing rounds with and without the scene, every window fused or skipped."""
+    out = tmp_path / "merge.json"
+    args = ["bench-merge", "--seconds", "0.5", "--rounds", "1", "--windows", "60", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "posefleet.cli", *args], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    fusion, capacity = report["fusion"], report["capacity"]
+    assert fusion["persons_mean"] == 3.0 and fusion["windows"] == 60
+    assert 0 < fusion["p50_ms"] <= fusion["p99_ms"] and fusion["p99_of_window_medians_ms"] > 0
+    assert capacity["tracking_only_fps"] > 0 and capacity["with_fusion_fps"] > 0
+    assert sum(report["windows"]["fused"]) > 0
