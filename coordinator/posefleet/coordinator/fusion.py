@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import errno
+import functools
 import logging
 import multiprocessing
 import os
@@ -102,15 +103,24 @@ class WindowFuser:
 _SCENE = {f.name: f.number for f in coordinator_pb2.SceneResult.DESCRIPTOR.fields}
 _PERSON = {f.name: f.number for f in coordinator_pb2.Person3D.DESCRIPTOR.fields}
 _JOINT = {f.name: f.number for f in coordinator_pb2.Joint3D.DESCRIPTOR.fields}
-#: A joint's fields from x to its reprojection error, each after its tag: x, y, z, score (floats), views (a
-#: varint below 128: a scene has at most 63 cameras), the error (float).
+#: A joint's fields from x to its reprojection error, each after its one-byte tag: x, y, z, score (floats), views
+#: (a varint below 128: a scene has at most 63 cameras), the error (float).
 _JOINT_VALUES = struct.Struct("<BfBfBfBfBBBf")
-_JOINT_TAGS = [
-    _JOINT[name] << 3 | (VARINT if name == "views" else FIXED32)
+_JOINT_TAG_BYTES = [
+    tag(_JOINT[name], VARINT if name == "views" else FIXED32)
     for name in ("x", "y", "z", "score", "views", "reprojection_error_px")
 ]
+if any(len(t) != 1 for t in _JOINT_TAG_BYTES):  # a field numbered 16 or more: its tag takes two bytes
+    raise ImportError("Joint3D's fields x to reprojection_error_px must be numbered below 16 (one-byte tags)")
+_JOINT_TAGS = [t[0] for t in _JOINT_TAG_BYTES]
 _JOINT_NAMES = [embedded(_JOINT["name"], name.encode()) for name in COCO_KEYPOINTS]
 _JOINTS_TAG = tag(_PERSON["joints"], LENGTH)
+
+
+@functools.lru_cache(maxsize=64)  # one entry per scene's camera list
+def _camera_fields(names: tuple[str, ...]) -> tuple[bytes, ...]:
+    """Each camera's name as a Joint3D ``cameras`` field (encoded once per scene, not per person)."""
+    return tuple(embedded(_JOINT["cameras"], n.encode()) for n in names)
 
 
 def _person(person: Person3D, views: dict[str, pose_pb2.PoseResult], names: list[str]) -> bytes:
@@ -120,7 +130,7 @@ def _person(person: Person3D, views: dict[str, pose_pb2.PoseResult], names: list
     pack = _JOINT_VALUES.pack
     errors = np.where(np.isnan(person.error_px), 0.0, person.error_px).tolist()
     masks = (person.used.astype(np.int64) @ (1 << np.arange(len(names)))).tolist()  # each joint's cameras, as bits
-    each = [embedded(_JOINT["cameras"], n.encode()) for n in names]
+    each = _camera_fields(tuple(names))
     cameras: dict[int, bytes] = {}
     out = [tag(_PERSON["id"], VARINT) + varint(person.id)]
     for name, (x, y, z), score, count, error, mask in zip(
