@@ -428,6 +428,33 @@ def test_the_bone_model_blames_the_outer_joint_and_learns_both_sides_as_one() ->
     assert BoneModel().violations(giant)[15], "implausible lengths are refused before anything is learned"
 
 
+def test_the_bone_model_keeps_the_median_of_its_last_window_and_trusts_widths_after_as_many_skeletons() -> None:
+    """Lengths are the median of the last ``window`` samples (the oldest leave as new ones come), the same
+    as a median computed from scratch; a width (its own twin) is trusted after as many skeletons as a limb."""
+    from posefleet.merge.skeleton import BONES, BoneModel, bone_lengths
+
+    rng = np.random.default_rng(3)
+    body = person((0, 0), rng)
+    model = BoneModel(window=7, min_samples=10, tolerance=0.2)
+    shoulders, upper_left, upper_right = BONES.index((5, 6)), BONES.index((5, 7)), BONES.index((6, 8))
+    seen = []
+    for i in range(25):
+        if i == 4:
+            trusted = np.isfinite(model.lengths())
+            assert not trusted[shoulders] and not trusted[upper_left], "4 skeletons: 8 limb samples, 4 widths"
+        if i == 5:
+            trusted = np.isfinite(model.lengths())
+            assert trusted[shoulders] and trusted[upper_left], "5 skeletons: both trusted"
+        skeleton = body + rng.normal(0.0, 0.01, body.shape)
+        seen.append(bone_lengths(skeleton, BONES))
+        model.learn(skeleton)
+    last = np.array(seen[-7:])
+    lengths = model.lengths()
+    assert lengths[shoulders] == pytest.approx(np.median(last[:, shoulders]), abs=1e-12)
+    both_sides = np.concatenate([last[:, upper_left], last[:, upper_right]])
+    assert lengths[upper_left] == lengths[upper_right] == pytest.approx(np.median(both_sides), abs=1e-12)
+
+
 def test_limbs_are_held_to_a_human_height_until_learned_and_a_child_still_gets_hers() -> None:
     """Before any limb is learned, a limb far from its share of 1.70 m (35% either way) is blamed, though no
     plausible-length limit refuses it (a PoseNet participant's first frames gave a 0.44 m upper arm). A 1 m

@@ -548,7 +548,7 @@ class SceneFuser:
                     np.full_like(person.points, np.nan),
                     np.full(len(person.points), -np.inf),
                     t_ms,
-                    BoneModel(p.bone_window, p.bone_min_samples, p.bone_tolerance, phase=track_id),
+                    BoneModel(p.bone_window, p.bone_min_samples, p.bone_tolerance),
                     smoother=OneEuroFilter(p.one_euro) if p.smoothing else None,
                 )
                 self._tracks.append(track)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left, insort
+
 import numpy as np
 import numpy.typing as npt
 
@@ -31,17 +34,18 @@ PRIOR_TOLERANCE = 0.35
 PRIOR_LEARNS = 60
 #: COCO keypoint order with left and right exchanged (a 2D pose whose sides a model mixed up).
 MIRROR = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
-#: Learns between two recomputations of the lengths once every bone's window is full (``BoneModel.learn``).
-REFRESH_EVERY = 4
 _A = np.array([a for a, _ in BONES])
 _B = np.array([b for _, b in BONES])
-_TWIN = np.array(TWIN)
 #: One bone of each twin pair (and the bones that are their own twin): a pair's samples are one set.
-_FIRST = np.array([b for b, twin in enumerate(TWIN) if b <= twin])
-_SET = np.array([_FIRST.tolist().index(min(b, twin)) for b, twin in enumerate(TWIN)])  # bone -> its set
-_SET_ROWS = np.arange(len(_FIRST))
+_FIRST = [b for b, twin in enumerate(TWIN) if b <= twin]
+_SET_OF = [_FIRST.index(min(b, twin)) for b, twin in enumerate(TWIN)]  # bone -> its set
+#: A bone that is its own twin (shoulder and hip widths) counts each sample twice towards ``min_samples``: a
+#: skeleton gives it one where it gives a pair two, and both are trusted after as many skeletons.
+_WEIGHT = [2 if TWIN[b] == b else 1 for b in _FIRST]
+_SHARE = PROPORTION.tolist()
 _ROWS = np.arange(len(BONES))
 _LOW, _HIGH = PLAUSIBLE[:, 0].copy(), PLAUSIBLE[:, 1].copy()
+_LOW_OF, _HIGH_OF = _LOW.tolist(), _HIGH.tolist()
 _LIMBS = len(LIMB_BONES)
 _INCIDENCE = np.zeros((len(BONES), 17), np.int64)  # bone -> its two COCO joints
 _INCIDENCE[_ROWS, _A] = 1
@@ -96,29 +100,35 @@ class BoneModel:
     ``violations`` names the joints whose bones break that shape by more than ``tolerance`` (a fraction of
     the learned length) or have a length no person has."""
 
-    def __init__(self, window: int = 120, min_samples: int = 10, tolerance: float = 0.2, phase: int = 0) -> None:
-        """``phase``: which of every ``REFRESH_EVERY`` learns recomputes the lengths once the windows are full
-        (people of one scene given different phases do not all pay for it in the same window)."""
+    def __init__(self, window: int = 120, min_samples: int = 10, tolerance: float = 0.2) -> None:
         self.window = window
         self.min_samples = min_samples
         self.tolerance = tolerance
-        self._samples = np.full((len(BONES), window), np.nan)  # a ring buffer per bone
-        self._next = np.zeros(len(BONES), np.int64)
-        self._lengths: F64 | None = None
+        self._samples: list[list[float]] = [[] for _ in BONES]  # a ring buffer per bone, up to ``window`` long
+        self._next = [0] * len(BONES)  # each ring's next slot
+        # Each twin pair's samples kept sorted (a sample in at ``learn``, the one its ring slot held out): the
+        # median is read at every learn for a few microseconds, where sorting the windows cost ~30 (measured).
+        self._sorted: list[list[float]] = [[] for _ in _FIRST]
+        self._learned: list[float] | None = None  # each bone's median (NaN until trusted), after a learn
         self._bounds: tuple[F64, F64] | None = None
-        self._phase = phase
         self._learn_count = 0
+
+    def _medians(self) -> list[float]:
+        """Each bone's learned length (NaN until trusted), in plain floats: a dozen of them are read faster
+        than numpy calls on them (this runs for every person of every window)."""
+        if self._learned is None:
+            sets = [
+                (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2
+                if len(values) * weight >= self.min_samples
+                else math.nan
+                for values, weight in zip(self._sorted, _WEIGHT, strict=True)
+            ]
+            self._learned = [sets[row] for row in _SET_OF]
+        return self._learned
 
     def lengths(self) -> F64:
         """The learned length of each bone of ``BONES`` (NaN until trusted)."""
-        if self._lengths is None:
-            filled = self._samples[:, : min(self.window, max(1, int(self._next.max())))]  # the rest is NaN yet
-            both = np.sort(np.concatenate([filled[_FIRST], filled[_TWIN[_FIRST]]], axis=1), axis=1)  # NaN last
-            count = np.isfinite(both).sum(axis=1)
-            low = both[_SET_ROWS, np.maximum(count - 1, 0) // 2]
-            high = both[_SET_ROWS, np.minimum(count // 2, both.shape[1] - 1)]
-            self._lengths = np.where(count >= self.min_samples, (low + high) / 2, np.nan)[_SET]
-        return self._lengths.copy()
+        return np.array(self._medians())
 
     def bounds(self) -> tuple[F64, F64]:
         """(B,) each bone's expected length and how far off it may be (metres; NaN: anything plausible). The
@@ -127,19 +137,23 @@ class BoneModel:
         ``PRIOR_TOLERANCE``), else NaN. Computed once per ``learn``."""
         if self._bounds is not None:
             return self._bounds
-        learned = self.lengths()
-        tolerance = np.full(len(BONES), self.tolerance)
-        known = np.isfinite(learned) & np.isfinite(PROPORTION)
-        guess = ~np.isfinite(learned) & np.isfinite(PROPORTION)
-        if known.any():
-            ratios = np.sort(learned[known] / PROPORTION[known])
-            height = float(ratios[(len(ratios) - 1) // 2] + ratios[len(ratios) // 2]) / 2  # their median
-            learned[guess] = PROPORTION[guess] * height
-            tolerance[guess] = 2 * self.tolerance
+        expected = list(self._medians())
+        tolerance = [self.tolerance] * len(BONES)
+        ratios = sorted(expected[b] / _SHARE[b] for b in range(_LIMBS) if expected[b] == expected[b])
+        if ratios:
+            height: float | None = (ratios[(len(ratios) - 1) // 2] + ratios[len(ratios) // 2]) / 2  # their median
+            guess_tolerance = 2 * self.tolerance
         elif self._learn_count < PRIOR_LEARNS:
-            learned[guess] = PROPORTION[guess] * PRIOR_HEIGHT
-            tolerance[guess] = PRIOR_TOLERANCE
-        self._bounds = (learned, tolerance * learned)
+            height, guess_tolerance = PRIOR_HEIGHT, PRIOR_TOLERANCE
+        else:
+            height = None
+        if height is not None:
+            for b in range(_LIMBS):
+                if expected[b] != expected[b]:  # NaN: not learned
+                    expected[b] = _SHARE[b] * height
+                    tolerance[b] = guess_tolerance
+        lengths = np.array(expected)
+        self._bounds = (lengths, np.array(tolerance) * lengths)
         return self._bounds
 
     def violations(self, points: F64, error_px: F64 | None = None) -> npt.NDArray[np.bool_]:
@@ -152,20 +166,20 @@ class BoneModel:
     def learn(self, points: F64) -> None:
         """Add this skeleton's plausible bones (those with both ends), unless far (twice the tolerance) from a
         length already learned: a person whose shape was learned wrong still converges, slowly."""
-        now = bone_lengths(points, BONES)
-        learned = self._lengths if self._lengths is not None else self.lengths()
-        far = np.abs(now - learned) > 2 * self.tolerance * learned  # NaN (nothing learned) compares False
-        ok = (now >= _LOW) & (now <= _HIGH) & ~far
-        rows = np.flatnonzero(ok)
-        self._samples[rows, self._next[rows] % self.window] = now[rows]
-        self._next[rows] += 1
+        now = bone_lengths(points, BONES).tolist()
+        learned, far = self._medians(), 2 * self.tolerance
+        for bone, length in enumerate(now):
+            usual = learned[bone]
+            if not _LOW_OF[bone] <= length <= _HIGH_OF[bone] or abs(length - usual) > far * usual:  # NaN: False
+                continue
+            ring, values = self._samples[bone], self._sorted[_SET_OF[bone]]
+            insort(values, length)
+            if len(ring) < self.window:
+                ring.append(length)
+            else:  # the oldest sample leaves the window
+                slot = self._next[bone]
+                del values[bisect_left(values, ring[slot])]
+                ring[slot] = length
+                self._next[bone] = (slot + 1) % self.window
         self._learn_count += 1
-        # While a bone's window fills, every sample moves its median: lengths are recomputed at each learn
-        # (computing them every few learns then lost frames: measured). Once every bone learnt now has a full
-        # window, a median of 2 x ``window`` samples barely moves: every ``REFRESH_EVERY`` learns.
-        if (
-            (self._next[rows] <= self.window).any()
-            or (self._learn_count + self._phase) % REFRESH_EVERY == 0
-            or self._learn_count == PRIOR_LEARNS
-        ):
-            self._lengths = self._bounds = None
+        self._learned = self._bounds = None
