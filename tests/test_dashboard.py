@@ -154,8 +154,8 @@ def text_of(driver: Any, css: str) -> str:
 
 def test_the_dashboard_in_a_real_browser(models: dict[str, Path], assets: Path, tmp_path: Path) -> None:
     """Chromium (headless, the distribution's) on a cluster streaming the sample clip: the camera tile shows
-    the skeleton in its track's colour at the keypoints, the FPS number moves, a killed node turns unhealthy
-    on the page within 3 s."""
+    the skeleton in its track's colour at the keypoints, the FPS number follows the stream (positive while it
+    streams, 0 once it ends), a killed node turns unhealthy on the page within 3 s."""
     driver = chromium()  # first: a browser that cannot start leaves no cluster behind
     cluster = dashboard_cluster(tmp_path, models["posenet075"], ["door"])
     try:
@@ -165,12 +165,12 @@ def test_the_dashboard_in_a_real_browser(models: dict[str, Path], assets: Path, 
         deadline = time.monotonic() + 30
         fps: list[str] = []
         people: list[str] = []
-        while time.monotonic() < deadline and (len(set(fps)) < 2 or "1" not in people):
+        while time.monotonic() < deadline and (not any(float(f) > 0 for f in fps) or "1" not in people):
             if cell := text_of(driver, '[data-camera="door"] .fps'):
                 fps.append(cell)
             people.append(text_of(driver, '[data-camera="door"] .people'))
             time.sleep(0.5)
-        assert len(set(fps)) >= 2 and float(fps[-1]) > 0, f"the FPS number updates: {fps}"
+        assert any(float(f) > 0 for f in fps), f"the FPS number shows the stream: {fps}"
         # One person in the clip: tracked poses, never the decoder's fragments (0 only before the first answer).
         assert "1" in people and set(people) <= {"", "0", "1"}, people
         assert not driver.find_element(By.ID, "weak").is_selected(), "untracked poses hidden by default"
@@ -186,8 +186,13 @@ def test_the_dashboard_in_a_real_browser(models: dict[str, Path], assets: Path, 
             time.sleep(0.1)
         seen_after = time.monotonic() - killed
         assert health == "unhealthy" and seen_after <= 3.0, (health, seen_after)
-        camera.wait(timeout=60)  # the clip ends: the tile keeps its last frame and skeleton
+        camera.wait(timeout=60)  # the clip ends: the tile keeps its last frame and skeleton, its FPS falls to 0
         time.sleep(1.5)
+        ended = time.monotonic()
+        while time.monotonic() - ended < 15 and float(text_of(driver, '[data-camera="door"] .fps') or "nan") != 0:
+            time.sleep(0.5)
+        fps.append(text_of(driver, '[data-camera="door"] .fps'))
+        assert float(fps[-1]) == 0, f"the FPS number follows the stream (its rate is over the last 5 s): {fps}"
         shown = driver.execute_script(
             "const t = tiles.get('door'); const r = t.canvas.getBoundingClientRect();"
             "return {poses: t.posesShown, width: t.cam.width, left: r.left, top: r.top, cw: t.canvas.width};"
