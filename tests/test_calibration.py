@@ -7,6 +7,7 @@ its Qualisys calibration (``bench-calibration`` measures the figures)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -14,12 +15,21 @@ import numpy as np
 import pytest
 from nodes import run_cli
 from people import people_views
-from posefleet.bench.calibration import PLATFORM, aligned_errors, clicks
+from posefleet.bench.calibration import PLATFORM, clicks
 from posefleet.merge.boards import parse_board
 from posefleet.merge.calibration import CalibrationError, Camera, load_calibration, write_calibration
-from posefleet.merge.extrinsics import anchor, camera_from_points
+from posefleet.merge.extrinsics import anchor, camera_from_points, rig_differences, transform
 from posefleet.merge.intrinsics import calibrate_intrinsics
-from posefleet.merge.selfcal import LEG_TRUNK_OF_STATURE, SelfCalParams, calibrate_from_people
+from posefleet.merge.selfcal import (
+    LEG_TRUNK_OF_STATURE,
+    STARTS_AGREE,
+    CameraReport,
+    SelfCalParams,
+    SelfCalResult,
+    calibrate_from_people,
+    start_disagreement,
+    starts_verdict,
+)
 
 LAB = "multiview/pose2sim"
 
@@ -35,7 +45,7 @@ def _people_cli(
     the best similarity alignment to ``reference``, and what it printed."""
     done = run_cli(*args, "--out", tmp_path / "people.toml")
     assert done.returncode == 0, done.stderr
-    _, errors = aligned_errors(load_calibration(tmp_path / "people.toml"), reference)
+    _, errors = rig_differences(load_calibration(tmp_path / "people.toml"), reference)
     return errors, done.stdout
 
 
@@ -181,10 +191,38 @@ def test_people_place_every_camera_of_a_rendered_scene(assets: Path) -> None:
     reference = _qualisys(assets)
     result = calibrate_from_people(reference, people_views(reference, 60, 2.0, seed=1))
     assert result.placed == list(reference)
-    scale, errors = aligned_errors({n: result.cameras[n] for n in result.placed}, reference)
+    scale, errors = rig_differences({n: result.cameras[n] for n in result.placed}, reference)
     assert all(e[0] < 0.04 and e[1] < 1.0 for e in errors.values()), errors
     assert abs(scale - 1) < 0.03, scale
     assert abs(LEG_TRUNK_OF_STATURE - 0.779) < 1e-9
+
+
+def test_the_starts_check_measures_how_far_other_rigs_lie_and_warns_past_its_limit(assets: Path) -> None:
+    """``start_disagreement``: another start's rig that is this one under a similarity (moved, turned,
+    scaled) agrees; one with a camera 1 m off disagrees by 1 m over the rig's size; one that placed fewer
+    than 3 of the cameras cannot be compared. The verdict warns past ``STARTS_AGREE``."""
+    reference = _qualisys(assets)
+    names = list(reference)
+
+    def result(cameras: dict[str, Camera]) -> SelfCalResult:
+        return SelfCalResult(cameras, [CameraReport(n, n in cameras) for n in names], 100, 10, "test")
+
+    chosen = result(dict(reference))
+    turn = cv2.Rodrigues(np.array([0.1, -0.2, 0.3]))[0]
+    same = result(transform(dict(reference), 0.5, turn, np.array([1.0, 2.0, 0.5])))
+    assert start_disagreement(chosen, [same]) < 1e-9
+    moved = dict(reference)
+    first = names[0]
+    moved[first] = replace(moved[first], t=moved[first].t - moved[first].R @ np.array([1.0, 0.0, 0.0]))
+    centres = np.stack([c.center for c in reference.values()])
+    size = np.linalg.norm(centres - centres.mean(axis=0), axis=1).mean()
+    gap = start_disagreement(chosen, [same, result(moved)])
+    assert 0.5 / size < gap <= 1.0 / size, (gap, size)  # the similarity shares the 1 m among the cameras
+    assert np.isnan(start_disagreement(chosen, [result({n: reference[n] for n in names[:2]})]))
+    assert np.isnan(start_disagreement(chosen, []))
+    assert "starts agree" in starts_verdict(STARTS_AGREE / 2)
+    assert starts_verdict(gap).startswith("WARNING: the starts disagree") and "metres off" in starts_verdict(gap)
+    assert "could not be checked" in starts_verdict(float("nan"))
 
 
 def test_people_anchor_to_known_points_and_refuse_a_camera_they_never_share(assets: Path) -> None:
@@ -246,6 +284,9 @@ def test_calibrate_people_cli_on_the_openpose_recording(assets: Path, tmp_path: 
     assert all(c["placed"] and c["error_px"] < 15 for c in report["cameras"]), report["cameras"]
     assert 0 < report["bone_spread"] < 0.2, report["bone_spread"]  # 0.14 measured: the people's bones stay rigid
     assert f"limb lengths vary {report['bone_spread']:.0%}" in done.stdout, done.stdout
+    # Its three starts land on one rig (0.000 measured): the check reports it, no warning.
+    assert report["start_disagreement"] <= 0.03 and not report["ambiguous"], report["start_disagreement"]
+    assert "starts agree" in done.stdout and "WARNING" not in done.stdout, done.stdout
     short = tmp_path / "short"
     short.mkdir()
     for path in sorted((assets / LAB / "openpose-2d" / "cam04_json").iterdir())[:50]:

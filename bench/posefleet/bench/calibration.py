@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -42,28 +43,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", type=Path)
     p.set_defaults(func=cmd_bench_calibration)
-
-
-def aligned_errors(
-    estimated: Mapping[str, Any], reference: Mapping[str, Any]
-) -> tuple[float, dict[str, tuple[float, float]]]:
-    """(scale, camera -> (centre error m, orientation error deg)) after the similarity that best maps the
-    estimated rig onto the reference: the chordal mean rotation of the cameras' orientations, then the scale
-    and shift of the centres (least squares)."""
-    names = [n for n in estimated if n in reference]
-    M = sum(estimated[n].R.T @ reference[n].R for n in names)
-    U, _, Vt = np.linalg.svd(M)
-    Q = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt  # estimated world = Q reference world
-    A = np.stack([Q.T @ estimated[n].center for n in names])
-    B = np.stack([reference[n].center for n in names])
-    ma, mb = A.mean(axis=0), B.mean(axis=0)
-    s = float(((A - ma) * (B - mb)).sum() / ((A - ma) ** 2).sum())
-    out = {}
-    for i, n in enumerate(names):
-        dc = float(np.linalg.norm(s * (A[i] - ma) + mb - B[i]))
-        dR = estimated[n].R @ Q @ reference[n].R.T
-        out[n] = (dc, float(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1)))))
-    return s, out
 
 
 def clicks(cameras: Mapping[str, Any], noise_px: float, seed: int) -> dict[str, dict[str, F64]]:
@@ -159,7 +138,7 @@ def _points(reference: Mapping[str, Any], own: Mapping[str, Any], noise: float) 
 
 def _people(recordings: list[Any], reference: Mapping[str, Any], noise: float) -> list[dict[str, Any]]:
     from posefleet.bench.scene import fused
-    from posefleet.merge.extrinsics import anchor
+    from posefleet.merge.extrinsics import anchor, rig_differences
     from posefleet.merge.selfcal import calibrate_from_people
 
     rows = []
@@ -173,7 +152,7 @@ def _people(recordings: list[Any], reference: Mapping[str, Any], noise: float) -
                 continue
             seconds = time.perf_counter() - t0
             placed = {n: result.cameras[n] for n in result.placed}
-            scale, errors = aligned_errors(placed, reference)
+            scale, errors = rig_differences(placed, reference)
             anchored, residual = anchor(dict(placed), clicks(reference, noise, 0), PLATFORM)
             fitted = {
                 n: replace(c, K=recording.cameras[n].K, image_size=recording.cameras[n].image_size)
@@ -191,6 +170,7 @@ def _people(recordings: list[Any], reference: Mapping[str, Any], noise: float) -
                 "reprojection_px": {r.name: r.error_px for r in result.report},
                 "anchor_residual_cm": 100 * max(residual.values()), "mpjpe_mm": mpjpe, "people_pairs": pairs,
                 "mpjpe_mm_per_person": per_person, "bone_spread": result.bone_spread,
+                "start_disagreement": result.start_disagreement,
             })  # fmt: skip
     return rows
 
@@ -198,6 +178,7 @@ def _people(recordings: list[Any], reference: Mapping[str, Any], noise: float) -
 def _halves(recordings: list[Any], reference: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The people calibration on each half of every recording (hold-out data for any rule chosen on the
     whole): the largest camera error after the similarity alignment, or why it failed."""
+    from posefleet.merge.extrinsics import rig_differences
     from posefleet.merge.selfcal import calibrate_from_people
 
     rows = []
@@ -216,12 +197,12 @@ def _halves(recordings: list[Any], reference: Mapping[str, Any]) -> list[dict[st
                     except PosefleetError as exc:
                         rows.append({**row, "error": str(exc)})
                         continue
-                    _, errors = aligned_errors({n: result.cameras[n] for n in result.placed}, reference)
+                    _, errors = rig_differences({n: result.cameras[n] for n in result.placed}, reference)
                     rows.append({
                         **row, "frames": len(views[part]), "placed": len(result.placed), "points": result.points,
                         "worst_cm": max(100 * e[0] for e in errors.values()),
                         "worst_deg": max(e[1] for e in errors.values()), "bone_spread": result.bone_spread,
-                        "seconds": time.perf_counter() - t0,
+                        "start_disagreement": result.start_disagreement, "seconds": time.perf_counter() - t0,
                     })  # fmt: skip
     return rows
 
@@ -232,12 +213,12 @@ INTRINSICS_HEAD = (
 )
 PEOPLE_HEAD = (
     "| recording | 2D | centre error per camera (cm) | orientation error (deg) | height scale | "
-    "reprojection RMS (px) | joints | limb-length spread | MPJPE vs Qualisys | time |\n"
-    "|---|---|---|---|---|---|---|---|---|---|"
+    "reprojection RMS (px) | joints | limb-length spread | starts apart | MPJPE vs Qualisys | time |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
 )
 HALVES_HEAD = (
     "| recording | 2D | half | people paired by | cameras placed | worst centre error | worst orientation error | "
-    "joints | limb-length spread | time |\n|---|---|---|---|---|---|---|---|---|---|"
+    "joints | limb-length spread | starts apart | time |\n|---|---|---|---|---|---|---|---|---|---|---|"
 )
 PEOPLE_NOTE = (
     "Centres and orientations after the best similarity alignment; the scale error is that of the people's "
@@ -275,6 +256,36 @@ def _pose_times(lab: Path, models: Path) -> dict[str, float]:
     return out
 
 
+def _apart(row: dict[str, Any]) -> str:
+    """The run's ``start_disagreement``, flagged where ``calibrate people`` warns."""
+    from posefleet.merge.selfcal import STARTS_AGREE
+
+    apart = row.get("start_disagreement", float("nan"))
+    return "-" if math.isnan(apart) else f"{apart:.3f}" + (" (warned)" if apart > STARTS_AGREE else "")
+
+
+def _starts_summary(rows: list[dict[str, Any]]) -> str:
+    """How the starts check split the runs above, against their real error (the worst camera centre)."""
+    from posefleet.merge.selfcal import STARTS_AGREE
+
+    def worst(r: dict[str, Any]) -> float:
+        return float(r["worst_cm"]) if "worst_cm" in r else max(r["centre_cm"].values())
+
+    done = [r for r in rows if "error" not in r and r.get("start_disagreement", float("nan")) >= 0]
+    agreed = sorted(worst(r) for r in done if r["start_disagreement"] <= STARTS_AGREE)
+    warned = sorted(worst(r) for r in done if r["start_disagreement"] > STARTS_AGREE)
+
+    def span(values: list[float]) -> str:
+        return f"{values[0]:.0f}-{values[-1]:.0f} cm" if values else "none"
+
+    return (
+        f"Starts apart: how far the other starts' rigs lie from the result (`start_disagreement`: the largest camera "
+        f"centre distance after the best similarity, over the rig's size); `calibrate people` warns above "
+        f"{STARTS_AGREE}. Of the {len(done)} runs above, the {len(agreed)} whose starts agreed lay {span(agreed)} "
+        f"from Qualisys (worst camera); the {len(warned)} warned {span(warned)}."
+    )
+
+
 def markdown(data: dict[str, Any]) -> str:
     out = ["# Calibration of the shared rig by posefleet, against its Qualisys calibration", ""]
     out += ["## Intrinsics from the checkerboard photos (4x7, 60 mm)", "", INTRINSICS_HEAD]
@@ -293,27 +304,28 @@ def markdown(data: dict[str, Any]) -> str:
     out += ["", "## Extrinsics from people (Qualisys intrinsics)", "", PEOPLE_NOTE, "", PEOPLE_HEAD]
     for r in data["people"]:
         if "error" in r:
-            out.append(f"| {r['recording']} | {r['source']} | {r['error']} | | | | | | | |")
+            out.append(f"| {r['recording']} | {r['source']} | {r['error']} | | | | | | | | |")
             continue
         cm = " / ".join(f"{v:.1f}" for v in r["centre_cm"].values())
         deg = " / ".join(f"{v:.2f}" for v in r["angle_deg"].values())
         px = " / ".join(f"{v:.1f}" for v in r["reprojection_px"].values())
         out.append(
             f"| {r['recording']} | {r['source']} | {cm} | {deg} | {r['height_scale_error_pct']:+.0f}% | {px} | "
-            f"{r['points']} | {r.get('bone_spread', float('nan')):.2f} | "
+            f"{r['points']} | {r.get('bone_spread', float('nan')):.2f} | {_apart(r)} | "
             f"{r['mpjpe_mm']:.0f} mm ({r['people_pairs']} people){_per_person(r)} | {r['seconds']:.1f} s |"
         )
     out += ["", "## The same on each half of the recordings (50 frames: hold-out data)", "", HALVES_NOTE, "",
             HALVES_HEAD]  # fmt: skip
     for r in data.get("halves", []):
         if "error" in r:
-            out.append(f"| {r['recording']} | {r['source']} | {r['half']} | {r['pairing']} | {r['error']} | | | | | |")
+            out.append(f"| {r['recording']} | {r['source']} | {r['half']} | {r['pairing']} | {r['error']} |" + " |" * 6)
             continue
         out.append(
             f"| {r['recording']} | {r['source']} | {r['half']} | {r['pairing']} | {r['placed']} | "
             f"{r['worst_cm']:.1f} cm | "
-            f"{r['worst_deg']:.2f} deg | {r['points']} | {r['bone_spread']:.2f} | {r['seconds']:.1f} s |"
+            f"{r['worst_deg']:.2f} deg | {r['points']} | {r['bone_spread']:.2f} | {_apart(r)} | {r['seconds']:.1f} s |"
         )
+    out += ["", _starts_summary([*data["people"], *data.get("halves", [])])]
     out += ["", "2D poses of one 100-frame video (the people step needs four): "
             + ", ".join(f"{k} {v:.1f} s" for k, v in data["pose_seconds_per_video"].items()) + "."]  # fmt: skip
     return "\n".join(out) + "\n"

@@ -45,6 +45,7 @@ async def _calibrate(args: argparse.Namespace) -> int:
         f"cameras by {reply.people_paired_by or 'geometry alone'}); limb lengths vary "
         f"{reply.limb_length_spread:.0%} (robust CV: a wrong geometry stretches them); {reply.world_frame}"
     )
+    print(reply.starts_verdict)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(reply.calibration_toml)
     print(f"wrote {args.out}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -83,7 +84,7 @@ async def record(scene: LiveScene, windows: int, timeout_s: float) -> Recorded:
 
 def _calibrate(cameras: dict[str, Camera], recorded: Recorded, height: float) -> dict[str, Any]:
     """In the worker process: the calibration and its report (plain data, picklable)."""
-    from posefleet.merge.selfcal import calibrate_from_people
+    from posefleet.merge.selfcal import calibrate_from_people, starts_verdict
 
     result = calibrate_from_people(cameras, recorded.poses, looks=recorded.looks, person_height=height)
     return {
@@ -94,6 +95,8 @@ def _calibrate(cameras: dict[str, Camera], recorded: Recorded, height: float) ->
         "world_frame": result.scale_source,
         "bone_spread": result.bone_spread,
         "pairing": result.people_paired_by,
+        "start_disagreement": result.start_disagreement,
+        "starts_verdict": starts_verdict(result.start_disagreement),
     }
 
 
@@ -136,7 +139,10 @@ async def calibrate_scene(
         limb_length_spread=found["bone_spread"],
         people_paired_by=found["pairing"],
         seconds=time.perf_counter() - t0,
+        starts_verdict=found["starts_verdict"],
     )
+    if not math.isnan(found["start_disagreement"]):  # NaN: no other start to compare with
+        out.start_disagreement = found["start_disagreement"]
     reported = {r["name"]: r for r in found["report"]}
     for cam_id in scene.calibrated:
         r = reported.get(cam_id, {"placed": False, "reason": "it did not stream during the recording"})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,28 @@ def umeyama(src: F64, dst: F64, with_scale: bool = True) -> tuple[float, F64, F6
     R = U @ D @ Vt
     s = float(np.trace(np.diag(S) @ D) / ((a**2).sum() / len(src))) if with_scale else 1.0
     return s, R, md - s * R @ ms
+
+
+def rig_differences(
+    estimated: Mapping[str, Camera], reference: Mapping[str, Camera]
+) -> tuple[float, dict[str, tuple[float, float]]]:
+    """(scale, camera -> (centre distance in the reference's units, orientation difference in degrees)) of the
+    cameras both rigs hold, after the similarity that best maps ``estimated`` onto ``reference``: the chordal
+    mean rotation of the cameras' orientations, then the scale and shift of the centres (least squares)."""
+    names = [n for n in estimated if n in reference]
+    M = sum(estimated[n].R.T @ reference[n].R for n in names)
+    U, _, Vt = np.linalg.svd(M)
+    Q = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt  # estimated world = Q reference world
+    A = np.stack([Q.T @ estimated[n].center for n in names])
+    B = np.stack([reference[n].center for n in names])
+    ma, mb = A.mean(axis=0), B.mean(axis=0)
+    s = float(((A - ma) * (B - mb)).sum() / max(float(((A - ma) ** 2).sum()), 1e-12))
+    out = {}
+    for i, n in enumerate(names):
+        dc = float(np.linalg.norm(s * (A[i] - ma) + mb - B[i]))
+        dR = estimated[n].R @ Q @ reference[n].R.T
+        out[n] = (dc, float(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1)))))
+    return s, out
 
 
 def transform(cameras: dict[str, Camera], s: float, R: F64, t: F64) -> dict[str, Camera]:

@@ -552,6 +552,8 @@ class CalibrateSceneResponse(_message.Message):
     SECONDS_FIELD_NUMBER: _builtins.int
     LIMB_LENGTH_SPREAD_FIELD_NUMBER: _builtins.int
     PEOPLE_PAIRED_BY_FIELD_NUMBER: _builtins.int
+    START_DISAGREEMENT_FIELD_NUMBER: _builtins.int
+    STARTS_VERDICT_FIELD_NUMBER: _builtins.int
     calibration_toml: _builtins.str
     joints: _builtins.int
     """3D joints in the bundle adjustment"""
@@ -567,6 +569,14 @@ class CalibrateSceneResponse(_message.Message):
     """How people were paired across cameras: "colour and geometry" when the nodes described their poses'
     appearance (Pose.appearance), else "geometry alone".
     """
+    start_disagreement: _builtins.float
+    """How far the calibration's other starts (inlier thresholds) placed the cameras from this result: the
+    largest camera-centre distance after the best similarity, as a fraction of the rig's size. Above 0.03 the
+    recording does not pin the cameras down (people standing still paired wrongly still fit) and the result
+    may be metres off; on the shared rig agreeing starts were within 0.003. Unset: no start to compare with.
+    """
+    starts_verdict: _builtins.str
+    """That check in words, for the person who asked (a warning when the starts disagree)."""
     @_builtins.property
     def cameras(self) -> _containers.RepeatedCompositeFieldContainer[Global___CameraCalibration]: ...
     def __init__(
@@ -580,12 +590,16 @@ class CalibrateSceneResponse(_message.Message):
         seconds: _builtins.float = ...,
         limb_length_spread: _builtins.float = ...,
         people_paired_by: _builtins.str = ...,
+        start_disagreement: _builtins.float | None = ...,
+        starts_verdict: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_start_disagreement", b"_start_disagreement", "start_disagreement", b"start_disagreement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration_toml", b"calibration_toml", "cameras", b"cameras", "joints", b"joints", "limb_length_spread", b"limb_length_spread", "people_paired_by", b"people_paired_by", "seconds", b"seconds", "windows", b"windows", "world_frame", b"world_frame"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_start_disagreement", b"_start_disagreement", "calibration_toml", b"calibration_toml", "cameras", b"cameras", "joints", b"joints", "limb_length_spread", b"limb_length_spread", "people_paired_by", b"people_paired_by", "seconds", b"seconds", "start_disagreement", b"start_disagreement", "starts_verdict", b"starts_verdict", "windows", b"windows", "world_frame", b"world_frame"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__start_disagreement: _TypeAlias = _typing.Literal["start_disagreement"]  # noqa: Y015
+    _WhichOneofArgType__start_disagreement: _TypeAlias = _typing.Literal["_start_disagreement", b"_start_disagreement"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__start_disagreement) -> _WhichOneofReturnType__start_disagreement | None: ...
 
 Global___CalibrateSceneResponse: _TypeAlias = CalibrateSceneResponse  # noqa: Y015
 

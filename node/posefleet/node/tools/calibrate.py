@@ -223,7 +223,7 @@ def _anchor(args: argparse.Namespace, cameras: dict[str, Any]) -> tuple[dict[str
 def cmd_people(args: argparse.Namespace) -> int:
     import numpy as np
     from posefleet.merge.calibration import load_calibration, write_calibration
-    from posefleet.merge.selfcal import SelfCalParams, calibrate_from_people
+    from posefleet.merge.selfcal import SelfCalParams, calibrate_from_people, starts_verdict
     from posefleet.node.tools.fuse import read_inputs
 
     given = load_calibration(args.calibration)
@@ -281,6 +281,7 @@ def cmd_people(args: argparse.Namespace) -> int:
         f"(robust CV: a wrong geometry stretches them); world frame and scale: {frame_source}; "
         + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
     )
+    print(starts_verdict(result.start_disagreement))
     write_calibration(
         args.out,
         {**{n: c for n, c in given.items() if n not in cameras}, **cameras},
@@ -289,6 +290,7 @@ def cmd_people(args: argparse.Namespace) -> int:
     _write_json(args.json, {
         "cameras": [vars(r) for r in result.report], "points": result.points, "frames": result.frames,
         "bone_spread": result.bone_spread, "pairing": result.people_paired_by, "world_frame": frame_source,
+        "start_disagreement": result.start_disagreement, "ambiguous": result.ambiguous,
         "known_point_residuals_m": residuals, "seconds": seconds,
         "centres": {n: np.round(c.center, 4).tolist() for n, c in cameras.items()},
     })  # fmt: skip
