@@ -285,7 +285,7 @@ def test_calibrate_people_cli_on_the_openpose_recording(assets: Path, tmp_path: 
     assert 0 < report["bone_spread"] < 0.2, report["bone_spread"]  # 0.14 measured: the people's bones stay rigid
     assert f"limb lengths vary {report['bone_spread']:.0%}" in done.stdout, done.stdout
     # Its three starts land on one rig (0.000 measured): the check reports it, no warning.
-    assert report["start_disagreement"] <= 0.03 and not report["ambiguous"], report["start_disagreement"]
+    assert report["start_disagreement"] <= STARTS_AGREE and not report["ambiguous"], report["start_disagreement"]
     assert "starts agree" in done.stdout and "WARNING" not in done.stdout, done.stdout
     short = tmp_path / "short"
     short.mkdir()

@@ -571,9 +571,9 @@ class CalibrateSceneResponse(_message.Message):
     """
     start_disagreement: _builtins.float
     """How far the calibration's other starts (inlier thresholds) placed the cameras from this result: the
-    largest camera-centre distance after the best similarity, as a fraction of the rig's size. Above 0.03 the
+    largest camera-centre distance after the best similarity, as a fraction of the rig's size. Above 0.01 the
     recording does not pin the cameras down (people standing still paired wrongly still fit) and the result
-    may be metres off; on the shared rig agreeing starts were within 0.003. Unset: no start to compare with.
+    may be metres off; on the shared rig agreeing starts were within 0.005. Unset: no start to compare with.
     """
     starts_verdict: _builtins.str
     """That check in words, for the person who asked (a warning when the starts disagree)."""
