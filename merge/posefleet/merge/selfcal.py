@@ -70,7 +70,8 @@ LEG_TRUNK_OF_STATURE = 0.246 + 0.245 + 0.288
 #: each recording whole and in halves, with and without colours; and 21 runs on 2D poses of another
 #: inference run), starts that agreed were within 0.005, and every run 27 cm or more off had starts 0.030 or
 #: more apart; the limit lies between the two (a factor of 2 from the one, 3 from the other). Right runs
-#: warned happen too (15-17 cm off, starts up to 1.2 apart: one start found another rig).
+#: warned happen too (15-17 cm off, starts up to 1.2 apart: one start found another rig); and agreement is no
+#: proof: with seven starts, starts of one wrong pairing agreed with each other (bench/design-choices.md).
 STARTS_AGREE = 0.01
 
 
