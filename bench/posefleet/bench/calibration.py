@@ -271,7 +271,7 @@ def _starts_summary(rows: list[dict[str, Any]]) -> str:
     def worst(r: dict[str, Any]) -> float:
         return float(r["worst_cm"]) if "worst_cm" in r else max(r["centre_cm"].values())
 
-    done = [r for r in rows if "error" not in r and r.get("start_disagreement", float("nan")) >= 0]
+    done = [r for r in rows if "error" not in r and not math.isnan(r.get("start_disagreement", math.nan))]
     agreed = sorted(worst(r) for r in done if r["start_disagreement"] <= STARTS_AGREE)
     warned = sorted(worst(r) for r in done if r["start_disagreement"] > STARTS_AGREE)
 

@@ -767,9 +767,11 @@ def start_disagreement(chosen: SelfCalResult, others: Sequence[SelfCalResult]) -
     centres = np.stack([cam.center for cam in mine.values()])
     size = float(np.linalg.norm(centres - centres.mean(axis=0), axis=1).mean())
     worst = float("nan")
+    if size <= 0:  # every camera at one point: no size to measure against
+        return worst
     for other in others:
         theirs = {n: other.cameras[n] for n in other.placed if n in mine}
-        if len(theirs) < 3 or size <= 0:
+        if len(theirs) < 3:
             continue
         _, differences = rig_differences(theirs, {n: mine[n] for n in theirs})
         gap = max(centre for centre, _ in differences.values()) / size

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, insort
+from collections import deque
 
 import numpy as np
 import numpy.typing as npt
@@ -104,9 +105,8 @@ class BoneModel:
         self.window = window
         self.min_samples = min_samples
         self.tolerance = tolerance
-        self._samples: list[list[float]] = [[] for _ in BONES]  # a ring buffer per bone, up to ``window`` long
-        self._next = [0] * len(BONES)  # each ring's next slot
-        # Each twin pair's samples kept sorted (a sample in at ``learn``, the one its ring slot held out): the
+        self._samples = [deque[float](maxlen=window) for _ in BONES]  # each bone's last ``window`` samples
+        # Each twin pair's samples kept sorted (a sample in at ``learn``, the one leaving its window out): the
         # median is read at every learn for a few microseconds, where sorting the windows cost ~30 (measured).
         self._sorted: list[list[float]] = [[] for _ in _FIRST]
         self._learned: list[float] | None = None  # each bone's median (NaN until trusted), after a learn
@@ -139,7 +139,7 @@ class BoneModel:
             return self._bounds
         expected = list(self._medians())
         tolerance = [self.tolerance] * len(BONES)
-        ratios = sorted(expected[b] / _SHARE[b] for b in range(_LIMBS) if expected[b] == expected[b])
+        ratios = sorted(expected[b] / _SHARE[b] for b in range(_LIMBS) if not math.isnan(expected[b]))
         if ratios:
             height: float | None = (ratios[(len(ratios) - 1) // 2] + ratios[len(ratios) // 2]) / 2  # their median
             guess_tolerance = 2 * self.tolerance
@@ -149,7 +149,7 @@ class BoneModel:
             height = None
         if height is not None:
             for b in range(_LIMBS):
-                if expected[b] != expected[b]:  # NaN: not learned
+                if math.isnan(expected[b]):  # not learned
                     expected[b] = _SHARE[b] * height
                     tolerance[b] = guess_tolerance
         lengths = np.array(expected)
@@ -173,13 +173,9 @@ class BoneModel:
             if not _LOW_OF[bone] <= length <= _HIGH_OF[bone] or abs(length - usual) > far * usual:  # NaN: False
                 continue
             ring, values = self._samples[bone], self._sorted[_SET_OF[bone]]
+            if len(ring) == self.window:  # the oldest sample leaves the window (``append`` drops it)
+                del values[bisect_left(values, ring[0])]
+            ring.append(length)
             insort(values, length)
-            if len(ring) < self.window:
-                ring.append(length)
-            else:  # the oldest sample leaves the window
-                slot = self._next[bone]
-                del values[bisect_left(values, ring[slot])]
-                ring[slot] = length
-                self._next[bone] = (slot + 1) % self.window
         self._learn_count += 1
         self._learned = self._bounds = None
