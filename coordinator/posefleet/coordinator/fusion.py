@@ -20,7 +20,6 @@ import multiprocessing
 import os
 import pickle
 import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,18 +102,33 @@ class WindowFuser:
 _SCENE = {f.name: f.number for f in coordinator_pb2.SceneResult.DESCRIPTOR.fields}
 _PERSON = {f.name: f.number for f in coordinator_pb2.Person3D.DESCRIPTOR.fields}
 _JOINT = {f.name: f.number for f in coordinator_pb2.Joint3D.DESCRIPTOR.fields}
-#: A joint's fields from x to its reprojection error, each after its one-byte tag: x, y, z, score (floats), views
-#: (a varint below 128: a scene has at most 63 cameras), the error (float).
-_JOINT_VALUES = struct.Struct("<BfBfBfBfBBBf")
-_JOINT_TAG_BYTES = [
-    tag(_JOINT[name], VARINT if name == "views" else FIXED32)
-    for name in ("x", "y", "z", "score", "views", "reprojection_error_px")
-]
-if any(len(t) != 1 for t in _JOINT_TAG_BYTES):  # a field numbered 16 or more: its tag takes two bytes
+#: Joint3D's fields from x to its reprojection error (proto name -> the structured array's), each written after its
+#: one-byte tag: floats, but views a varint below 128 (a scene has at most 63 cameras); every joint's at once.
+_VALUE_FIELDS = {"x": "x", "y": "y", "z": "z", "score": "score", "views": "views", "reprojection_error_px": "error"}
+_JOINT_TAG_BYTES = {name: tag(_JOINT[name], VARINT if name == "views" else FIXED32) for name in _VALUE_FIELDS}
+if any(len(t) != 1 for t in _JOINT_TAG_BYTES.values()):  # a field numbered 16 or more: its tag takes two bytes
     raise ImportError("Joint3D's fields x to reprojection_error_px must be numbered below 16 (one-byte tags)")
-_JOINT_TAGS = [t[0] for t in _JOINT_TAG_BYTES]
+_JOINT_VALUES = np.dtype(
+    [item for f in _VALUE_FIELDS.values() for item in ((f"tag_{f}", "u1"), (f, "u1" if f == "views" else "<f4"))]
+)
+
+
+def _joint_template() -> bytes:
+    """Every joint's values with their tags set and their numbers at zero (to fill)."""
+    template = np.zeros(len(COCO_KEYPOINTS), _JOINT_VALUES)
+    for name, column in _VALUE_FIELDS.items():
+        template[f"tag_{column}"] = _JOINT_TAG_BYTES[name][0]
+    return template.tobytes()
+
+
+_JOINT_TEMPLATE = _joint_template()
+_VALUES_BYTES = _JOINT_VALUES.itemsize
 _JOINT_NAMES = [embedded(_JOINT["name"], name.encode()) for name in COCO_KEYPOINTS]
 _JOINTS_TAG = tag(_PERSON["joints"], LENGTH)
+_VIEWS_TAG = tag(_PERSON["views"], LENGTH)
+_VIEW = {f.name: f.number for f in coordinator_pb2.PersonView.DESCRIPTOR.fields}
+_VIEW_POSE_TAG, _VIEW_TRACK_TAG = tag(_VIEW["pose_index"], VARINT), tag(_VIEW["track_id"], VARINT)
+_CAMERA_BITS = 1 << np.arange(63, dtype=np.int64)  # a joint's cameras as the bits of one integer
 
 
 @functools.lru_cache(maxsize=64)  # one entry per scene's camera list
@@ -123,29 +137,42 @@ def _camera_fields(names: tuple[str, ...]) -> tuple[bytes, ...]:
     return tuple(embedded(_JOINT["cameras"], n.encode()) for n in names)
 
 
+def _view(camera_id: str, pose_index: int, track_id: int) -> bytes:
+    """A serialized ``PersonView`` (fields at zero left out, as proto3 writes them)."""
+    out = embedded(_VIEW["camera_id"], camera_id.encode()) if camera_id else b""
+    if pose_index:
+        out += _VIEW_POSE_TAG + varint(pose_index)
+    if track_id:
+        out += _VIEW_TRACK_TAG + varint(track_id)
+    return out
+
+
 def _person(person: Person3D, views: dict[str, pose_pb2.PoseResult], names: list[str]) -> bytes:
-    """``person`` as a serialized ``Person3D``, its joints written directly (``wire_bytes``: what the generated
-    classes would write, in about half their time)."""
-    tx, ty, tz, ts, tv, te = _JOINT_TAGS
-    pack = _JOINT_VALUES.pack
-    errors = np.where(np.isnan(person.error_px), 0.0, person.error_px).tolist()
-    masks = (person.used.astype(np.int64) @ (1 << np.arange(len(names)))).tolist()  # each joint's cameras, as bits
+    """``person`` as a serialized ``Person3D``, written directly (``wire_bytes``: what the generated classes
+    would write, in a fifth of their time: 17 against 79 us): every joint's numbers in one structured array."""
+    values = np.frombuffer(bytearray(_JOINT_TEMPLATE), _JOINT_VALUES)  # a writable copy (the array's copy: 3 us)
+    values["x"], values["y"], values["z"] = person.points.T
+    values["score"] = person.score
+    values["views"] = person.views
+    values["error"] = person.error_px
+    values["error"][np.isnan(person.error_px)] = 0.0
+    raw = values.tobytes()
+    masks = (person.used @ _CAMERA_BITS[: len(names)]).tolist()  # each joint's cameras, as bits
     each = _camera_fields(tuple(names))
     cameras: dict[int, bytes] = {}
-    out = [tag(_PERSON["id"], VARINT) + varint(person.id)]
-    for name, (x, y, z), score, count, error, mask in zip(
-        _JOINT_NAMES, person.points.tolist(), person.score.tolist(), person.views.tolist(), errors, masks, strict=True
-    ):
-        if mask not in cameras:
-            cameras[mask] = b"".join([e for c, e in enumerate(each) if mask >> c & 1])
-        joint = name + pack(tx, x, ty, y, tz, z, ts, score, tv, count, te, error) + cameras[mask]
-        out.append(_JOINTS_TAG + varint(len(joint)) + joint)
+    out = [tag(_PERSON["id"], VARINT), varint(person.id)]
+    start = 0
+    for name, mask in zip(_JOINT_NAMES, masks, strict=True):
+        fields = cameras.get(mask)
+        if fields is None:
+            fields = cameras[mask] = b"".join([e for c, e in enumerate(each) if mask >> c & 1])
+        stop = start + _VALUES_BYTES
+        out += (_JOINTS_TAG, varint(len(name) + _VALUES_BYTES + len(fields)), name, raw[start:stop], fields)
+        start = stop
     for cam_id, index in sorted(person.cameras.items()):
         poses = views[cam_id].poses
-        view = coordinator_pb2.PersonView(
-            camera_id=cam_id, pose_index=index, track_id=poses[index].track_id if index < len(poses) else 0
-        )
-        out.append(embedded(_PERSON["views"], view.SerializeToString()))
+        view = _view(cam_id, index, poses[index].track_id if index < len(poses) else 0)
+        out += (_VIEWS_TAG, varint(len(view)), view)
     return b"".join(out)
 
 

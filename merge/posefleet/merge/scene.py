@@ -121,10 +121,10 @@ def predict(tracks: list[_Track], t_ms: float) -> F64:
     0.5 s; joints unseen for ``STALE_MS`` are left out while at least 4 recent ones remain."""
     last = np.array([t.last_ms for t in tracks])
     dt = np.clip(t_ms - last, 0.0, 500.0)[:, None, None] / 1e3
-    points = np.stack([t.points for t in tracks])
-    recent = (t_ms - np.stack([t.seen_ms for t in tracks])) <= STALE_MS  # (T, J)
+    points = np.array([t.points for t in tracks])
+    recent = (t_ms - np.array([t.seen_ms for t in tracks])) <= STALE_MS  # (T, J)
     recent |= (recent.sum(axis=1) < 4)[:, None]
-    velocity = np.stack([t.velocity for t in tracks])[:, None]
+    velocity = np.array([t.velocity for t in tracks])[:, None]
     predicted: F64 = np.where(recent[..., None], points, np.nan) + velocity * dt
     return predicted
 
@@ -343,7 +343,7 @@ class SceneFuser:
         tracked = [(k, owner) for k, owner in enumerate(owners) if owner is not None]
         self._fix_bones(w, [persons[k] for k, _ in tracked], [groups[k] for k, _ in tracked], [o for _, o in tracked])
         kept: tuple[list[Person3D], list[list[PoseRef]], list[int | None]] = ([], [], [])
-        points = np.stack([person.points for person in persons]) if persons else np.empty((0, 0, 3))
+        points = np.array([person.points for person in persons]) if persons else np.empty((0, 0, 3))
         joints = np.isfinite(points).all(axis=2).sum(axis=1).tolist()
         for person, group, owner, count in zip(persons, groups, owners, joints, strict=True):
             needed = p.min_joints if owner is None else p.min_tracked_joints
@@ -360,10 +360,10 @@ class SceneFuser:
         if not persons:
             return
         bounds = [self._tracks[owner].bones.bounds() for owner in owners]
-        expected, slack = np.stack([b[0] for b in bounds]), np.stack([b[1] for b in bounds])
-        points = np.stack([person.points for person in persons])  # (P, J, 3)
-        errors = np.stack([person.error_px for person in persons])  # (P, J)
-        used_all = np.stack([person.used for person in persons])  # (P, J, C)
+        expected, slack = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+        points = np.array([person.points for person in persons])  # (P, J, 3)
+        errors = np.array([person.error_px for person in persons])  # (P, J)
+        used_all = np.array([person.used for person in persons])  # (P, J, C)
         dropped = np.zeros(errors.shape, bool)
         views: dict[int, tuple[F64, F64]] = {}
         changed = False
@@ -389,8 +389,8 @@ class SceneFuser:
                 for r, r_xy, r_score in zip(needed, np.where(np.isfinite(xy), xy, 0.0), score, strict=True):
                     views[r] = r_xy, r_score
             blamed = list(zip(rows.tolist(), joints.tolist(), strict=True))
-            xy = np.stack([views[r][0][j] for r, j in blamed])  # (K, C, 2)
-            score = np.stack([views[r][1][j] for r, j in blamed])
+            xy = np.array([views[r][0][j] for r, j in blamed])  # (K, C, 2)
+            score = np.array([views[r][1][j] for r, j in blamed])
             diff = reproject(self.P, points[rows, joints]) - xy
             err = np.where(used, (diff * diff).sum(axis=2), -np.inf)
             used[np.arange(len(rows)), err.argmax(axis=1)] = False
@@ -413,7 +413,7 @@ class SceneFuser:
         merged = True
         while merged and len(persons) > 1:
             merged = False
-            same = self._same_people(np.stack([person.points for person in persons]))
+            same = self._same_people(np.array([person.points for person in persons]))
             for a, b in itertools.combinations(range(len(persons)), 2):
                 if not same[a, b]:
                     continue
@@ -530,7 +530,7 @@ class SceneFuser:
         new = [k for k, o in enumerate(owners) if o is None]
         lost = [t for t in range(len(self._tracks)) if t not in taken]
         if new and lost:
-            now = np.stack([persons[k].points for k in new])[:, None]  # (P, 1, J, 3)
+            now = np.array([persons[k].points for k in new])[:, None]  # (P, 1, J, 3)
             before = predict([self._tracks[t] for t in lost], t_ms)[None]  # (1, T, J, 3)
             both = np.isfinite(now).all(-1) & np.isfinite(before).all(-1)
             dist = np.where(both, np.linalg.norm(np.nan_to_num(now - before), axis=-1), 0.0)
