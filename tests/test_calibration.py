@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from nodes import run_cli
 from people import people_views
-from posefleet.bench.calibration import PLATFORM, clicks
+from posefleet.bench.calibration import PLATFORM, clicks, export_distortion
 from posefleet.merge.boards import parse_board
 from posefleet.merge.calibration import CalibrationError, Camera, load_calibration, write_calibration
 from posefleet.merge.extrinsics import anchor, camera_from_points, rig_differences, transform
@@ -118,8 +118,9 @@ def test_intrinsics_from_rendered_checkerboard_and_charuco_views(tmp_path: Path)
 
 def test_calibrate_intrinsics_on_the_rigs_photos(assets: Path, tmp_path: Path) -> None:
     """The shared checkerboard photos of one camera (two of which the default flags miss): RMS <= 0.5 px,
-    focal length within 2% of Qualisys, every photo reported, the detections drawn; a wrong board is refused
-    naming the camera, the folder and how many views had it."""
+    focal length within 2% of Qualisys and k1 k2 near its export's (the TOML's are those divided by 64), every
+    photo reported, the detections drawn; a wrong board is refused naming the camera, the folder and how many
+    views had it."""
     photos = assets / LAB / "calibration-images" / "intrinsics" / "cam03"
     out = tmp_path / "intrinsics.toml"
     done = run_cli(
@@ -132,6 +133,8 @@ def test_calibrate_intrinsics_on_the_rigs_photos(assets: Path, tmp_path: Path) -
     report = json.loads((tmp_path / "report.json").read_text())[0]
     assert report["rms_px"] <= 0.5
     assert abs(camera.K[0, 0] / reference.K[0, 0] - 1) < 0.02 and abs(camera.K[1, 1] / reference.K[1, 1] - 1) < 0.02
+    k1, k2 = export_distortion(assets / LAB)["cam_03"]  # -0.047, 0.138
+    assert abs(camera.dist[0] - k1) < 0.01 and abs(camera.dist[1] - k2) < 0.05, camera.dist
     assert len(report["views"]) == 7 and all(p.name in done.stdout for p in photos.iterdir())
     assert len(list((tmp_path / "drawn" / "cam_03").glob("*.jpg"))) >= 6
     wrong = run_cli(

@@ -92,12 +92,25 @@ def people_mpjpe(
     return (float(np.mean(errors)) * 1000 if errors else float("nan")), pairs, per_person
 
 
+def export_distortion(lab: Path) -> dict[str, list[float]]:
+    """Each camera's k1 k2 as the Qualisys export (``Calib.qca.txt``, the TOML's source) states them."""
+    import xml.etree.ElementTree as ET
+
+    out = {}
+    for camera in ET.parse(lab / "calibration" / "Calib.qca.txt").getroot().iter("camera"):
+        serial, intrinsic = camera.get("serial", ""), camera.find("intrinsic")
+        if serial.startswith("cam") and intrinsic is not None:
+            out[f"cam_{serial[3:]}"] = [float(intrinsic.get(f"radialDistortion{k}", "nan")) for k in (1, 2)]
+    return out
+
+
 def _intrinsics(lab: Path, reference: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from posefleet.merge.boards import parse_board
     from posefleet.merge.calibration import Camera
     from posefleet.merge.intrinsics import calibrate_intrinsics
 
     board = parse_board("checkerboard:4x7:60")
+    export = export_distortion(lab)
     rows, cameras = [], {}
     for name, ref in reference.items():
         t0 = time.perf_counter()
@@ -108,6 +121,7 @@ def _intrinsics(lab: Path, reference: Mapping[str, Any]) -> tuple[list[dict[str,
             "camera": name, "rms_px": found.rms_px, "views": f"{found.used}/{len(found.views)}",
             "focal_pct": float(100 * (found.K[0, 0] + found.K[1, 1]) / (ref.K[0, 0] + ref.K[1, 1]) - 100),
             "pp_px": float(np.linalg.norm(found.K[:2, 2] - ref.K[:2, 2])), "seconds": seconds,
+            "k1_k2": found.dist[:2].tolist(), "toml_k1_k2": ref.dist[:2].tolist(), "export_k1_k2": export.get(name),
             "dropped": [v.source for v in found.views if not v.used and v.found and v.note.startswith("dropped")],
         })  # fmt: skip
     return rows, cameras
@@ -208,8 +222,14 @@ def _halves(recordings: list[Any], reference: Mapping[str, Any]) -> list[dict[st
 
 
 INTRINSICS_HEAD = (
-    "| camera | RMS px | views used | focal vs Qualisys | principal point vs Qualisys | time |\n"
-    "|---|---|---|---|---|---|"
+    "| camera | RMS px | views used | focal vs Qualisys | principal point vs Qualisys | "
+    "k1 / k2 (the Qualisys export's) | time |\n|---|---|---|---|---|---|---|"
+)
+INTRINSICS_NOTE = (
+    "The distortion: the Qualisys TOML's k1 k2 are its export's (`Calib.qca.txt`) divided by 64 (-0.0007 / 0.002 "
+    "against -0.046 / 0.14): Pose2Sim's conversion divides the export's intrinsics by its 1/64-pixel unit, and "
+    "these coefficients are dimensionless. The photos give the export's values, not the TOML's. Its principal "
+    "points are the export's."
 )
 PEOPLE_HEAD = (
     "| recording | 2D | centre error per camera (cm) | orientation error (deg) | height scale | "
@@ -291,10 +311,14 @@ def markdown(data: dict[str, Any]) -> str:
     out += ["## Intrinsics from the checkerboard photos (4x7, 60 mm)", "", INTRINSICS_HEAD]
     for r in data["intrinsics"]:
         dropped = f" (dropped: {', '.join(r['dropped'])})" if r["dropped"] else ""
+        export = r.get("export_k1_k2")
+        given = f" ({export[0]:.3f} / {export[1]:.3f})" if export else ""
+        k = f"{r['k1_k2'][0]:.3f} / {r['k1_k2'][1]:.3f}{given}" if "k1_k2" in r else "-"
         out.append(
             f"| {r['camera']} | {r['rms_px']:.3f} | {r['views']}{dropped} | {r['focal_pct']:+.2f}% | "
-            f"{r['pp_px']:.1f} px | {r['seconds']:.1f} s |"
+            f"{r['pp_px']:.1f} px | {k} | {r['seconds']:.1f} s |"
         )
+    out += ["", INTRINSICS_NOTE]
     out += ["", f"## Extrinsics from the 8 platform points (click noise {data['click_noise_px']} px, 10 draws)", ""]
     out += ["| intrinsics | camera centre error, mean | worst | time per camera |", "|---|---|---|---|"]
     for r in data["points"]:
