@@ -63,7 +63,10 @@ def _least_squares_point(M: F64) -> F64:
     scale = a00 + a11 + a22
     ok = np.abs(det) > 1e-12 * scale * scale * scale
     inverse = -1.0 / np.where(ok, det, 1.0)
-    x = np.stack([c00 * b0 + c01 * b1 + c02 * b2, c01 * b0 + c11 * b1 + c12 * b2, c02 * b0 + c12 * b1 + c22 * b2], 1)
+    x = np.empty((len(M), 3))  # written column by column (np.stack costs as much as the arithmetic here)
+    x[:, 0] = c00 * b0 + c01 * b1 + c02 * b2
+    x[:, 1] = c01 * b0 + c11 * b1 + c12 * b2
+    x[:, 2] = c02 * b0 + c12 * b1 + c22 * b2
     x *= np.where(ok, inverse, np.nan)[:, None]
     return x
 
@@ -95,20 +98,24 @@ def triangulate(
     xy = np.where(np.isfinite(xy), xy, 0.0)
     points = dlt(P, xy, weights)
     err = _view_errors(P, points, xy)
+    settled = False  # the loop's last counts and mean errors hold for the views used now
     for _ in range(max_iter):
         count = used.sum(axis=1)
         mean_err = np.where(used, err, 0.0).sum(axis=1) / np.maximum(count, 1)
         drop = (mean_err > max_error_px) & (count > 2)
         if not drop.any():
+            settled = True
             break
         # Leave out the view that reprojects worst (closer to Pose2Sim's own 3D than trying every view left
         # out: bench/design-choices.md).
         used[np.flatnonzero(drop), np.where(used, err, -np.inf)[drop].argmax(axis=1)] = False
         points[drop] = dlt(P, xy[drop], np.where(used[drop], score[drop], 0.0))
         err[drop] = _view_errors(P, points[drop], xy[drop])
-    count = used.sum(axis=1)
+    if not settled:
+        count = used.sum(axis=1)
+        mean_err = np.where(used, err, 0.0).sum(axis=1) / np.maximum(count, 1)
+    mean_err = np.where(count > 0, mean_err, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_err = np.where(count > 0, np.where(used, err, 0).sum(axis=1) / count, np.nan)
         mean_score = np.where(count > 0, np.where(used, score, 0).sum(axis=1) / count, 0.0)
     bad = (count < 2) | ~(mean_err <= max_error_px)
     points[bad] = np.nan
