@@ -23,7 +23,7 @@ from posefleet.clients.local_fleet import start_coordinator
 from posefleet.clients.sdk import PosefleetClient, encode_frame
 from posefleet.common.certs import issue, throwaway_fleet
 from posefleet.common.processes import PosefleetProcess
-from posefleet.common.tls import TlsFiles, aio_channel, peer_certificate, role_name
+from posefleet.common.tls import TlsFiles, aio_channel, peer_certificate, role_name, sync_channel
 from posefleet.coordinator.server import CoordinatorServer
 from posefleet.coordinator.settings import CoordinatorSettings
 from posefleet.node.server.advertise import Advertiser
@@ -677,16 +677,23 @@ async def test_health_reflection_and_metrics_answer_only_the_roles_that_need_the
             return int(reply.status)
 
     async def services(address: str, tls: TlsFiles, server: str) -> grpc.StatusCode | list[str]:
-        async with aio_channel(address, tls, role_name(server)) as channel:
-            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-            try:
-                async for reply in stub.ServerReflectionInfo(
-                    iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-                ):
-                    return [s.name for s in reply.list_services_response.service]
-            except grpc.aio.AioRpcError as exc:
-                return exc.code()
-        return []
+        """The blocking stub, in a thread: grpc.aio's writer of a stream's requests may still be sending when the
+        server refuses the call, and then reports its own INTERNAL instead of the server's status (a client-side
+        race, about one run in three here); the blocking client reports the server's."""
+
+        def ask() -> grpc.StatusCode | list[str]:
+            with sync_channel(address, tls, role_name(server)) as channel:
+                stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+                try:
+                    for reply in stub.ServerReflectionInfo(
+                        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+                    ):
+                        return [s.name for s in reply.list_services_response.service]
+                except grpc.RpcError as exc:
+                    return exc.code()
+            return []
+
+        return await asyncio.to_thread(ask)
 
     serving, denied = int(health_pb2.HealthCheckResponse.SERVING), grpc.StatusCode.PERMISSION_DENIED
     coordinator = f"127.0.0.1:{coord.port}"

@@ -181,7 +181,11 @@ def run_scene_demo(out: Path, model_dir: Path, nodes: int, device: str) -> int:
     ids = sorted({p.id for w in windows for p in w.persons})
     with_people = sum(1 for w in windows if w.persons)
     skipped = sum(status.windows_skipped for status in done["stats"].scenes)
-    print(f"scene {SCENE}: {len(windows)} windows ({skipped} skipped), {with_people} with 3D people, person ids {ids}")
+    lost = sum(w.lost for w in windows)
+    print(
+        f"scene {SCENE}: {len(windows)} windows ({skipped} skipped by fusion, {lost} lost by this subscriber), "
+        f"{with_people} with 3D people, person ids {ids}"
+    )
     for status in done["stats"].scenes:
         for cam in status.cameras:
             print(
