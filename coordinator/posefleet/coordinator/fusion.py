@@ -102,22 +102,22 @@ class WindowFuser:
 _SCENE = {f.name: f.number for f in coordinator_pb2.SceneResult.DESCRIPTOR.fields}
 _PERSON = {f.name: f.number for f in coordinator_pb2.Person3D.DESCRIPTOR.fields}
 _JOINT = {f.name: f.number for f in coordinator_pb2.Joint3D.DESCRIPTOR.fields}
-#: Joint3D's fields from x to its reprojection error (proto name -> the structured array's), each written after its
-#: one-byte tag: floats, but views a varint below 128 (a scene has at most 63 cameras); every joint's at once.
-_VALUE_FIELDS = {"x": "x", "y": "y", "z": "z", "score": "score", "views": "views", "reprojection_error_px": "error"}
+#: Joint3D's fields from x to its reprojection error, each written after its one-byte tag (a structured array's
+#: columns of the same names): floats, but views a varint below 128 (a scene has at most 63 cameras).
+_VALUE_FIELDS = ("x", "y", "z", "score", "views", "reprojection_error_px")
 _JOINT_TAG_BYTES = {name: tag(_JOINT[name], VARINT if name == "views" else FIXED32) for name in _VALUE_FIELDS}
 if any(len(t) != 1 for t in _JOINT_TAG_BYTES.values()):  # a field numbered 16 or more: its tag takes two bytes
     raise ImportError("Joint3D's fields x to reprojection_error_px must be numbered below 16 (one-byte tags)")
 _JOINT_VALUES = np.dtype(
-    [item for f in _VALUE_FIELDS.values() for item in ((f"tag_{f}", "u1"), (f, "u1" if f == "views" else "<f4"))]
+    [item for f in _VALUE_FIELDS for item in ((f"tag_{f}", "u1"), (f, "u1" if f == "views" else "<f4"))]
 )
 
 
 def _joint_template() -> bytes:
     """Every joint's values with their tags set and their numbers at zero (to fill)."""
     template = np.zeros(len(COCO_KEYPOINTS), _JOINT_VALUES)
-    for name, column in _VALUE_FIELDS.items():
-        template[f"tag_{column}"] = _JOINT_TAG_BYTES[name][0]
+    for name, tag_bytes in _JOINT_TAG_BYTES.items():
+        template[f"tag_{name}"] = tag_bytes[0]
     return template.tobytes()
 
 
@@ -154,8 +154,8 @@ def _person(person: Person3D, views: dict[str, pose_pb2.PoseResult], names: list
     values["x"], values["y"], values["z"] = person.points.T
     values["score"] = person.score
     values["views"] = person.views
-    values["error"] = person.error_px
-    values["error"][np.isnan(person.error_px)] = 0.0
+    values["reprojection_error_px"] = person.error_px
+    values["reprojection_error_px"][np.isnan(person.error_px)] = 0.0
     raw = values.tobytes()
     masks = (person.used @ _CAMERA_BITS[: len(names)]).tolist()  # each joint's cameras, as bits
     each = _camera_fields(tuple(names))

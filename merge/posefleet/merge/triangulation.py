@@ -98,20 +98,18 @@ def triangulate(
     xy = np.where(np.isfinite(xy), xy, 0.0)
     points = dlt(P, xy, weights)
     err = _view_errors(P, points, xy)
-    settled = False  # the loop's last counts and mean errors hold for the views used now
     for _ in range(max_iter):
         count = used.sum(axis=1)
         mean_err = np.where(used, err, 0.0).sum(axis=1) / np.maximum(count, 1)
         drop = (mean_err > max_error_px) & (count > 2)
         if not drop.any():
-            settled = True
-            break
+            break  # this pass's counts and mean errors hold for the views used now
         # Leave out the view that reprojects worst (closer to Pose2Sim's own 3D than trying every view left
         # out: bench/design-choices.md).
         used[np.flatnonzero(drop), np.where(used, err, -np.inf)[drop].argmax(axis=1)] = False
         points[drop] = dlt(P, xy[drop], np.where(used[drop], score[drop], 0.0))
         err[drop] = _view_errors(P, points[drop], xy[drop])
-    if not settled:
+    else:  # every pass dropped views (or none ran): count them again
         count = used.sum(axis=1)
         mean_err = np.where(used, err, 0.0).sum(axis=1) / np.maximum(count, 1)
     mean_err = np.where(count > 0, mean_err, np.nan)
