@@ -604,3 +604,19 @@ def test_coincident_skeletons_are_one_person_and_people_apart_are_not() -> None:
     assert same[0, 1] and same[1, 0] and same[0, 2]
     assert not same[0, 3] and not same[0, 4] and not same[3, 4]
     assert not fuser._same_people(np.stack([a, far])).any(), "people apart: nothing to merge"
+
+
+def test_a_camera_shows_a_hidden_person_only_with_a_pose_of_their_own() -> None:
+    """The benchmark's eligibility: a pose counts for the one person it fits best, so the pose of someone in
+    front does not make the person hidden behind them seen by that camera."""
+    from posefleet.merge.quality import visible_cameras
+
+    cams = ring()
+    rng = np.random.default_rng(5)
+    front, behind = person((0.3, 0.0), rng), person((-0.1, 0.0), rng)  # in line for c0 at (4, 0)
+    both = project(cams, np.concatenate([front, behind]), 1.0, rng)
+    frame = {"c0": [both["c0"][:17]], "c1": [both["c1"][:17], both["c1"][17:]], "c2": [both["c2"][17:]]}
+    skeletons = np.stack([front, behind])
+    assert visible_cameras(skeletons, frame, cams, min_keypoints=6, tol=0.15).tolist() == [2, 2]
+    del frame["c2"]
+    assert visible_cameras(skeletons, frame, cams, min_keypoints=6, tol=0.15).tolist() == [2, 1]

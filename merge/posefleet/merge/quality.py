@@ -191,24 +191,41 @@ def people_from_outputs(
 
 
 def visible_cameras(
-    skeleton: F64, views: Mapping[str, Sequence[F32]], cameras: Mapping[str, Camera], *, min_keypoints: int, tol: float
-) -> int:
-    """How many cameras have a 2D pose with at least ``min_keypoints`` keypoints (score >= 0.1) within ``tol``
-    of the person's bounding-box diagonal from the projected skeleton."""
-    seen = 0
-    joints = np.isfinite(skeleton).all(axis=1)
-    if joints.sum() < min_keypoints:
-        return 0
+    skeletons: F64, views: Mapping[str, Sequence[F32]], cameras: Mapping[str, Camera], *, min_keypoints: int, tol: float
+) -> npt.NDArray[np.int64]:
+    """Per person of ``skeletons`` (P, J, 3), how many cameras show them: have a 2D pose with at least
+    ``min_keypoints`` keypoints (score >= 0.1) within ``tol`` of the person's bounding-box diagonal from the
+    projected skeleton.
+
+    A pose shows one person: the one it has the most such keypoints of (the nearer on a tie). Where people
+    overlap in an image (one behind the other), the front person's pose lies within the tolerance of the
+    hidden person's joints too; counted for both, it would make the hidden person seen by a camera that
+    does not show them."""
+    persons, j = skeletons.shape[:2]
+    seen = np.zeros(persons, np.int64)
+    joints: npt.NDArray[np.bool_] = np.asarray(np.isfinite(skeletons).all(axis=2))  # (P, J)
+    known = joints.sum(axis=1) >= min_keypoints
+    if not known.any():
+        return seen
     for name, poses in views.items():
         if not len(poses) or name not in cameras:
             continue
-        xy = cameras[name].project(skeleton[joints])
-        span = xy.max(axis=0) - xy.min(axis=0)
-        limit = tol * float(np.hypot(*span)) + 1.0
-        arr = np.stack([np.asarray(p, np.float64)[joints] for p in poses])  # (P, Jseen, 3)
-        close = (np.linalg.norm(arr[..., :2] - xy[None], axis=2) <= limit) & (arr[..., 2] >= 0.1)
-        if (close.sum(axis=1) >= min_keypoints).any():
-            seen += 1
+        arr = np.stack([np.asarray(p, np.float64) for p in poses])  # (N, J, 3)
+        close = np.zeros((persons, len(arr)), np.int64)
+        spread = np.full((persons, len(arr)), np.inf)
+        for k in np.flatnonzero(known).tolist():
+            xy = np.full((j, 2), np.nan)
+            xy[joints[k]] = cameras[name].project(skeletons[k][joints[k]])
+            span = np.nanmax(xy, axis=0) - np.nanmin(xy, axis=0)
+            limit = tol * float(np.hypot(*span)) + 1.0
+            with np.errstate(invalid="ignore"):
+                dist = np.linalg.norm(arr[..., :2] - xy[None], axis=2)  # (N, J), NaN where the person has no joint
+                near = (dist <= limit) & (arr[..., 2] >= 0.1)
+            close[k] = near.sum(axis=1)
+            spread[k] = np.where(near, dist, 0.0).sum(axis=1) / np.maximum(close[k], 1) / limit
+        owner = np.lexsort((spread, -close), axis=0)[0]  # (N,) the person each pose shows
+        shown = close[owner, np.arange(len(arr))] >= min_keypoints
+        seen[np.unique(owner[shown])] += 1
     return seen
 
 
@@ -279,15 +296,13 @@ def eligibility(
     min_keypoints: int = 6,
     tol: float = 0.15,
 ) -> npt.NDArray[np.bool_]:
-    """(persons, frames): whether at least two cameras see the person (``visible_cameras``)."""
+    """(persons, frames): whether at least two cameras show the person (``visible_cameras``)."""
     persons, frames = people.skeletons.shape[:2]
     out = np.zeros((persons, frames), bool)
     for f in range(frames):
         view = views[f] if f < len(views) else {}
-        for p in range(persons):
-            out[p, f] = (
-                visible_cameras(people.skeletons[p, f], view, cameras, min_keypoints=min_keypoints, tol=tol) >= 2
-            )
+        shown = visible_cameras(people.skeletons[:, f], view, cameras, min_keypoints=min_keypoints, tol=tol)
+        out[:, f] = shown >= 2
     return out
 
 
