@@ -393,6 +393,22 @@ def test_ids_survive_a_one_second_occlusion_and_two_camera_windows_not_a_long_ab
     assert [p.id for p in later.persons] == [2], "back after 3 s: a new id"
 
 
+def test_a_person_who_stops_while_unseen_keeps_their_id() -> None:
+    """Walking at 1.5 m/s, hidden for 0.4 s, seen again where they stopped: 0.6 m from where their motion would
+    have taken them (farther than ``max_track_distance_m``), at their last position: the same person."""
+    rng = np.random.default_rng(21)
+    cams = ring(4)
+    fuser = SceneFuser(cams, FusionParams())
+    body = person((-0.5, -0.5), np.random.default_rng(0))
+    ids: list[int] = []
+    for t in range(40):
+        # 1.5 m/s at 30 fps until frame 15, then still; diagonally, across every camera's line of sight
+        at = body + np.array([0.05, 0.05, 0.0]) * min(t, 15) / np.sqrt(2) + rng.normal(0, 0.002, body.shape)
+        views = {} if 16 <= t < 28 else {n: [v] for n, v in project(cams, at, 0.5, rng).items()}
+        ids.extend(p.id for p in fuser.fuse(views, t * 33.3).persons)
+    assert set(ids) == {1}
+
+
 def test_a_joint_that_breaks_its_learned_bones_is_not_published() -> None:
     """A wrist that all views put 25 cm off (a 2D model's consistent mistake) breaks the forearm's learned length:
     with no view to leave out that fixes it, the wrist is left out; the rest of the person is published."""
@@ -483,6 +499,35 @@ def test_limbs_are_held_to_a_human_height_until_learned_and_a_child_still_gets_h
             assert not child_model.violations(child).any()
             child_model.learn(child)
         assert np.allclose(child_model.lengths()[: len(LIMB_BONES)], bone_lengths(child), rtol=0.05), scale
+
+
+def test_until_limbs_are_learned_the_twin_further_from_the_guess_is_blamed() -> None:
+    """A person's left and right limbs are as long. While their length is a guess, of two twins more than the
+    tolerance apart the one further from the guess is blamed, though both lie within the prior's 35% (PoseNet's
+    far person's first windows: upper arms of 0.24 and 0.36-0.40 m). Learned limbs are held to their learned
+    length alone: twins each within the tolerance of it stand, however far apart."""
+    from posefleet.merge.skeleton import BoneModel
+
+    body = person((0, 0), np.random.default_rng(0))
+
+    def upper_arms(left: float, right: float) -> np.ndarray:
+        out = body.copy()
+        for shoulder, elbow, length in ((5, 7, left), (6, 8, right)):
+            arm = body[elbow] - body[shoulder]
+            out[elbow:11:2] = body[elbow:11:2] - body[elbow] + body[shoulder] + arm * length / np.linalg.norm(arm)
+        return out
+
+    usual = float(np.linalg.norm(body[7] - body[5]))  # 0.32 m: 1.70 m's share
+    guessing = BoneModel(tolerance=0.12)
+    assert not guessing.violations(upper_arms(usual, usual)).any()
+    assert np.flatnonzero(guessing.violations(upper_arms(usual, 0.40))).tolist() == [8]  # the right elbow
+    assert np.flatnonzero(guessing.violations(upper_arms(0.25, usual))).tolist() == [7]
+    learned = BoneModel(tolerance=0.12)
+    for _ in range(10):
+        learned.learn(body)
+    assert learned.bounds().twin_slack is None
+    assert not learned.violations(upper_arms(usual - 0.026, usual + 0.034)).any()
+    assert learned.violations(upper_arms(usual, 0.40))[8]
 
 
 def test_dlt_is_the_least_squares_point_of_its_unit_rows_and_refuses_single_views() -> None:

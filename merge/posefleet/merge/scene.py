@@ -11,7 +11,7 @@ import numpy.typing as npt
 from posefleet.merge.association import AssociationParams, PoseRef, group_poses, pair_costs, track_costs
 from posefleet.merge.calibration import Camera
 from posefleet.merge.filters import OneEuroFilter, OneEuroParams
-from posefleet.merge.skeleton import MIRROR, BoneModel, blame
+from posefleet.merge.skeleton import BONES, MIRROR, BoneModel, blame
 from posefleet.merge.triangulation import dlt, reproject, triangulate
 from scipy.optimize import linear_sum_assignment
 
@@ -23,6 +23,8 @@ MAX_SPEED = 3.0
 STALE_MS = 400.0
 #: A pose is mirrored only when that fits its person this much better (metres of mean ray distance).
 MIRROR_MARGIN_M = 0.03
+#: A person none of whose limb lengths is a guess: no twin check (``skeleton.Bounds``).
+_NO_TWIN = np.full(len(BONES), np.nan)
 #: The trunk's joints (COCO shoulders and hips): where a body is.
 TRUNK = np.isin(np.arange(17), (5, 6, 11, 12))
 
@@ -116,16 +118,17 @@ class _Track:
     smoother: OneEuroFilter | None = None
 
 
-def predict(tracks: list[_Track], t_ms: float) -> F64:
+def predict(tracks: list[_Track], t_ms: float, *, moving: bool = True) -> F64:
     """(T, J, 3) where the tracks' joints are expected at ``t_ms``: constant velocity of the body, for at most
-    0.5 s; joints unseen for ``STALE_MS`` are left out while at least 4 recent ones remain."""
-    last = np.array([t.last_ms for t in tracks])
-    dt = np.clip(t_ms - last, 0.0, 500.0)[:, None, None] / 1e3
+    0.5 s (``moving``; else where they were last seen); joints unseen for ``STALE_MS`` are left out while at
+    least 4 recent ones remain."""
     points = np.array([t.points for t in tracks])
     recent = (t_ms - np.array([t.seen_ms for t in tracks])) <= STALE_MS  # (T, J)
     recent |= (recent.sum(axis=1) < 4)[:, None]
-    velocity = np.array([t.velocity for t in tracks])[:, None]
-    predicted: F64 = np.where(recent[..., None], points, np.nan) + velocity * dt
+    predicted: F64 = np.where(recent[..., None], points, np.nan)
+    if moving:
+        dt = np.clip(t_ms - np.array([t.last_ms for t in tracks]), 0.0, 500.0)[:, None, None] / 1e3
+        predicted += np.array([t.velocity for t in tracks])[:, None] * dt
     return predicted
 
 
@@ -360,7 +363,10 @@ class SceneFuser:
         if not persons:
             return
         bounds = [self._tracks[owner].bones.bounds() for owner in owners]
-        expected, slack = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+        expected, slack = np.array([b.expected for b in bounds]), np.array([b.slack for b in bounds])
+        twin = None  # people still learning their limbs are held to limbs as long as their twins
+        if any(b.twin_slack is not None for b in bounds):
+            twin = np.array([_NO_TWIN if b.twin_slack is None else b.twin_slack for b in bounds])
         points = np.array([person.points for person in persons])  # (P, J, 3)
         errors = np.array([person.error_px for person in persons])  # (P, J)
         used_all = np.array([person.used for person in persons])  # (P, J, C)
@@ -368,7 +374,7 @@ class SceneFuser:
         views: dict[int, tuple[F64, F64]] = {}
         changed = False
         for attempt in range(3):
-            rows, joints = np.nonzero(blame(points, errors, expected, slack))
+            rows, joints = np.nonzero(blame(points, errors, expected, slack, twin))
             if not len(rows):
                 break
             changed = True
@@ -524,17 +530,20 @@ class SceneFuser:
 
     def _track(self, persons: list[Person3D], owners: list[int | None], t_ms: float) -> None:
         """Ids: a person from a claimed track keeps it; a new person continues the nearest unmatched track
-        (optimal assignment on the mean joint distance to its prediction) or starts one."""
+        (optimal assignment on the mean joint distance to its prediction, or to where it was last seen: a
+        person may stop while unseen, and a velocity measured on a few joints of a half-seen person may be
+        off) or starts one."""
         p = self.params
         taken = {o for o in owners if o is not None}
         new = [k for k, o in enumerate(owners) if o is None]
         lost = [t for t in range(len(self._tracks)) if t not in taken]
         if new and lost:
             now = np.array([persons[k].points for k in new])[:, None]  # (P, 1, J, 3)
-            before = predict([self._tracks[t] for t in lost], t_ms)[None]  # (1, T, J, 3)
-            both = np.isfinite(now).all(-1) & np.isfinite(before).all(-1)
+            tracks = [self._tracks[t] for t in lost]
+            before = np.array([predict(tracks, t_ms, moving=moving) for moving in (True, False)])[:, None]
+            both = np.isfinite(now).all(-1) & np.isfinite(before).all(-1)  # (2, P, T, J)
             dist = np.where(both, np.linalg.norm(np.nan_to_num(now - before), axis=-1), 0.0)
-            mean = np.where(both.sum(-1) >= 3, dist.sum(-1) / np.maximum(both.sum(-1), 1), np.inf)
+            mean = np.where(both.sum(-1) >= 3, dist.sum(-1) / np.maximum(both.sum(-1), 1), np.inf).min(axis=0)
             rows, cols = linear_sum_assignment(np.where(np.isfinite(mean), mean, 1e6))
             for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
                 if mean[r, c] <= p.max_track_distance_m:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, insort
 from collections import deque
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,7 @@ PRIOR_LEARNS = 60
 #: COCO keypoint order with left and right exchanged (a 2D pose whose sides a model mixed up).
 MIRROR = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
 _A = np.array([a for a, _ in BONES])
+_TWIN = np.array(TWIN)
 _B = np.array([b for _, b in BONES])
 #: One bone of each twin pair (and the bones that are their own twin): a pair's samples are one set.
 _FIRST = [b for b, twin in enumerate(TWIN) if b <= twin]
@@ -64,20 +66,37 @@ def bone_lengths(points: F64, bones: tuple[tuple[int, int], ...] = LIMB_BONES) -
     return np.sqrt((diff * diff).sum(-1))  # type: ignore[no-any-return]
 
 
-def bones_off(points: F64, expected: F64, slack: F64) -> npt.NDArray[np.bool_]:
+class Bounds(NamedTuple):
+    """What a person's bones (``BONES`` order) should measure, in metres: the expected length and how far off
+    it may be (NaN: anything plausible), and how far a limb may be off its twin while its length is a guess
+    (NaN: learned, or no guess; None: no limb's length is a guess)."""
+
+    expected: F64
+    slack: F64
+    twin_slack: F64 | None
+
+
+def bones_off(points: F64, expected: F64, slack: F64, twin_slack: F64 | None = None) -> npt.NDArray[np.bool_]:
     """(..., B) the bones of skeletons (..., J, 3) whose length is implausible or further than ``slack`` from
-    ``expected`` (..., B)."""
+    ``expected`` (..., B); and, where ``twin_slack`` is given, a limb whose length is still a guess that differs
+    from its twin (the same limb on the other side) by more than that, the one of the two further from the
+    guess: a person's left and right limbs are as long, which a guess of their length cannot tell."""
     diff = points[..., _A, :] - points[..., _B, :]
     now = np.sqrt((diff * diff).sum(axis=-1))  # NaN compares False
     off: npt.NDArray[np.bool_] = (now < _LOW) | (now > _HIGH) | (np.abs(now - expected) > slack)
+    if twin_slack is not None:
+        far = np.abs(now - expected)
+        off |= (np.abs(now - now[..., _TWIN]) > twin_slack) & (far > far[..., _TWIN])
     return off
 
 
-def blame(points: F64, error_px: F64, expected: F64, slack: F64) -> npt.NDArray[np.bool_]:
+def blame(
+    points: F64, error_px: F64, expected: F64, slack: F64, twin_slack: F64 | None = None
+) -> npt.NDArray[np.bool_]:
     """(P, J) the joints of skeletons (P, J, 3) to blame for their bones that are off (``bones_off``): a limb
     bone's outer end (the elbow, not the shoulder the trunk holds in place); a trunk bone's end with more bones
     off, else the one that reprojects worse (``error_px`` (P, J))."""
-    off = bones_off(points, expected, slack)
+    off = bones_off(points, expected, slack, twin_slack)
     blamed = np.zeros(points.shape[:2], bool)
     if not off.any():
         return blamed
@@ -110,7 +129,7 @@ class BoneModel:
         # median is read at every learn for a few microseconds, where sorting the windows cost ~30 (measured).
         self._sorted: list[list[float]] = [[] for _ in _FIRST]
         self._learned: list[float] | None = None  # each bone's median (NaN until trusted), after a learn
-        self._bounds: tuple[F64, F64] | None = None
+        self._bounds: Bounds | None = None
         self._learn_count = 0
 
     def _medians(self) -> list[float]:
@@ -130,15 +149,16 @@ class BoneModel:
         """The learned length of each bone of ``BONES`` (NaN until trusted)."""
         return np.array(self._medians())
 
-    def bounds(self) -> tuple[F64, F64]:
-        """(B,) each bone's expected length and how far off it may be (metres; NaN: anything plausible). The
-        length: learned, else its share of the height the learned limb bones imply (then twice the tolerance),
-        else, for a limb in the first ``PRIOR_LEARNS`` learns, its share of ``PRIOR_HEIGHT`` (within
-        ``PRIOR_TOLERANCE``), else NaN. Computed once per ``learn``."""
+    def bounds(self) -> Bounds:
+        """Each bone's expected length and how far off it may be. The length: learned, else its share of the
+        height the learned limb bones imply (then twice the tolerance), else, for a limb in the first
+        ``PRIOR_LEARNS`` learns, its share of ``PRIOR_HEIGHT`` (within ``PRIOR_TOLERANCE``), else NaN. A limb
+        whose length is such a guess may differ from its twin by the tolerance. Computed once per ``learn``."""
         if self._bounds is not None:
             return self._bounds
         expected = list(self._medians())
         tolerance = [self.tolerance] * len(BONES)
+        twin = [math.nan] * len(BONES)
         ratios = sorted(expected[b] / _SHARE[b] for b in range(_LIMBS) if not math.isnan(expected[b]))
         if ratios:
             height: float | None = (ratios[(len(ratios) - 1) // 2] + ratios[len(ratios) // 2]) / 2  # their median
@@ -152,15 +172,18 @@ class BoneModel:
                 if math.isnan(expected[b]):  # not learned
                     expected[b] = _SHARE[b] * height
                     tolerance[b] = guess_tolerance
+                    twin[b] = self.tolerance * expected[b]
         lengths = np.array(expected)
-        self._bounds = (lengths, np.array(tolerance) * lengths)
+        guessing = any(not math.isnan(t) for t in twin)
+        self._bounds = Bounds(lengths, np.array(tolerance) * lengths, np.array(twin) if guessing else None)
         return self._bounds
 
     def violations(self, points: F64, error_px: F64 | None = None) -> npt.NDArray[np.bool_]:
         """(J,) the joints to blame for the bones that are off (``blame``)."""
         errors = np.zeros(points.shape[0]) if error_px is None else error_px
-        expected, slack = self.bounds()
-        blamed: npt.NDArray[np.bool_] = blame(points[None], errors[None], expected[None], slack[None])[0]
+        expected, slack, twin = self.bounds()
+        twins = None if twin is None else twin[None]
+        blamed: npt.NDArray[np.bool_] = blame(points[None], errors[None], expected[None], slack[None], twins)[0]
         return blamed
 
     def learn(self, points: F64) -> None:
