@@ -58,3 +58,40 @@ def people_views(
                     looks.append(described)
         views.append(frame)
     return views
+
+
+def passing_views(
+    cameras: dict[str, Camera], fps: float, speed: float, *, lane: float, seed: int, people: int = 3
+) -> tuple[list[dict[str, list[np.ndarray]]], np.ndarray]:
+    """``people`` walking straight across the rig at ``speed`` (m/s), in lanes ``lane`` metres apart, each
+    lane the other way (neighbours pass each other), arms and legs swinging, seen at ``fps`` with 2 px noise
+    and one keypoint in ten missed: every window's 2D poses (shuffled per camera) and the true skeletons
+    (frames, people, 17, 3)."""
+    rng = np.random.default_rng(seed)
+    frames = int(5.5 / speed * fps)  # 5.5 m across
+    views: list[dict[str, list[np.ndarray]]] = []
+    truth = np.zeros((frames, people, 17, 3))
+    for k in range(frames):
+        t = k / fps
+        for i in range(people):
+            way = 1.0 if i % 2 == 0 else -1.0
+            heading = 0.0 if way > 0 else np.pi
+            c, s = np.cos(heading), np.sin(heading)
+            body = _SKELETON.copy()
+            swing = 0.25 * np.sin(2 * np.pi * t + i)
+            body[[9, 10], 0] += [swing, -swing]
+            body[[15, 16], 0] += [-swing, swing]
+            at = np.array([-2.75 * way + way * speed * t, (i - (people - 1) / 2) * lane, 0.0])
+            truth[k, i] = body @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]]) + at
+        frame = {}
+        for name, cam in cameras.items():
+            poses = []
+            for body in truth[k]:
+                px = cam.project(body) + rng.normal(0, 2.0, (17, 2))
+                inside = (px[:, 0] >= 0) & (px[:, 0] < cam.size[0]) & (px[:, 1] >= 0) & (px[:, 1] < cam.size[1])
+                inside &= (body @ cam.R.T + cam.t)[:, 2] > 0
+                score = np.where(inside & (rng.random(17) > 0.1), rng.uniform(0.4, 0.95, 17), 0.0)
+                poses.append(np.column_stack([np.clip(px, 0, np.array(cam.size) - 1), score]).astype(np.float32))
+            frame[name] = [poses[j] for j in rng.permutation(people)]
+        views.append(frame)
+    return views, truth

@@ -393,6 +393,27 @@ def test_ids_survive_a_one_second_occlusion_and_two_camera_windows_not_a_long_ab
     assert [p.id for p in later.persons] == [2], "back after 3 s: a new id"
 
 
+@pytest.mark.parametrize(("fps", "speed"), [(30, 1.5), (10, 2.0)])
+def test_people_walking_past_each_other_keep_one_id_each(fps: int, speed: float) -> None:
+    """Three people crossing the rig at walking pace and faster, neighbours passing each other 0.7 m apart,
+    at 30 and at 10 windows a second: each is reconstructed in every window (within 0.3 m), under one id, once."""
+    from people import passing_views
+
+    cams = ring(4, radius=5.0)
+    for seed in range(2):
+        views, truth = passing_views(cams, fps, speed, lane=0.7, seed=seed)
+        fuser = SceneFuser(cams, FusionParams())
+        ids: list[set[int]] = [set() for _ in range(truth.shape[1])]
+        for k, frame in enumerate(views):
+            persons = fuser.fuse(frame, k * 1000 / fps).persons
+            assert len(persons) == truth.shape[1], (seed, k, [p.id for p in persons])
+            for i, body in enumerate(truth[k]):
+                near = [p.id for p in persons if np.nanmean(np.linalg.norm(p.points - body, axis=1)) < 0.3]
+                assert len(near) == 1, (seed, k, i, near)
+                ids[i].update(near)
+        assert all(len(found) == 1 for found in ids), (seed, ids)
+
+
 def test_a_person_who_stops_while_unseen_keeps_their_id() -> None:
     """Walking at 1.5 m/s, hidden for 0.4 s, seen again where they stopped: 0.6 m from where their motion would
     have taken them (farther than ``max_track_distance_m``), at their last position: the same person."""
