@@ -65,8 +65,9 @@ def passing_views(
 ) -> tuple[list[dict[str, list[np.ndarray]]], np.ndarray]:
     """``people`` walking straight across the rig at ``speed`` (m/s), in lanes ``lane`` metres apart, each
     lane the other way (neighbours pass each other), arms and legs swinging, seen at ``fps`` with 2 px noise
-    and one keypoint in ten missed: every window's 2D poses (shuffled per camera) and the true skeletons
-    (frames, people, 17, 3)."""
+    and one keypoint in ten missed; a keypoint inside the box of someone nearer the camera is hidden (a pose
+    left with fewer than 3 is not detected). Every window's 2D poses (shuffled per camera) and the true
+    skeletons (frames, people, 17, 3)."""
     rng = np.random.default_rng(seed)
     frames = int(5.5 / speed * fps)  # 5.5 m across
     views: list[dict[str, list[np.ndarray]]] = []
@@ -85,13 +86,19 @@ def passing_views(
             truth[k, i] = body @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]]) + at
         frame = {}
         for name, cam in cameras.items():
+            depth = (truth[k] @ cam.R.T + cam.t)[..., 2]  # (people, 17)
+            boxes = [cam.project(body) for body in truth[k]]
             poses = []
-            for body in truth[k]:
+            for i, body in enumerate(truth[k]):
                 px = cam.project(body) + rng.normal(0, 2.0, (17, 2))
                 inside = (px[:, 0] >= 0) & (px[:, 0] < cam.size[0]) & (px[:, 1] >= 0) & (px[:, 1] < cam.size[1])
-                inside &= (body @ cam.R.T + cam.t)[:, 2] > 0
+                inside &= depth[i] > 0
+                for j, box in enumerate(boxes):  # hidden behind someone nearer
+                    if j != i and depth[j].mean() < depth[i].mean():
+                        inside &= ~((px >= box.min(axis=0) - 10) & (px <= box.max(axis=0) + 10)).all(axis=1)
                 score = np.where(inside & (rng.random(17) > 0.1), rng.uniform(0.4, 0.95, 17), 0.0)
-                poses.append(np.column_stack([np.clip(px, 0, np.array(cam.size) - 1), score]).astype(np.float32))
-            frame[name] = [poses[j] for j in rng.permutation(people)]
+                if (score > 0).sum() >= 3:
+                    poses.append(np.column_stack([np.clip(px, 0, np.array(cam.size) - 1), score]).astype(np.float32))
+            frame[name] = [poses[j] for j in rng.permutation(len(poses))]
         views.append(frame)
     return views, truth

@@ -395,9 +395,11 @@ def test_ids_survive_a_one_second_occlusion_and_two_camera_windows_not_a_long_ab
 
 @pytest.mark.parametrize(("fps", "speed"), [(30, 1.5), (10, 2.0)])
 def test_people_walking_past_each_other_keep_one_id_each(fps: int, speed: float) -> None:
-    """Three people crossing the rig at walking pace and faster, neighbours passing each other 0.7 m apart,
-    at 30 and at 10 windows a second: each is reconstructed in every window (within 0.3 m), under one id, once."""
+    """Three people crossing the rig at walking pace and faster, neighbours passing each other 0.7 m apart and
+    hiding each other from some cameras, at 30 and at 10 windows a second: each is reconstructed in every
+    window two cameras see them (within 0.3 m), under one id, once; nobody else is."""
     from people import passing_views
+    from posefleet.merge.quality import visible_cameras
 
     cams = ring(4, radius=5.0)
     for seed in range(2):
@@ -406,11 +408,14 @@ def test_people_walking_past_each_other_keep_one_id_each(fps: int, speed: float)
         ids: list[set[int]] = [set() for _ in range(truth.shape[1])]
         for k, frame in enumerate(views):
             persons = fuser.fuse(frame, k * 1000 / fps).persons
-            assert len(persons) == truth.shape[1], (seed, k, [p.id for p in persons])
+            shown = visible_cameras(truth[k], frame, cams, min_keypoints=6, tol=0.15)
+            matched = 0
             for i, body in enumerate(truth[k]):
                 near = [p.id for p in persons if np.nanmean(np.linalg.norm(p.points - body, axis=1)) < 0.3]
-                assert len(near) == 1, (seed, k, i, near)
+                assert len(near) == (1 if shown[i] >= 2 else len(near[:1])), (seed, k, i, near)
                 ids[i].update(near)
+                matched += len(near)
+            assert matched == len(persons), (seed, k, [p.id for p in persons])
         assert all(len(found) == 1 for found in ids), (seed, ids)
 
 
