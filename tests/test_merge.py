@@ -419,6 +419,29 @@ def test_people_walking_past_each_other_keep_one_id_each(fps: int, speed: float)
         assert all(len(found) == 1 for found in ids), (seed, ids)
 
 
+def test_a_walker_seen_by_halves_keeps_a_true_velocity_through_a_gap() -> None:
+    """Walking at 1.5 m/s, 10 windows a second: seen whole, then by turns only above and only below the waist
+    (each joint last seen two windows before), then unseen for 0.4 s. Each joint's displacement counts over its
+    own time unseen, so the velocity stays 1.5 m/s (over the last window alone it read twice that) and
+    predicts them where they are seen again, 0.75 m on: the same id."""
+    rng = np.random.default_rng(22)
+    cams = ring(4)
+    fuser = SceneFuser(cams, FusionParams())
+    body = person((-1.2, -1.2), np.random.default_rng(0))
+    upper = np.arange(17) < 11
+    ids: list[int] = []
+    for t in range(22):
+        at = body + np.array([0.15, 0.15, 0.0]) * t / np.sqrt(2) + rng.normal(0, 0.002, body.shape)
+        views = {n: [v] for n, v in project(cams, at, 0.5, rng).items()}
+        if 6 <= t < 14:  # only one half of the body, the other half each window
+            for v in views.values():
+                v[0][upper if t % 2 else ~upper, 2] = 0.0
+        if 14 <= t < 18:
+            views = {}
+        ids.extend(p.id for p in fuser.fuse(views, t * 100.0).persons)
+    assert set(ids) == {1}
+
+
 def test_a_person_who_stops_while_unseen_keeps_their_id() -> None:
     """Walking at 1.5 m/s, hidden for 0.4 s, seen again where they stopped: 0.6 m from where their motion would
     have taken them (farther than ``max_track_distance_m``), at their last position: the same person."""

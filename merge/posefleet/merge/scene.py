@@ -570,17 +570,19 @@ class SceneFuser:
         person.id = track.id
         fresh: npt.NDArray[np.bool_] = np.asarray(np.isfinite(person.points).all(axis=1))
         track.bones.learn(np.where(fresh[:, None] & (person.views[:, None] >= 2), person.points, np.nan))
-        # Velocity: the median displacement of the joints seen now and before (a mean over different joint
-        # subsets would jump), over a short gap only, at most MAX_SPEED.
-        dt = (t_ms - track.last_ms) / 1e3
-        shared = fresh & np.isfinite(track.points).all(axis=1)
-        if shared.sum() >= 3 and 0 < dt < 0.5:
-            moved = np.sort(person.points[shared] - track.points[shared], axis=0)
-            velocity = (moved[(len(moved) - 1) // 2] + moved[len(moved) // 2]) / (2 * dt)  # the median
+        # Velocity: the median, over the joints seen now and in the last 0.5 s, of each one's displacement over
+        # its own time unseen (a joint last seen two windows ago moved for two; a mean over different joint
+        # subsets would jump), at most MAX_SPEED. Too few such joints (a walker seen by halves): the velocity
+        # measured before stands; nothing seen for 0.5 s: it is forgotten.
+        elapsed = (t_ms - track.seen_ms) / 1e3  # (J,) inf where never seen
+        shared = fresh & (elapsed > 0) & (elapsed < 0.5)
+        if shared.sum() >= 3:
+            rates = np.sort((person.points[shared] - track.points[shared]) / elapsed[shared, None], axis=0)
+            velocity = (rates[(len(rates) - 1) // 2] + rates[len(rates) // 2]) / 2  # the median
             speed = math.sqrt(float((velocity * velocity).sum()))
             velocity = velocity * min(1.0, MAX_SPEED / speed) if speed > 0 else velocity
             track.velocity = 0.5 * track.velocity + 0.5 * velocity
-        else:
+        elif not 0 < t_ms - track.last_ms < 500.0:
             track.velocity = np.zeros(3)
         if track.smoother is not None:
             person.points = track.smoother(person.points, t_ms / 1e3)
