@@ -251,7 +251,8 @@ TARGETS = {"reconstructed_share": 0.95, "ids": 1, "duplicates": 0, "bone_cv": 0.
 def altered(recording: Recording) -> list[tuple[str, Recording]]:
     """The recording as footage the fusion was not tuned on: every 2nd and every 3rd frame (each offset: a
     lower frame rate, larger steps for the tracks), played backwards (other first frames for the bone models
-    to learn from), and without each camera in turn (a three-camera rig: people two cameras see, not four)."""
+    to learn from), and, on rigs of three cameras or more, without each camera in turn (people fewer cameras
+    see)."""
     frames = max(len(v) for v in recording.views.values())
     picks: list[tuple[str, list[int], str | None]] = []
     for step in (2, 3):
@@ -259,7 +260,8 @@ def altered(recording: Recording) -> list[tuple[str, Recording]]:
             label = f"every {step}{'nd' if step == 2 else 'rd'} frame from {offset} ({recording.fps / step:.0f} FPS)"
             picks.append((label, list(range(offset, frames, step)), None))
     picks.append(("played backwards", list(range(frames - 1, -1, -1)), None))
-    picks += [(f"without {name}", list(range(frames)), name) for name in recording.cameras]
+    if len(recording.cameras) >= 3:  # two cameras left at least
+        picks += [(f"without {name}", list(range(frames)), name) for name in recording.cameras]
     out = []
     for label, idx, dropped in picks:
         views = {
