@@ -75,27 +75,25 @@ def passing_views(
     for k in range(frames):
         t = k / fps
         for i in range(people):
-            way = 1.0 if i % 2 == 0 else -1.0
-            heading = 0.0 if way > 0 else np.pi
-            c, s = np.cos(heading), np.sin(heading)
+            way = 1.0 if i % 2 == 0 else -1.0  # facing +x, or turned half round to face -x
             body = _SKELETON.copy()
             swing = 0.25 * np.sin(2 * np.pi * t + i)
             body[[9, 10], 0] += [swing, -swing]
             body[[15, 16], 0] += [-swing, swing]
             at = np.array([-2.75 * way + way * speed * t, (i - (people - 1) / 2) * lane, 0.0])
-            truth[k, i] = body @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]]) + at
+            truth[k, i] = body * np.array([way, way, 1.0]) + at
         frame = {}
         for name, cam in cameras.items():
             depth = (truth[k] @ cam.R.T + cam.t)[..., 2]  # (people, 17)
             boxes = [cam.project(body) for body in truth[k]]
             poses = []
-            for i, body in enumerate(truth[k]):
-                px = cam.project(body) + rng.normal(0, 2.0, (17, 2))
+            for i, box in enumerate(boxes):
+                px = box + rng.normal(0, 2.0, (17, 2))
                 inside = (px[:, 0] >= 0) & (px[:, 0] < cam.size[0]) & (px[:, 1] >= 0) & (px[:, 1] < cam.size[1])
                 inside &= depth[i] > 0
-                for j, box in enumerate(boxes):  # hidden behind someone nearer
+                for j, other in enumerate(boxes):  # hidden behind someone nearer
                     if j != i and depth[j].mean() < depth[i].mean():
-                        inside &= ~((px >= box.min(axis=0) - 10) & (px <= box.max(axis=0) + 10)).all(axis=1)
+                        inside &= ~((px >= other.min(axis=0) - 10) & (px <= other.max(axis=0) + 10)).all(axis=1)
                 score = np.where(inside & (rng.random(17) > 0.1), rng.uniform(0.4, 0.95, 17), 0.0)
                 if (score > 0).sum() >= 3:
                     poses.append(np.column_stack([np.clip(px, 0, np.array(cam.size) - 1), score]).astype(np.float32))
