@@ -366,6 +366,63 @@ async def test_a_live_scene_is_calibrated_from_its_people_while_routing_goes_on(
     assert all(e[0] < 0.05 and e[1] < 1.0 for e in errors.values()), errors
 
 
+async def test_a_live_scene_whose_camera_moved_is_refined_on_its_people(
+    calibration: Path, tmp_path: Path, assets: Path
+) -> None:
+    """``posefleet calibrate-scene --refine``: the scene's calibration has cam_03 where it stood before it was
+    bumped (3 degrees, and 15 cm along its x axis, from where it films); the people streaming through the rig
+    bring it back within 2 cm and 0.3 degrees, every camera in the scene's own world frame (no alignment), and
+    each camera reports its error under the scene's calibration and how far it moved."""
+    import asyncio
+    from dataclasses import replace
+
+    import cv2
+    import grpc
+    from posefleet.bench import merge as bench_merge
+    from posefleet.merge.calibration import write_calibration
+    from posefleet.merge.extrinsics import camera_difference
+    from posefleet.v1 import coordinator_pb2_grpc
+
+    truth = load_calibration(calibration)
+    turn = cv2.Rodrigues(np.radians([0.0, 3.0, 0.0]))[0]
+    bumped = {**truth, "cam_03": replace(truth["cam_03"], R=turn @ truth["cam_03"].R,
+                                          t=truth["cam_03"].t + np.array([0.15, 0.0, 0.0]))}  # fmt: skip
+    write_calibration(tmp_path / "before.toml", bumped)
+    server = await synthetic_lab(tmp_path / "before.toml", walking_answer(calibration))
+    address = f"127.0.0.1:{server.port}"
+    out = tmp_path / "refined.toml"
+    try:
+        counts = [0]
+        async with grpc.aio.insecure_channel(address) as channel:
+            stop = asyncio.Event()
+            streaming = asyncio.create_task(
+                bench_merge._streams(coordinator_pb2_grpc.CoordinatorStub(channel), 300.0, counts, stop)
+            )
+            await asyncio.sleep(1.0)
+            cli = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "posefleet.cli", "calibrate-scene", "--coordinator", address,
+                "--scene", "lab", "--windows", "100", "--refine", "--out", str(out), "--insecure",
+                env={**os.environ, "POSEFLEET_ASSETS": str(assets)}, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            stdout, stderr = await cli.communicate()
+            stop.set()
+            await asyncio.wait_for(streaming, 30)
+    finally:
+        await server.stop()
+    assert cli.returncode == 0, stderr.decode()
+    text = stdout.decode()
+    assert text.count("moved") == 4 and "starts" not in text, text
+    moved = re.search(r"cam03 \(cam_03\): reprojection RMS ([\d.]+) px \(given: ([\d.]+) px\); moved ([\d.]+) cm", text)
+    bump_cm = 100 * camera_difference(bumped["cam_03"], truth["cam_03"])[0]  # its centre moved by the turn too
+    assert moved and float(moved[1]) < float(moved[2]) / 4, text  # 3 and 22 px measured
+    assert abs(float(moved[3]) - bump_cm) < 2, (bump_cm, text)
+    refined = load_calibration(out)
+    for name, cam in truth.items():
+        centre, angle = camera_difference(refined[name], cam)
+        assert centre < 0.02 and angle < 0.3, (name, centre, angle)
+
+
 async def test_a_dead_fusion_worker_stops_fusion_never_routing(calibration: Path) -> None:
     """The fusion worker killed mid-stream (an out-of-memory kill, say): a window handed to it before its socket
     has said so is dropped, not raised (a send to the dead pipe used to raise BrokenPipeError into the frame

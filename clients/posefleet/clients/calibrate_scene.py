@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--windows", type=positive_int, default=300, help="windows of the scene to record")
     p.add_argument("--person-height", type=positive_float, default=1.75, help="the people's mean height, metres")
     p.add_argument("--timeout", type=positive_float, default=120.0, help="seconds to wait for the windows")
+    p.add_argument(
+        "--refine",
+        action="store_true",
+        help="adjust the scene's own calibration on the people instead (its world frame and scale kept)",
+    )
     p.add_argument("--out", required=True, type=Path, help="the calibration TOML to write")
     tls.add_arguments(p)
     p.set_defaults(func=cmd_calibrate_scene)
@@ -31,12 +36,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def _calibrate(args: argparse.Namespace) -> int:
     async with PosefleetClient(args.coordinator, tls=tls.from_args(args, "posefleet calibrate-scene")) as client:
-        reply = await client.calibrate_scene(args.scene, args.windows, args.person_height, args.timeout)
+        reply = await client.calibrate_scene(args.scene, args.windows, args.person_height, args.timeout, args.refine)
     for cam in reply.cameras:
         if cam.placed:
+            moved = ""
+            if cam.HasField("given_reprojection_rms_px"):
+                moved = (
+                    f" (given: {cam.given_reprojection_rms_px:.1f} px); moved {cam.moved_m * 100:.1f} cm and "
+                    f"{cam.turned_deg:.2f} deg"
+                )
             print(
-                f"{cam.camera_id} ({cam.calibration_name}): reprojection RMS {cam.reprojection_rms_px:.1f} px over "
-                f"{cam.joints} joints in {cam.frames} windows"
+                f"{cam.camera_id} ({cam.calibration_name}): reprojection RMS {cam.reprojection_rms_px:.1f} px{moved} "
+                f"over {cam.joints} joints in {cam.frames} windows"
             )
         else:
             print(f"{cam.camera_id} ({cam.calibration_name}): not placed: {cam.reason}")
@@ -45,7 +56,8 @@ async def _calibrate(args: argparse.Namespace) -> int:
         f"cameras by {reply.people_paired_by or 'geometry alone'}); limb lengths vary "
         f"{reply.limb_length_spread:.0%} (robust CV: a wrong geometry stretches them); {reply.world_frame}"
     )
-    print(reply.starts_verdict)
+    if reply.starts_verdict:
+        print(reply.starts_verdict)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(reply.calibration_toml)
     print(f"wrote {args.out}")

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from posefleet.coordinator.keypoint_arrays import appearances, keypoint_arrays
 from posefleet.coordinator.live_scene import LiveScene
 from posefleet.merge.calibration import CalibrationError, Camera, calibration_toml
+from posefleet.merge.extrinsics import camera_difference
 from posefleet.v1 import coordinator_pb2, pose_pb2
 
 F32 = npt.NDArray[np.float32]
@@ -82,11 +83,15 @@ async def record(scene: LiveScene, windows: int, timeout_s: float) -> Recorded:
     return recorded
 
 
-def _calibrate(cameras: dict[str, Camera], recorded: Recorded, height: float) -> dict[str, Any]:
-    """In the worker process: the calibration and its report (plain data, picklable)."""
-    from posefleet.merge.selfcal import calibrate_from_people, starts_verdict
+def _calibrate(cameras: dict[str, Camera], recorded: Recorded, height: float, refine: bool) -> dict[str, Any]:
+    """In the worker process: the calibration (from scratch, or the given extrinsics refined) and its report
+    (plain data, picklable)."""
+    from posefleet.merge.selfcal import calibrate_from_people, refine_with_people, starts_verdict
 
-    result = calibrate_from_people(cameras, recorded.poses, looks=recorded.looks, person_height=height)
+    if refine:
+        result = refine_with_people(cameras, recorded.poses, looks=recorded.looks)
+    else:
+        result = calibrate_from_people(cameras, recorded.poses, looks=recorded.looks, person_height=height)
     return {
         "poses": {n: (result.cameras[n].R, result.cameras[n].t) for n in result.placed},
         "report": [vars(r) for r in result.report],
@@ -96,14 +101,15 @@ def _calibrate(cameras: dict[str, Camera], recorded: Recorded, height: float) ->
         "bone_spread": result.bone_spread,
         "pairing": result.people_paired_by,
         "start_disagreement": result.start_disagreement,
-        "starts_verdict": starts_verdict(result.start_disagreement),
+        "starts_verdict": "" if refine else starts_verdict(result.start_disagreement),
     }
 
 
 async def calibrate_scene(
     scene: LiveScene, request: coordinator_pb2.CalibrateSceneRequest
 ) -> coordinator_pb2.CalibrateSceneResponse:
-    """Record, calibrate in a worker process, answer with the TOML; ``CalibrationRefused`` when too few
+    """Record, calibrate (or, with ``refine``, adjust the scene's own extrinsics) in a worker process, answer
+    with the TOML; ``CalibrationRefused`` when too few
     windows came or the people place fewer than two cameras."""
     t0 = time.perf_counter()
     windows = request.windows or DEFAULT_WINDOWS
@@ -116,7 +122,7 @@ async def calibrate_scene(
         )
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        job = pool.submit(_calibrate, fitted, recorded, request.person_height_m or 1.75)
+        job = pool.submit(_calibrate, fitted, recorded, request.person_height_m or 1.75, request.refine)
         try:
             found = await asyncio.wrap_future(job)
         except CalibrationError as exc:
@@ -128,8 +134,10 @@ async def calibrate_scene(
     cameras = {names[c]: cam for c, cam in scene.calibrated.items()}
     for cam_id, (R, t) in found["poses"].items():
         cameras[names[cam_id]] = replace(scene.calibrated[cam_id], R=R, t=t)
+    how = "refined on the people" if request.refine else "from the people"
     toml = calibration_toml(
-        cameras, {"extrinsics": f"posefleet CalibrateScene of scene {scene.name}", "world_frame": found["world_frame"]}
+        cameras,
+        {"extrinsics": f"posefleet CalibrateScene of scene {scene.name}, {how}", "world_frame": found["world_frame"]},
     )
     out = coordinator_pb2.CalibrateSceneResponse(
         calibration_toml=toml,
@@ -146,7 +154,7 @@ async def calibrate_scene(
     reported = {r["name"]: r for r in found["report"]}
     for cam_id in scene.calibrated:
         r = reported.get(cam_id, {"placed": False, "reason": "it did not stream during the recording"})
-        out.cameras.add(
+        camera = out.cameras.add(
             camera_id=cam_id,
             calibration_name=names[cam_id],
             placed=bool(r["placed"]),
@@ -155,4 +163,7 @@ async def calibrate_scene(
             joints=int(r.get("observations", 0)),
             frames=int(r.get("frames", 0)),
         )
+        if request.refine and r["placed"]:
+            camera.given_reprojection_rms_px = float(r.get("start_px", float("nan")))
+            camera.moved_m, camera.turned_deg = camera_difference(cameras[names[cam_id]], scene.calibrated[cam_id])
     return out

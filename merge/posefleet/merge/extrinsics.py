@@ -129,12 +129,10 @@ def umeyama(src: F64, dst: F64, with_scale: bool = True) -> tuple[float, F64, F6
     return s, R, md - s * R @ ms
 
 
-def rig_differences(
-    estimated: Mapping[str, Camera], reference: Mapping[str, Camera]
-) -> tuple[float, dict[str, tuple[float, float]]]:
-    """(scale, camera -> (centre distance in the reference's units, orientation difference in degrees)) of the
-    cameras both rigs hold, after the similarity that best maps ``estimated`` onto ``reference``: the chordal
-    mean rotation of the cameras' orientations, then the scale and shift of the centres (least squares)."""
+def alignment(estimated: Mapping[str, Camera], reference: Mapping[str, Camera]) -> tuple[float, F64, F64]:
+    """(s, R, t): the world change X' = s R X + t that best maps ``estimated``'s cameras onto ``reference``'s
+    (the cameras both hold): the chordal mean rotation of their orientations, then the scale and shift of the
+    centres (least squares)."""
     names = [n for n in estimated if n in reference]
     M = sum(estimated[n].R.T @ reference[n].R for n in names)
     U, _, Vt = np.linalg.svd(M)
@@ -143,12 +141,25 @@ def rig_differences(
     B = np.stack([reference[n].center for n in names])
     ma, mb = A.mean(axis=0), B.mean(axis=0)
     s = float(((A - ma) * (B - mb)).sum() / max(float(((A - ma) ** 2).sum()), 1e-12))
-    out = {}
-    for i, n in enumerate(names):
-        dc = float(np.linalg.norm(s * (A[i] - ma) + mb - B[i]))
-        dR = estimated[n].R @ Q @ reference[n].R.T
-        out[n] = (dc, float(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1)))))
-    return s, out
+    return s, Q.T, mb - s * ma
+
+
+def rig_differences(
+    estimated: Mapping[str, Camera], reference: Mapping[str, Camera]
+) -> tuple[float, dict[str, tuple[float, float]]]:
+    """(scale, camera -> (centre distance in the reference's units, orientation difference in degrees)) of the
+    cameras both rigs hold, after the similarity that best maps ``estimated`` onto ``reference``
+    (``alignment``)."""
+    s, R, t = alignment(estimated, reference)
+    moved = transform({n: c for n, c in estimated.items() if n in reference}, s, R, t)
+    return s, {n: camera_difference(c, reference[n]) for n, c in moved.items()}
+
+
+def camera_difference(a: Camera, b: Camera) -> tuple[float, float]:
+    """(centre distance, orientation difference in degrees) of two cameras in one world."""
+    dR = a.R @ b.R.T
+    angle = float(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1))))
+    return float(np.linalg.norm(a.center - b.center)), angle
 
 
 def transform(cameras: dict[str, Camera], s: float, R: F64, t: F64) -> dict[str, Camera]:

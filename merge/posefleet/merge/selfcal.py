@@ -33,6 +33,9 @@ structure-from-motion on people, the classic incremental pipeline with joints as
    segments, anthropometric ratios) or, better, from known points (``extrinsics.anchor``).
 
 Cameras a pair never agrees on, or too few joints place, are reported with the reason, never guessed.
+
+``refine_with_people`` starts from a given calibration instead of steps 1-3 (the people paired under its
+poses) and keeps its world frame and scale.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 from posefleet.merge.calibration import CalibrationError, Camera
-from posefleet.merge.extrinsics import rig_differences
+from posefleet.merge.extrinsics import alignment, camera_difference, rig_differences, transform
 from posefleet.merge.skeleton import bone_lengths
 from posefleet.merge.triangulation import dlt
 from scipy.optimize import least_squares
@@ -101,6 +104,7 @@ class CameraReport:
     observations: int = 0
     frames: int = 0
     error_px: float = float("nan")  # RMS reprojection error after the adjustment
+    start_px: float = float("nan")  # the same under the given poses (``refine_with_people``)
 
 
 @dataclass
@@ -446,7 +450,7 @@ def _triangulate(
     tracks: list[_Track], cams: Mapping[str, Camera], poses: Mapping[str, tuple[F64, F64]], max_px: float
 ) -> None:
     names = list(poses)
-    if len(names) < 2:
+    if len(names) < 2 or not tracks:
         return
     P = np.stack([_P(cams[n], *poses[n]) for n in names])
     if not np.isfinite(P).all():  # a pose the adjustment lost: nothing is triangulated from it
@@ -826,25 +830,8 @@ def _calibrate_once(
         _triangulate(tracks, cameras, poses, p.outlier_px)
     seconds["placement"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    live: list[_Track] = []
-    for _ in range(p.rounds):
-        poses = _adjust_cameras(tracks, cameras, poses, p)
-        _triangulate(tracks, cameras, poses, p.outlier_px)
-        poses, live = _adjust(tracks, cameras, poses, p)
-        _drop_far(live, cameras, poses, p.outlier_px)
-        _triangulate(live, cameras, poses, p.outlier_px)
-        poses, live = _adjust(live, cameras, poses, p)
-        # Pair the people again under the adjusted poses: the next round starts from every joint they share.
-        paired = _tracks(_groups(list(poses), _pairs_from_poses(poses, obs, focal, p), len(views)), obs, p)
-        _triangulate(paired, cameras, poses, p.outlier_px)
-        if not _adjustable(paired, poses):  # nobody paired again: this round's result stands
-            break
-        tracks = paired
+    poses, live = _adjust_rounds(tracks, cameras, poses, _Seen(obs, focal, len(views)), p)
     seconds["adjustment"] = time.perf_counter() - t0
-    if len(live) < p.min_place_joints:
-        raise CalibrationError(
-            f"only {len(live)} joints agree with the cameras' poses after the adjustment (need {p.min_place_joints})"
-        )
     R0, c0, _ = _world_frame(live, poses, names[0] if names[0] in poses else best.a)
     scale, source = 1.0, "no scale: the first pair's baseline is 1"
     skeletons = _skeletons(live)
@@ -855,16 +842,149 @@ def _calibrate_once(
     poses = _similarity(poses, scale, R0, c0)
     for tr in live:
         tr.X = scale * R0 @ (tr.X - c0)  # type: ignore[operator]
-    errs = _errors(live, cameras, poses)
+    _report(reports, live, cameras, poses)
     out = dict(cameras)
     for n, (R, t) in poses.items():
         out[n] = replace(cameras[n], R=R, t=t)
-        e = errs[n]
-        frames_seen = {tr.frame for tr in live if n in tr.obs}
-        reports[n] = CameraReport(
-            n, True, "", len(e), len(frames_seen), float(np.sqrt(np.mean(e**2))) if len(e) else float("nan")
-        )
     return SelfCalResult(
         out, [reports[n] for n in names], len(live), len({tr.frame for tr in live}), source, _bone_spread(skeletons),
+        "colour and geometry" if described else "geometry alone", seconds=seconds,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """Every camera's people per frame (``_observations``), the cameras' mean focal length, the frame count."""
+
+    obs: Mapping[str, list[list[_Obs]]]
+    focal: float
+    frames: int
+
+
+def _adjust_rounds(
+    tracks: list[_Track],
+    cameras: Mapping[str, Camera],
+    poses: dict[str, tuple[F64, F64]],
+    seen: _Seen,
+    p: SelfCalParams,
+) -> tuple[dict[str, tuple[F64, F64]], list[_Track]]:
+    """``p.rounds`` of adjustment (cameras alone, then cameras and joints, far observations dropped, again),
+    the people paired again under the adjusted poses before each next round. Returns the poses and the joints
+    they explain; raises ``CalibrationError`` when too few joints agree with them."""
+    live: list[_Track] = []
+    for _ in range(p.rounds):
+        poses = _adjust_cameras(tracks, cameras, poses, p)
+        _triangulate(tracks, cameras, poses, p.outlier_px)
+        poses, live = _adjust(tracks, cameras, poses, p)
+        _drop_far(live, cameras, poses, p.outlier_px)
+        _triangulate(live, cameras, poses, p.outlier_px)
+        poses, live = _adjust(live, cameras, poses, p)
+        # Pair the people again under the adjusted poses: the next round starts from every joint they share.
+        paired = _paired(poses, seen, cameras, p)
+        if not _adjustable(paired, poses):  # nobody paired again: this round's result stands
+            break
+        tracks = paired
+    if len(live) < p.min_place_joints:
+        raise CalibrationError(
+            f"only {len(live)} joints agree with the cameras' poses after the adjustment (need {p.min_place_joints})"
+        )
+    return poses, live
+
+
+def _paired(
+    poses: Mapping[str, tuple[F64, F64]], seen: _Seen, cameras: Mapping[str, Camera], p: SelfCalParams
+) -> list[_Track]:
+    """Each frame's people paired across the cameras under ``poses``, their joints triangulated."""
+    pairs = _pairs_from_poses(poses, seen.obs, seen.focal, p)
+    tracks = _tracks(_groups(list(poses), pairs, seen.frames), seen.obs, p)
+    _triangulate(tracks, cameras, poses, p.outlier_px)
+    return tracks
+
+
+def _report(
+    reports: dict[str, CameraReport],
+    live: list[_Track],
+    cameras: Mapping[str, Camera],
+    poses: Mapping[str, tuple[F64, F64]],
+) -> None:
+    """Each placed camera's report: its observations, frames and RMS reprojection error under ``poses``."""
+    errs = _errors(live, cameras, poses)
+    for n in poses:
+        e = errs[n]
+        frames_seen = {tr.frame for tr in live if n in tr.obs}
+        report = reports.setdefault(n, CameraReport(n, True))
+        report.placed, report.reason, report.observations, report.frames = True, "", len(e), len(frames_seen)
+        report.error_px = float(np.sqrt(np.mean(e**2))) if len(e) else float("nan")
+
+
+def _given_frame(adjusted: Mapping[str, Camera], given: Mapping[str, Camera]) -> tuple[float, F64, F64]:
+    """The similarity that maps an adjusted rig onto the given one, fitted on the cameras that did not move:
+    a camera that moved (the reason to refine) would otherwise drag the whole frame by a share of its move
+    and turn. After a fit on all, a camera left further off than twice the median centre distance (and 1% of
+    the rig's size) or twice the median turn (and 0.1 degrees) is left out, twice; two cameras always remain."""
+    names = list(adjusted)
+    centres = np.stack([given[n].center for n in names])
+    size = float(np.linalg.norm(centres - centres.mean(axis=0), axis=1).mean())
+    fit = alignment(adjusted, given)
+    for _ in range(2):
+        moved = transform(dict(adjusted), *fit)
+        off = {n: camera_difference(moved[n], given[n]) for n in names}
+        far = max(2 * float(np.median([c for c, _ in off.values()])), 0.01 * size)
+        turned = max(2 * float(np.median([a for _, a in off.values()])), 0.1)
+        kept = [n for n in names if off[n][0] <= far and off[n][1] <= turned]
+        if len(kept) < 2 or len(kept) == len(names):
+            break
+        fit = alignment({n: adjusted[n] for n in kept}, given)
+    return fit
+
+
+def refine_with_people(
+    cameras: Mapping[str, Camera],
+    views: Views,
+    *,
+    looks: Looks | None = None,
+    params: SelfCalParams | None = None,
+) -> SelfCalResult:
+    """The cameras' given extrinsics adjusted on the people in ``views``: each frame's people paired across
+    cameras under the given poses, then the rounds of adjustment of a calibration from scratch
+    (``_adjust_rounds``); the adjusted rig is mapped back onto the given one by the best similarity on the
+    cameras that did not move (``_given_frame``), so the world frame and scale stay the given ones. For a
+    rig calibrated before (a board, known points, another system) whose cameras may have moved a little
+    since; started at a reference, it also shows where the adjustment's minimum lies for these 2D poses.
+    Each camera's report gives its RMS reprojection error before (``start_px``) and after."""
+    p = params or SelfCalParams()
+    names = list(cameras)
+    t0 = time.perf_counter()
+    obs = _observations(cameras, views, p, looks)
+    described = any(o.look is not None for frames in obs.values() for people in frames for o in people)
+    focal = float(np.mean([c.K[0, 0] for c in cameras.values()]))
+    given = {n: (c.R.copy(), c.t.copy()) for n, c in cameras.items()}
+    seen = _Seen(obs, focal, len(views))
+    tracks = _paired(given, seen, cameras, p)
+    if not _adjustable(tracks, given):
+        raise CalibrationError(
+            "no person is seen by two cameras where their given poses put them: the calibration does not fit "
+            "these videos (calibrate from scratch without --refine)"
+        )
+    reports = {n: CameraReport(n, True) for n in names}
+    _report(reports, tracks, cameras, given)
+    start = {n: r.error_px for n, r in reports.items()}
+    seconds = {"pairs": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    poses, live = _adjust_rounds(tracks, cameras, dict(given), seen, p)
+    seconds["adjustment"] = time.perf_counter() - t0
+    adjusted = {n: replace(cameras[n], R=R, t=t) for n, (R, t) in poses.items()}
+    scale, R0, shift = _given_frame(adjusted, cameras)
+    out = {**cameras, **transform(adjusted, scale, R0, shift)}
+    for tr in live:
+        tr.X = scale * R0 @ tr.X + shift  # type: ignore[operator]
+    _report(reports, live, out, {n: (out[n].R, out[n].t) for n in poses})
+    for n, r in reports.items():
+        r.start_px = start[n]
+        if not r.observations:
+            r.placed, r.reason = False, "none of its joints agrees with the other cameras after the adjustment"
+    return SelfCalResult(
+        out, [reports[n] for n in names], len(live), len({tr.frame for tr in live}),
+        "the given calibration's (the adjusted rig mapped onto it)", _bone_spread(_skeletons(live)),
         "colour and geometry" if described else "geometry alone", seconds=seconds,
     )  # fmt: skip

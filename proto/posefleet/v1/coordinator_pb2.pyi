@@ -474,6 +474,7 @@ class CalibrateSceneRequest(_message.Message):
     WINDOWS_FIELD_NUMBER: _builtins.int
     PERSON_HEIGHT_M_FIELD_NUMBER: _builtins.int
     TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    REFINE_FIELD_NUMBER: _builtins.int
     scene: _builtins.str
     """A scene named in the coordinator's settings: its calibration supplies the intrinsics and camera names."""
     windows: _builtins.int
@@ -482,6 +483,10 @@ class CalibrateSceneRequest(_message.Message):
     """The people's mean height in metres, for the scale; 0: 1.75."""
     timeout_s: _builtins.float
     """Seconds to wait for the windows; 0: 120."""
+    refine: _builtins.bool
+    """Start from the scene's calibration and adjust its extrinsics on the people (its world frame and scale
+    kept; person_height_m unused): for a rig whose cameras may have moved a little since it was calibrated.
+    """
     def __init__(
         self,
         *,
@@ -489,10 +494,11 @@ class CalibrateSceneRequest(_message.Message):
         windows: _builtins.int = ...,
         person_height_m: _builtins.float = ...,
         timeout_s: _builtins.float = ...,
+        refine: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["person_height_m", b"person_height_m", "scene", b"scene", "timeout_s", b"timeout_s", "windows", b"windows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["person_height_m", b"person_height_m", "refine", b"refine", "scene", b"scene", "timeout_s", b"timeout_s", "windows", b"windows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -509,6 +515,9 @@ class CameraCalibration(_message.Message):
     REPROJECTION_RMS_PX_FIELD_NUMBER: _builtins.int
     JOINTS_FIELD_NUMBER: _builtins.int
     FRAMES_FIELD_NUMBER: _builtins.int
+    GIVEN_REPROJECTION_RMS_PX_FIELD_NUMBER: _builtins.int
+    MOVED_M_FIELD_NUMBER: _builtins.int
+    TURNED_DEG_FIELD_NUMBER: _builtins.int
     camera_id: _builtins.str
     calibration_name: _builtins.str
     placed: _builtins.bool
@@ -519,6 +528,10 @@ class CameraCalibration(_message.Message):
     joints: _builtins.int
     """2D joints of its that the adjustment used"""
     frames: _builtins.int
+    given_reprojection_rms_px: _builtins.float
+    """With refine: the RMS under the scene's calibration before, and how far the camera moved from it."""
+    moved_m: _builtins.float
+    turned_deg: _builtins.float
     def __init__(
         self,
         *,
@@ -529,12 +542,17 @@ class CameraCalibration(_message.Message):
         reprojection_rms_px: _builtins.float = ...,
         joints: _builtins.int = ...,
         frames: _builtins.int = ...,
+        given_reprojection_rms_px: _builtins.float | None = ...,
+        moved_m: _builtins.float = ...,
+        turned_deg: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_given_reprojection_rms_px", b"_given_reprojection_rms_px", "given_reprojection_rms_px", b"given_reprojection_rms_px"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration_name", b"calibration_name", "camera_id", b"camera_id", "frames", b"frames", "joints", b"joints", "placed", b"placed", "reason", b"reason", "reprojection_rms_px", b"reprojection_rms_px"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_given_reprojection_rms_px", b"_given_reprojection_rms_px", "calibration_name", b"calibration_name", "camera_id", b"camera_id", "frames", b"frames", "given_reprojection_rms_px", b"given_reprojection_rms_px", "joints", b"joints", "moved_m", b"moved_m", "placed", b"placed", "reason", b"reason", "reprojection_rms_px", b"reprojection_rms_px", "turned_deg", b"turned_deg"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__given_reprojection_rms_px: _TypeAlias = _typing.Literal["given_reprojection_rms_px"]  # noqa: Y015
+    _WhichOneofArgType__given_reprojection_rms_px: _TypeAlias = _typing.Literal["_given_reprojection_rms_px", b"_given_reprojection_rms_px"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__given_reprojection_rms_px) -> _WhichOneofReturnType__given_reprojection_rms_px | None: ...
 
 Global___CameraCalibration: _TypeAlias = CameraCalibration  # noqa: Y015
 

@@ -83,6 +83,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="pair people across cameras by geometry alone (default: their torso and thigh colours help)",
     )
+    c.add_argument(
+        "--refine",
+        action="store_true",
+        help="start from --calibration's extrinsics and adjust them on the people, keeping its world frame and "
+        "scale (a rig calibrated before whose cameras may have moved a little); --person-height is then unused",
+    )
     c.add_argument("--out", required=True, type=Path)
     c.add_argument("--json", type=Path, help="the report as JSON")
     c.set_defaults(func=cmd_people)
@@ -223,7 +229,8 @@ def _anchor(args: argparse.Namespace, cameras: dict[str, Any]) -> tuple[dict[str
 def cmd_people(args: argparse.Namespace) -> int:
     import numpy as np
     from posefleet.merge.calibration import load_calibration, write_calibration
-    from posefleet.merge.selfcal import SelfCalParams, calibrate_from_people, starts_verdict
+    from posefleet.merge.extrinsics import camera_difference
+    from posefleet.merge.selfcal import SelfCalParams, calibrate_from_people, refine_with_people, starts_verdict
     from posefleet.node.tools.fuse import read_inputs
 
     given = load_calibration(args.calibration)
@@ -254,7 +261,11 @@ def cmd_people(args: argparse.Namespace) -> int:
     frames = [{n: v[i] for n, v in views.items()} for i in range(count)]
     appearance = [{n: v[i] for n, v in looks.items()} for i in range(count)] if looks else None
     params = SelfCalParams(min_score=args.min_score)
-    result = calibrate_from_people(fitted, frames, looks=appearance, person_height=args.person_height, params=params)
+    if args.refine:
+        result = refine_with_people(fitted, frames, looks=appearance, params=params)
+    else:
+        height = args.person_height
+        result = calibrate_from_people(fitted, frames, looks=appearance, person_height=height, params=params)
     seconds.update(result.seconds)
     unplaced = [r for r in result.report if not r.placed and r.name in views]
     if unplaced:
@@ -270,9 +281,13 @@ def cmd_people(args: argparse.Namespace) -> int:
         what = "the board" if args.board_still else "the known points"
         frame_source = f"{what} ({len(residuals)}; largest residual {max(residuals.values()) * 100:.1f} cm)"
     for r in result.report:
+        moved = ""
+        if args.refine:
+            centre, angle = camera_difference(cameras[r.name], given[r.name])
+            moved = f" (given: {r.start_px:.1f} px); moved {centre * 100:.1f} cm and {angle:.2f} deg"
         print(
-            f"{r.name}: reprojection RMS {r.error_px:.1f} px over {r.observations} joints in {r.frames} frames; "
-            f"centre {cameras[r.name].center.round(3).tolist()} m"
+            f"{r.name}: reprojection RMS {r.error_px:.1f} px{moved} over {r.observations} joints in {r.frames} "
+            f"frames; centre {cameras[r.name].center.round(3).tolist()} m"
         )
     print(
         f"{result.points} 3D joints from {result.frames} frames "
@@ -281,11 +296,15 @@ def cmd_people(args: argparse.Namespace) -> int:
         f"(robust CV: a wrong geometry stretches them); world frame and scale: {frame_source}; "
         + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
     )
-    print(starts_verdict(result.start_disagreement))
+    if not args.refine:
+        print(starts_verdict(result.start_disagreement))
     write_calibration(
         args.out,
         {**{n: c for n, c in given.items() if n not in cameras}, **cameras},
-        {"extrinsics": "posefleet calibrate people", "world_frame": frame_source},
+        {
+            "extrinsics": "posefleet calibrate people" + (" --refine" if args.refine else ""),
+            "world_frame": frame_source,
+        },
     )
     _write_json(args.json, {
         "cameras": [vars(r) for r in result.report], "points": result.points, "frames": result.frames,
