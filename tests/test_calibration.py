@@ -233,7 +233,7 @@ def test_refining_brings_a_moved_camera_back_and_keeps_the_given_frame(assets: P
     """A rig whose cam_03 moved (15 cm, 3 degrees) since it was calibrated: refined on the people it films
     (rendered through the true rig, 2 px noise) every camera is back within 2 cm and 0.3 degrees of the truth
     in the given world frame (no alignment), the moved camera's reprojection error falls, and frames where
-    no two cameras share a person are refused saying so."""
+    no two cameras share a person, or a calibration without extrinsics, are refused saying so."""
     truth = _qualisys(assets)
     views = people_views(truth, 40, 2.0, seed=6)
     turn = cv2.Rodrigues(np.radians([3.0, 0.0, 0.0]))[0]
@@ -252,6 +252,9 @@ def test_refining_brings_a_moved_camera_back_and_keeps_the_given_frame(assets: P
     alone = [{"cam_01": frame["cam_01"]} for frame in views]  # nobody else sees anyone
     with pytest.raises(CalibrationError, match="no person is seen by two cameras"):
         refine_with_people(truth, alone)
+    unplaced = {n: replace(c, R=np.eye(3), t=np.zeros(3)) for n, c in truth.items()}  # intrinsics alone
+    with pytest.raises(CalibrationError, match="cam_01 and cam_02 stand at one point"):
+        refine_with_people(unplaced, views)
 
 
 def test_people_anchor_to_known_points_and_refuse_a_camera_they_never_share(assets: Path) -> None:

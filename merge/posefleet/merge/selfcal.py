@@ -954,6 +954,13 @@ def refine_with_people(
     Each camera's report gives its RMS reprojection error before (``start_px``) and after."""
     p = params or SelfCalParams()
     names = list(cameras)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if np.linalg.norm(cameras[a].center - cameras[b].center) < 1e-6:
+                raise CalibrationError(
+                    f"cameras {a} and {b} stand at one point: the calibration has no extrinsics to refine "
+                    "(calibrate from scratch without --refine)"
+                )
     t0 = time.perf_counter()
     obs = _observations(cameras, views, p, looks)
     described = any(o.look is not None for frames in obs.values() for people in frames for o in people)
