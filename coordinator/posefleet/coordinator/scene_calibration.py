@@ -2,7 +2,8 @@
 
 The scene's next windows are recorded as they leave (fused or not: recording costs routing nothing but a
 list append), then ``posefleet.merge.selfcal`` runs in a process of its own, so the event loop keeps routing
-frames at full speed on a small machine. One calibration at a time per coordinator.
+frames at full speed on a small machine. One calibration at a time per coordinator. With ``refine`` the
+scene's own calibration is the start (``selfcal.refine_with_people``) and its world frame and scale stay.
 """
 
 from __future__ import annotations
@@ -109,8 +110,7 @@ async def calibrate_scene(
     scene: LiveScene, request: coordinator_pb2.CalibrateSceneRequest
 ) -> coordinator_pb2.CalibrateSceneResponse:
     """Record, calibrate (or, with ``refine``, adjust the scene's own extrinsics) in a worker process, answer
-    with the TOML; ``CalibrationRefused`` when too few
-    windows came or the people place fewer than two cameras."""
+    with the TOML; ``CalibrationRefused`` when too few windows came or the people place fewer than two cameras."""
     t0 = time.perf_counter()
     windows = request.windows or DEFAULT_WINDOWS
     recorded = await record(scene, windows, request.timeout_s or DEFAULT_TIMEOUT_S)
