@@ -144,6 +144,12 @@ def alignment(estimated: Mapping[str, Camera], reference: Mapping[str, Camera]) 
     return s, Q.T, mb - s * ma
 
 
+def rig_size(cameras: Mapping[str, Camera]) -> float:
+    """A rig's size: its camera centres' mean distance from their mean (0 when they stand at one point)."""
+    centres = np.stack([cam.center for cam in cameras.values()])
+    return float(np.linalg.norm(centres - centres.mean(axis=0), axis=1).mean())
+
+
 def rig_differences(
     estimated: Mapping[str, Camera], reference: Mapping[str, Camera]
 ) -> tuple[float, dict[str, tuple[float, float]]]:

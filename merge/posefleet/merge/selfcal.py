@@ -51,7 +51,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 from posefleet.merge.calibration import CalibrationError, Camera
-from posefleet.merge.extrinsics import alignment, camera_difference, rig_differences, transform
+from posefleet.merge.extrinsics import alignment, camera_difference, rig_differences, rig_size, transform
 from posefleet.merge.skeleton import bone_lengths
 from posefleet.merge.triangulation import dlt
 from scipy.optimize import least_squares
@@ -768,8 +768,7 @@ def start_disagreement(chosen: SelfCalResult, others: Sequence[SelfCalResult]) -
     A reference-free check of the result: right starts converge to one rig, while a wrong pairing of people
     across cameras (people standing still never contradict one) lands each start somewhere else."""
     mine = {n: chosen.cameras[n] for n in chosen.placed}
-    centres = np.stack([cam.center for cam in mine.values()])
-    size = float(np.linalg.norm(centres - centres.mean(axis=0), axis=1).mean())
+    size = rig_size(mine)
     worst = float("nan")
     if size <= 0:  # every camera at one point: no size to measure against
         return worst
@@ -923,8 +922,7 @@ def _given_frame(adjusted: Mapping[str, Camera], given: Mapping[str, Camera]) ->
     and turn. After a fit on all, a camera left further off than twice the median centre distance (and 1% of
     the rig's size) or twice the median turn (and 0.1 degrees) is left out, twice; two cameras always remain."""
     names = list(adjusted)
-    centres = np.stack([given[n].center for n in names])
-    size = float(np.linalg.norm(centres - centres.mean(axis=0), axis=1).mean())
+    size = rig_size({n: given[n] for n in names})
     fit = alignment(adjusted, given)
     for _ in range(2):
         moved = transform(dict(adjusted), *fit)
@@ -975,7 +973,8 @@ def refine_with_people(
         )
     reports = {n: CameraReport(n, True) for n in names}
     _report(reports, tracks, cameras, given)
-    start = {n: r.error_px for n, r in reports.items()}
+    for r in reports.values():
+        r.start_px = r.error_px  # the error under the given poses; the adjusted rig's is reported below
     seconds = {"pairs": time.perf_counter() - t0}
     t0 = time.perf_counter()
     poses, live = _adjust_rounds(tracks, cameras, dict(given), seen, p)
@@ -986,8 +985,7 @@ def refine_with_people(
     for tr in live:
         tr.X = scale * R0 @ tr.X + shift  # type: ignore[operator]
     _report(reports, live, out, {n: (out[n].R, out[n].t) for n in poses})
-    for n, r in reports.items():
-        r.start_px = start[n]
+    for r in reports.values():
         if not r.observations:
             r.placed, r.reason = False, "none of its joints agrees with the other cameras after the adjustment"
     return SelfCalResult(
