@@ -326,6 +326,10 @@ async def test_a_live_scene_is_calibrated_from_its_people_while_routing_goes_on(
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await client.calibrate_scene(scene, windows=windows)
                 assert refused.value.code() == code, refused.value.details()
+            with pytest.raises(grpc.aio.AioRpcError) as centres_alone:  # nothing given to hold the centres of
+                await client.calibrate_scene("lab", windows=10, keep_centres=True)
+            assert centres_alone.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "needs refine" in centres_alone.value.details()
             counts = [0]
             progress: list[int] = []
             async with grpc.aio.insecure_channel(address) as channel:
@@ -366,13 +370,16 @@ async def test_a_live_scene_is_calibrated_from_its_people_while_routing_goes_on(
     assert all(e[0] < 0.05 and e[1] < 1.0 for e in errors.values()), errors
 
 
+@pytest.mark.parametrize("held", [False, True], ids=["moved", "turned-centres-held"])
 async def test_a_live_scene_whose_camera_moved_is_refined_on_its_people(
-    calibration: Path, tmp_path: Path, assets: Path
+    calibration: Path, tmp_path: Path, assets: Path, held: bool
 ) -> None:
     """``posefleet calibrate-scene --refine``: the scene's calibration has cam_03 where it stood before it was
     bumped (3 degrees, and 15 cm along its x axis, from where it films); the people streaming through the rig
     bring it back within 2 cm and 0.3 degrees, every camera in the scene's own world frame (no alignment), and
-    each camera reports its error under the scene's calibration and how far it moved."""
+    each camera reports its error under the scene's calibration and how far it moved. ``--keep-centres``
+    (``held``): cam_03 was knocked on its mount (turned 3 degrees about its own centre); every camera turns
+    back within 0.3 degrees and none moves."""
     import asyncio
     from dataclasses import replace
 
@@ -385,8 +392,10 @@ async def test_a_live_scene_whose_camera_moved_is_refined_on_its_people(
 
     truth = load_calibration(calibration)
     turn = cv2.Rodrigues(np.radians([0.0, 3.0, 0.0]))[0]
-    bumped = {**truth, "cam_03": replace(truth["cam_03"], R=turn @ truth["cam_03"].R,
-                                          t=truth["cam_03"].t + np.array([0.15, 0.0, 0.0]))}  # fmt: skip
+    was = truth["cam_03"]
+    # held: turned about its own centre (t turns with R); else turned and moved 15 cm along its x axis
+    t = turn @ was.t if held else was.t + np.array([0.15, 0.0, 0.0])
+    bumped = {**truth, "cam_03": replace(was, R=turn @ was.R, t=t)}
     write_calibration(tmp_path / "before.toml", bumped)
     server = await synthetic_lab(tmp_path / "before.toml", walking_answer(calibration))
     address = f"127.0.0.1:{server.port}"
@@ -401,7 +410,8 @@ async def test_a_live_scene_whose_camera_moved_is_refined_on_its_people(
             await asyncio.sleep(1.0)
             cli = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "posefleet.cli", "calibrate-scene", "--coordinator", address,
-                "--scene", "lab", "--windows", "100", "--refine", "--out", str(out), "--insecure",
+                "--scene", "lab", "--windows", "100", "--refine", *(["--keep-centres"] if held else []),
+                "--out", str(out), "--insecure",
                 env={**os.environ, "POSEFLEET_ASSETS": str(assets)}, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
@@ -420,7 +430,7 @@ async def test_a_live_scene_whose_camera_moved_is_refined_on_its_people(
     refined = load_calibration(out)
     for name, cam in truth.items():
         centre, angle = camera_difference(refined[name], cam)
-        assert centre < 0.02 and angle < 0.3, (name, centre, angle)
+        assert centre < (1e-6 if held else 0.02) and angle < 0.3, (name, centre, angle)
 
 
 async def test_a_dead_fusion_worker_stops_fusion_never_routing(calibration: Path) -> None:

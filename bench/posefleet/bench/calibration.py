@@ -150,12 +150,15 @@ def _points(reference: Mapping[str, Any], own: Mapping[str, Any], noise: float) 
     return rows
 
 
-def _people(recordings: list[Any], reference: Mapping[str, Any], noise: float) -> list[dict[str, Any]]:
+def _people(
+    recordings: list[Any], reference: Mapping[str, Any], noise: float
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
+    """Each recording's people calibration from scratch, measured against the reference; and the rigs."""
     from posefleet.bench.scene import fused
     from posefleet.merge.extrinsics import anchor, rig_differences
     from posefleet.merge.selfcal import calibrate_from_people
 
-    rows = []
+    rows, rigs = [], {}
     for recording in recordings:
         for source, views in recording.views.items():
             t0 = time.perf_counter()
@@ -166,6 +169,7 @@ def _people(recordings: list[Any], reference: Mapping[str, Any], noise: float) -
                 continue
             seconds = time.perf_counter() - t0
             placed = {n: result.cameras[n] for n in result.placed}
+            rigs[(recording.name, source)] = placed
             scale, errors = rig_differences(placed, reference)
             anchored, residual = anchor(dict(placed), clicks(reference, noise, 0), PLATFORM)
             fitted = {
@@ -186,12 +190,40 @@ def _people(recordings: list[Any], reference: Mapping[str, Any], noise: float) -
                 "mpjpe_mm_per_person": per_person, "bone_spread": result.bone_spread,
                 "start_disagreement": result.start_disagreement,
             })  # fmt: skip
+    return rows, rigs
+
+
+def _cross(recordings: list[Any], rigs: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every rig (Qualisys, and each one the people made) judged on every recording's 2D, reference-free: the
+    people paired and triangulated under it (``selfcal.reprojection_under``), their reprojection errors."""
+    from posefleet.merge.selfcal import reprojection_under
+
+    rows = []
+    for recording in recordings:
+        for source, views in recording.views.items():
+            judged = {("Qualisys", ""): None, **rigs}
+            for (rig_recording, rig_source), rig in judged.items():
+                cams = recording.cameras
+                if rig is not None and set(rig) != set(cams):
+                    continue
+                given = cams if rig is None else {n: replace(c, R=rig[n].R, t=rig[n].t) for n, c in cams.items()}
+                got = reprojection_under(given, views, looks=recording.looks.get(source))
+                every = np.concatenate(list(got.errors.values()))
+                rows.append({
+                    "recording": recording.name, "source": source, "rig": rig_recording, "rig_source": rig_source,
+                    "held_out": rig is not None and (rig_recording, rig_source) != (recording.name, source),
+                    "paired": got.paired, "triangulated": got.triangulated,
+                    "median_px": float(np.median(every)), "rms_px": float(np.sqrt(np.mean(every**2))),
+                    "median_px_per_camera": {n: float(np.median(e)) for n, e in got.errors.items()},
+                })  # fmt: skip
     return rows
 
 
 def _from_reference(recordings: list[Any], reference: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The adjustment started at the reference (``calibrate people --refine``): where its minimum lies for each
-    run's 2D, how well the reference explains that 2D before, and the people fused with the refined rig."""
+    run's 2D, how well the reference explains that 2D before, and the people fused with the refined rig. Then
+    the reference's centres held (``--keep-centres``): how far each camera turns, about which of its axes."""
+    import cv2
     from posefleet.bench.scene import fused
     from posefleet.merge.extrinsics import rig_differences
     from posefleet.merge.selfcal import refine_with_people
@@ -212,12 +244,22 @@ def _from_reference(recordings: list[Any], reference: Mapping[str, Any]) -> list
             mine, _ = fused(placed, views, recording.fps)
             theirs, _ = fused({n: recording.cameras[n] for n in placed}, views, recording.fps)
             mpjpe, pairs, per_person = people_mpjpe(mine, theirs)
+            t0 = time.perf_counter()
+            held = refine_with_people(recording.cameras, views, looks=recording.looks.get(source), keep_centres=True)
+            held_seconds = time.perf_counter() - t0
+            # Each camera's turn in its own frame (x right, y down, z ahead), degrees: R_held = R_given @ turn.
+            turns = {
+                n: np.degrees(cv2.Rodrigues(recording.cameras[n].R.T @ held.cameras[n].R)[0].ravel()).tolist()
+                for n in held.placed
+            }
             rows.append({
                 **row, "seconds": seconds, "centre_cm": {n: 100 * e[0] for n, e in errors.items()},
                 "angle_deg": {n: e[1] for n, e in errors.items()},
                 "start_px": {r.name: r.start_px for r in result.report},
                 "reprojection_px": {r.name: r.error_px for r in result.report}, "points": result.points,
                 "mpjpe_mm": mpjpe, "people_pairs": pairs, "mpjpe_mm_per_person": per_person,
+                "held": {"turn_deg": turns, "reprojection_px": {r.name: r.error_px for r in held.report},
+                         "points": held.points, "seconds": held_seconds},
             })  # fmt: skip
     return rows
 
@@ -289,9 +331,31 @@ REFINED_NOTE = (
     "`posefleet calibrate people --refine` started at the Qualisys calibration itself: the adjustment's minimum "
     "for each run's 2D poses, and how far it lies from Qualisys (after the best similarity, as above). Where "
     "the calibration from scratch lands as far off, the pipeline finds what its adjustment can, and the "
-    "remaining difference is between those 2D poses and the Qualisys rig, not in the search. MPJPE: the people "
+    "remaining difference is between those 2D poses and the Qualisys rig, not in the search. Reprojection RMS "
+    "under Qualisys: the joints the adjusted rig explains, triangulated under the Qualisys poses. MPJPE: the people "
     "fused with the adjusted rig (in the Qualisys frame, nothing anchored) against the same 2D fused with "
     "Qualisys."
+)
+HELD_HEAD = (
+    "| recording | 2D | turn per camera (deg) | cam_03's turn about its x (tilt) / y (pan) / z (roll) axes (deg) | "
+    "reprojection RMS under Qualisys -> turned -> adjusted freely (px) | time |\n|---|---|---|---|---|---|"
+)
+HELD_NOTE = (
+    "`posefleet calibrate people --refine --keep-centres` started at the Qualisys calibration: every camera stays "
+    "at its Qualisys centre and only turns. Where the turned rig explains the 2D about as well as the freely "
+    "adjusted one, those 2D do not tell the centres apart at the scale of the free rig's offsets; where different "
+    "models' 2D of the same videos turn a camera about the same axes, the turn is the camera's, not a detector's."
+)
+CROSS_HEAD = (
+    "| 2D judged | rig | joints triangulated / paired | median error (px) | RMS (px) | median per camera (px) |"
+    "\n|---|---|---|---|---|---|"
+)
+CROSS_NOTE = (
+    "Every rig judged on every recording's 2D without a reference (`selfcal.reprojection_under`): the people "
+    "paired across cameras under the rig and triangulated (a joint kept while every view is within 147 px), "
+    "the reprojection errors of all their joints. Rows in bold are held out: a rig judged on 2D it was not made "
+    "from (another model's 2D of the same videos, or the other recording). The videos and the OpenPose recording "
+    "are two recordings of the rig filed under the one calibration (`SOURCES.md`)."
 )
 HALVES_NOTE = (
     "Each run as `posefleet calibrate people` makes it (defaults), on the first or the second 50 frames alone, "
@@ -399,6 +463,27 @@ def markdown(data: dict[str, Any]) -> str:
             f"| {r['recording']} | {r['source']} | {cm} | {deg} | {px} | {worst} | "
             f"{r['mpjpe_mm']:.0f} mm ({r['people_pairs']} people){_per_person(r)} | {r['seconds']:.1f} s |"
         )
+    out += ["", "### Qualisys' camera centres held, the cameras only turned", "", HELD_NOTE, "", HELD_HEAD]
+    for r in data.get("from_reference", []):
+        if "held" not in r:
+            continue
+        held = r["held"]
+        turned = " / ".join(f"{float(np.linalg.norm(v)):.2f}" for v in held["turn_deg"].values())
+        axes = " / ".join(f"{v:+.2f}" for v in held["turn_deg"].get("cam_03", []))
+        px = " / ".join(
+            f"{a:.1f} -> {held['reprojection_px'][n]:.1f} -> {r['reprojection_px'][n]:.1f}"
+            for n, a in r["start_px"].items()
+        )
+        out.append(f"| {r['recording']} | {r['source']} | {turned} | {axes} | {px} | {held['seconds']:.1f} s |")
+    out += ["", "### Each rig judged on the other recordings' 2D", "", CROSS_NOTE, "", CROSS_HEAD]
+    for r in data.get("cross", []):
+        rig = "Qualisys" if r["rig"] == "Qualisys" else f"people: {r['rig'].split(' (')[0]}, {r['rig_source']}"
+        bold = "**" if r["held_out"] else ""
+        per = " / ".join(f"{v:.1f}" for v in r["median_px_per_camera"].values())
+        out.append(
+            f"| {r['recording'].split(' (')[0]}, {r['source']} | {bold}{rig}{bold} | {r['triangulated']} / "
+            f"{r['paired']} | {r['median_px']:.1f} | {r['rms_px']:.1f} | {per} |"
+        )
     out += ["", "## The same on each half of the recordings (50 frames: hold-out data)", "", HALVES_NOTE, "",
             HALVES_HEAD]  # fmt: skip
     for r in data.get("halves", []):
@@ -430,13 +515,14 @@ def cmd_bench_calibration(args: argparse.Namespace) -> int:
     points = _points(reference, own, args.click_noise_px)
     with tempfile.TemporaryDirectory() as work:
         recordings = lab_recordings(assets, args.cache, Path(work))
-        people = _people(recordings, reference, args.click_noise_px)
+        people, rigs = _people(recordings, reference, args.click_noise_px)
         from_reference = _from_reference(recordings, reference)
+        cross = _cross(recordings, rigs)
         halves = _halves(recordings, reference)
         pose_seconds = _pose_times(lab, (args.cache or Path(work)) / "models")
     data = {
         "click_noise_px": args.click_noise_px, "intrinsics": intrinsics, "points": points, "people": people,
-        "from_reference": from_reference, "halves": halves, "pose_seconds_per_video": pose_seconds,
+        "from_reference": from_reference, "cross": cross, "halves": halves, "pose_seconds_per_video": pose_seconds,
     }  # fmt: skip
     report(args, markdown(data), json.loads(json.dumps(data, default=float)))
     return 0

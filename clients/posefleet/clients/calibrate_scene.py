@@ -29,6 +29,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="adjust the scene's own calibration on the people instead (its world frame and scale kept)",
     )
+    p.add_argument(
+        "--keep-centres",
+        action="store_true",
+        help="with --refine: the cameras stay where the scene's calibration puts them and only turn (fixed "
+        "mounts, knocked or turned since)",
+    )
     p.add_argument("--out", required=True, type=Path, help="the calibration TOML to write")
     tls.add_arguments(p)
     p.set_defaults(func=cmd_calibrate_scene)
@@ -36,7 +42,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def _calibrate(args: argparse.Namespace) -> int:
     async with PosefleetClient(args.coordinator, tls=tls.from_args(args, "posefleet calibrate-scene")) as client:
-        reply = await client.calibrate_scene(args.scene, args.windows, args.person_height, args.timeout, args.refine)
+        reply = await client.calibrate_scene(
+            args.scene,
+            args.windows,
+            args.person_height,
+            args.timeout,
+            refine=args.refine,
+            keep_centres=args.keep_centres,
+        )
     for cam in reply.cameras:
         if cam.placed:
             moved = ""

@@ -142,13 +142,21 @@ class PosefleetClient:
             await asyncio.sleep(0.1)
 
     async def calibrate_scene(
-        self, scene: str, windows: int = 0, person_height_m: float = 0.0, timeout_s: float = 0.0, refine: bool = False
+        self,
+        scene: str,
+        windows: int = 0,
+        person_height_m: float = 0.0,
+        timeout_s: float = 0.0,
+        *,
+        refine: bool = False,
+        keep_centres: bool = False,
     ) -> coordinator_pb2.CalibrateSceneResponse:
         """Admin: the scene's cameras calibrated from the people its next ``windows`` windows show (``refine``:
-        its own calibration adjusted on them, world frame and scale kept)."""
+        its own calibration adjusted on them, world frame and scale kept; ``keep_centres``: only turned)."""
         request = coordinator_pb2.CalibrateSceneRequest(
-            scene=scene, windows=windows, person_height_m=person_height_m, timeout_s=timeout_s, refine=refine
-        )
+            scene=scene, windows=windows, person_height_m=person_height_m, timeout_s=timeout_s, refine=refine,
+            keep_centres=keep_centres,
+        )  # fmt: skip
         wait = (timeout_s or 120.0) + 600.0  # the recording, then the calibration itself
         reply: coordinator_pb2.CalibrateSceneResponse = await self._stub.CalibrateScene(request, timeout=wait)
         return reply

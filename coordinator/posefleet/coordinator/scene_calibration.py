@@ -45,6 +45,8 @@ def request_problem(request: coordinator_pb2.CalibrateSceneRequest) -> str | Non
         return f"person_height_m must be between 0.5 and 2.5 m, got {request.person_height_m:g}"
     if request.timeout_s < 0 or request.timeout_s > MAX_TIMEOUT_S or not np.isfinite(request.timeout_s):
         return f"timeout_s must be between 0 and {MAX_TIMEOUT_S:g} s, got {request.timeout_s:g}"
+    if request.keep_centres and not request.refine:
+        return "keep_centres holds the scene calibration's camera centres: it needs refine"
     return None
 
 
@@ -84,13 +86,15 @@ async def record(scene: LiveScene, windows: int, timeout_s: float) -> Recorded:
     return recorded
 
 
-def _calibrate(cameras: dict[str, Camera], recorded: Recorded, height: float, refine: bool) -> dict[str, Any]:
-    """In the worker process: the calibration (from scratch, or the given extrinsics refined) and its report
-    (plain data, picklable)."""
+def _calibrate(
+    cameras: dict[str, Camera], recorded: Recorded, height: float, refine: bool, keep_centres: bool
+) -> dict[str, Any]:
+    """In the worker process: the calibration (from scratch, or the given extrinsics refined, their centres
+    held with ``keep_centres``) and its report (plain data, picklable)."""
     from posefleet.merge.selfcal import calibrate_from_people, refine_with_people, starts_verdict
 
     if refine:
-        result = refine_with_people(cameras, recorded.poses, looks=recorded.looks)
+        result = refine_with_people(cameras, recorded.poses, looks=recorded.looks, keep_centres=keep_centres)
     else:
         result = calibrate_from_people(cameras, recorded.poses, looks=recorded.looks, person_height=height)
     return {
@@ -122,7 +126,8 @@ async def calibrate_scene(
         )
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        job = pool.submit(_calibrate, fitted, recorded, request.person_height_m or 1.75, request.refine)
+        height = request.person_height_m or 1.75
+        job = pool.submit(_calibrate, fitted, recorded, height, request.refine, request.keep_centres)
         try:
             found = await asyncio.wrap_future(job)
         except CalibrationError as exc:
@@ -134,7 +139,9 @@ async def calibrate_scene(
     cameras = {names[c]: cam for c, cam in scene.calibrated.items()}
     for cam_id, (R, t) in found["poses"].items():
         cameras[names[cam_id]] = replace(scene.calibrated[cam_id], R=R, t=t)
-    how = "refined on the people" if request.refine else "from the people"
+    how = "from the people"
+    if request.refine:
+        how = "turned on the people (centres held)" if request.keep_centres else "refined on the people"
     toml = calibration_toml(
         cameras,
         {"extrinsics": f"posefleet CalibrateScene of scene {scene.name}, {how}", "world_frame": found["world_frame"]},

@@ -94,6 +94,9 @@ class SelfCalParams:
     rounds: int = 3  # placement and adjustment rounds, the people paired again under the cameras before each
     look_px: float = 8.0  # a pairing's cost per unit of appearance distance (pixels of Sampson distance)
     look_sigma: float = 1.0  # appearance distance at which a pairing's hypothesis votes count exp(-1/2)
+    #: A refinement's first round keeps joints as far off under the given poses as a camera turned this much
+    #: puts them (its focal length x tan): a camera knocked on its mount is off by all its joints at once.
+    refine_turn_deg: float = 5.0
 
 
 @dataclass
@@ -104,7 +107,8 @@ class CameraReport:
     observations: int = 0
     frames: int = 0
     error_px: float = float("nan")  # RMS reprojection error after the adjustment
-    start_px: float = float("nan")  # the same under the given poses (``refine_with_people``)
+    #: ``refine_with_people``: the RMS of the same joints triangulated under the given poses (ungated)
+    start_px: float = float("nan")
 
 
 @dataclass
@@ -434,16 +438,26 @@ def _adjustable(tracks: list[_Track], poses: Mapping[str, tuple[F64, F64]]) -> l
     return [tr for tr in tracks if tr.X is not None and sum(n in poses for n in tr.obs) >= 2]
 
 
-def _pose_vectors(poses: Mapping[str, tuple[F64, F64]], names: list[str]) -> F64:
-    """(C, 6) each camera's rotation vector and translation."""
-    return np.stack([np.concatenate([cv2.Rodrigues(poses[n][0])[0].ravel(), poses[n][1]]) for n in names])
+def _pose_vectors(poses: Mapping[str, tuple[F64, F64]], names: list[str], centres: F64 | None = None) -> F64:
+    """(C, 6) each camera's rotation vector and translation; (C, 3) the rotation vectors alone where the
+    cameras' ``centres`` (C, 3) are held."""
+    rvecs = np.stack([cv2.Rodrigues(poses[n][0])[0].ravel() for n in names])
+    return rvecs if centres is not None else np.concatenate([rvecs, np.stack([poses[n][1] for n in names])], axis=1)
 
 
-def _poses_of(vectors: F64, names: list[str]) -> dict[str, tuple[F64, F64]]:
+def _unpacked(vectors: F64, centres: F64 | None) -> tuple[F64, F64]:
+    """``_pose_vectors`` to (C, 3, 3) rotations and (C, 3) translations (``t = -R c`` where centres are held)."""
+    R = _rodrigues(vectors[:, :3])
+    return R, vectors[:, 3:] if centres is None else -np.einsum("cij,cj->ci", R, centres)
+
+
+def _poses_of(vectors: F64, names: list[str], centres: F64 | None = None) -> dict[str, tuple[F64, F64]]:
     """``_pose_vectors`` back to (R, t) per camera."""
-    return {
-        n: (np.asarray(cv2.Rodrigues(v[:3])[0], np.float64), v[3:].copy()) for n, v in zip(names, vectors, strict=True)
-    }
+    out = {}
+    for i, n in enumerate(names):
+        R = np.asarray(cv2.Rodrigues(vectors[i, :3])[0], np.float64)
+        out[n] = (R, vectors[i, 3:].copy() if centres is None else -R @ centres[i])
+    return out
 
 
 def _triangulate(
@@ -495,9 +509,14 @@ def _place(name: str, cam: Camera, tracks: list[_Track], p: SelfCalParams) -> tu
 
 
 def _adjust(
-    tracks: list[_Track], cams: Mapping[str, Camera], poses: dict[str, tuple[F64, F64]], p: SelfCalParams
+    tracks: list[_Track],
+    cams: Mapping[str, Camera],
+    poses: dict[str, tuple[F64, F64]],
+    p: SelfCalParams,
+    centres: F64 | None = None,
 ) -> tuple[dict[str, tuple[F64, F64]], list[_Track]]:
-    """Bundle adjustment of the placed cameras and the triangulated joints (``tracks`` with X)."""
+    """Bundle adjustment of the placed cameras and the triangulated joints (``tracks`` with X); where the
+    cameras' ``centres`` (in ``poses``' order) are given, only their orientations move."""
     names = list(poses)
     live = _adjustable(tracks, poses)
     if not live:
@@ -517,27 +536,27 @@ def _adjust(
     xy, w = np.asarray(obs_xy), np.asarray(obs_w)
     Ks = np.stack([cams[n].K for n in names])
     nc, npt_ = len(names), len(live)
-    x0 = np.concatenate([_pose_vectors(poses, names).ravel(), np.asarray([tr.X for tr in live]).ravel()])
+    k = 3 if centres is not None else 6  # unknowns per camera
+    x0 = np.concatenate([_pose_vectors(poses, names, centres).ravel(), np.asarray([tr.X for tr in live]).ravel()])
 
     def residuals(x: F64) -> F64:
-        cam = x[: nc * 6].reshape(nc, 6)
-        X = x[nc * 6 :].reshape(npt_, 3)
-        R = _rodrigues(cam[:, :3])
-        Xc = np.einsum("nij,nj->ni", R[ci], X[pi]) + cam[ci, 3:]
+        R, t = _unpacked(x[: nc * k].reshape(nc, k), centres)
+        X = x[nc * k :].reshape(npt_, 3)
+        Xc = np.einsum("nij,nj->ni", R[ci], X[pi]) + t[ci]
         z = np.where(np.abs(Xc[:, 2]) < 1e-6, 1e-6, Xc[:, 2])
         K = Ks[ci]
         u = K[:, 0, 0] * Xc[:, 0] / z + K[:, 0, 1] * Xc[:, 1] / z + K[:, 0, 2]
         v = K[:, 1, 1] * Xc[:, 1] / z + K[:, 1, 2]
         return (np.column_stack([u, v]) - xy).ravel() * np.repeat(w, 2)  # type: ignore[no-any-return]
 
-    sparsity = lil_matrix((len(ci) * 2, nc * 6 + npt_ * 3), dtype=np.int8)
+    sparsity = lil_matrix((len(ci) * 2, nc * k + npt_ * 3), dtype=np.int8)
     rows = np.arange(len(ci))
-    for s in range(6):
-        sparsity[2 * rows, ci * 6 + s] = 1
-        sparsity[2 * rows + 1, ci * 6 + s] = 1
+    for s in range(k):
+        sparsity[2 * rows, ci * k + s] = 1
+        sparsity[2 * rows + 1, ci * k + s] = 1
     for s in range(3):
-        sparsity[2 * rows, nc * 6 + pi * 3 + s] = 1
-        sparsity[2 * rows + 1, nc * 6 + pi * 3 + s] = 1
+        sparsity[2 * rows, nc * k + pi * 3 + s] = 1
+        sparsity[2 * rows + 1, nc * k + pi * 3 + s] = 1
     fit = least_squares(
         residuals, x0, jac_sparsity=sparsity, x_scale="jac", loss="huber", f_scale=p.huber_px,
         method="trf", ftol=1e-10, xtol=1e-12, max_nfev=p.adjustment_evaluations, tr_solver="lsmr",
@@ -549,20 +568,25 @@ def _adjust(
         fit.nfev,
         fit.message,
     )
-    out = _poses_of(fit.x[: nc * 6].reshape(nc, 6), names)
-    X = fit.x[nc * 6 :].reshape(npt_, 3)
+    out = _poses_of(fit.x[: nc * k].reshape(nc, k), names, centres)
+    X = fit.x[nc * k :].reshape(npt_, 3)
     for i, tr in enumerate(live):
         tr.X = X[i]
     return out, live
 
 
 def _adjust_cameras(
-    tracks: list[_Track], cams: Mapping[str, Camera], poses: dict[str, tuple[F64, F64]], p: SelfCalParams
+    tracks: list[_Track],
+    cams: Mapping[str, Camera],
+    poses: dict[str, tuple[F64, F64]],
+    p: SelfCalParams,
+    centres: F64 | None = None,
 ) -> dict[str, tuple[F64, F64]]:
     """The cameras' poses alone, every joint triangulated anew (weighted DLT) inside the residuals: 6 unknowns
     per camera instead of thousands of joints. The full adjustment (``_adjust``) started far from its minimum
     needs hundreds of iterations on the shared recordings (its sparse solver is inexact); from here it
-    needs few. The first camera is held: the world frame is then fixed but for the scale."""
+    needs few. The first camera is held: the world frame is then fixed but for the scale. Where the cameras'
+    ``centres`` are given (in ``poses``' order), they fix the frame: every camera's orientation moves, alone."""
     names = list(poses)
     live = _adjustable(tracks, poses)
     if len(names) < 2 or not live:
@@ -570,11 +594,12 @@ def _adjust_cameras(
     xy, w = _track_views(live, names)
     used = w > 0
     Ks = np.stack([cams[n].K for n in names])
-    every = _pose_vectors(poses, names)
+    every = _pose_vectors(poses, names, centres)
+    k, held = every.shape[1], 0 if centres is not None else 1
 
     def residuals(x: F64) -> F64:
-        cam = np.concatenate([every[:1], x.reshape(-1, 6)])
-        P = np.einsum("cij,cjk->cik", Ks, np.concatenate([_rodrigues(cam[:, :3]), cam[:, 3:, None]], axis=2))
+        R, t = _unpacked(np.concatenate([every[:held], x.reshape(-1, k)]), centres)
+        P = np.einsum("cij,cjk->cik", Ks, np.concatenate([R, t[:, :, None]], axis=2))
         X = dlt(P, xy, w)
         homo = np.concatenate([np.where(np.isfinite(X), X, 0.0), np.ones((len(X), 1))], axis=1)
         q = np.einsum("cij,nj->nci", P, homo)
@@ -583,10 +608,10 @@ def _adjust_cameras(
         return np.where(used[..., None], r, 0.0).ravel()
 
     fit = least_squares(
-        residuals, every[1:].ravel(), loss="huber", f_scale=p.huber_px, method="trf", x_scale="jac",
+        residuals, every[held:].ravel(), loss="huber", f_scale=p.huber_px, method="trf", x_scale="jac",
         max_nfev=p.adjustment_evaluations,
     )  # fmt: skip
-    return _poses_of(np.concatenate([every[:1], fit.x.reshape(-1, 6)]), names)
+    return _poses_of(np.concatenate([every[:held], fit.x.reshape(-1, k)]), names, centres)
 
 
 def _errors(tracks: list[_Track], cams: Mapping[str, Camera], poses: Mapping[str, tuple[F64, F64]]) -> dict[str, F64]:
@@ -866,18 +891,23 @@ def _adjust_rounds(
     poses: dict[str, tuple[F64, F64]],
     seen: _Seen,
     p: SelfCalParams,
+    *,
+    centres: F64 | None = None,
+    first: SelfCalParams | None = None,
 ) -> tuple[dict[str, tuple[F64, F64]], list[_Track]]:
     """``p.rounds`` of adjustment (cameras alone, then cameras and joints, far observations dropped, again),
-    the people paired again under the adjusted poses before each next round. Returns the poses and the joints
-    they explain; raises ``CalibrationError`` when too few joints agree with them."""
+    the people paired again under the adjusted poses before each next round; the first round with ``first``'s
+    settings where given. The cameras' ``centres`` (in ``poses``' order), where given, are held. Returns the
+    poses and the joints they explain; raises ``CalibrationError`` when too few joints agree with them."""
     live: list[_Track] = []
-    for _ in range(p.rounds):
-        poses = _adjust_cameras(tracks, cameras, poses, p)
-        _triangulate(tracks, cameras, poses, p.outlier_px)
-        poses, live = _adjust(tracks, cameras, poses, p)
-        _drop_far(live, cameras, poses, p.outlier_px)
-        _triangulate(live, cameras, poses, p.outlier_px)
-        poses, live = _adjust(live, cameras, poses, p)
+    for round_ in range(p.rounds):
+        q = first if first is not None and round_ == 0 else p
+        poses = _adjust_cameras(tracks, cameras, poses, q, centres)
+        _triangulate(tracks, cameras, poses, q.outlier_px)
+        poses, live = _adjust(tracks, cameras, poses, q, centres)
+        _drop_far(live, cameras, poses, q.outlier_px)
+        _triangulate(live, cameras, poses, q.outlier_px)
+        poses, live = _adjust(live, cameras, poses, q, centres)
         # Pair the people again under the adjusted poses: the next round starts from every joint they share.
         paired = _paired(poses, seen, cameras, p)
         if not _adjustable(paired, poses):  # nobody paired again: this round's result stands
@@ -936,12 +966,48 @@ def _given_frame(adjusted: Mapping[str, Camera], given: Mapping[str, Camera]) ->
     return fit
 
 
+def _under_given(
+    cameras: Mapping[str, Camera], views: Views, looks: Looks | None, p: SelfCalParams
+) -> tuple[_Seen, SelfCalParams, list[_Track]]:
+    """Each frame's people paired across the cameras under their given poses and triangulated, joints kept as
+    far off as a camera turned ``p.refine_turn_deg`` puts them (a knocked camera is off by all its joints at
+    once); those settings (``wide``) are returned for a refinement's first round."""
+    obs = _observations(cameras, views, p, looks)
+    focal = float(np.mean([c.K[0, 0] for c in cameras.values()]))
+    seen = _Seen(obs, focal, len(views))
+    wide = replace(p, outlier_px=max(p.outlier_px, focal * float(np.tan(np.radians(p.refine_turn_deg)))))
+    return seen, wide, _paired({n: (c.R, c.t) for n, c in cameras.items()}, seen, cameras, wide)
+
+
+@dataclass
+class Explained:
+    """How well a calibration explains 2D poses it was not made from (``reprojection_under``)."""
+
+    errors: dict[str, F64]  # per camera: the reprojection errors (pixels) of its joints triangulated
+    paired: int  # joints of people paired across cameras under the calibration
+    triangulated: int  # of those, triangulated with every view within the gate
+
+
+def reprojection_under(
+    cameras: Mapping[str, Camera], views: Views, *, looks: Looks | None = None, params: SelfCalParams | None = None
+) -> Explained:
+    """A calibration judged on the people in ``views`` (reference-free, e.g. on a recording it was not made
+    from): the people paired across cameras under its poses and triangulated, as a refinement's first round
+    starts (a joint kept while every view is within ``refine_turn_deg``'s gate: a wrong rig's far joints count
+    against it instead of dropping out; their median error is the robust figure)."""
+    p = params or SelfCalParams()
+    _, _, tracks = _under_given(cameras, views, looks, p)
+    poses = {n: (c.R, c.t) for n, c in cameras.items()}
+    return Explained(_errors(tracks, cameras, poses), len(tracks), sum(tr.X is not None for tr in tracks))
+
+
 def refine_with_people(
     cameras: Mapping[str, Camera],
     views: Views,
     *,
     looks: Looks | None = None,
     params: SelfCalParams | None = None,
+    keep_centres: bool = False,
 ) -> SelfCalResult:
     """The cameras' given extrinsics adjusted on the people in ``views``: each frame's people paired across
     cameras under the given poses, then the rounds of adjustment of a calibration from scratch
@@ -949,7 +1015,9 @@ def refine_with_people(
     cameras that did not move (``_given_frame``), so the world frame and scale stay the given ones. For a
     rig calibrated before (a board, known points, another system) whose cameras may have moved a little
     since; started at a reference, it also shows where the adjustment's minimum lies for these 2D poses.
-    Each camera's report gives its RMS reprojection error before (``start_px``) and after."""
+    ``keep_centres``: every camera stays where the calibration puts it and only turns (cameras on fixed
+    mounts, knocked or turned since); the given centres then fix the frame. Each camera's report gives its
+    RMS reprojection error before (``start_px``) and after."""
     p = params or SelfCalParams()
     names = list(cameras)
     for i, a in enumerate(names):
@@ -960,36 +1028,37 @@ def refine_with_people(
                     "(calibrate from scratch without --refine)"
                 )
     t0 = time.perf_counter()
-    obs = _observations(cameras, views, p, looks)
-    described = any(o.look is not None for frames in obs.values() for people in frames for o in people)
-    focal = float(np.mean([c.K[0, 0] for c in cameras.values()]))
     given = {n: (c.R.copy(), c.t.copy()) for n, c in cameras.items()}
-    seen = _Seen(obs, focal, len(views))
-    tracks = _paired(given, seen, cameras, p)
+    seen, wide, tracks = _under_given(cameras, views, looks, p)
+    described = any(o.look is not None for frames in seen.obs.values() for people in frames for o in people)
     if not _adjustable(tracks, given):
         raise CalibrationError(
             "no person is seen by two cameras where their given poses put them: the calibration does not fit "
             "these videos (calibrate from scratch without --refine)"
         )
     reports = {n: CameraReport(n, True) for n in names}
-    _report(reports, tracks, cameras, given)
-    for r in reports.values():
-        r.start_px = r.error_px  # the error under the given poses; the adjusted rig's is reported below
     seconds = {"pairs": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    poses, live = _adjust_rounds(tracks, cameras, dict(given), seen, p)
+    centres = np.stack([cameras[n].center for n in names]) if keep_centres else None
+    poses, live = _adjust_rounds(tracks, cameras, dict(given), seen, p, centres=centres, first=wide)
     seconds["adjustment"] = time.perf_counter() - t0
     adjusted = {n: replace(cameras[n], R=R, t=t) for n, (R, t) in poses.items()}
-    scale, R0, shift = _given_frame(adjusted, cameras)
+    scale, R0, shift = (1.0, np.eye(3), np.zeros(3)) if keep_centres else _given_frame(adjusted, cameras)
     out = {**cameras, **transform(adjusted, scale, R0, shift)}
     for tr in live:
         tr.X = scale * R0 @ tr.X + shift  # type: ignore[operator]
     _report(reports, live, out, {n: (out[n].R, out[n].t) for n in poses})
+    # Before: the same joints (those the adjusted rig explains) triangulated under the given poses, ungated.
+    before = [replace(tr, X=None) for tr in live]
+    _triangulate(before, cameras, given, np.inf)
+    for n, e in _errors(before, cameras, given).items():
+        reports[n].start_px = float(np.sqrt(np.mean(e**2))) if len(e) else float("nan")
     for r in reports.values():
         if not r.observations:
             r.placed, r.reason = False, "none of its joints agrees with the other cameras after the adjustment"
     return SelfCalResult(
         out, [reports[n] for n in names], len(live), len({tr.frame for tr in live}),
-        "the given calibration's (the adjusted rig mapped onto it)", _bone_spread(_skeletons(live)),
+        "the given calibration's (its camera centres held)" if keep_centres
+        else "the given calibration's (the adjusted rig mapped onto it)", _bone_spread(_skeletons(live)),
         "colour and geometry" if described else "geometry alone", seconds=seconds,
     )  # fmt: skip

@@ -475,6 +475,7 @@ class CalibrateSceneRequest(_message.Message):
     PERSON_HEIGHT_M_FIELD_NUMBER: _builtins.int
     TIMEOUT_S_FIELD_NUMBER: _builtins.int
     REFINE_FIELD_NUMBER: _builtins.int
+    KEEP_CENTRES_FIELD_NUMBER: _builtins.int
     scene: _builtins.str
     """A scene named in the coordinator's settings: its calibration supplies the intrinsics and camera names."""
     windows: _builtins.int
@@ -487,6 +488,10 @@ class CalibrateSceneRequest(_message.Message):
     """Start from the scene's calibration and adjust its extrinsics on the people (its world frame and scale
     kept; person_height_m unused): for a rig whose cameras may have moved a little since it was calibrated.
     """
+    keep_centres: _builtins.bool
+    """With refine: every camera stays where the scene's calibration puts it and only turns (cameras on fixed
+    mounts, knocked or turned since); without refine it is refused.
+    """
     def __init__(
         self,
         *,
@@ -495,10 +500,11 @@ class CalibrateSceneRequest(_message.Message):
         person_height_m: _builtins.float = ...,
         timeout_s: _builtins.float = ...,
         refine: _builtins.bool = ...,
+        keep_centres: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["person_height_m", b"person_height_m", "refine", b"refine", "scene", b"scene", "timeout_s", b"timeout_s", "windows", b"windows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_centres", b"keep_centres", "person_height_m", b"person_height_m", "refine", b"refine", "scene", b"scene", "timeout_s", b"timeout_s", "windows", b"windows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

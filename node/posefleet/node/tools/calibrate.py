@@ -89,6 +89,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="start from --calibration's extrinsics and adjust them on the people, keeping its world frame and "
         "scale (a rig calibrated before whose cameras may have moved a little); --person-height is then unused",
     )
+    c.add_argument(
+        "--keep-centres",
+        action="store_true",
+        help="with --refine: the cameras stay where --calibration puts them and only turn (fixed mounts, knocked "
+        "or turned since)",
+    )
     c.add_argument("--out", required=True, type=Path)
     c.add_argument("--json", type=Path, help="the report as JSON")
     c.set_defaults(func=cmd_people)
@@ -233,6 +239,8 @@ def cmd_people(args: argparse.Namespace) -> int:
     from posefleet.merge.selfcal import SelfCalParams, calibrate_from_people, refine_with_people, starts_verdict
     from posefleet.node.tools.fuse import read_inputs
 
+    if args.keep_centres and not args.refine:
+        raise PosefleetError("--keep-centres holds --calibration's camera centres: it needs --refine")
     given = load_calibration(args.calibration)
     t0 = time.perf_counter()
     views, looks, fitted, lengths = {}, {}, {}, {}
@@ -262,7 +270,7 @@ def cmd_people(args: argparse.Namespace) -> int:
     appearance = [{n: v[i] for n, v in looks.items()} for i in range(count)] if looks else None
     params = SelfCalParams(min_score=args.min_score)
     if args.refine:
-        result = refine_with_people(fitted, frames, looks=appearance, params=params)
+        result = refine_with_people(fitted, frames, looks=appearance, params=params, keep_centres=args.keep_centres)
     else:
         height = args.person_height
         result = calibrate_from_people(fitted, frames, looks=appearance, person_height=height, params=params)
@@ -302,7 +310,9 @@ def cmd_people(args: argparse.Namespace) -> int:
         args.out,
         {**{n: c for n, c in given.items() if n not in cameras}, **cameras},
         {
-            "extrinsics": "posefleet calibrate people" + (" --refine" if args.refine else ""),
+            "extrinsics": "posefleet calibrate people"
+            + (" --refine" if args.refine else "")
+            + (" --keep-centres" if args.keep_centres else ""),
             "world_frame": frame_source,
         },
     )
