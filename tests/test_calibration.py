@@ -371,7 +371,8 @@ def test_calibrate_people_cli_refines_the_qualisys_rig_on_the_openpose_recording
     frame (every camera within 15 cm and 1.5 degrees of where it was: 3.4-8.1 cm and 0.4-1.0 measured, the
     adjustment's minimum for these 2D poses, where the calibration from scratch also lands), each camera's
     reprojection error is reported before and after and falls. ``--keep-centres`` (``held``): every camera
-    stays where it was and turns less than 1.5 degrees (0.2-1.3 measured); without --refine it is refused."""
+    stays where it was and turns less than 1.5 degrees (0.2-1.3 measured); without --refine, or with known
+    points to move the frame onto, it is refused."""
     reference = _qualisys(assets)
     calib = assets / LAB / "calibration" / "Calib_qualisys.toml"
     args: list[str | Path] = ["calibrate", "people", "--calibration", calib]
@@ -380,6 +381,8 @@ def test_calibrate_people_cli_refines_the_qualisys_rig_on_the_openpose_recording
     if held:
         alone = run_cli(*args, "--keep-centres", "--out", tmp_path / "x.toml")
         assert alone.returncode == 2 and "--keep-centres" in alone.stderr and "needs --refine" in alone.stderr
+        framed = run_cli(*args, "--refine", "--keep-centres", "--points", "cam_01=p.json", "--out", tmp_path / "x.toml")
+        assert framed.returncode == 2 and "--points and --board-still would move them" in framed.stderr, framed.stderr
         args.append("--keep-centres")
     done = run_cli(*args, "--refine", "--out", tmp_path / "refined.toml", "--json", tmp_path / "report.json")
     assert done.returncode == 0, done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import ssl
 import threading
@@ -11,6 +12,8 @@ from typing import Any
 
 from posefleet.common.certs import Guard, peer_of_pem
 from posefleet.common.tls import TlsFiles
+
+log = logging.getLogger(__name__)
 
 #: Who may read a server's metrics over the network: an admin certificate (give the Prometheus scraper one).
 METRICS_ROLES = ("admin",)
@@ -36,6 +39,11 @@ class _MetricsServer(ThreadingHTTPServer):
         if self.context is not None:  # the handshake happens in the request's thread, not the accept loop's
             sock = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A caller that fails the TLS handshake or hangs up: logged at debug, never a traceback on stderr
+        (``socketserver``'s default prints one for every such caller)."""
+        log.debug("metrics: a request from %s failed", client_address, exc_info=True)
 
     def refusal(self, connection: Any) -> str | None:
         """Why the caller may not read the metrics (None: it may)."""

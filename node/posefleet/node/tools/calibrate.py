@@ -241,6 +241,11 @@ def cmd_people(args: argparse.Namespace) -> int:
 
     if args.keep_centres and not args.refine:
         raise PosefleetError("--keep-centres holds --calibration's camera centres: it needs --refine")
+    if args.keep_centres and (args.points or args.board_still):
+        raise PosefleetError(
+            "--keep-centres holds --calibration's camera centres, and so its world frame: --points and "
+            "--board-still would move them (leave them out, or refine without --keep-centres)"
+        )
     given = load_calibration(args.calibration)
     t0 = time.perf_counter()
     views, looks, fitted, lengths = {}, {}, {}, {}
