@@ -199,11 +199,11 @@ def _cross(recordings: list[Any], rigs: Mapping[tuple[str, str], Mapping[str, An
     from posefleet.merge.selfcal import reprojection_under
 
     rows = []
+    judged = {("Qualisys", ""): None, **rigs}
     for recording in recordings:
+        cams = recording.cameras
         for source, views in recording.views.items():
-            judged = {("Qualisys", ""): None, **rigs}
             for (rig_recording, rig_source), rig in judged.items():
-                cams = recording.cameras
                 if rig is not None and set(rig) != set(cams):
                     continue
                 given = cams if rig is None else {n: replace(c, R=rig[n].R, t=rig[n].t) for n, c in cams.items()}

@@ -1051,8 +1051,10 @@ def refine_with_people(
     # Before: the same joints (those the adjusted rig explains) triangulated under the given poses, ungated.
     before = [replace(tr, X=None) for tr in live]
     _triangulate(before, cameras, given, np.inf)
-    for n, e in _errors(before, cameras, given).items():
-        reports[n].start_px = float(np.sqrt(np.mean(e**2))) if len(e) else float("nan")
+    start: dict[str, CameraReport] = {}
+    _report(start, before, cameras, given)
+    for n, r in start.items():
+        reports[n].start_px = r.error_px
     for r in reports.values():
         if not r.observations:
             r.placed, r.reason = False, "none of its joints agrees with the other cameras after the adjustment"
