@@ -29,9 +29,12 @@ from posefleet.merge.selfcal import (
     calibrate_from_people,
     refine_with_people,
     reprojection_under,
+    spread,
     start_disagreement,
     starts_verdict,
 )
+from posefleet.node.tools.fuse import video_poses
+from posefleet.node.tools.media import frame_count
 
 LAB = "multiview/pose2sim"
 
@@ -191,15 +194,31 @@ def test_calibrate_points_places_every_camera_from_clicked_platform_points(asset
 # -- people ---------------------------------------------------------------------------------------------
 def test_people_place_every_camera_of_a_rendered_scene(assets: Path) -> None:
     """People rendered through the rig's Qualisys cameras (2 px noise, a distractor per camera, people in a
-    different order in every view): after the similarity alignment every centre is within 4 cm and every
-    orientation within 1 degree; the height of the people gives the scale within 3%."""
+    different order in every view), 120 frames of which the calibration takes 60 spread over them: after
+    the similarity alignment every centre is within 4 cm and every orientation within 1 degree; the height
+    of the people gives the scale within 3%."""
     reference = _qualisys(assets)
-    result = calibrate_from_people(reference, people_views(reference, 60, 2.0, seed=1))
+    views = people_views(reference, 120, 2.0, seed=1)
+    result = calibrate_from_people(reference, views, params=SelfCalParams(max_frames=60))
+    assert result.frames == 60
     assert result.placed == list(reference)
     scale, errors = rig_differences({n: result.cameras[n] for n in result.placed}, reference)
     assert all(e[0] < 0.04 and e[1] < 1.0 for e in errors.values()), errors
     assert abs(scale - 1) < 0.03, scale
     assert abs(LEG_TRUNK_OF_STATURE - 0.779) < 1e-9
+
+
+def test_a_long_recording_is_cut_to_frames_spread_over_it() -> None:
+    """``spread``: every frame of a recording within the budget; of a longer one, the budget's frames from the
+    first to the last, evenly spaced (none twice)."""
+    assert spread(5, 300) == [0, 1, 2, 3, 4]
+    assert spread(300, 300) == list(range(300))
+    for count, budget in ((301, 300), (1000, 300), (7, 3), (36000, 300)):
+        kept = spread(count, budget)
+        assert len(set(kept)) == len(kept) == budget and kept == sorted(kept)
+        assert kept[0] == 0 and kept[-1] == count - 1
+        gaps = np.diff(kept)
+        assert gaps.max() - gaps.min() <= 1, (count, budget, gaps.min(), gaps.max())
 
 
 def test_the_starts_check_measures_how_far_other_rigs_lie_and_warns_past_its_limit(assets: Path) -> None:
@@ -371,8 +390,8 @@ def test_calibrate_people_cli_refines_the_qualisys_rig_on_the_openpose_recording
     frame (every camera within 15 cm and 1.5 degrees of where it was: 3.4-8.1 cm and 0.4-1.0 measured, the
     adjustment's minimum for these 2D poses, where the calibration from scratch also lands), each camera's
     reprojection error is reported before and after and falls. ``--keep-centres`` (``held``): every camera
-    stays where it was and turns less than 1.5 degrees (0.2-1.3 measured); without --refine, or with known
-    points to move the frame onto, it is refused."""
+    stays where it was and turns less than 1.5 degrees (0.2-1.3 measured; here on 50 of the 100 frames,
+    ``--max-frames``); without --refine, or with known points to move the frame onto, it is refused."""
     reference = _qualisys(assets)
     calib = assets / LAB / "calibration" / "Calib_qualisys.toml"
     args: list[str | Path] = ["calibrate", "people", "--calibration", calib]
@@ -383,9 +402,10 @@ def test_calibrate_people_cli_refines_the_qualisys_rig_on_the_openpose_recording
         assert alone.returncode == 2 and "--keep-centres" in alone.stderr and "needs --refine" in alone.stderr
         framed = run_cli(*args, "--refine", "--keep-centres", "--points", "cam_01=p.json", "--out", tmp_path / "x.toml")
         assert framed.returncode == 2 and "--points and --board-still would move them" in framed.stderr, framed.stderr
-        args.append("--keep-centres")
+        args += ["--keep-centres", "--max-frames", "50"]  # and 2D poses from files spread too
     done = run_cli(*args, "--refine", "--out", tmp_path / "refined.toml", "--json", tmp_path / "report.json")
     assert done.returncode == 0, done.stderr
+    assert ("100 frames per camera: 50 of them, spread evenly" in done.stdout) == held, done.stdout
     refined = load_calibration(tmp_path / "refined.toml")
     for name, cam in reference.items():
         centre, angle = camera_difference(refined[name], cam)
@@ -450,6 +470,42 @@ def test_calibrate_people_cli_pairs_people_by_colour_on_the_lab_videos(
     errors, stdout = _people_cli(args, tmp_path, reference)
     assert all(e[0] < 0.30 and e[1] < 5.0 for e in errors.values()), errors
     assert "people paired across cameras by colour and geometry" in stdout, stdout
+
+
+def test_calibrate_people_runs_the_model_only_on_the_frames_it_uses(
+    assets: Path, models: dict[str, Path], tmp_path: Path
+) -> None:
+    """Videos longer than ``--max-frames``: the model runs on the frames spread over them alone (their poses
+    the same as on the whole video), and videos of different lengths are refused before any inference (no
+    --model given: nothing asks for it)."""
+    video = assets / LAB / "videos" / "cam01.mp4"
+    assert frame_count(video) == 100
+    wanted = spread(100, 7)
+    whole = video_poses("cam_01", models["posenet050"], video)
+    some = video_poses("cam_01", models["posenet050"], video, only=frozenset(wanted))
+    assert len(whole.poses) == 100 and len(some.poses) == 7 and some.size == whole.size
+    for got, i in zip(some.poses, wanted, strict=True):
+        assert len(got) == len(whole.poses[i]) and all(
+            np.allclose(a, b) for a, b in zip(got, whole.poses[i], strict=True)
+        )
+    clips = {}
+    cap = cv2.VideoCapture(str(video))
+    for name, count in (("cam_01", 6), ("cam_02", 5)):
+        clips[name] = tmp_path / f"{name}.avi"
+        writer = cv2.VideoWriter(str(clips[name]), cv2.VideoWriter.fourcc(*"FFV1"), 60.0, (1088, 1920))
+        for _ in range(count):
+            writer.write(cap.read()[1])
+        writer.release()
+    cap.release()
+    calib = assets / LAB / "calibration" / "Calib_qualisys.toml"
+    args = [f"--camera={name}={clip}" for name, clip in clips.items()]
+    refused = run_cli(
+        "calibrate", "people", "--calibration", calib, *args, "--max-frames", "2", "--out", tmp_path / "x"
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "not synchronised" in refused.stderr and "cam_01 6, cam_02 5" in refused.stderr, refused.stderr
+    helped = run_cli("calibrate", "people", "--help")
+    assert f"(default: {SelfCalParams.max_frames}, SelfCalParams.max_frames)" in " ".join(helped.stdout.split())
 
 
 def test_write_calibration_round_trips(tmp_path: Path) -> None:

@@ -264,6 +264,18 @@ def _from_reference(recordings: list[Any], reference: Mapping[str, Any]) -> list
     return rows
 
 
+def _parts(frames: int) -> list[tuple[str, slice, bool]]:
+    """Each half of a recording: the first and the second (people paired both ways), and every other frame
+    (the default pairing alone), as ``--max-frames`` spreads a longer recording's frames."""
+    middle = frames // 2
+    return [
+        ("first", slice(None, middle), True),
+        ("second", slice(middle, None), True),
+        ("even frames", slice(None, None, 2), False),
+        ("odd frames", slice(1, None, 2), False),
+    ]
+
+
 def _halves(recordings: list[Any], reference: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The people calibration on each half of every recording (hold-out data for any rule chosen on the
     whole): the largest camera error after the similarity alignment, or why it failed."""
@@ -273,11 +285,10 @@ def _halves(recordings: list[Any], reference: Mapping[str, Any]) -> list[dict[st
     rows = []
     for recording in recordings:
         for source, views in recording.views.items():
-            middle = len(views) // 2
             looks = recording.looks.get(source)
             pairing = ["colour and geometry", "geometry alone"] if looks else ["geometry alone"]
-            for half, part in (("first", slice(None, middle)), ("second", slice(middle, None))):
-                for how in pairing:
+            for half, part, both in _parts(len(views)):
+                for how in pairing if both else pairing[:1]:
                     row: dict[str, Any] = {"recording": recording.name, "source": source, "half": half, "pairing": how}
                     given = looks[part] if looks and how != "geometry alone" else None
                     t0 = time.perf_counter()
@@ -360,7 +371,9 @@ CROSS_NOTE = (
 HALVES_NOTE = (
     "Each run as `posefleet calibrate people` makes it (defaults), on the first or the second 50 frames alone, "
     "with the people paired across cameras by their colours and positions (the default for videos) and by "
-    "positions alone (`--no-appearance`; the OpenPose recording has no frames to take colours from). The runs "
+    "positions alone (`--no-appearance`; the OpenPose recording has no frames to take colours from); and on every "
+    "other frame (the even or the odd ones, 50 spread over the 1.7 s as `--max-frames` spreads a longer "
+    "recording's frames; the default pairing alone). The runs "
     "metres off that were checked (PoseNet 0.75, YOLOv8n-pose) pair different people across cameras: people "
     "standing in place never contradict such a permutation, and it fits the 2D as well as the right pairing "
     "(bench/design-choices.md)."

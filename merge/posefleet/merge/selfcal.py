@@ -35,7 +35,8 @@ structure-from-motion on people, the classic incremental pipeline with joints as
 Cameras a pair never agrees on, or too few joints place, are reported with the reason, never guessed.
 
 ``refine_with_people`` starts from a given calibration instead of steps 1-3 (the people paired under its
-poses) and keeps its world frame and scale.
+poses) and keeps its world frame and scale. Both take at most ``SelfCalParams.max_frames`` frames, spread
+evenly over a longer recording (``spread``).
 """
 
 from __future__ import annotations
@@ -97,6 +98,10 @@ class SelfCalParams:
     #: A refinement's first round keeps joints as far off under the given poses as a camera turned this much
     #: puts them (its focal length x tan): a camera knocked on its mount is off by all its joints at once.
     refine_turn_deg: float = 5.0
+    #: Frames a calibration uses at most, spread evenly over a longer recording (``spread``): its time and
+    #: memory grow with the frames, and frames spread over a walk cover more of the room than as many in a row
+    #: (bench/design-choices.md).
+    max_frames: int = 300
 
 
 @dataclass
@@ -162,6 +167,22 @@ def _rodrigues(rvecs: F64) -> F64:
     K[:, 1, 0], K[:, 2, 0], K[:, 2, 1] = k[:, 2], -k[:, 1], k[:, 0]
     eye = np.eye(3)[None]
     return eye + np.sin(theta) * K + (1 - np.cos(theta)) * (K @ K)  # type: ignore[no-any-return]
+
+
+def spread(count: int, budget: int) -> list[int]:
+    """The indices of ``budget`` frames spread evenly over ``count`` (all of them when they fit)."""
+    if count <= budget:
+        return list(range(count))
+    return [int(i) for i in np.linspace(0, count - 1, budget).round()]  # steps over 1 apart: all distinct
+
+
+def _within_budget(views: Views, looks: Looks | None, p: SelfCalParams) -> tuple[Views, Looks | None]:
+    """``views`` and ``looks`` cut to ``p.max_frames`` frames spread over the recording."""
+    if len(views) <= p.max_frames:
+        return views, looks
+    keep = spread(len(views), p.max_frames)
+    log.info("%d frames: calibrating on %d of them, spread evenly", len(views), len(keep))
+    return [views[i] for i in keep], None if looks is None else [looks[i] for i in keep]
 
 
 # -- 1. pairs -------------------------------------------------------------------------------------------
@@ -750,6 +771,7 @@ def calibrate_from_people(
     fewer people; neither the reprojection error nor the count of 2D joints within a tight radius of the
     run's cameras picked better on the shared recordings (measured against their Qualisys calibration)."""
     p = params or SelfCalParams()
+    views, looks = _within_budget(views, looks, p)
     results: list[SelfCalResult] = []
     failures = []
     t0 = time.perf_counter()
@@ -1028,6 +1050,7 @@ def refine_with_people(
                     "(calibrate from scratch without --refine)"
                 )
     t0 = time.perf_counter()
+    views, looks = _within_budget(views, looks, p)
     given = {n: (c.R.copy(), c.t.copy()) for n, c in cameras.items()}
     seen, wide, tracks = _under_given(cameras, views, looks, p)
     described = any(o.look is not None for frames in seen.obs.values() for people in frames for o in people)

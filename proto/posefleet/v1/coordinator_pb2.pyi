@@ -479,7 +479,9 @@ class CalibrateSceneRequest(_message.Message):
     scene: _builtins.str
     """A scene named in the coordinator's settings: its calibration supplies the intrinsics and camera names."""
     windows: _builtins.int
-    """Windows of the scene's 2D people to calibrate from (the next ones to complete); 0: 300."""
+    """Windows of the scene's 2D people to record (the next ones to complete); 0: 300; at most 3000, of which
+    the calibration uses 300 spread evenly over them (selfcal.SelfCalParams.max_frames).
+    """
     person_height_m: _builtins.float
     """The people's mean height in metres, for the scale; 0: 1.75."""
     timeout_s: _builtins.float

@@ -79,6 +79,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--board", help="the board of --board-still (charuco:COLSxROWS:SQUARE_MM:MARKER_MM[:DICT])")
     c.add_argument("--min-score", type=positive_float, default=0.3, help="2D joints below this confidence are not used")
     c.add_argument(
+        "--max-frames", type=positive_int,
+        help="frames used at most, spread evenly over a longer recording; only they are run through the model "
+        "(default: 300, SelfCalParams.max_frames)",
+    )  # fmt: skip
+    c.add_argument(
         "--no-appearance",
         action="store_true",
         help="pair people across cameras by geometry alone (default: their torso and thigh colours help)",
@@ -232,6 +237,36 @@ def _anchor(args: argparse.Namespace, cameras: dict[str, Any]) -> tuple[dict[str
     return anchor(cameras, clicks, _world(args, own))
 
 
+def _spread_over_videos(specs: list[str], budget: int) -> frozenset[int] | None:
+    """The frames to run the model on where every input is a video longer than ``budget`` frames: the same
+    ``budget`` frames of each, spread evenly (``selfcal.spread``); None to run it on every frame (other inputs,
+    or short videos: the calibration then spreads the 2D poses itself)."""
+    from posefleet.merge.selfcal import spread
+    from posefleet.node.tools import media
+
+    paths = [Path(spec.partition("=")[2]) for spec in specs]
+    if not paths or not all(p.is_file() and p.suffix != ".json" and not media.is_image(p) for p in paths):
+        return None
+    counts = {spec.partition("=")[0]: media.frame_count(p) for spec, p in zip(specs, paths, strict=True)}
+    if min(counts.values()) <= budget:
+        return None
+    _same_length(counts)
+    count = next(iter(counts.values()))
+    print(_spread_note(count, budget))
+    return frozenset(spread(count, budget))
+
+
+def _same_length(counts: dict[str, int]) -> None:
+    """Refuses inputs with different numbers of frames (camera -> frames) as unsynchronised."""
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{n} {c}" for n, c in counts.items())
+        raise PosefleetError(f"the inputs are not synchronised: they have different numbers of frames ({listed})")
+
+
+def _spread_note(count: int, budget: int) -> str:
+    return f"{count} frames per camera: {budget} of them, spread evenly over the recording, are used (--max-frames)"
+
+
 def cmd_people(args: argparse.Namespace) -> int:
     import numpy as np
     from posefleet.merge.calibration import load_calibration, write_calibration
@@ -249,6 +284,8 @@ def cmd_people(args: argparse.Namespace) -> int:
     given = load_calibration(args.calibration)
     t0 = time.perf_counter()
     views, looks, fitted, lengths = {}, {}, {}, {}
+    budget = args.max_frames or SelfCalParams.max_frames
+    only = _spread_over_videos(args.cameras, budget)
     inputs = read_inputs(
         args.cameras,
         list(given),
@@ -257,6 +294,7 @@ def cmd_people(args: argparse.Namespace) -> int:
         device=args.device,
         input_size=args.input_size,
         looks=not args.no_appearance,
+        only=only,
     )
     for got in inputs:
         views[got.name] = got.poses
@@ -267,13 +305,13 @@ def cmd_people(args: argparse.Namespace) -> int:
     seconds = {"2d poses": time.perf_counter() - t0}
     if len(views) < 2:
         raise PosefleetError("calibrate people needs at least 2 --camera inputs")
-    if len(set(lengths.values())) > 1:
-        listed = ", ".join(f"{n} {c}" for n, c in lengths.items())
-        raise PosefleetError(f"the inputs are not synchronised: they have different numbers of frames ({listed})")
+    _same_length(lengths)
     count = next(iter(lengths.values()))
+    if count > budget:  # 2D poses read from files (videos were cut before the model ran)
+        print(_spread_note(count, budget))
     frames = [{n: v[i] for n, v in views.items()} for i in range(count)]
     appearance = [{n: v[i] for n, v in looks.items()} for i in range(count)] if looks else None
-    params = SelfCalParams(min_score=args.min_score)
+    params = SelfCalParams(min_score=args.min_score, max_frames=budget)
     if args.refine:
         result = refine_with_people(fitted, frames, looks=appearance, params=params, keep_centres=args.keep_centres)
     else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,8 +96,10 @@ def video_poses(
     *,
     keep_frames: bool = False,
     looks: bool = False,
+    only: Container[int] | None = None,
 ) -> CameraInput:
-    """The model's poses on every frame of a video, with the frames and the poses' appearance on request."""
+    """The model's poses on every frame of a video (``only``: on the frames of these indices), with the frames
+    and the poses' appearance on request."""
     from posefleet.merge.appearance import describe_all
     from posefleet.node.engine import EngineOptions, PoseEngine, load_card
     from posefleet.node.tools import media
@@ -106,7 +108,7 @@ def video_poses(
         raise PosefleetError(f"{path}: a video input needs --model (a converted model directory)")
     out = CameraInput(name, [], looks=[] if looks else None)
     engine: PoseEngine | None = None
-    for frame in media.frames(path):
+    for frame in media.frames(path, only):
         out.size = (frame.shape[1], frame.shape[0])
         if engine is None:  # the model's own size at the video's aspect ratio, unless one is given
             card = load_card(model)
@@ -133,8 +135,10 @@ def read_inputs(
     layout: str | None = None,
     keep_frames: bool = False,
     looks: bool = False,
+    only: Container[int] | None = None,
 ) -> Iterator[CameraInput]:
-    """Each ``NAME=INPUT`` of ``specs`` read (videos through ``video_poses``)."""
+    """Each ``NAME=INPUT`` of ``specs`` read (videos through ``video_poses``; ``only``: their frames of these
+    indices)."""
     from posefleet.merge.formats import read_openpose_folder
 
     seen = set()
@@ -153,7 +157,7 @@ def read_inputs(
         elif path.suffix == ".json":
             yield CameraInput(name, _pose_json(path))
         elif path.exists():
-            yield video_poses(name, model, path, device, input_size, keep_frames=keep_frames, looks=looks)
+            yield video_poses(name, model, path, device, input_size, keep_frames=keep_frames, looks=looks, only=only)
         else:
             raise PosefleetError(f"--camera {name}: {path}: no such file or folder")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from pathlib import Path
 
 import cv2
@@ -34,8 +34,17 @@ def video_fps(path: Path) -> float:
     return fps
 
 
-def frames(path: Path) -> Iterator[npt.NDArray[np.uint8]]:
-    """BGR frames of an image (one frame) or a video."""
+def frame_count(path: Path) -> int:
+    """The frames a video's container says it holds (0 where it does not say)."""
+    cap = cv2.VideoCapture(str(path))
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    cap.release()
+    return max(count, 0)
+
+
+def frames(path: Path, only: Container[int] | None = None) -> Iterator[npt.NDArray[np.uint8]]:
+    """BGR frames of an image (one frame) or a video; ``only``: the indices of the video's frames wanted (the
+    others are passed over without their conversion to BGR)."""
     if not path.exists():
         raise MediaError(f"{path}: no such file")
     if is_image(path):
@@ -46,12 +55,16 @@ def frames(path: Path) -> Iterator[npt.NDArray[np.uint8]]:
         raise MediaError(f"{path}: cannot open video")
     try:
         got_any = False
+        index = 0
         while True:
-            ok, frame = cap.read()
+            wanted = only is None or index in only
+            ok, frame = cap.read() if wanted else (cap.grab(), None)
             if not ok:
                 break
             got_any = True
-            yield np.asarray(frame, dtype=np.uint8)
+            index += 1
+            if wanted:
+                yield np.asarray(frame, dtype=np.uint8)
         if not got_any:
             raise MediaError(f"{path}: no decodable frames")
     finally:
