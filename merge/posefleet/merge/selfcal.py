@@ -16,9 +16,10 @@ structure-from-motion on people, the classic incremental pipeline with joints as
    different people across cameras, which fits the 2D as well as the right one; their clothes do.
 2. **People across cameras.** Per frame, the pairwise pairings are joined (union-find) into one group per
    person; a group holding two people of one camera keeps the one with more pairings.
-3. **Incremental placement.** The pair with the most inliers starts (baseline 1); its joints are
-   triangulated (weighted DLT); each next camera, the one sharing the most triangulated joints first, is
-   placed by PnP with RANSAC on them; every placed camera triangulates.
+3. **Incremental placement.** The pair whose relative rotation closes the most loops with two other pairs
+   (``_seed``: a wrong pair's loops do not close), then the one with the most inliers, starts (baseline 1);
+   its joints are triangulated (weighted DLT); each next camera, the one sharing the most triangulated
+   joints first, is placed by PnP with RANSAC on them; every placed camera triangulates.
 4. **Bundle adjustment**, in two steps. First the camera poses alone, every joint triangulated anew inside
    the residuals (6 unknowns per camera: it converges in tens of iterations, where the full adjustment
    started from the placement stopped at its 100 iterations far from its minimum: on the OpenPose
@@ -102,6 +103,9 @@ class SelfCalParams:
     #: memory grow with the frames, and frames spread over a walk cover more of the room than as many in a row
     #: (bench/design-choices.md).
     max_frames: int = 300
+    #: Three cameras' pairwise rotations chained around the loop turn by at most this when the pairs are right
+    #: (``_seed``): 3-9 degrees on the lab videos' right pairs, 15 or more where one is wrong.
+    loop_deg: float = 10.0
 
 
 @dataclass
@@ -388,6 +392,27 @@ def _pairs_from_poses(
             matches, A, _ = _match(_essential(R, t / max(float(np.linalg.norm(t)), 1e-12)), obs[a], obs[b], focal, p)
             out.append(_Pair(a, b, R, t, len(A), matches))
     return out
+
+
+def _seed(pairs: list[_Pair], names: list[str], p: SelfCalParams) -> _Pair:
+    """The pair the placement starts from: the one whose relative rotation closes the most loops with two
+    other pairs (three cameras) within ``p.loop_deg``, then the one with the most inliers. A wrong pair closes
+    fewer: facing cameras' matrices can come out turned by up to 180 degrees with the most inliers of all
+    (people walking in mirror-image lanes, or standing still)."""
+    rot: dict[tuple[str, str], F64] = {}
+    for q in pairs:
+        rot[(q.a, q.b)], rot[(q.b, q.a)] = q.R, q.R.T
+    closed: dict[frozenset[str], int] = {}
+    for i, a in enumerate(names):
+        for j, b in enumerate(names[i + 1 :], i + 1):
+            for c in names[j + 1 :]:
+                if not all(k in rot for k in ((a, b), (b, c), (c, a))):
+                    continue
+                loop = rot[(c, a)] @ rot[(b, c)] @ rot[(a, b)]
+                if np.degrees(np.arccos(np.clip((np.trace(loop) - 1) / 2, -1.0, 1.0))) <= p.loop_deg:
+                    for edge in (frozenset((a, b)), frozenset((b, c)), frozenset((a, c))):
+                        closed[edge] = closed.get(edge, 0) + 1
+    return max(pairs, key=lambda q: (closed.get(frozenset((q.a, q.b)), 0), q.inliers))
 
 
 # -- 2. people across cameras ---------------------------------------------------------------------------
@@ -858,7 +883,7 @@ def _calibrate_once(
         raise CalibrationError(f"no two cameras share enough people to be placed ({detail})")
     t0 = time.perf_counter()
     tracks = _tracks(_groups(names, pairs, len(views)), obs, p)
-    best = max(pairs, key=lambda q: q.inliers)
+    best = _seed(pairs, names, p)
     poses: dict[str, tuple[F64, F64]] = {best.a: (np.eye(3), np.zeros(3)), best.b: (best.R, best.t)}
     _triangulate(tracks, cameras, poses, p.outlier_px)
     reports = {n: CameraReport(n, False) for n in names}
