@@ -161,11 +161,14 @@ def rig_differences(
     return s, {n: camera_difference(c, reference[n]) for n, c in moved.items()}
 
 
+def turn_deg(R: F64) -> float:
+    """How far a rotation matrix turns, in degrees."""
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0))))
+
+
 def camera_difference(a: Camera, b: Camera) -> tuple[float, float]:
     """(centre distance, orientation difference in degrees) of two cameras in one world."""
-    dR = a.R @ b.R.T
-    angle = float(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1))))
-    return float(np.linalg.norm(a.center - b.center)), angle
+    return float(np.linalg.norm(a.center - b.center)), turn_deg(a.R @ b.R.T)
 
 
 def transform(cameras: dict[str, Camera], s: float, R: F64, t: F64) -> dict[str, Camera]:

@@ -48,12 +48,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
+from itertools import combinations
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 from posefleet.merge.calibration import CalibrationError, Camera
-from posefleet.merge.extrinsics import alignment, camera_difference, rig_differences, rig_size, transform
+from posefleet.merge.extrinsics import alignment, camera_difference, rig_differences, rig_size, transform, turn_deg
 from posefleet.merge.skeleton import bone_lengths
 from posefleet.merge.triangulation import dlt
 from scipy.optimize import least_squares
@@ -403,15 +404,13 @@ def _seed(pairs: list[_Pair], names: list[str], p: SelfCalParams) -> _Pair:
     for q in pairs:
         rot[(q.a, q.b)], rot[(q.b, q.a)] = q.R, q.R.T
     closed: dict[frozenset[str], int] = {}
-    for i, a in enumerate(names):
-        for j, b in enumerate(names[i + 1 :], i + 1):
-            for c in names[j + 1 :]:
-                if not all(k in rot for k in ((a, b), (b, c), (c, a))):
-                    continue
-                loop = rot[(c, a)] @ rot[(b, c)] @ rot[(a, b)]
-                if np.degrees(np.arccos(np.clip((np.trace(loop) - 1) / 2, -1.0, 1.0))) <= p.loop_deg:
-                    for edge in (frozenset((a, b)), frozenset((b, c)), frozenset((a, c))):
-                        closed[edge] = closed.get(edge, 0) + 1
+    for a, b, c in combinations(names, 3):
+        if (
+            all(k in rot for k in ((a, b), (b, c), (c, a)))
+            and turn_deg(rot[(c, a)] @ rot[(b, c)] @ rot[(a, b)]) <= p.loop_deg
+        ):
+            for edge in (frozenset((a, b)), frozenset((b, c)), frozenset((a, c))):
+                closed[edge] = closed.get(edge, 0) + 1
     return max(pairs, key=lambda q: (closed.get(frozenset((q.a, q.b)), 0), q.inliers))
 
 
