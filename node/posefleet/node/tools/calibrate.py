@@ -243,9 +243,10 @@ def _spread_over_videos(specs: list[str], budget: int) -> frozenset[int] | None:
     or short videos: the calibration then spreads the 2D poses itself)."""
     from posefleet.merge.selfcal import spread
     from posefleet.node.tools import media
+    from posefleet.node.tools.fuse import is_video
 
     paths = [Path(spec.partition("=")[2]) for spec in specs]
-    if not paths or not all(p.is_file() and p.suffix != ".json" and not media.is_image(p) for p in paths):
+    if not paths or not all(is_video(p) and not media.is_image(p) for p in paths):
         return None
     counts = {spec.partition("=")[0]: media.frame_count(p) for spec, p in zip(specs, paths, strict=True)}
     if min(counts.values()) <= budget:

@@ -124,6 +124,11 @@ def video_poses(
     return out
 
 
+def is_video(path: Path) -> bool:
+    """An input ``read_inputs`` runs through the model (``video_poses``): a file, neither JSON nor a folder."""
+    return path.exists() and not path.is_dir() and path.suffix != ".json"
+
+
 def read_inputs(
     specs: list[str],
     names: list[str],
@@ -156,7 +161,7 @@ def read_inputs(
             yield CameraInput(name, read_openpose_folder(path, layout))  # type: ignore[arg-type]
         elif path.suffix == ".json":
             yield CameraInput(name, _pose_json(path))
-        elif path.exists():
+        elif is_video(path):
             yield video_poses(name, model, path, device, input_size, keep_frames=keep_frames, looks=looks, only=only)
         else:
             raise PosefleetError(f"--camera {name}: {path}: no such file or folder")
