@@ -27,8 +27,10 @@ structure-from-motion on people, the classic incremental pipeline with joints as
    SciPy ``least_squares`` (trust region, a sparse Jacobian, a Huber loss in pixels, residuals weighted by the 2D
    confidence); observations left far off are dropped and it runs again; then the people are paired again under
    the adjusted cameras (every pair, from the poses, not from the first matrices) and the whole adjustment
-   repeats (three rounds). The pipeline starts at three inlier thresholds; the run explaining the most joints is
-   kept.
+   repeats (three rounds). A last pass pairs the people again under those cameras with a wide first gate (as a
+   refinement starts: a camera left a few degrees off has its right joints beyond the rounds' gate) and runs the
+   rounds again. The pipeline starts at three inlier thresholds; the run explaining the most joints is kept,
+   and the starts' rigs before their last pass are compared (``start_disagreement``).
 5. **World frame** (``world``). Z up from the floor plane fitted to the lowest ankles, the origin on the floor
    below the people, x along the first camera's view; metric scale from the people's height (the leg and trunk
    segments, anthropometric ratios) or, better, from known points (``extrinsics.anchor``).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -322,3 +322,8 @@ def fill_reports(
         report = reports.setdefault(n, CameraReport(n, True))
         report.placed, report.reason, report.observations, report.frames = True, "", len(e), len(frames_seen)
         report.error_px = float(np.sqrt(np.mean(e**2))) if len(e) else float("nan")
+
+
+def widened(p: SelfCalParams, focal: float) -> SelfCalParams:
+    """``p`` keeping joints as far off as a camera turned ``p.wide_turn_deg`` puts them (a first round's gate)."""
+    return replace(p, outlier_px=max(p.outlier_px, focal * float(np.tan(np.radians(p.wide_turn_deg)))))

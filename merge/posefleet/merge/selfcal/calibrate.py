@@ -9,7 +9,15 @@ from dataclasses import replace
 
 import numpy as np
 from posefleet.merge.calibration import CalibrationError, Camera
-from posefleet.merge.selfcal.adjustment import Seen, adjust_rounds, fill_reports, place, triangulate
+from posefleet.merge.selfcal.adjustment import (
+    Seen,
+    adjust_rounds,
+    fill_reports,
+    pair_again,
+    place,
+    triangulate,
+    widened,
+)
 from posefleet.merge.selfcal.groups import joint_tracks, people_groups
 from posefleet.merge.selfcal.pairs import observations, pair_cameras, seed
 from posefleet.merge.selfcal.params import F64, Looks, SelfCalParams, Views, within_budget
@@ -30,15 +38,17 @@ def calibrate_from_people(
     """Every camera's extrinsics from the people in ``views`` (``_calibrate_once``), started once per inlier
     threshold of ``params.ransac_tries``: the run that explains the most joints wins. A wrong start pairs
     fewer people; neither the reprojection error nor the count of 2D joints within a tight radius of the
-    run's cameras picked better on the shared recordings (measured against their Qualisys calibration)."""
+    run's cameras picked better on the shared recordings (measured against their Qualisys calibration). The
+    starts are compared (``start_disagreement``) on the rigs their rounds reached before the last pass: that
+    pass is a search around each, and searches that end in one place say nothing of where they began."""
     p = params or SelfCalParams()
     views, looks = within_budget(views, looks, p)
-    results: list[SelfCalResult] = []
+    results: list[tuple[SelfCalResult, dict[str, Camera]]] = []
     failures = []
     t0 = time.perf_counter()
     for px in p.ransac_tries:
         try:
-            result = _calibrate_once(cameras, views, looks, person_height, replace(p, ransac_px=px))
+            result, rounds_rig = _calibrate_once(cameras, views, looks, person_height, replace(p, ransac_px=px))
         except CalibrationError as exc:
             failures.append(str(exc))
             continue
@@ -46,18 +56,18 @@ def calibrate_from_people(
             "people calibration at %.0f px: %d joints, %s cameras, bone spread %.3f",
             px, result.points, len(result.placed), result.bone_spread,
         )  # fmt: skip
-        results.append(result)
+        results.append((result, rounds_rig))
     if not results:
         raise CalibrationError(failures[0])
-    best = max(results, key=lambda r: (len(r.placed), r.points))
-    best.start_disagreement = start_disagreement(best, [r for r in results if r is not best])
+    best, rig = max(results, key=lambda run: (len(run[0].placed), run[0].points))
+    best.start_disagreement = start_disagreement(rig, [other for r, other in results if r is not best])
     best.seconds["total"] = time.perf_counter() - t0
     return best
 
 
 def _calibrate_once(
     cameras: Mapping[str, Camera], views: Views, looks: Looks | None, person_height: float | None, p: SelfCalParams
-) -> SelfCalResult:
+) -> tuple[SelfCalResult, dict[str, Camera]]:
     """Every camera's extrinsics from the people its frames show (``views``: per frame, camera -> 2D poses in
     the camera's own pixels, COCO-17 with confidences). ``cameras`` supply the intrinsics (already ``fit`` to
     those pixels). After the first placement the people are paired again under the adjusted poses and the
@@ -102,7 +112,17 @@ def _calibrate_once(
         triangulate(tracks, cameras, poses, p.outlier_px)
     seconds["placement"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    poses, live = adjust_rounds(tracks, cameras, poses, Seen(obs, focal, len(views)), p)
+    seen = Seen(obs, focal, len(views))
+    poses, live = adjust_rounds(tracks, cameras, poses, seen, p)
+    rounds_rig = {n: replace(cameras[n], R=R, t=t) for n, (R, t) in poses.items()}
+    # The last pass: the people paired again under the adjusted poses with a wide first gate, as a refinement
+    # starts. A camera the rounds left a few degrees off (its right joints beyond ``outlier_px``, some wrong
+    # ones within) is off by all its joints at once, and comes back where they put it.
+    wide = widened(p, focal)
+    try:
+        poses, live = adjust_rounds(pair_again(poses, seen, cameras, wide), cameras, poses, seen, p, first=wide)
+    except CalibrationError as exc:  # the rounds' result stands
+        log.info("the last pass found nothing to adjust on (%s)", exc)
     seconds["adjustment"] = time.perf_counter() - t0
     R0, c0, _ = world_frame(live, poses, names[0] if names[0] in poses else best.a)
     scale, source = 1.0, "no scale: the first pair's baseline is 1"
@@ -121,4 +141,4 @@ def _calibrate_once(
     return SelfCalResult(
         out, [reports[n] for n in names], len(live), len({tr.frame for tr in live}), source, bone_spread(skeletons),
         "colour and geometry" if described else "geometry alone", seconds=seconds,
-    )  # fmt: skip
+    ), rounds_rig  # fmt: skip

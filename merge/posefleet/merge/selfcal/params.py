@@ -32,9 +32,10 @@ class SelfCalParams:
     rounds: int = 3  # placement and adjustment rounds, the people paired again under the cameras before each
     look_px: float = 8.0  # a pairing's cost per unit of appearance distance (pixels of Sampson distance)
     look_sigma: float = 1.0  # appearance distance at which a pairing's hypothesis votes count exp(-1/2)
-    #: A refinement's first round keeps joints as far off under the given poses as a camera turned this much
-    #: puts them (its focal length x tan): a camera knocked on its mount is off by all its joints at once.
-    refine_turn_deg: float = 5.0
+    #: The first round of a refinement, and of a calibration's last pass, keeps joints as far off under the
+    #: poses it starts from as a camera turned this much puts them (its focal length x tan, ``widened``): a
+    #: camera knocked on its mount, or left a few degrees off by the rounds, is off by all its joints at once.
+    wide_turn_deg: float = 5.0
     #: Frames a calibration uses at most, spread evenly over a longer recording (``spread``): its time and
     #: memory grow with the frames, and frames spread over a walk cover more of the room than as many in a row
     #: (bench/design-choices.md).

@@ -17,6 +17,7 @@ from posefleet.merge.selfcal.adjustment import (
     pair_again,
     reprojection_errors,
     triangulate,
+    widened,
 )
 from posefleet.merge.selfcal.groups import Track
 from posefleet.merge.selfcal.pairs import observations
@@ -49,12 +50,12 @@ def _under_given(
     cameras: Mapping[str, Camera], views: Views, looks: Looks | None, p: SelfCalParams
 ) -> tuple[Seen, SelfCalParams, list[Track]]:
     """Each frame's people paired across the cameras under their given poses and triangulated, joints kept as
-    far off as a camera turned ``p.refine_turn_deg`` puts them (a knocked camera is off by all its joints at
+    far off as a camera turned ``p.wide_turn_deg`` puts them (a knocked camera is off by all its joints at
     once); those settings (``wide``) are returned for a refinement's first round."""
     obs = observations(cameras, views, p, looks)
     focal = float(np.mean([c.K[0, 0] for c in cameras.values()]))
     seen = Seen(obs, focal, len(views))
-    wide = replace(p, outlier_px=max(p.outlier_px, focal * float(np.tan(np.radians(p.refine_turn_deg)))))
+    wide = widened(p, focal)
     return seen, wide, pair_again({n: (c.R, c.t) for n, c in cameras.items()}, seen, cameras, wide)
 
 
@@ -72,7 +73,7 @@ def reprojection_under(
 ) -> Explained:
     """A calibration judged on the people in ``views`` (reference-free, e.g. on a recording it was not made
     from): the people paired across cameras under its poses and triangulated, as a refinement's first round
-    starts (a joint kept while every view is within ``refine_turn_deg``'s gate: a wrong rig's far joints count
+    starts (a joint kept while every view is within ``wide_turn_deg``'s gate: a wrong rig's far joints count
     against it instead of dropping out; their median error is the robust figure)."""
     p = params or SelfCalParams()
     _, _, tracks = _under_given(cameras, views, looks, p)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from posefleet.merge.calibration import Camera
@@ -67,20 +67,20 @@ def starts_verdict(disagreement: float) -> str:
     )
 
 
-def start_disagreement(chosen: SelfCalResult, others: Sequence[SelfCalResult]) -> float:
-    """The largest distance of a camera centre of another start's rig from ``chosen``'s, after the best
-    similarity between them, as a fraction of ``chosen``'s size (its centres' mean distance from their mean),
-    over the starts that placed at least 3 of its cameras; NaN when none did.
+def start_disagreement(chosen: Mapping[str, Camera], others: Sequence[Mapping[str, Camera]]) -> float:
+    """The largest distance of a camera centre of another start's rig (its placed cameras) from ``chosen``'s,
+    after the best similarity between them, as a fraction of ``chosen``'s size (its centres' mean distance
+    from their mean), over the starts that placed at least 3 of its cameras; NaN when none did.
 
     A reference-free check of the result: right starts converge to one rig, while a wrong pairing of people
     across cameras (people standing still never contradict one) lands each start somewhere else."""
-    mine = {n: chosen.cameras[n] for n in chosen.placed}
+    mine = dict(chosen)
     size = rig_size(mine)
     worst = float("nan")
     if size <= 0:  # every camera at one point: no size to measure against
         return worst
     for other in others:
-        theirs = {n: other.cameras[n] for n in other.placed if n in mine}
+        theirs = {n: c for n, c in other.items() if n in mine}
         if len(theirs) < 3:
             continue
         _, differences = rig_differences(theirs, {n: mine[n] for n in theirs})
