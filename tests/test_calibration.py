@@ -52,6 +52,29 @@ def _people_cli(
     return errors, done.stdout
 
 
+def _lab_clips(assets: Path, tmp_path: Path, frames: int, width: int | None = None) -> list[str]:
+    """The lab's four videos rewritten losslessly (FFV1, the colours kept): their first ``frames``, cut to
+    ``width`` pixels at the right edge where given; returned as ``--camera NAME=CLIP`` arguments."""
+    args = []
+    for name in _qualisys(assets):
+        clip = tmp_path / f"{name}.avi"
+        cap = cv2.VideoCapture(str(assets / LAB / "videos" / f"{name.replace('_', '')}.mp4"))
+        writer = None
+        for _ in range(frames):
+            ok, frame = cap.read()
+            assert ok
+            frame = np.ascontiguousarray(frame[:, :width])
+            if writer is None:
+                size = (frame.shape[1], frame.shape[0])
+                writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"FFV1"), 60.0, size)
+            writer.write(frame)
+        assert writer is not None
+        writer.release()
+        cap.release()
+        args += ["--camera", f"{name}={clip}"]
+    return args
+
+
 # -- boards and intrinsics --------------------------------------------------------------------------------
 def test_board_specs_are_parsed_or_refused_saying_the_format() -> None:
     board = parse_board("checkerboard:4x7:60")
@@ -460,22 +483,8 @@ def test_calibrate_people_cli_pairs_people_by_colour_on_the_lab_videos(
     within 30 cm and 5 degrees of Qualisys after the similarity alignment (16.6 cm, 3.6 deg measured)."""
     reference = _qualisys(assets)
     calib = assets / LAB / "calibration" / "Calib_qualisys.toml"
-    args: list[str | Path] = ["calibrate", "people", "--calibration", calib, "--model", models["yolo"]]
-    for name in reference:
-        clip = tmp_path / f"{name}.avi"
-        cap = cv2.VideoCapture(str(assets / LAB / "videos" / f"{name.replace('_', '')}.mp4"))
-        writer = None
-        for _ in range(50):
-            ok, frame = cap.read()
-            assert ok
-            if writer is None:  # lossless: the clip keeps the video's colours
-                size = (frame.shape[1], frame.shape[0])
-                writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"FFV1"), 60.0, size)
-            writer.write(frame)
-        assert writer is not None
-        writer.release()
-        cap.release()
-        args += ["--camera", f"{name}={clip}"]
+    clips = _lab_clips(assets, tmp_path, 50)
+    args: list[str | Path] = ["calibrate", "people", "--calibration", calib, "--model", models["yolo"], *clips]
     errors, stdout = _people_cli(args, tmp_path, reference)
     assert all(e[0] < 0.30 and e[1] < 5.0 for e in errors.values()), errors
     assert "people paired across cameras by colour and geometry" in stdout, stdout
@@ -573,16 +582,8 @@ def test_calibrate_people_on_the_rigs_videos_decoded_as_its_other_recordings_are
     20 cm and 5 degrees of Qualisys, as for the videos as they are."""
     reference = _qualisys(assets)
     calib = assets / LAB / "calibration" / "Calib_qualisys.toml"
-    args: list[str | Path] = ["calibrate", "people", "--calibration", calib, "--model", models["yolo"]]
-    for name in reference:
-        video = cv2.VideoCapture(str(assets / LAB / "videos" / (name.replace("_", "") + ".mp4")))
-        cut = tmp_path / f"{name}.mkv"
-        writer = cv2.VideoWriter(str(cut), cv2.VideoWriter.fourcc(*"FFV1"), 60.0, (1080, 1920))
-        while (frame := video.read())[0]:
-            writer.write(np.ascontiguousarray(frame[1][:, :1080]))
-        writer.release()
-        video.release()
-        args += ["--camera", f"{name}={cut}"]
+    clips = _lab_clips(assets, tmp_path, 100, width=1080)
+    args: list[str | Path] = ["calibrate", "people", "--calibration", calib, "--model", models["yolo"], *clips]
     errors, _ = _people_cli(args, tmp_path, reference)
     assert all(e[0] < 0.20 and e[1] < 5.0 for e in errors.values()), errors
 
